@@ -1,0 +1,538 @@
+//! The production broker: NATS JetStream through async-nats.
+//!
+//! Works with nats-server 2.9 (Debian's) and newer: only 2.9-era stream and consumer fields are
+//! used. Facts this code relies on (checked against nats-server 2.9.10):
+//! - a consumer deleted under a running pull stream produces an endless series of
+//!   `MissingHeartbeat` errors, never `ConsumerDeleted`; so after consecutive missed heartbeats
+//!   the subscription asks the server whether the consumer still exists and recreates it;
+//! - a server restart shows up as missed heartbeats too, then the pull stream resumes by itself.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::{
+    ConsumerInfoErrorKind, CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind,
+};
+use async_nats::jetstream::stream::{self as js_stream, ConsumerErrorKind, DiscardPolicy};
+use async_nats::jetstream::{self, AckKind};
+use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
+
+use super::{
+    Acker, Broker, BrokerError, ConsumerSpec, Delivery, MSG_ID_HEADER, Outgoing, PubAck, Retention,
+    StreamSpec, StreamStatus, Subscription,
+};
+use crate::config::Storage;
+
+/// Error code the server gives for a missing stream.
+const STREAM_NOT_FOUND: u64 = 10059;
+/// Error code the server gives for a missing consumer.
+const CONSUMER_NOT_FOUND: u64 = 10014;
+/// Error code for "stream name already in use" (two replicas creating the stream at once).
+const STREAM_NAME_IN_USE: u64 = 10058;
+
+/// Idle heartbeat asked of the server on every pull request; two missed in a row are reported.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+/// Lifetime of one pull request.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// Consecutive missed heartbeats after which we check that our consumer still exists.
+const MISSED_HEARTBEATS_BEFORE_CHECK: u32 = 2;
+
+/// How to reach NATS.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// One or more server URLs (a cluster).
+    pub urls: Vec<String>,
+    pub credentials_file: Option<PathBuf>,
+    /// Client name shown by the server (`queue-worker`).
+    pub name: String,
+    /// Bound on every JetStream API request and on waiting for a PubAck.
+    pub request_timeout: Duration,
+}
+
+/// JetStream implementation of the [`Broker`] port.
+pub struct JetStreamBroker {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl JetStreamBroker {
+    /// Connect once (the caller retries with back-off). `on_reconnect` runs each time the
+    /// connection comes back after a loss.
+    pub async fn connect(
+        opts: &NatsOptions,
+        on_reconnect: impl Fn() + Send + Sync + 'static,
+    ) -> Result<JetStreamBroker, BrokerError> {
+        let url_list = opts.urls.join(",");
+        let mut connect = match &opts.credentials_file {
+            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| BrokerError::Connect {
+                    url: url_list.clone(),
+                    reason: format!("cannot read credentials file {}: {e}", path.display()),
+                })?,
+            None => async_nats::ConnectOptions::new(),
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let on_reconnect = Arc::new(on_reconnect);
+        connect = connect
+            .name(&opts.name)
+            .connection_timeout(Duration::from_secs(5))
+            .ping_interval(Duration::from_secs(10))
+            .request_timeout(Some(opts.request_timeout))
+            .event_callback(move |event| {
+                let lost = lost.clone();
+                let on_reconnect = on_reconnect.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            lost.store(true, Ordering::SeqCst);
+                            tracing::warn!("NATS disconnected; reconnecting");
+                        }
+                        async_nats::Event::Connected => {
+                            if lost.swap(false, Ordering::SeqCst) {
+                                on_reconnect();
+                                tracing::info!("NATS reconnected");
+                            }
+                        }
+                        async_nats::Event::SlowConsumer(_) => {
+                            tracing::debug!("NATS slow consumer")
+                        }
+                        other => tracing::info!(event = %other, "NATS event"),
+                    }
+                }
+            });
+        let addrs: Vec<async_nats::ServerAddr> = opts
+            .urls
+            .iter()
+            .map(|u| {
+                u.parse().map_err(|e| BrokerError::Connect {
+                    url: u.clone(),
+                    reason: format!("invalid NATS URL: {e}"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let client = connect
+            .connect(addrs)
+            .await
+            .map_err(|e| BrokerError::Connect {
+                url: url_list,
+                reason: e.to_string(),
+            })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(opts.request_timeout)
+            .ack_timeout(opts.request_timeout)
+            .build(client.clone());
+        Ok(JetStreamBroker { client, js })
+    }
+
+    /// The underlying client (tests and tools).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+fn js_config(spec: &StreamSpec) -> js_stream::Config {
+    js_stream::Config {
+        name: spec.name.clone(),
+        subjects: spec.subjects.clone(),
+        retention: match spec.retention {
+            Retention::WorkQueue => js_stream::RetentionPolicy::WorkQueue,
+            Retention::Limits => js_stream::RetentionPolicy::Limits,
+        },
+        storage: match spec.storage {
+            Storage::File => js_stream::StorageType::File,
+            Storage::Memory => js_stream::StorageType::Memory,
+        },
+        num_replicas: spec.replicas,
+        duplicate_window: spec.duplicate_window,
+        max_age: spec.max_age.unwrap_or_default(),
+        max_bytes: spec.max_bytes.unwrap_or(-1),
+        discard: DiscardPolicy::Old,
+        ..Default::default()
+    }
+}
+
+fn retention_name(r: js_stream::RetentionPolicy) -> &'static str {
+    match r {
+        js_stream::RetentionPolicy::Limits => "Limits",
+        js_stream::RetentionPolicy::Interest => "Interest",
+        js_stream::RetentionPolicy::WorkQueue => "WorkQueue",
+    }
+}
+
+/// The JetStream error code inside an async-nats error, if any.
+fn api_code(e: &async_nats::jetstream::Error) -> u64 {
+    e.error_code().0
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    spec: &StreamSpec,
+) -> Result<StreamStatus, BrokerError> {
+    match js.get_stream(&spec.name).await {
+        Ok(mut stream) => {
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| BrokerError::other("stream info", e))?;
+            let want = js_config(spec).retention;
+            if info.config.retention != want {
+                return Err(BrokerError::IncompatibleStream {
+                    stream: spec.name.clone(),
+                    found: retention_name(info.config.retention).into(),
+                    want: retention_name(want).into(),
+                });
+            }
+            Ok(StreamStatus::Existing)
+        }
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(inner) if api_code(&inner) == STREAM_NOT_FOUND => {
+                match js.create_stream(js_config(spec)).await {
+                    Ok(_) => Ok(StreamStatus::Created),
+                    Err(e) => match e.kind() {
+                        CreateStreamErrorKind::JetStream(inner)
+                            if api_code(&inner) == STREAM_NAME_IN_USE =>
+                        {
+                            Ok(StreamStatus::Existing)
+                        }
+                        CreateStreamErrorKind::TimedOut => Err(BrokerError::Timeout {
+                            what: format!("creating stream {}", spec.name),
+                        }),
+                        _ => Err(BrokerError::other("create stream", e)),
+                    },
+                }
+            }
+            _ => Err(BrokerError::other("get stream", e)),
+        },
+    }
+}
+
+fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
+    pull::Config {
+        durable_name: Some(spec.name.clone()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: spec.ack_wait,
+        // The worker decides retries (nak with delay) and ends messages with ack or term.
+        max_deliver: -1,
+        // Retrying messages wait as "ack pending": a limit here would pause the queue.
+        max_ack_pending: -1,
+        filter_subject: spec.filter_subject.clone().unwrap_or_default(),
+        inactive_threshold: spec.inactive_threshold.unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+async fn ensure_consumer(
+    js: &jetstream::Context,
+    stream_spec: &StreamSpec,
+    spec: &ConsumerSpec,
+) -> Result<PullConsumer, BrokerError> {
+    let status = ensure_stream(js, stream_spec).await?;
+    if status == StreamStatus::Created {
+        tracing::info!(stream = %stream_spec.name, "Created stream");
+    }
+    let stream = js
+        .get_stream(&spec.stream)
+        .await
+        .map_err(|e| BrokerError::other("get stream", e))?;
+    match stream.create_consumer(consumer_config(spec)).await {
+        Ok(c) => Ok(c),
+        Err(create_err) => {
+            // An existing consumer whose settings cannot be changed in place: use it as it is.
+            match stream.get_consumer::<pull::Config>(&spec.name).await {
+                Ok(c) => {
+                    tracing::warn!(
+                        consumer = %spec.name,
+                        error = %create_err,
+                        "Existing consumer differs from the configuration; using it unchanged"
+                    );
+                    Ok(c)
+                }
+                Err(_) => Err(BrokerError::other("create consumer", create_err)),
+            }
+        }
+    }
+}
+
+async fn pull_stream(consumer: &PullConsumer, batch: usize) -> Result<pull::Stream, BrokerError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(batch.max(1))
+        .heartbeat(PULL_HEARTBEAT)
+        .expires(PULL_EXPIRES)
+        .messages()
+        .await
+        .map_err(|e| BrokerError::other("start pulling", e))
+}
+
+#[async_trait]
+impl Broker for JetStreamBroker {
+    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError> {
+        ensure_stream(&self.js, spec).await
+    }
+
+    async fn publish(&self, msg: Outgoing) -> Result<PubAck, BrokerError> {
+        let mut headers = async_nats::HeaderMap::new();
+        for (k, v) in &msg.headers {
+            headers.append(k.as_str(), v.as_str());
+        }
+        if let Some(id) = &msg.msg_id {
+            headers.insert(MSG_ID_HEADER, id.as_str());
+        }
+        let map_err =
+            |e: async_nats::jetstream::context::PublishError, subject: &str| match e.kind() {
+                PublishErrorKind::StreamNotFound => BrokerError::NoStream {
+                    subject: subject.to_string(),
+                },
+                PublishErrorKind::TimedOut => BrokerError::Timeout {
+                    what: "PubAck".into(),
+                },
+                PublishErrorKind::MaxPayloadExceeded => BrokerError::Full(e.to_string()),
+                _ => BrokerError::other("publish", e),
+            };
+        let ack_future = self
+            .js
+            .publish_with_headers(msg.subject.clone(), headers, msg.payload)
+            .await
+            .map_err(|e| map_err(e, &msg.subject))?;
+        let ack = ack_future.await.map_err(|e| map_err(e, &msg.subject))?;
+        Ok(PubAck {
+            stream: ack.stream,
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    async fn subscribe(
+        &self,
+        stream: &StreamSpec,
+        consumer: &ConsumerSpec,
+    ) -> Result<Box<dyn Subscription>, BrokerError> {
+        let pull = ensure_consumer(&self.js, stream, consumer).await?;
+        let messages = pull_stream(&pull, consumer.pull_batch).await?;
+        Ok(Box::new(JsSubscription {
+            js: self.js.clone(),
+            stream_spec: stream.clone(),
+            spec: consumer.clone(),
+            messages,
+            missed_heartbeats: 0,
+        }))
+    }
+
+    async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
+        let s = match self.js.get_stream(stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                return match e.kind() {
+                    GetStreamErrorKind::JetStream(inner)
+                        if api_code(&inner) == STREAM_NOT_FOUND =>
+                    {
+                        Ok(false)
+                    }
+                    _ => Err(BrokerError::other("get stream", e)),
+                };
+            }
+        };
+        match s.delete_consumer(name).await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.kind() {
+                ConsumerErrorKind::JetStream(inner) if api_code(&inner) == CONSUMER_NOT_FOUND => {
+                    Ok(false)
+                }
+                _ => Err(BrokerError::other("delete consumer", e)),
+            },
+        }
+    }
+
+    async fn consumer_exists(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
+        consumer_exists(&self.js, stream, name).await
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    async fn flush(&self) -> Result<(), BrokerError> {
+        match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
+            Ok(r) => r.map_err(|e| BrokerError::other("flush", e)),
+            Err(_) => Err(BrokerError::Timeout {
+                what: "flush".into(),
+            }),
+        }
+    }
+}
+
+async fn consumer_exists(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+) -> Result<bool, BrokerError> {
+    let s = match js.get_stream(stream).await {
+        Ok(s) => s,
+        Err(e) => {
+            return match e.kind() {
+                GetStreamErrorKind::JetStream(inner) if api_code(&inner) == STREAM_NOT_FOUND => {
+                    Ok(false)
+                }
+                _ => Err(BrokerError::other("get stream", e)),
+            };
+        }
+    };
+    match s.consumer_info(name).await {
+        Ok(_) => Ok(true),
+        Err(e) => match e.kind() {
+            ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound => Ok(false),
+            ConsumerInfoErrorKind::JetStream(inner)
+                if matches!(api_code(&inner), CONSUMER_NOT_FOUND | STREAM_NOT_FOUND) =>
+            {
+                Ok(false)
+            }
+            _ => Err(BrokerError::other("consumer info", e)),
+        },
+    }
+}
+
+struct JsSubscription {
+    js: jetstream::Context,
+    stream_spec: StreamSpec,
+    spec: ConsumerSpec,
+    messages: pull::Stream,
+    missed_heartbeats: u32,
+}
+
+impl JsSubscription {
+    /// After missed heartbeats: recreate the consumer (and stream) if it is gone.
+    async fn check_consumer(&mut self) -> Result<(), BrokerError> {
+        if consumer_exists(&self.js, &self.spec.stream, &self.spec.name).await? {
+            return Ok(());
+        }
+        tracing::warn!(
+            stream = %self.spec.stream,
+            consumer = %self.spec.name,
+            "Consumer disappeared; recreating it"
+        );
+        self.recreate().await
+    }
+
+    async fn recreate(&mut self) -> Result<(), BrokerError> {
+        let stream_existed = self.js.get_stream(&self.spec.stream).await.is_ok();
+        if !stream_existed {
+            tracing::warn!(
+                stream = %self.spec.stream,
+                "Stream was deleted; recreating it empty"
+            );
+        }
+        let pull = ensure_consumer(&self.js, &self.stream_spec, &self.spec).await?;
+        self.messages = pull_stream(&pull, self.spec.pull_batch).await?;
+        self.missed_heartbeats = 0;
+        Ok(())
+    }
+}
+
+fn to_delivery(msg: jetstream::Message) -> Result<Delivery, BrokerError> {
+    let (delivered, stream_sequence, published) = {
+        let info = msg
+            .info()
+            .map_err(|e| BrokerError::other("read delivery info", e))?;
+        (
+            u64::try_from(info.delivered).unwrap_or(1),
+            info.stream_sequence,
+            SystemTime::from(info.published),
+        )
+    };
+    let (m, acker) = msg.split();
+    let mut headers = Vec::new();
+    if let Some(h) = &m.headers {
+        for (name, values) in h.iter() {
+            for v in values {
+                headers.push((name.to_string(), v.as_str().to_string()));
+            }
+        }
+    }
+    Ok(Delivery {
+        subject: m.subject.to_string(),
+        payload: m.payload,
+        headers,
+        delivered,
+        stream_sequence,
+        published,
+        acker: Box::new(JsAcker(acker)),
+    })
+}
+
+#[async_trait]
+impl Subscription for JsSubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
+        match self.messages.next().await {
+            Some(Ok(msg)) => {
+                self.missed_heartbeats = 0;
+                Some(to_delivery(msg))
+            }
+            Some(Err(e)) => match e.kind() {
+                K::MissingHeartbeat => {
+                    self.missed_heartbeats += 1;
+                    if self.missed_heartbeats >= MISSED_HEARTBEATS_BEFORE_CHECK {
+                        self.missed_heartbeats = 0;
+                        if let Err(check) = self.check_consumer().await {
+                            return Some(Err(check));
+                        }
+                    }
+                    Some(Err(BrokerError::other("pull", "missed heartbeat")))
+                }
+                K::ConsumerDeleted | K::NoResponders => Some(self.recreate().await.and(Err(
+                    BrokerError::other("pull", format!("{e}; consumer recreated")),
+                ))),
+                _ => Some(Err(BrokerError::other("pull", e))),
+            },
+            // The pull stream ended (terminal error inside async-nats): start a new one.
+            None => Some(
+                self.recreate()
+                    .await
+                    .and(Err(BrokerError::other("pull", "pull stream restarted"))),
+            ),
+        }
+    }
+
+    fn drain_buffered(&mut self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while let Some(Some(Ok(msg))) = self.messages.next().now_or_never() {
+            if let Ok(d) = to_delivery(msg) {
+                out.push(d);
+            }
+        }
+        out
+    }
+}
+
+struct JsAcker(async_nats::jetstream::message::Acker);
+
+#[async_trait]
+impl Acker for JsAcker {
+    async fn ack(&self) -> Result<(), BrokerError> {
+        self.0.ack().await.map_err(|e| BrokerError::other("ack", e))
+    }
+    async fn nak(&self, delay: Option<Duration>) -> Result<(), BrokerError> {
+        self.0
+            .ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(|e| BrokerError::other("nak", e))
+    }
+    async fn progress(&self) -> Result<(), BrokerError> {
+        self.0
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| BrokerError::other("progress", e))
+    }
+    async fn term(&self) -> Result<(), BrokerError> {
+        self.0
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(|e| BrokerError::other("term", e))
+    }
+}

@@ -1,0 +1,246 @@
+//! The `Broker` port: everything the worker and the ingress need from a message broker.
+//!
+//! Production uses [`jetstream::JetStreamBroker`] (NATS JetStream through async-nats). The
+//! embedded in-process broker and the simulation implement the same traits, so the worker code
+//! is identical everywhere.
+
+pub mod jetstream;
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::config::Storage;
+
+/// Header carrying the publisher's de-duplication id (JetStream's duplicate window).
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// How long the stream remembers `Nats-Msg-Id`s to drop re-sent publishes.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Retention of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// A message is removed once acknowledged (or terminated): the invocation queue.
+    WorkQueue,
+    /// Kept until the limits (age, size) remove it: the dead-letter stream.
+    Limits,
+}
+
+/// The stream the broker must provide.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSpec {
+    pub name: String,
+    pub subjects: Vec<String>,
+    pub retention: Retention,
+    pub storage: Storage,
+    pub replicas: usize,
+    pub duplicate_window: Duration,
+    /// `None`: no age limit.
+    pub max_age: Option<Duration>,
+    /// `None`: no size limit (the server's own limits apply).
+    pub max_bytes: Option<i64>,
+}
+
+impl StreamSpec {
+    /// The work-queue stream of queue `queue`: `OF_<queue>` on subjects `<queue>` and `<queue>.>`.
+    pub fn work_queue(queue: &str, storage: Storage, replicas: usize) -> StreamSpec {
+        StreamSpec {
+            name: stream_name(queue),
+            subjects: vec![queue.to_string(), format!("{queue}.>")],
+            retention: Retention::WorkQueue,
+            storage,
+            replicas,
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+            max_age: None,
+            max_bytes: None,
+        }
+    }
+
+    /// The dead-letter stream of queue `queue`: `OF_<queue>_DLQ` on `<queue>.dlq.>`.
+    pub fn dead_letters(
+        queue: &str,
+        storage: Storage,
+        replicas: usize,
+        max_age: Duration,
+    ) -> StreamSpec {
+        StreamSpec {
+            name: format!("{}_DLQ", stream_name(queue)),
+            subjects: vec![format!("{queue}.dlq.>")],
+            retention: Retention::Limits,
+            storage,
+            replicas,
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+            max_age: Some(max_age),
+            // Dead letters keep whole messages: bound the stream (1 GiB) so a poison storm
+            // cannot fill the server's disk; the oldest are discarded first.
+            max_bytes: Some(1 << 30),
+        }
+    }
+}
+
+/// `OF_<queue>`.
+pub fn stream_name(queue: &str) -> String {
+    format!("OF_{queue}")
+}
+
+/// A pull consumer the worker reads from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerSpec {
+    pub stream: String,
+    /// Durable name.
+    pub name: String,
+    /// `None`: every subject of the stream.
+    pub filter_subject: Option<String>,
+    pub ack_wait: Duration,
+    /// `None`: no inactive threshold (static mode's durable consumer lives forever).
+    pub inactive_threshold: Option<Duration>,
+    /// Upper bound on messages pulled ahead of the worker and buffered locally.
+    pub pull_batch: usize,
+}
+
+/// Result of [`Broker::ensure_stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStatus {
+    Created,
+    Existing,
+}
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub subject: String,
+    /// Sent as `Nats-Msg-Id`: re-sends within the duplicate window are dropped.
+    pub msg_id: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+}
+
+/// The broker's receipt for a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubAck {
+    pub stream: String,
+    pub sequence: u64,
+    /// The message id was seen within the duplicate window: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// One delivery of a stored message to this worker.
+pub struct Delivery {
+    pub subject: String,
+    pub payload: Bytes,
+    pub headers: Vec<(String, String)>,
+    /// 1 on the first delivery, incremented by every redelivery (nak or ack-wait expiry).
+    pub delivered: u64,
+    pub stream_sequence: u64,
+    /// When the broker stored the message.
+    pub published: SystemTime,
+    pub acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("subject", &self.subject)
+            .field("bytes", &self.payload.len())
+            .field("delivered", &self.delivered)
+            .field("stream_sequence", &self.stream_sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settles one delivery. Every method is a message to the broker; none blocks on the message's
+/// processing.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Done: remove the message from the work queue.
+    async fn ack(&self) -> Result<(), BrokerError>;
+    /// Redeliver, after `delay` (at once when `None`).
+    async fn nak(&self, delay: Option<Duration>) -> Result<(), BrokerError>;
+    /// Still working: restart the ack-wait timer.
+    async fn progress(&self) -> Result<(), BrokerError>;
+    /// Never redeliver (removed from a work queue).
+    async fn term(&self) -> Result<(), BrokerError>;
+}
+
+/// A stream of deliveries from one consumer.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next delivery. Transient trouble (disconnects, a consumer deleted under us) is
+    /// handled inside and reported as `Err` so the caller can log and pace itself; `None` means
+    /// the subscription is closed for good.
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>>;
+
+    /// Deliveries already received but not yet handed out (used at shutdown to give them back).
+    fn drain_buffered(&mut self) -> Vec<Delivery>;
+}
+
+/// The broker port.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Create the stream if missing; leave a matching one alone; report an incompatible one.
+    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError>;
+
+    /// Store a message; returns only once the broker has stored it (or dropped it as a
+    /// duplicate).
+    async fn publish(&self, msg: Outgoing) -> Result<PubAck, BrokerError>;
+
+    /// Ensure the consumer exists (creating the stream too when it is missing) and start pulling.
+    async fn subscribe(
+        &self,
+        stream: &StreamSpec,
+        consumer: &ConsumerSpec,
+    ) -> Result<Box<dyn Subscription>, BrokerError>;
+
+    /// Delete a consumer; `Ok(false)` when it did not exist.
+    async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, BrokerError>;
+
+    /// Whether a consumer exists.
+    async fn consumer_exists(&self, stream: &str, name: &str) -> Result<bool, BrokerError>;
+
+    /// Whether the broker is reachable right now.
+    fn is_connected(&self) -> bool;
+
+    /// Push out everything buffered (acks are sent without waiting for a reply); called before
+    /// the process exits.
+    async fn flush(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+/// Broker failures, phrased for operators.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("NATS is not connected")]
+    Disconnected,
+    #[error("timed out waiting for NATS ({what})")]
+    Timeout { what: String },
+    #[error(
+        "stream {stream} exists with {found} retention but queue-worker needs {want}; \
+         migrate it: drain the queue, then `nats stream delete {stream}` and restart the worker, \
+         which recreates it"
+    )]
+    IncompatibleStream {
+        stream: String,
+        found: String,
+        want: String,
+    },
+    #[error("no stream stores subject {subject}")]
+    NoStream { subject: String },
+    #[error("the broker is full: {0}")]
+    Full(String),
+    #[error("NATS error during {op}: {reason}")]
+    Other { op: &'static str, reason: String },
+}
+
+impl BrokerError {
+    pub fn other(op: &'static str, e: impl std::fmt::Display) -> BrokerError {
+        BrokerError::Other {
+            op,
+            reason: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The command line (SPEC §11): `queue-worker [run]`, `run --ingress ADDR`, `publish`.
+
+pub mod publish;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigArgs};
+use crate::invoke::http::ReqwestInvoker;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::server::Health;
+
+/// Exit code for invalid configuration or usage.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "queue-worker",
+    version,
+    about = "Invoke HTTP functions asynchronously from a NATS JetStream queue (OpenFaaS-compatible)",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Without a command: `run` (the container entrypoint; configured by environment).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the worker, optionally with the async ingress.
+    Run(RunArgs),
+    /// Publish one invocation to the queue (as the ingress would) and print its call id.
+    Publish(publish::PublishArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Also serve the async ingress (`POST /async-function/...`) on this address,
+    /// e.g. 0.0.0.0:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub ingress: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Parse configuration; on errors print one line per bad value.
+pub fn load_config(args: &ConfigArgs) -> Result<Config, ExitCode> {
+    Config::from_args(args).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("queue-worker: {e}");
+        }
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("queue-worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Run(cli.run));
+    runtime.block_on(async move {
+        match command {
+            Command::Run(args) => run(args).await,
+            Command::Publish(args) => publish::main(args).await,
+        }
+    })
+}
+
+/// Cancelled on SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Signal received: shutting down");
+        t.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn bind(what: &str, addr: &str) -> Result<TcpListener, ExitCode> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        eprintln!("queue-worker: cannot listen on {addr} for the {what}: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let config = match load_config(&args.config) {
+        Ok(c) => Arc::new(c),
+        Err(code) => return code,
+    };
+    crate::telemetry::logging::init(config.log_encoding, config.debug);
+    let metrics_listener = match bind("metrics", &format!("0.0.0.0:{}", config.metrics_port)).await
+    {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let ingress_listener = match &args.ingress {
+        Some(addr) => match bind("ingress", addr).await {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let invoker = match ReqwestInvoker::new(config.max_inflight, config.tls_insecure) {
+        Ok(i) => Arc::new(i),
+        Err(e) => {
+            eprintln!("queue-worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(addr) = metrics_listener.local_addr() {
+        tracing::info!(addr = %addr, "Starting metrics server");
+    }
+    let shutdown = shutdown_on_signals();
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::new();
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = tokio::spawn(crate::serve_metrics(
+        metrics_listener,
+        metrics.clone(),
+        health.clone(),
+        metrics_stop.clone(),
+    ));
+
+    let Some(broker) = crate::connect_nats(&config, &metrics, &shutdown).await else {
+        metrics_stop.cancel();
+        let _ = metrics_task.await;
+        return ExitCode::SUCCESS;
+    };
+    let ports = crate::Ports {
+        broker: Arc::new(broker),
+        invoker,
+        clock: Arc::new(crate::clock::SystemClock),
+    };
+    crate::run(config, ports, metrics, health, ingress_listener, shutdown).await;
+    metrics_stop.cancel();
+    let _ = metrics_task.await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,163 @@
+//! `queue-worker publish FUNCTION [--data @file|-|TEXT] [--header K:V]... [--callback URL]
+//! [--queue Q] [--path P] [--query Q]`: enqueue one invocation exactly as the ingress would.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{EXIT_USAGE, load_config};
+use crate::config::ConfigArgs;
+use crate::ingress::{self, Ingress, Submission, canonical_header_key};
+use crate::invoke::request::{validate_function_name, validate_path};
+use crate::telemetry::metrics::Metrics;
+
+#[derive(Args, Debug, Clone)]
+pub struct PublishArgs {
+    /// Function to invoke: `name` or `name.namespace`.
+    pub function: String,
+    /// Request body: `@FILE` reads a file, `-` reads standard input, anything else is sent as is.
+    #[arg(long, short = 'd')]
+    pub data: Option<String>,
+    /// Extra header `Key: Value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "K:V")]
+    pub headers: Vec<String>,
+    /// Callback URL for the result (`X-Callback-Url`).
+    #[arg(long)]
+    pub callback: Option<String>,
+    /// Queue to publish to (default: routing by function_queues, else queue_name).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Sub-path of the function, e.g. /employees/100.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// Raw query string, without '?'.
+    #[arg(long, default_value = "")]
+    pub query: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("queue-worker publish: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn read_data(data: &Option<String>, limit: usize) -> Result<bytes::Bytes, String> {
+    let bytes = match data.as_deref() {
+        None => Vec::new(),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .take(limit as u64 + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            buf
+        }
+        Some(s) if s.starts_with('@') => {
+            std::fs::read(&s[1..]).map_err(|e| format!("cannot read {}: {e}", &s[1..]))?
+        }
+        Some(s) => s.as_bytes().to_vec(),
+    };
+    if bytes.len() > limit {
+        return Err(format!(
+            "body too large: the limit is {limit} bytes (max_body_bytes)"
+        ));
+    }
+    Ok(bytes.into())
+}
+
+pub async fn main(args: PublishArgs) -> ExitCode {
+    let mut config = match load_config(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::telemetry::logging::init(config.log_encoding, config.debug);
+    if let Err(e) = validate_function_name(&args.function) {
+        return usage(e);
+    }
+    let path = if args.path.is_empty() || args.path.starts_with('/') {
+        args.path.clone()
+    } else {
+        format!("/{}", args.path)
+    };
+    if let Err(e) = validate_path(&path) {
+        return usage(e);
+    }
+    if let Some(q) = &args.queue {
+        // An explicit queue wins over routing.
+        config
+            .function_queues
+            .insert(args.function.clone(), q.clone());
+    }
+    let body = match read_data(&args.data, config.max_body_bytes) {
+        Ok(b) => b,
+        Err(e) => return usage(e),
+    };
+    let mut header: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for h in &args.headers {
+        let Some((k, v)) = h.split_once(':') else {
+            return usage(format!("invalid --header {h:?}: expected Key: Value"));
+        };
+        header
+            .entry(canonical_header_key(k.trim()))
+            .or_default()
+            .push(v.trim().to_string());
+    }
+    if let Some(cb) = &args.callback {
+        header.insert("X-Callback-Url".into(), vec![cb.clone()]);
+    }
+    let clock = crate::clock::SystemClock;
+    let prepared = match ingress::prepare(
+        &config,
+        &clock,
+        Submission {
+            function: args.function.clone(),
+            path,
+            query: args.query.trim_start_matches('?').to_string(),
+            header,
+            host: String::new(),
+            body,
+        },
+    ) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    // Give up after a while instead of waiting forever for an unreachable server.
+    let give_up = CancellationToken::new();
+    let g = give_up.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        g.cancel();
+    });
+    let Some(broker) = crate::connect_nats(&config, &metrics, &give_up).await else {
+        eprintln!(
+            "queue-worker publish: NATS not reachable at {}",
+            config.nats_urls.join(",")
+        );
+        return ExitCode::FAILURE;
+    };
+    let state = Ingress {
+        config: config.clone(),
+        broker: Arc::new(broker),
+        clock: Arc::new(clock),
+        metrics,
+    };
+    match ingress::submit(&state, &prepared).await {
+        Ok(()) => {
+            println!("{}", prepared.call_id);
+            let _ = state.broker.flush().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("queue-worker publish: cannot queue the invocation: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

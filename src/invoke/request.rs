@@ -1,0 +1,475 @@
+//! Building the HTTP requests the worker sends (pure code, no I/O).
+//!
+//! - The function request: `{gateway_url}/function/{Function}{Path}{?QueryString}` with the
+//!   message's method, headers and body (SPEC §4).
+//! - The callback request: the function's response posted to the caller's callback URL with the
+//!   `X-*` result headers (SPEC §6).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use crate::wire::QueueRequest;
+
+/// Characters Go's `url.PathEscape`-style path encoding leaves alone, besides alphanumerics:
+/// `-_.~` and `$&+,/:;=@`. Everything else in a path is percent-encoded.
+const PATH_ESCAPE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'!')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'\'')
+    .add(b'(')
+    .add(b')')
+    .add(b'*')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1), plus those the
+/// HTTP client computes itself.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Whether a header is hop-by-hop or client-computed (case-insensitive).
+pub fn is_not_forwarded(name: &str) -> bool {
+    NOT_FORWARDED.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// A message that cannot be turned into a request: it is poison (never invocable).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    #[error("invalid function name {0:?}: expected letters, digits, '-', '_' and '.'")]
+    FunctionName(String),
+    #[error("invalid method {0:?}")]
+    Method(String),
+    #[error("invalid path: {0}")]
+    Path(String),
+    #[error("cannot build the request URL: {0}")]
+    Url(String),
+}
+
+/// Function names as the OpenFaaS gateway routes them: `[-a-zA-Z_0-9.]+`, and not starting with
+/// a dot (so `..` cannot climb out of `/function/`).
+pub fn validate_function_name(function: &str) -> Result<(), BuildError> {
+    let ok = !function.is_empty()
+        && function.len() <= 253
+        && !function.starts_with('.')
+        && function
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BuildError::FunctionName(function.to_string()))
+    }
+}
+
+/// A function sub-path must not contain `.`/`..` segments (they would leave the function's
+/// URL space once a server normalises the path).
+pub fn validate_path(path: &str) -> Result<(), BuildError> {
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(BuildError::Path(
+            "'.' and '..' segments are not allowed".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `{gateway_url}/function/{function}{escaped path}{?query}`. `gateway_url` has no trailing '/'.
+pub fn function_url(gateway_url: &str, req: &QueueRequest) -> Result<String, BuildError> {
+    validate_function_name(&req.function)?;
+    validate_path(&req.path)?;
+    let mut url = String::with_capacity(
+        gateway_url.len() + 10 + req.function.len() + req.path.len() + req.query_string.len() + 2,
+    );
+    url.push_str(gateway_url);
+    url.push_str("/function/");
+    url.push_str(&req.function);
+    if !req.path.is_empty() {
+        if !req.path.starts_with('/') {
+            url.push('/');
+        }
+        url.extend(utf8_percent_encode(&req.path, PATH_ESCAPE));
+    }
+    let query = req.query_string.trim_start_matches('?');
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(query);
+    }
+    Ok(url)
+}
+
+/// The function request for one invocation.
+pub fn function_request(
+    gateway_url: &str,
+    req: &QueueRequest,
+    call_id: &str,
+    start_time: &str,
+) -> Result<http::Request<Bytes>, BuildError> {
+    let url = function_url(gateway_url, req)?;
+    let method = if req.method.is_empty() {
+        http::Method::POST
+    } else {
+        http::Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| BuildError::Method(req.method.clone()))?
+    };
+    let uri: http::Uri = url.parse().map_err(|e| BuildError::Url(format!("{e}")))?;
+    let mut out = http::Request::new(req.body.clone());
+    *out.method_mut() = method;
+    *out.uri_mut() = uri;
+    let headers = out.headers_mut();
+    for (name, values) in &req.header {
+        if is_not_forwarded(name)
+            || name.eq_ignore_ascii_case("user-agent")
+            || name.eq_ignore_ascii_case("x-call-id")
+            || name.eq_ignore_ascii_case("x-start-time")
+        {
+            continue;
+        }
+        // Header names/values that HTTP cannot carry are dropped, never fatal.
+        let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        for v in values {
+            if let Ok(hv) = HeaderValue::from_str(v) {
+                headers.append(hn.clone(), hv);
+            }
+        }
+    }
+    set_header(headers, "x-call-id", call_id);
+    set_header(headers, "x-start-time", start_time);
+    set_header(headers, "user-agent", &user_agent());
+    Ok(out)
+}
+
+/// `queue-worker/<version>`.
+pub fn user_agent() -> String {
+    format!("queue-worker/{}", crate::VERSION)
+}
+
+fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// The callback URL of a message: the original `X-Callback-Url` header when it is a valid
+/// absolute http(s) URL (it keeps credentials that Go's encoding of `CallbackUrl` loses), else
+/// the `CallbackUrl` object. `None`: no callback wanted. `Some(Err)`: one was asked for but is
+/// unusable.
+pub fn callback_url(req: &QueueRequest) -> Option<Result<url::Url, String>> {
+    let from_header = req.header_value("X-Callback-Url").filter(|s| !s.is_empty());
+    let from_object = req.callback_url.as_ref().map(|u| u.to_url_string());
+    let raw = match (from_header, from_object) {
+        (Some(h), _) => h.to_string(),
+        (None, Some(o)) => o,
+        (None, None) => return None,
+    };
+    Some(parse_callback_url(&raw))
+}
+
+/// An absolute `http`/`https` URL with a host.
+pub fn parse_callback_url(raw: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(raw).map_err(|e| format!("invalid callback URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid callback URL: scheme {:?} is not http or https",
+            u.scheme()
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("invalid callback URL: no host".into());
+    }
+    Ok(u)
+}
+
+/// A URL as it may be logged: scheme, host, port and path only (no credentials, no query).
+pub fn loggable_url(u: &url::Url) -> String {
+    let mut s = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
+    if let Some(p) = u.port() {
+        s.push_str(&format!(":{p}"));
+    }
+    s.push_str(u.path());
+    s
+}
+
+/// What the callback reports about the invocation.
+#[derive(Debug, Clone)]
+pub struct CallbackResult<'a> {
+    pub call_id: &'a str,
+    pub function: &'a str,
+    /// HTTP status of the function, or the status standing for its failure (503, 410, ...).
+    pub status: u16,
+    pub duration: Duration,
+    pub start_time: &'a str,
+    /// Retries made (attempts - 1).
+    pub retry: u32,
+    pub retry_max: u32,
+}
+
+/// The callback request: the function's response body and headers (minus hop-by-hop ones)
+/// plus the result headers of SPEC §6.
+pub fn callback_request(
+    url: &url::Url,
+    response_headers: &HeaderMap,
+    body: Bytes,
+    result: &CallbackResult<'_>,
+) -> Result<http::Request<Bytes>, BuildError> {
+    let uri: http::Uri = url
+        .as_str()
+        .parse()
+        .map_err(|e| BuildError::Url(format!("{e}")))?;
+    let mut out = http::Request::new(body);
+    *out.method_mut() = http::Method::POST;
+    *out.uri_mut() = uri;
+    let headers = out.headers_mut();
+    for (name, value) in response_headers {
+        if !is_not_forwarded(name.as_str()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    set_header(headers, "x-call-id", result.call_id);
+    set_header(headers, "x-function-status", &result.status.to_string());
+    set_header(headers, "x-function-name", result.function);
+    set_header(
+        headers,
+        "x-duration-seconds",
+        &format!("{:.6}", result.duration.as_secs_f64()),
+    );
+    set_header(headers, "x-start-time", result.start_time);
+    set_header(headers, "x-retry", &result.retry.to_string());
+    set_header(headers, "x-retry-max", &result.retry_max.to_string());
+    set_header(headers, "user-agent", &user_agent());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn msg(function: &str, path: &str, query: &str) -> QueueRequest {
+        QueueRequest {
+            function: function.into(),
+            path: path.into(),
+            query_string: query.into(),
+            method: "POST".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn url_without_path_has_no_trailing_slash() {
+        let u = function_url("http://gw:8080", &msg("sleep", "", "")).unwrap();
+        assert_eq!(u, "http://gw:8080/function/sleep");
+    }
+
+    #[test]
+    fn url_with_namespace_path_and_query() {
+        let u = function_url(
+            "http://gw:8080",
+            &msg("figlet.openfaas-fn", "/employees/100", "user=1&tag=a%20b"),
+        )
+        .unwrap();
+        assert_eq!(
+            u,
+            "http://gw:8080/function/figlet.openfaas-fn/employees/100?user=1&tag=a%20b"
+        );
+    }
+
+    #[test]
+    fn decoded_path_is_re_escaped() {
+        let u = function_url("http://gw", &msg("f", "/a/b c/ü?#", "")).unwrap();
+        assert_eq!(u, "http://gw/function/f/a/b%20c/%C3%BC%3F%23");
+    }
+
+    #[test]
+    fn path_without_leading_slash_gets_one() {
+        let u = function_url("http://gw", &msg("f", "x", "?q=1")).unwrap();
+        assert_eq!(u, "http://gw/function/f/x?q=1");
+    }
+
+    #[test]
+    fn bad_function_names_and_dot_segments_are_refused() {
+        for bad in ["", "..", ".hidden", "a/b", "a b", "a?b", "../system"] {
+            assert!(
+                function_url("http://gw", &msg(bad, "", "")).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        for bad in ["/..", "/a/../b", "/./x"] {
+            assert!(
+                function_url("http://gw", &msg("f", bad, "")).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(function_url("http://gw", &msg("dev.figlet.openfaas-fn", "/a..b", "")).is_ok());
+    }
+
+    #[test]
+    fn request_carries_method_headers_body_and_our_headers() {
+        let mut header = BTreeMap::new();
+        header.insert("Content-Type".to_string(), vec!["text/plain".to_string()]);
+        header.insert(
+            "X-Multi".to_string(),
+            vec!["a".to_string(), "b".to_string()],
+        );
+        header.insert("Connection".to_string(), vec!["close".to_string()]);
+        header.insert("Host".to_string(), vec!["evil".to_string()]);
+        header.insert("Content-Length".to_string(), vec!["999".to_string()]);
+        header.insert("User-Agent".to_string(), vec!["curl/8".to_string()]);
+        header.insert("X-Call-Id".to_string(), vec!["stale".to_string()]);
+        header.insert("Bad Name".to_string(), vec!["x".to_string()]);
+        header.insert("X-Bad-Value".to_string(), vec!["a\nb".to_string()]);
+        let m = QueueRequest {
+            header,
+            method: "PUT".into(),
+            body: Bytes::from_static(b"hello"),
+            ..msg("fn", "/p", "q=1")
+        };
+        let r = function_request("http://gw", &m, "call-1", "123").unwrap();
+        assert_eq!(r.method(), http::Method::PUT);
+        assert_eq!(r.uri().to_string(), "http://gw/function/fn/p?q=1");
+        assert_eq!(r.body().as_ref(), b"hello");
+        let h = r.headers();
+        assert_eq!(h["content-type"], "text/plain");
+        let multi: Vec<_> = h.get_all("x-multi").iter().collect();
+        assert_eq!(multi, vec!["a", "b"]);
+        assert!(h.get("connection").is_none());
+        assert!(h.get("host").is_none());
+        assert!(h.get("content-length").is_none());
+        assert!(h.get("x-bad-value").is_none());
+        assert_eq!(h["x-call-id"], "call-1");
+        assert_eq!(h["x-start-time"], "123");
+        assert_eq!(h["user-agent"], format!("queue-worker/{}", crate::VERSION));
+    }
+
+    #[test]
+    fn empty_method_means_post_and_bad_method_is_refused() {
+        let m = QueueRequest {
+            method: String::new(),
+            ..msg("f", "", "")
+        };
+        assert_eq!(
+            function_request("http://gw", &m, "c", "1")
+                .unwrap()
+                .method(),
+            http::Method::POST
+        );
+        let m = QueueRequest {
+            method: "GE T".into(),
+            ..msg("f", "", "")
+        };
+        assert!(matches!(
+            function_request("http://gw", &m, "c", "1"),
+            Err(BuildError::Method(_))
+        ));
+    }
+
+    #[test]
+    fn callback_has_every_result_header_and_forwards_response_headers() {
+        let url = parse_callback_url("http://user:pw@receiver:9000/cb?x=1").unwrap();
+        let mut resp = HeaderMap::new();
+        resp.insert("content-type", HeaderValue::from_static("application/json"));
+        resp.insert("x-custom", HeaderValue::from_static("1"));
+        resp.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        resp.insert("content-length", HeaderValue::from_static("5"));
+        let r = callback_request(
+            &url,
+            &resp,
+            Bytes::from_static(b"{}"),
+            &CallbackResult {
+                call_id: "c1",
+                function: "fn.ns",
+                status: 201,
+                duration: Duration::from_millis(1500),
+                start_time: "99",
+                retry: 0,
+                retry_max: 10,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.method(), http::Method::POST);
+        assert_eq!(r.uri().to_string(), "http://user:pw@receiver:9000/cb?x=1");
+        let h = r.headers();
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["x-custom"], "1");
+        assert!(h.get("transfer-encoding").is_none());
+        assert!(h.get("content-length").is_none());
+        assert_eq!(h["x-call-id"], "c1");
+        assert_eq!(h["x-function-status"], "201");
+        assert_eq!(h["x-function-name"], "fn.ns");
+        assert_eq!(h["x-duration-seconds"], "1.500000");
+        assert_eq!(h["x-start-time"], "99");
+        assert_eq!(h["x-retry"], "0");
+        assert_eq!(h["x-retry-max"], "10");
+        assert_eq!(h["user-agent"], user_agent());
+        assert_eq!(r.body().as_ref(), b"{}");
+    }
+
+    #[test]
+    fn callback_url_prefers_the_header_and_validates() {
+        let mut m = msg("f", "", "");
+        assert!(callback_url(&m).is_none());
+        m.header
+            .insert("X-Callback-Url".into(), vec!["http://a:b@host:1/cb".into()]);
+        assert_eq!(
+            callback_url(&m).unwrap().unwrap().as_str(),
+            "http://a:b@host:1/cb"
+        );
+        m.header
+            .insert("X-Callback-Url".into(), vec!["ftp://host/x".into()]);
+        assert!(callback_url(&m).unwrap().is_err());
+        assert!(parse_callback_url("/relative").is_err());
+        assert_eq!(
+            loggable_url(&parse_callback_url("https://u:p@h:8443/p/q?token=s").unwrap()),
+            "https://h:8443/p/q"
+        );
+    }
+
+    proptest! {
+        /// Whatever the (decoded) path, the URL parses and keeps the function prefix.
+        #[test]
+        fn any_path_gives_a_valid_url(path in "/[ -~\u{80}-\u{10ffff}]{0,40}", query in "[a-z0-9=&%]{0,20}") {
+            let m = msg("fn.ns", &path, &query);
+            match function_url("http://gw:8080", &m) {
+                Ok(u) => {
+                    let parsed: http::Uri = u.parse().expect("valid URI");
+                    prop_assert!(parsed.path().starts_with("/function/fn.ns"));
+                    prop_assert_eq!(parsed.query().unwrap_or(""), query.as_str());
+                    let decoded = percent_encoding::percent_decode_str(
+                        parsed.path().strip_prefix("/function/fn.ns").unwrap()
+                    ).decode_utf8().unwrap().to_string();
+                    prop_assert_eq!(decoded, path);
+                }
+                Err(BuildError::Path(_)) => prop_assert!(path.split('/').any(|s| s == "." || s == "..")),
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Prometheus metrics (SPEC §8): the OpenFaaS queue-worker names plus ours.
+//!
+//! One [`Metrics`] per process (or per simulated worker), passed in: no globals.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabels {
+    pub queue_name: String,
+    /// `name.namespace`
+    pub function_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub queue_name: String,
+    pub function_name: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub queue_name: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub queue_name: String,
+    pub outcome: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 5 ms .. ~82 s
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+fn delay_histogram() -> Histogram {
+    // 1 ms .. ~9 h: queue delays range from instant to hours of backlog.
+    Histogram::new(exponential_buckets(0.001, 3.0, 16))
+}
+
+/// Every metric the process exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `queue_worker_pending_messages{queue_name,function_name}`
+    pub pending_messages: Family<FunctionLabels, Gauge>,
+    /// `queue_worker_messages_processed_total{queue_name}`
+    pub messages_processed: Family<QueueLabels, Counter>,
+    /// `queue_worker_messages_submitted_total{queue_name}` (a gauge, as OpenFaaS has it)
+    pub messages_submitted: Family<QueueLabels, Gauge>,
+    /// `queue_worker_function_invocation_inflight{queue_name,function_name}`
+    pub inflight: Family<FunctionLabels, Gauge>,
+    /// `queue_worker_nats_reconnect_total`
+    pub nats_reconnects: Counter,
+    /// `queue_worker_invocations_total{queue_name,function_name,code}`
+    pub invocations: Family<CodeLabels, Counter>,
+    /// `queue_worker_invocation_duration_seconds{queue_name,function_name}`
+    pub invocation_duration: HistogramFamily<FunctionLabels>,
+    /// `queue_worker_queue_delay_seconds{queue_name}` (enqueue → first attempt)
+    pub queue_delay: HistogramFamily<QueueLabels>,
+    /// `queue_worker_retries_total{queue_name,function_name,code}`
+    pub retries: Family<CodeLabels, Counter>,
+    /// `queue_worker_dead_letters_total{queue_name,reason}`
+    pub dead_letters: Family<ReasonLabels, Counter>,
+    /// `queue_worker_callbacks_total{queue_name,outcome}`
+    pub callbacks: Family<OutcomeLabels, Counter>,
+    /// `queue_worker_consumers{queue_name}`
+    pub consumers: Family<QueueLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let pending_messages = Family::<FunctionLabels, Gauge>::default();
+        registry.register(
+            "queue_worker_pending_messages",
+            "Amount of messages waiting to be processed",
+            pending_messages.clone(),
+        );
+        let messages_processed = Family::<QueueLabels, Counter>::default();
+        registry.register(
+            "queue_worker_messages_processed",
+            "Total number of messages processed",
+            messages_processed.clone(),
+        );
+        let messages_submitted = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "queue_worker_messages_submitted_total",
+            "Total number of messages submitted to the queue",
+            messages_submitted.clone(),
+        );
+        let inflight = Family::<FunctionLabels, Gauge>::default();
+        registry.register(
+            "queue_worker_function_invocation_inflight",
+            "Total number of inflight function requests made by the queue-worker",
+            inflight.clone(),
+        );
+        let nats_reconnects = Counter::default();
+        registry.register(
+            "queue_worker_nats_reconnect",
+            "Total number of times the NATS client has reconnected",
+            nats_reconnects.clone(),
+        );
+        let invocations = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "queue_worker_invocations",
+            "Function invocations by HTTP status (503 for transport errors and timeouts)",
+            invocations.clone(),
+        );
+        let invocation_duration: HistogramFamily<FunctionLabels> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "queue_worker_invocation_duration_seconds",
+            "Duration of function invocations",
+            invocation_duration.clone(),
+        );
+        let queue_delay: HistogramFamily<QueueLabels> =
+            Family::new_with_constructor(delay_histogram);
+        registry.register(
+            "queue_worker_queue_delay_seconds",
+            "Time from enqueue to the first attempt",
+            queue_delay.clone(),
+        );
+        let retries = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "queue_worker_retries",
+            "Retries scheduled, by the status that caused them",
+            retries.clone(),
+        );
+        let dead_letters = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "queue_worker_dead_letters",
+            "Messages moved to the dead-letter stream, by reason",
+            dead_letters.clone(),
+        );
+        let callbacks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "queue_worker_callbacks",
+            "Callbacks posted, by outcome",
+            callbacks.clone(),
+        );
+        let consumers = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "queue_worker_consumers",
+            "NATS consumers this worker reads from",
+            consumers.clone(),
+        );
+        Metrics {
+            registry,
+            pending_messages,
+            messages_processed,
+            messages_submitted,
+            inflight,
+            nats_reconnects,
+            invocations,
+            invocation_duration,
+            queue_delay,
+            retries,
+            dead_letters,
+            callbacks,
+            consumers,
+        }
+    }
+
+    /// The whole registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Metric handles bound to one queue, for the hot path.
+    pub fn for_queue(self: &Arc<Self>, queue: &str) -> QueueMetrics {
+        QueueMetrics {
+            metrics: self.clone(),
+            queue: queue.to_string(),
+            processed: self.messages_processed.get_or_create_owned(&QueueLabels {
+                queue_name: queue.to_string(),
+            }),
+        }
+    }
+}
+
+/// Shortcuts for one queue's metrics.
+#[derive(Clone)]
+pub struct QueueMetrics {
+    metrics: Arc<Metrics>,
+    queue: String,
+    processed: Counter,
+}
+
+impl QueueMetrics {
+    pub fn all(&self) -> &Metrics {
+        &self.metrics
+    }
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+    pub fn function(&self, function_name: &str) -> FunctionLabels {
+        FunctionLabels {
+            queue_name: self.queue.clone(),
+            function_name: function_name.to_string(),
+        }
+    }
+    pub fn processed(&self) {
+        self.processed.inc();
+    }
+    pub fn inflight(&self, labels: &FunctionLabels) -> Gauge {
+        self.metrics.inflight.get_or_create_owned(labels)
+    }
+    pub fn invocation(&self, labels: &FunctionLabels, code: u16, seconds: f64) {
+        self.metrics
+            .invocations
+            .get_or_create(&CodeLabels {
+                queue_name: labels.queue_name.clone(),
+                function_name: labels.function_name.clone(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.metrics
+            .invocation_duration
+            .get_or_create(labels)
+            .observe(seconds);
+    }
+    pub fn queue_delay(&self, seconds: f64) {
+        self.metrics
+            .queue_delay
+            .get_or_create(&QueueLabels {
+                queue_name: self.queue.clone(),
+            })
+            .observe(seconds);
+    }
+    pub fn dead_letter(&self, reason: &str) {
+        self.metrics
+            .dead_letters
+            .get_or_create(&ReasonLabels {
+                queue_name: self.queue.clone(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+    pub fn callback(&self, outcome: &str) {
+        self.metrics
+            .callbacks
+            .get_or_create(&OutcomeLabels {
+                queue_name: self.queue.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_the_openfaas_names() {
+        let m = Arc::new(Metrics::new());
+        let q = m.for_queue("faas-request");
+        q.processed();
+        let f = q.function("sleep.openfaas-fn");
+        q.inflight(&f).inc();
+        q.invocation(&f, 200, 0.25);
+        q.queue_delay(0.01);
+        m.messages_submitted
+            .get_or_create(&QueueLabels {
+                queue_name: "faas-request".into(),
+            })
+            .inc();
+        m.nats_reconnects.inc();
+        q.dead_letter("poison");
+        q.callback("delivered");
+        let text = m.encode();
+        for line in [
+            "queue_worker_messages_processed_total{queue_name=\"faas-request\"} 1",
+            "queue_worker_messages_submitted_total{queue_name=\"faas-request\"} 1",
+            "queue_worker_function_invocation_inflight{queue_name=\"faas-request\",function_name=\"sleep.openfaas-fn\"} 1",
+            "queue_worker_nats_reconnect_total 1",
+            "queue_worker_invocations_total{queue_name=\"faas-request\",function_name=\"sleep.openfaas-fn\",code=\"200\"} 1",
+            "queue_worker_invocation_duration_seconds_count{queue_name=\"faas-request\",function_name=\"sleep.openfaas-fn\"} 1",
+            "queue_worker_queue_delay_seconds_count{queue_name=\"faas-request\"} 1",
+            "queue_worker_dead_letters_total{queue_name=\"faas-request\",reason=\"poison\"} 1",
+            "queue_worker_callbacks_total{queue_name=\"faas-request\",outcome=\"delivered\"} 1",
+            "# TYPE queue_worker_messages_submitted_total gauge",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Metrics, logs, and the health/metrics HTTP endpoint.
+
+pub mod logging;
+pub mod metrics;
+pub mod server;

@@ -1,0 +1,182 @@
+//! Dead letters: messages that will never be invoked (again) are copied, with their original
+//! bytes and headers, to the stream `OF_<queue>_DLQ` on `<queue>.dlq.<name>.<namespace>`, with
+//! `Qw-*` headers saying why (SPEC §3). Only once the copy is stored is the original terminated.
+
+use std::time::Duration;
+
+use super::Context;
+use super::outcome::Settle;
+use crate::broker::{Delivery, MSG_ID_HEADER, Outgoing};
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Undecodable or not invocable.
+    Poison,
+    /// Every attempt failed.
+    Exhausted,
+    /// Older than `max_message_age`.
+    Expired,
+    /// Failed with a final (non-retryable) status.
+    Failed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Poison => "poison",
+            Reason::Exhausted => "exhausted",
+            Reason::Expired => "expired",
+            Reason::Failed => "failed",
+        }
+    }
+}
+
+/// What is recorded about a dead letter.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub reason: Reason,
+    pub call_id: Option<String>,
+    /// `name.namespace` when known.
+    pub function: Option<String>,
+    pub status: Option<u16>,
+    /// One line for operators; never the message body or header values.
+    pub error: String,
+}
+
+/// Retry delay when the dead-letter stream cannot take the message right now.
+const DLQ_UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
+
+/// The dead-letter subject: `<queue>.dlq.<name>.<namespace>` when the function is known, else
+/// the tokens of the original subject after `<queue>.`, else `<queue>.dlq._`.
+pub fn subject(queue: &str, original_subject: &str, function: Option<&str>) -> String {
+    let tail = match function {
+        Some(f) => f.to_string(),
+        None => original_subject
+            .strip_prefix(queue)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or("_")
+            .to_string(),
+    };
+    format!("{queue}.dlq.{tail}")
+}
+
+/// Headers of the dead-letter copy: the original ones, then the `Qw-*` ones.
+pub fn headers(
+    original: &[(String, String)],
+    dl: &DeadLetter,
+    attempts: u64,
+    failed_at: std::time::SystemTime,
+    original_subject: &str,
+) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = original
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case(MSG_ID_HEADER) && !k.starts_with("Qw-"))
+        .cloned()
+        .collect();
+    h.push(("Qw-Reason".into(), dl.reason.as_str().into()));
+    if let Some(s) = dl.status {
+        h.push(("Qw-Status".into(), s.to_string()));
+    }
+    h.push(("Qw-Attempts".into(), attempts.to_string()));
+    // Header values are one line.
+    let error: String = dl
+        .error
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    h.push(("Qw-Error".into(), error));
+    h.push((
+        "Qw-Failed-At".into(),
+        humantime::format_rfc3339_millis(failed_at).to_string(),
+    ));
+    h.push(("Qw-Subject".into(), original_subject.to_string()));
+    h
+}
+
+/// Copy the delivery to the dead-letter stream and say how to settle it: `Term` once stored;
+/// `Nak` with a delay when the copy could not be stored (so nothing is lost).
+pub async fn park(ctx: &Context, delivery: &Delivery, dl: DeadLetter) -> Settle {
+    let queue = &ctx.config.queue_name;
+    let out = Outgoing {
+        subject: subject(queue, &delivery.subject, dl.function.as_deref()),
+        // Re-parking the same delivery after a crash is dropped as a duplicate.
+        msg_id: Some(format!("dlq-{}-{}", queue, delivery.stream_sequence)),
+        headers: headers(
+            &delivery.headers,
+            &dl,
+            delivery.delivered,
+            ctx.clock.now(),
+            &delivery.subject,
+        ),
+        payload: delivery.payload.clone(),
+    };
+    match ctx.broker.publish(out).await {
+        Ok(_) => {
+            tracing::warn!(
+                callId = dl.call_id.as_deref().unwrap_or(""),
+                function = dl.function.as_deref().unwrap_or(""),
+                reason = dl.reason.as_str(),
+                seq = delivery.stream_sequence,
+                error = %dl.error,
+                "Dead-lettered"
+            );
+            ctx.metrics.dead_letter(dl.reason.as_str());
+            Settle::Term
+        }
+        Err(e) => {
+            tracing::error!(
+                seq = delivery.stream_sequence,
+                reason = dl.reason.as_str(),
+                error = %e,
+                "Cannot store dead letter; will retry"
+            );
+            Settle::Nak(Some(DLQ_UNAVAILABLE_RETRY))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn subjects() {
+        assert_eq!(subject("q", "q.fn.ns", Some("fn.ns")), "q.dlq.fn.ns");
+        assert_eq!(subject("q", "q.fn.ns", None), "q.dlq.fn.ns");
+        assert_eq!(subject("q", "q", None), "q.dlq._");
+        assert_eq!(subject("q", "other", None), "q.dlq._");
+    }
+
+    #[test]
+    fn headers_keep_originals_and_add_reason() {
+        let dl = DeadLetter {
+            reason: Reason::Poison,
+            call_id: None,
+            function: None,
+            status: None,
+            error: "not JSON:\nline".into(),
+        };
+        let h = headers(
+            &[
+                ("Nats-Msg-Id".into(), "abc".into()),
+                ("X-Trace".into(), "t".into()),
+            ],
+            &dl,
+            3,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            "q.fn.ns",
+        );
+        let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("X-Trace"), Some("t"));
+        assert_eq!(get("Nats-Msg-Id"), None);
+        assert_eq!(get("Qw-Reason"), Some("poison"));
+        assert_eq!(get("Qw-Attempts"), Some("3"));
+        assert_eq!(get("Qw-Error"), Some("not JSON: line"));
+        assert_eq!(get("Qw-Failed-At"), Some("2023-11-14T22:13:20.000Z"));
+        assert_eq!(get("Qw-Status"), None);
+        assert_eq!(get("Qw-Subject"), Some("q.fn.ns"));
+    }
+}

@@ -1,0 +1,229 @@
+//! The worker: pulls deliveries, invokes functions, posts callbacks, settles messages.
+//!
+//! Shape: [`Worker::run`] is the delivery loop (concurrency, shutdown); [`process`] handles one
+//! delivery; the decisions it makes are in plain functions ([`outcome`]).
+
+pub mod dead_letter;
+pub mod outcome;
+pub mod process;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, ConsumerSpec, StreamSpec};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::invoke::Invoker;
+use crate::telemetry::metrics::{Metrics, QueueMetrics};
+use crate::telemetry::server::Health;
+
+/// Timeout of one callback POST.
+pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound on deliveries pulled ahead of the worker when `consumer_pull_max_messages` is
+/// not set.
+pub const MAX_DEFAULT_PULL_BATCH: usize = 256;
+
+/// Everything one delivery's processing needs (shared by all in-flight tasks).
+pub struct Context {
+    pub config: Arc<Config>,
+    pub broker: Arc<dyn Broker>,
+    pub invoker: Arc<dyn Invoker>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: QueueMetrics,
+    pub dead_letters: StreamSpec,
+}
+
+/// The queue worker of one queue (`queue_name`).
+pub struct Worker {
+    ctx: Arc<Context>,
+    stream: StreamSpec,
+    consumer: ConsumerSpec,
+    health: Arc<Health>,
+}
+
+impl Worker {
+    pub fn new(
+        config: Arc<Config>,
+        broker: Arc<dyn Broker>,
+        invoker: Arc<dyn Invoker>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Worker {
+        let queue = config.queue_name.clone();
+        let stream =
+            StreamSpec::work_queue(&queue, config.nats_storage, config.nats_stream_replicas);
+        let dead_letters = StreamSpec::dead_letters(
+            &queue,
+            config.nats_storage,
+            config.nats_stream_replicas,
+            config.dead_letter_max_age,
+        );
+        let consumer = ConsumerSpec {
+            stream: stream.name.clone(),
+            name: config.nats_durable.clone(),
+            filter_subject: None,
+            ack_wait: config.ack_wait,
+            inactive_threshold: None,
+            pull_batch: config
+                .consumer_pull_max_messages
+                .unwrap_or_else(|| config.max_inflight.clamp(1, MAX_DEFAULT_PULL_BATCH)),
+        };
+        Worker {
+            ctx: Arc::new(Context {
+                metrics: metrics.for_queue(&queue),
+                config,
+                broker,
+                invoker,
+                clock,
+                dead_letters,
+            }),
+            stream,
+            consumer,
+            health,
+        }
+    }
+
+    /// Run until `shutdown` is cancelled, then drain as SPEC §12 says: stop pulling, let
+    /// in-flight invocations finish for up to `shutdown_timeout`, give back (nak, no delay)
+    /// whatever is left.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let cfg = &self.ctx.config;
+        tracing::info!(
+            maxInflight = cfg.max_inflight,
+            stream = %self.stream.name,
+            durable = %self.consumer.name,
+            mode = cfg.scaling_mode.as_str(),
+            "Starting"
+        );
+        let Some(mut subscription) = self.connect_consumer(&shutdown).await else {
+            return;
+        };
+        self.ctx
+            .metrics
+            .all()
+            .consumers
+            .get_or_create(&crate::telemetry::metrics::QueueLabels {
+                queue_name: cfg.queue_name.clone(),
+            })
+            .set(1);
+        self.health.set_ready(true);
+
+        let slots = Arc::new(Semaphore::new(cfg.max_inflight));
+        let tasks = TaskTracker::new();
+        // Cancelled when the shutdown grace period is over: in-flight work gives its message back.
+        let abandon = CancellationToken::new();
+        let mut error_backoff = Duration::from_millis(100);
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                n = subscription.next() => n,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    error_backoff = Duration::from_millis(100);
+                    let ctx = self.ctx.clone();
+                    let abandon = abandon.clone();
+                    tasks.spawn(async move {
+                        process::run(&ctx, delivery, &abandon).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, "Pull failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(error_backoff) => {}
+                    }
+                    error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                }
+                None => {
+                    drop(permit);
+                    tracing::error!("Subscription closed");
+                    break;
+                }
+            }
+        }
+
+        // Shutdown: stop pulling; give back what was pulled but not started.
+        self.health.set_ready(false);
+        let buffered = subscription.drain_buffered();
+        drop(subscription);
+        let given_back = buffered.len();
+        for d in buffered {
+            if let Err(e) = d.acker.nak(None).await {
+                tracing::warn!(error = %e, "Could not give back a buffered message; it is redelivered after ack_wait");
+            }
+        }
+        tasks.close();
+        let in_flight = tasks.len();
+        tracing::info!(
+            inFlight = in_flight,
+            givenBack = given_back,
+            timeout = ?cfg.shutdown_timeout,
+            "Stopping: waiting for in-flight invocations"
+        );
+        if tokio::time::timeout(cfg.shutdown_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = tasks.len(),
+                "Shutdown timeout reached: giving back unfinished invocations"
+            );
+            abandon.cancel();
+            tasks.wait().await;
+        }
+        if let Err(e) = self.ctx.broker.flush().await {
+            tracing::warn!(error = %e, "Could not flush acknowledgements; those messages are redelivered");
+        }
+        tracing::info!("Stopped");
+    }
+
+    /// Ensure streams and the consumer, retrying with back-off until it works or shutdown.
+    async fn connect_consumer(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Option<Box<dyn crate::broker::Subscription>> {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let attempt = async {
+                self.ctx
+                    .broker
+                    .ensure_stream(&self.ctx.dead_letters)
+                    .await?;
+                self.ctx
+                    .broker
+                    .subscribe(&self.stream, &self.consumer)
+                    .await
+            };
+            let err = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                r = attempt => match r {
+                    Ok(sub) => return Some(sub),
+                    Err(e) => e,
+                },
+            };
+            tracing::warn!(error = %err, retryIn = ?delay, "Cannot set up the stream and consumer");
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+}

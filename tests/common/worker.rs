@@ -1,0 +1,236 @@
+//! The worker binary (or any program) as a child process with a clean environment and its
+//! output captured in a log file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::tail;
+
+/// A child process whose stdout and stderr go to one log file.
+pub struct WorkerProcess {
+    child: Child,
+    exit: Option<ExitStatus>,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    /// Spawns `bin args…` with only `PATH`, `HOME`, `RUST_LOG` (if set), `RUST_BACKTRACE=1`,
+    /// `NO_COLOR=1` and then `env` (which may override those) in its environment.
+    pub fn spawn(bin: &Path, args: &[&str], env: &[(&str, String)]) -> WorkerProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("qw-worker-")
+            .tempdir()
+            .expect("create temp dir for worker log");
+        let log_path = dir.path().join("worker.log");
+        let out = File::create(&log_path).expect("create worker log");
+        let err = out.try_clone().expect("clone log file handle");
+
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env_clear()
+            .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for key in ["PATH", "HOME", "RUST_LOG"] {
+            if let Some(v) = std::env::var_os(key) {
+                cmd.env(key, v);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        WorkerProcess {
+            child,
+            exit: None,
+            log_path,
+            _dir: dir,
+        }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Path of the log file (stdout and stderr interleaved).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The output so far, with ANSI colour codes removed.
+    pub fn log(&self) -> String {
+        let raw = std::fs::read(&self.log_path).unwrap_or_default();
+        strip_ansi(&String::from_utf8_lossy(&raw))
+    }
+
+    /// Waits until the log contains `pattern`; returns the log. Panics on timeout or when the
+    /// process exits first.
+    pub async fn wait_log(&mut self, pattern: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(pattern) {
+                return log;
+            }
+            if let Some(status) = self.try_exit() {
+                // The last lines may have been written just before exiting.
+                let log = self.log();
+                if log.contains(pattern) {
+                    return log;
+                }
+                panic!(
+                    "process exited ({status}) before logging {pattern:?}; log tail:\n{}",
+                    tail(&log, 60)
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "no {pattern:?} in the log within {timeout:?}; log tail:\n{}",
+                    tail(&log, 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM (no-op if it already exited).
+    pub fn sigterm(&mut self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGINT (no-op if it already exited).
+    pub fn sigint(&mut self) {
+        self.signal("INT");
+    }
+
+    /// Sends `kill -<sig>` (e.g. `"TERM"`, `"STOP"`, `"CONT"`); no-op if it already exited.
+    pub fn signal(&mut self, sig: &str) {
+        // Only signal a child not yet reaped, so the pid cannot have been reused.
+        if self.try_exit().is_some() {
+            return;
+        }
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{sig} {}", self.child.id()))
+            .status()
+            .expect("run sh -c kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.child.id());
+    }
+
+    /// The exit status if the process has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+            self.exit = self.child.wait().ok();
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- worker log (pid {}, last 60 lines) -----\n{}\n-----",
+                self.child.id(),
+                tail(&self.log(), 60)
+            );
+        }
+    }
+}
+
+/// Polls `url` with GET until it answers 200; panics after `timeout` with the last outcome.
+pub async fn wait_http_ok(url: &str, timeout: Duration) {
+    let client = http_client();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match client.get(url).send().await {
+            Ok(r) if r.status() == 200 => return,
+            Ok(r) => format!("status {}", r.status()),
+            Err(e) => format!("error {e}"),
+        };
+        if Instant::now() >= deadline {
+            panic!("{url} not 200 within {timeout:?}: last {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET `url`; returns the status and the body as text. Panics on transport errors.
+pub async fn get_text(url: &str) -> (u16, String) {
+    let resp = http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: body: {e}"));
+    (status, body)
+}
+
+/// A reqwest client for talking to local test servers (ignores proxy variables).
+///
+/// The crate enables reqwest's `rustls-no-provider`, so building any reqwest client panics
+/// unless a rustls crypto provider is installed: this installs ring's (no-op if one is set).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("build reqwest client")
+}
+
+/// Removes ANSI escape sequences (`ESC [ … letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.clone().next() == Some('[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
