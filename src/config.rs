@@ -1221,12 +1221,14 @@ impl Bound {
     }
 }
 
-const QUEUE_NAME_RULE: &str = "1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'";
+const QUEUE_NAME_RULE: &str = "1 to 64 characters of A-Z, a-z, 0-9, '-' and '_', not ending in _DLQ (reserved for dead letters)";
 
 fn is_queue_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        // `<queue>_DLQ` names the dead letters of `<queue>` (stream `OF_<queue>_DLQ`).
+        && !s.ends_with("_DLQ")
 }
 
 /// A function as written in `function_queues`: `name` or `name.namespace`.

@@ -58,7 +58,10 @@ impl StreamSpec {
         }
     }
 
-    /// The dead-letter stream of queue `queue`: `OF_<queue>_DLQ` on `<queue>.dlq.>`.
+    /// The dead-letter stream of queue `queue`: `OF_<queue>_DLQ` on `<queue>_DLQ.>`.
+    ///
+    /// (Not `<queue>.dlq.>`: NATS refuses streams whose subjects overlap, and the work queue
+    /// owns `<queue>.>`. Queue names may not end in `_DLQ`, so nothing else can overlap.)
     pub fn dead_letters(
         queue: &str,
         storage: Storage,
@@ -67,7 +70,7 @@ impl StreamSpec {
     ) -> StreamSpec {
         StreamSpec {
             name: format!("{}_DLQ", stream_name(queue)),
-            subjects: vec![format!("{queue}.dlq.>")],
+            subjects: vec![format!("{}.>", dead_letter_prefix(queue))],
             retention: Retention::Limits,
             storage,
             replicas,
@@ -78,6 +81,11 @@ impl StreamSpec {
             max_bytes: Some(1 << 30),
         }
     }
+}
+
+/// `<queue>_DLQ`: the first subject token of a queue's dead letters.
+pub fn dead_letter_prefix(queue: &str) -> String {
+    format!("{queue}_DLQ")
 }
 
 /// `OF_<queue>`.

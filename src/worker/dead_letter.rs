@@ -1,5 +1,5 @@
 //! Dead letters: messages that will never be invoked (again) are copied, with their original
-//! bytes and headers, to the stream `OF_<queue>_DLQ` on `<queue>.dlq.<name>.<namespace>`, with
+//! bytes and headers, to the stream `OF_<queue>_DLQ` on `<queue>_DLQ.<name>.<namespace>`, with
 //! `Qw-*` headers saying why (SPEC §3). Only once the copy is stored is the original terminated.
 
 use std::time::Duration;
@@ -47,8 +47,8 @@ pub struct DeadLetter {
 /// Retry delay when the dead-letter stream cannot take the message right now.
 const DLQ_UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
 
-/// The dead-letter subject: `<queue>.dlq.<name>.<namespace>` when the function is known, else
-/// the tokens of the original subject after `<queue>.`, else `<queue>.dlq._`.
+/// The dead-letter subject: `<queue>_DLQ.<name>.<namespace>` when the function is known, else
+/// the tokens of the original subject after `<queue>.`, else `<queue>_DLQ._`.
 pub fn subject(queue: &str, original_subject: &str, function: Option<&str>) -> String {
     let tail = match function {
         Some(f) => f.to_string(),
@@ -59,7 +59,7 @@ pub fn subject(queue: &str, original_subject: &str, function: Option<&str>) -> S
             .unwrap_or("_")
             .to_string(),
     };
-    format!("{queue}.dlq.{tail}")
+    format!("{}.{tail}", crate::broker::dead_letter_prefix(queue))
 }
 
 /// Headers of the dead-letter copy: the original ones, then the `Qw-*` ones.
@@ -144,10 +144,10 @@ mod tests {
 
     #[test]
     fn subjects() {
-        assert_eq!(subject("q", "q.fn.ns", Some("fn.ns")), "q.dlq.fn.ns");
-        assert_eq!(subject("q", "q.fn.ns", None), "q.dlq.fn.ns");
-        assert_eq!(subject("q", "q", None), "q.dlq._");
-        assert_eq!(subject("q", "other", None), "q.dlq._");
+        assert_eq!(subject("q", "q.fn.ns", Some("fn.ns")), "q_DLQ.fn.ns");
+        assert_eq!(subject("q", "q.fn.ns", None), "q_DLQ.fn.ns");
+        assert_eq!(subject("q", "q", None), "q_DLQ._");
+        assert_eq!(subject("q", "other", None), "q_DLQ._");
     }
 
     #[test]
