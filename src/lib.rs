@@ -61,6 +61,7 @@ pub async fn connect_nats(
         credentials_file: config.nats_credentials_file.clone(),
         name: "queue-worker".into(),
         request_timeout: Duration::from_secs(10),
+        publish_timeout: Duration::from_secs(5),
     };
     let mut delay = Duration::from_millis(250);
     loop {

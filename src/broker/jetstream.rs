@@ -49,8 +49,10 @@ pub struct NatsOptions {
     pub credentials_file: Option<PathBuf>,
     /// Client name shown by the server (`queue-worker`).
     pub name: String,
-    /// Bound on every JetStream API request and on waiting for a PubAck.
+    /// Bound on every JetStream API request.
     pub request_timeout: Duration,
+    /// Bound on waiting for a PubAck (the ingress answers 503 after it).
+    pub publish_timeout: Duration,
 }
 
 /// JetStream implementation of the [`Broker`] port.
@@ -124,7 +126,7 @@ impl JetStreamBroker {
             })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(opts.request_timeout)
-            .ack_timeout(opts.request_timeout)
+            .ack_timeout(opts.publish_timeout)
             .build(client.clone());
         Ok(JetStreamBroker { client, js })
     }
@@ -277,6 +279,11 @@ impl Broker for JetStreamBroker {
     }
 
     async fn publish(&self, msg: Outgoing) -> Result<PubAck, BrokerError> {
+        // While disconnected async-nats would buffer the publish and we would wait for a PubAck
+        // until the timeout: answer at once instead (the caller maps this to 503).
+        if !self.is_connected() {
+            return Err(BrokerError::Disconnected);
+        }
         let mut headers = async_nats::HeaderMap::new();
         for (k, v) in &msg.headers {
             headers.append(k.as_str(), v.as_str());
@@ -469,33 +476,45 @@ fn to_delivery(msg: jetstream::Message) -> Result<Delivery, BrokerError> {
 impl Subscription for JsSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
         use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
-        match self.messages.next().await {
-            Some(Ok(msg)) => {
-                self.missed_heartbeats = 0;
-                Some(to_delivery(msg))
-            }
-            Some(Err(e)) => match e.kind() {
-                K::MissingHeartbeat => {
-                    self.missed_heartbeats += 1;
-                    if self.missed_heartbeats >= MISSED_HEARTBEATS_BEFORE_CHECK {
-                        self.missed_heartbeats = 0;
-                        if let Err(check) = self.check_consumer().await {
-                            return Some(Err(check));
+        loop {
+            match self.messages.next().await {
+                Some(Ok(msg)) => {
+                    self.missed_heartbeats = 0;
+                    return Some(to_delivery(msg));
+                }
+                Some(Err(e)) => match e.kind() {
+                    K::MissingHeartbeat => {
+                        // Seen while disconnected, and (on nats-server 2.9) when the consumer
+                        // was deleted under us: after a few, check that it still exists.
+                        self.missed_heartbeats += 1;
+                        tracing::debug!(missed = self.missed_heartbeats, "Missed pull heartbeat");
+                        if self.missed_heartbeats >= MISSED_HEARTBEATS_BEFORE_CHECK {
+                            self.missed_heartbeats = 0;
+                            if let Err(check) = self.check_consumer().await {
+                                return Some(Err(check));
+                            }
                         }
                     }
-                    Some(Err(BrokerError::other("pull", "missed heartbeat")))
+                    K::ConsumerDeleted | K::NoResponders => {
+                        tracing::warn!(
+                            stream = %self.spec.stream,
+                            consumer = %self.spec.name,
+                            reason = %e,
+                            "Consumer disappeared; recreating it"
+                        );
+                        if let Err(err) = self.recreate().await {
+                            return Some(Err(err));
+                        }
+                    }
+                    _ => return Some(Err(BrokerError::other("pull", e))),
+                },
+                // The pull stream ended (terminal error inside async-nats): start a new one.
+                None => {
+                    if let Err(err) = self.recreate().await {
+                        return Some(Err(err));
+                    }
                 }
-                K::ConsumerDeleted | K::NoResponders => Some(self.recreate().await.and(Err(
-                    BrokerError::other("pull", format!("{e}; consumer recreated")),
-                ))),
-                _ => Some(Err(BrokerError::other("pull", e))),
-            },
-            // The pull stream ended (terminal error inside async-nats): start a new one.
-            None => Some(
-                self.recreate()
-                    .await
-                    .and(Err(BrokerError::other("pull", "pull stream restarted"))),
-            ),
+            }
         }
     }
 

@@ -6,6 +6,8 @@
 pub mod dead_letter;
 pub mod outcome;
 pub mod process;
+#[cfg(feature = "wip-retry")]
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;

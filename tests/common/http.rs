@@ -104,6 +104,11 @@ impl Reply {
     }
 
     /// Answers after `d`.
+    pub fn with_status(mut self, status: u16) -> Reply {
+        self.status = status;
+        self
+    }
+
     pub fn with_delay(mut self, d: Duration) -> Reply {
         self.delay = d;
         self

@@ -1,0 +1,684 @@
+//! Black-box end-to-end tests: the `queue-worker` binary against a real nats-server, a test
+//! function and a callback receiver, driven over HTTP and NATS only.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::http::{CallbackReceiver, FunctionServer, Reply};
+use common::nats::NatsServer;
+use common::worker::{WorkerProcess, get_text, http_client, wait_http_ok};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A worker process plus what it takes to talk to it.
+struct Worker {
+    proc: WorkerProcess,
+    metrics: String,
+    ingress: Option<String>,
+}
+
+impl Worker {
+    async fn start(
+        nats: &NatsServer,
+        queue: &str,
+        gateway: &str,
+        ingress: bool,
+        extra: &[(&str, &str)],
+    ) -> Worker {
+        let metrics_port = common::free_port();
+        let ingress_addr = ingress.then(|| format!("127.0.0.1:{}", common::free_port()));
+        let mut env: Vec<(&str, String)> = vec![
+            ("nats_url", nats.url()),
+            ("queue_name", queue.to_string()),
+            ("gateway_url", gateway.to_string()),
+            ("metrics_port", metrics_port.to_string()),
+            ("ack_wait", "5s".to_string()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(name, _)| name != k);
+            env.push((k, v.to_string()));
+        }
+        let mut args = vec!["run"];
+        if let Some(a) = &ingress_addr {
+            args.push("--ingress");
+            args.push(a);
+        }
+        let proc = WorkerProcess::spawn(&common::worker_bin(), &args, &env);
+        let metrics = format!("http://127.0.0.1:{metrics_port}");
+        wait_http_ok(&format!("{metrics}/readyz"), T).await;
+        Worker {
+            proc,
+            metrics,
+            ingress: ingress_addr.map(|a| format!("http://{a}")),
+        }
+    }
+
+    async fn metric(&self, line_prefix: &str) -> Option<f64> {
+        let (_, text) = get_text(&format!("{}/metrics", self.metrics)).await;
+        text.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// POST `path` over a plain TCP connection (no client-side path normalisation); the status code.
+async fn raw_post_status(addr: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    conn.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+async fn stream_messages(nats: &NatsServer, stream: &str) -> u64 {
+    let js = nats.jetstream().await;
+    let mut s = js.get_stream(stream).await.expect("stream exists");
+    s.info().await.expect("stream info").state.messages
+}
+
+#[tokio::test]
+async fn ingress_invokes_function_and_posts_callback_with_every_header() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function = FunctionServer::start(|r, _| {
+        Reply::ok(r.body.clone())
+            .with_header("Content-Type", "application/x-test")
+            .with_header("X-Echo", "yes")
+            .with_status(201)
+    })
+    .await;
+    let receiver = CallbackReceiver::start().await;
+    let queue = common::unique_name("e2e");
+    let w = Worker::start(&nats, &queue, &function.base_url(), true, &[]).await;
+    let ingress = w.ingress.clone().unwrap();
+    let client = http_client();
+
+    let body = Bytes::from_static(b"\x00\x01binary body\xff");
+    let resp = client
+        .post(format!(
+            "{ingress}/async-function/echo.ns1/a/b%20c?x=1&y=a%20b"
+        ))
+        .header("Content-Type", "application/octet-stream")
+        .header("X-Custom", "custom-value")
+        .header("X-Callback-Url", receiver.url("/done?token=1"))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 202);
+    let call_id = resp.headers()["x-call-id"].to_str().unwrap().to_string();
+    let start_time = resp.headers()["x-start-time"].to_str().unwrap().to_string();
+    assert_eq!(call_id.len(), 36, "generated UUID: {call_id}");
+    assert!(start_time.parse::<u128>().is_ok());
+
+    let calls = function.wait_for(1, T).await;
+    let call = &calls[0];
+    assert_eq!(call.method, "POST");
+    assert_eq!(call.path, "/function/echo.ns1/a/b%20c");
+    assert_eq!(call.query.as_deref(), Some("x=1&y=a%20b"));
+    assert_eq!(call.body, body);
+    assert_eq!(
+        call.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(call.header("x-custom"), Some("custom-value"));
+    assert_eq!(call.header("x-call-id"), Some(call_id.as_str()));
+    assert_eq!(call.header("x-start-time"), Some(start_time.as_str()));
+    assert_eq!(
+        call.header("user-agent"),
+        Some(format!("queue-worker/{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+
+    let cbs = receiver.wait_for(1, T).await;
+    let cb = &cbs[0];
+    assert_eq!(cb.method, "POST");
+    assert_eq!(cb.path, "/done");
+    assert_eq!(cb.query.as_deref(), Some("token=1"));
+    assert_eq!(cb.body, body, "callback body is the function's response");
+    assert_eq!(cb.header("x-call-id"), Some(call_id.as_str()));
+    assert_eq!(cb.header("x-function-status"), Some("201"));
+    assert_eq!(cb.header("x-function-name"), Some("echo.ns1"));
+    assert_eq!(cb.header("x-start-time"), Some(start_time.as_str()));
+    assert_eq!(cb.header("x-retry"), Some("0"));
+    assert_eq!(cb.header("x-retry-max"), Some("10"));
+    assert_eq!(cb.header("x-echo"), Some("yes"));
+    assert_eq!(cb.header("content-type"), Some("application/x-test"));
+    let secs: f64 = cb
+        .header("x-duration-seconds")
+        .expect("x-duration-seconds")
+        .parse()
+        .expect("float seconds");
+    assert!((0.0..10.0).contains(&secs));
+    assert!(
+        cb.header("user-agent")
+            .is_some_and(|ua| ua.starts_with("queue-worker/"))
+    );
+
+    // The message is acknowledged: the work queue is empty.
+    common::eventually(T, "work queue drained", || async {
+        stream_messages(&nats, &format!("OF_{queue}")).await == 0
+    })
+    .await;
+    assert_eq!(
+        w.metric(&format!(
+            "queue_worker_messages_processed_total{{queue_name=\"{queue}\"}}"
+        ))
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        w.metric(&format!(
+            "queue_worker_invocations_total{{queue_name=\"{queue}\",function_name=\"echo.ns1\",code=\"201\"}}"
+        ))
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        w.metric(&format!(
+            "queue_worker_messages_submitted_total{{queue_name=\"{queue}\"}}"
+        ))
+        .await,
+        Some(1.0)
+    );
+
+    // A caller-supplied X-Call-Id is kept; the bare function name gets the default namespace.
+    let resp = client
+        .post(format!("{ingress}/async-function/plain"))
+        .header("X-Call-Id", "my-own-id")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["x-call-id"], "my-own-id");
+    let calls = function.wait_for(2, T).await;
+    let plain = calls.iter().find(|c| c.path == "/function/plain").unwrap();
+    assert_eq!(plain.header("x-call-id"), Some("my-own-id"));
+    assert!(w.proc.log().contains("function=plain.openfaas-fn"));
+}
+
+#[tokio::test]
+async fn ingress_refuses_bad_requests_clearly() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function = FunctionServer::echo().await;
+    let queue = common::unique_name("refuse");
+    let w = Worker::start(
+        &nats,
+        &queue,
+        &function.base_url(),
+        true,
+        &[("max_body_bytes", "1024")],
+    )
+    .await;
+    let ingress = w.ingress.clone().unwrap();
+    let client = http_client();
+
+    let r = client
+        .post(format!("{ingress}/async-function/f"))
+        .header("X-Callback-Url", "not a url")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("callback URL"));
+
+    let r = client
+        .post(format!("{ingress}/async-function/f"))
+        .body(vec![b'x'; 1025])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("1024"));
+
+    let r = client
+        .post(format!("{ingress}/async-function/f"))
+        .body(vec![b'x'; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "exactly the limit is accepted");
+
+    let r = client
+        .get(format!("{ingress}/async-function/f"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+
+    let r = client
+        .post(format!("{ingress}/async-function/..%2Fsystem"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // HTTP clients normalise `..` away, so speak raw HTTP to send it as is.
+    let status = raw_post_status(
+        ingress.trim_start_matches("http://"),
+        "/async-function/f/a/../../system",
+    )
+    .await;
+    assert_eq!(status, 400, "dot segments refused");
+
+    function.wait_for(1, T).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(function.count(), 1, "only the valid request ran");
+}
+
+#[tokio::test]
+async fn function_queues_route_to_another_queue_with_queue_name_set() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function = FunctionServer::echo().await;
+    let queue = common::unique_name("main");
+    let other = common::unique_name("other");
+    let routing = format!("pdf-gen={other}");
+    let w = Worker::start(
+        &nats,
+        &queue,
+        &function.base_url(),
+        true,
+        &[("function_queues", routing.as_str())],
+    )
+    .await;
+    let r = http_client()
+        .post(format!(
+            "{}/async-function/pdf-gen",
+            w.ingress.as_ref().unwrap()
+        ))
+        .body("doc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    // Stored in the other queue's stream, on <other>.pdf-gen.openfaas-fn, with QueueName set;
+    // this worker (serving `queue`) does not run it.
+    let js = nats.jetstream().await;
+    let stream = js.get_stream(format!("OF_{other}")).await.unwrap();
+    let msg = stream
+        .get_last_raw_message_by_subject(&format!("{other}.pdf-gen.openfaas-fn"))
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(v["QueueName"], other.as_str());
+    assert_eq!(v["Function"], "pdf-gen");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(function.count(), 0);
+
+    // A worker for the other queue runs it.
+    let _w2 = Worker::start(&nats, &other, &function.base_url(), false, &[]).await;
+    let calls = function.wait_for(1, T).await;
+    assert_eq!(calls[0].path, "/function/pdf-gen");
+    assert_eq!(calls[0].body, Bytes::from_static(b"doc"));
+}
+
+#[tokio::test]
+async fn go_encoded_messages_from_nats_are_invoked_on_both_subjects() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function = FunctionServer::echo().await;
+    let queue = common::unique_name("go");
+    let _w = Worker::start(&nats, &queue, &function.base_url(), false, &[]).await;
+    let js = nats.jetstream().await;
+    js.publish(
+        format!("{queue}.figlet.openfaas-fn"),
+        common::fixture("full.json"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    // Older gateways publish to the bare queue subject.
+    js.publish(queue.clone(), common::fixture("legacy-2020.json"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    js.publish(
+        format!("{queue}.resize.openfaas-fn"),
+        common::fixture("binary-body.json"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let calls = function.wait_for(3, T).await;
+    let full = calls
+        .iter()
+        .find(|c| c.path.starts_with("/function/figlet"))
+        .expect("full.json invoked");
+    assert_eq!(full.path, "/function/figlet.openfaas-fn/employees/100");
+    assert_eq!(full.query.as_deref(), Some("user=1&tag=a%20b"));
+    assert_eq!(full.body, Bytes::from_static(b"{\"hello\":\"world\"}"));
+    assert_eq!(full.header("authorization"), Some("Bearer secret-token"));
+    assert_eq!(full.header("x-batch-id"), Some("batch-42"));
+    assert_eq!(
+        full.header("x-call-id"),
+        Some("7d4bc39d-cca2-4ed6-8247-e9f73cdcc4fd")
+    );
+    assert_eq!(full.header("x-start-time"), Some("1735732800123456789"));
+    let legacy = calls
+        .iter()
+        .find(|c| c.path == "/function/cows")
+        .expect("legacy message from the bare subject invoked");
+    assert_eq!(legacy.body, Bytes::from_static(b"{}"));
+    assert_eq!(
+        legacy.header("x-call-id"),
+        Some("791c08d4-d242-4ad2-9ce3-cae4cf4a2087")
+    );
+    let binary = calls
+        .iter()
+        .find(|c| c.path == "/function/resize")
+        .expect("binary body");
+    assert_eq!(binary.body.to_vec(), (0u8..=255).collect::<Vec<u8>>());
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_and_the_worker_keeps_working() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function = FunctionServer::echo().await;
+    let queue = common::unique_name("poison");
+    let w = Worker::start(&nats, &queue, &function.base_url(), false, &[]).await;
+    let js = nats.jetstream().await;
+    for (i, f) in ["bad-base64.json", "missing-function.json", "not-json.txt"]
+        .iter()
+        .enumerate()
+    {
+        js.publish(format!("{queue}.p{i}.openfaas-fn"), common::fixture(f))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    js.publish(
+        format!("{queue}.figlet.openfaas-fn"),
+        common::fixture("minimal.json"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let calls = function.wait_for(1, T).await;
+    assert_eq!(calls[0].path, "/function/figlet");
+
+    let dlq = format!("OF_{queue}_DLQ");
+    common::eventually(T, "three dead letters", || async {
+        stream_messages(&nats, &dlq).await == 3
+    })
+    .await;
+    common::eventually(T, "work queue empty", || async {
+        stream_messages(&nats, &format!("OF_{queue}")).await == 0
+    })
+    .await;
+    let stream = js.get_stream(&dlq).await.unwrap();
+    for (i, f) in ["bad-base64.json", "missing-function.json", "not-json.txt"]
+        .iter()
+        .enumerate()
+    {
+        let m = stream
+            .get_last_raw_message_by_subject(&format!("{queue}_DLQ.p{i}.openfaas-fn"))
+            .await
+            .unwrap();
+        assert_eq!(m.payload, common::fixture(f), "original bytes kept");
+        let h = m.headers;
+        assert_eq!(
+            h.get("Qw-Reason").map(|v| v.as_str()),
+            Some("poison"),
+            "{f}"
+        );
+        assert_eq!(h.get("Qw-Attempts").map(|v| v.as_str()), Some("1"));
+        assert!(h.get("Qw-Error").is_some_and(|v| !v.as_str().is_empty()));
+        assert!(h.get("Qw-Failed-At").is_some());
+    }
+    assert_eq!(
+        w.metric(&format!(
+            "queue_worker_dead_letters_total{{queue_name=\"{queue}\",reason=\"poison\"}}"
+        ))
+        .await,
+        Some(3.0)
+    );
+    assert_eq!(function.count(), 1, "poison is never invoked");
+}
+
+#[tokio::test]
+async fn nats_restart_mid_run_loses_nothing() {
+    let Some(mut nats) = NatsServer::start_restartable().await else {
+        return;
+    };
+    let function =
+        FunctionServer::start(|_, _| Reply::ok("ok").with_delay(Duration::from_millis(100))).await;
+    let queue = common::unique_name("restart");
+    let w = Worker::start(
+        &nats,
+        &queue,
+        &function.base_url(),
+        true,
+        &[("max_inflight", "2")],
+    )
+    .await;
+    let ingress = w.ingress.clone().unwrap();
+    let client = http_client();
+    let mut accepted = HashSet::new();
+    for i in 0..20 {
+        let r = client
+            .post(format!("{ingress}/async-function/f"))
+            .header("X-Call-Id", format!("before-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        accepted.insert(format!("before-{i}"));
+    }
+    function.wait_for(3, T).await;
+    nats.kill();
+    // While NATS is down the ingress refuses (503), never a silent 202.
+    let r = client
+        .post(format!("{ingress}/async-function/f"))
+        .header("X-Call-Id", "during")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap_or_default());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.restart().await;
+    common::eventually(T, "ingress accepts again", || {
+        let client = client.clone();
+        let ingress = ingress.clone();
+        async move {
+            client
+                .post(format!("{ingress}/async-function/f"))
+                .header("X-Call-Id", "after-0")
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 202)
+        }
+    })
+    .await;
+    accepted.insert("after-0".into());
+    for i in 1..5 {
+        let r = client
+            .post(format!("{ingress}/async-function/f"))
+            .header("X-Call-Id", format!("after-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        accepted.insert(format!("after-{i}"));
+    }
+    common::eventually(
+        Duration::from_secs(40),
+        "every accepted call invoked",
+        || {
+            let seen: HashSet<String> = function
+                .requests()
+                .iter()
+                .filter_map(|r| r.header("x-call-id").map(str::to_string))
+                .collect();
+            let missing = accepted.difference(&seen).count();
+            async move { missing == 0 }
+        },
+    )
+    .await;
+    common::eventually(T, "work queue drained", || async {
+        stream_messages(&nats, &format!("OF_{queue}")).await == 0
+    })
+    .await;
+    assert!(
+        w.metric("queue_worker_nats_reconnect_total").await >= Some(1.0),
+        "reconnect counted"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_calls_finish_and_exits_zero() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function =
+        FunctionServer::start(|_, _| Reply::ok("done").with_delay(Duration::from_millis(1500)))
+            .await;
+    let receiver = CallbackReceiver::start().await;
+    let queue = common::unique_name("term");
+    let mut w = Worker::start(
+        &nats,
+        &queue,
+        &function.base_url(),
+        true,
+        &[("max_inflight", "3")],
+    )
+    .await;
+    let ingress = w.ingress.clone().unwrap();
+    for _ in 0..3 {
+        let r = http_client()
+            .post(format!("{ingress}/async-function/slow"))
+            .header("X-Callback-Url", receiver.url("/cb"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    common::eventually(T, "three calls in flight", || {
+        let n = function.in_flight();
+        async move { n == 3 }
+    })
+    .await;
+    w.proc.sigterm();
+    let status = w.proc.wait_exit(T).await.expect("worker exits");
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(function.count(), 3);
+    assert_eq!(receiver.count(), 3, "every finished call got its callback");
+    assert_eq!(
+        stream_messages(&nats, &format!("OF_{queue}")).await,
+        0,
+        "finished calls were acknowledged before exit"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_timeout_gives_unfinished_work_back_at_once() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function = FunctionServer::start(|_, n| {
+        if n == 0 {
+            Reply::ok("slow").with_delay(Duration::from_secs(30))
+        } else {
+            Reply::ok("fast")
+        }
+    })
+    .await;
+    let queue = common::unique_name("grace");
+    // ack_wait is long: the message must come back because it was given back (nak), not
+    // because the lease expired.
+    let mut w = Worker::start(
+        &nats,
+        &queue,
+        &function.base_url(),
+        true,
+        &[("shutdown_timeout", "500ms"), ("ack_wait", "60s")],
+    )
+    .await;
+    let r = http_client()
+        .post(format!(
+            "{}/async-function/long",
+            w.ingress.as_ref().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    function.wait_for(1, T).await;
+    w.proc.sigterm();
+    let status = w
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits");
+    assert!(status.success());
+    assert!(w.proc.log().contains("Shutdown timeout reached"));
+
+    let started = std::time::Instant::now();
+    let _w2 = Worker::start(
+        &nats,
+        &queue,
+        &function.base_url(),
+        false,
+        &[("ack_wait", "60s")],
+    )
+    .await;
+    let calls = function.wait_for(2, T).await;
+    assert_eq!(calls[1].path, "/function/long");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "redelivered at once, not after ack_wait"
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_deleted_by_hand_is_recreated() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function = FunctionServer::echo().await;
+    let queue = common::unique_name("recreate");
+    let mut w = Worker::start(&nats, &queue, &function.base_url(), false, &[]).await;
+    let js = nats.jetstream().await;
+    let stream = js.get_stream(format!("OF_{queue}")).await.unwrap();
+    stream
+        .delete_consumer(&format!("{queue}-workers"))
+        .await
+        .expect("delete consumer");
+    w.proc.wait_log("recreating", Duration::from_secs(30)).await;
+    js.publish(
+        format!("{queue}.figlet.openfaas-fn"),
+        common::fixture("minimal.json"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let calls = function.wait_for(1, T).await;
+    assert_eq!(calls[0].path, "/function/figlet");
+}
