@@ -682,3 +682,54 @@ async fn a_consumer_deleted_by_hand_is_recreated() {
     let calls = function.wait_for(1, T).await;
     assert_eq!(calls[0].path, "/function/figlet");
 }
+
+#[tokio::test]
+async fn slow_functions_past_ack_wait_run_exactly_once() {
+    // Functions run 2.5x the ack wait while more work waits: progress acks keep the running
+    // message leased, and nothing is pulled ahead of a free slot, so nothing runs twice.
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function =
+        FunctionServer::start(|_, _| Reply::ok("slow").with_delay(Duration::from_millis(2500)))
+            .await;
+    let queue = common::unique_name("slow");
+    let w = Worker::start(
+        &nats,
+        &queue,
+        &function.base_url(),
+        true,
+        &[("ack_wait", "1s"), ("max_inflight", "1")],
+    )
+    .await;
+    for i in 0..3 {
+        let r = http_client()
+            .post(format!(
+                "{}/async-function/slow",
+                w.ingress.as_ref().unwrap()
+            ))
+            .header("X-Call-Id", format!("slow-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    function.wait_for(3, Duration::from_secs(30)).await;
+    common::eventually(T, "work queue drained", || async {
+        stream_messages(&nats, &format!("OF_{queue}")).await == 0
+    })
+    .await;
+    // Longer than an ack wait after the last call: any redelivery would have shown up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ids: Vec<String> = function
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("x-call-id").map(str::to_string))
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["slow-0", "slow-1", "slow-2"],
+        "each ran once, in order"
+    );
+    assert_eq!(function.max_concurrency(), 1);
+}

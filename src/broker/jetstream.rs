@@ -2,10 +2,9 @@
 //!
 //! Works with nats-server 2.9 (Debian's) and newer: only 2.9-era stream and consumer fields are
 //! used. Facts this code relies on (checked against nats-server 2.9.10):
-//! - a consumer deleted under a running pull stream produces an endless series of
-//!   `MissingHeartbeat` errors, never `ConsumerDeleted`; so after consecutive missed heartbeats
-//!   the subscription asks the server whether the consumer still exists and recreates it;
-//! - a server restart shows up as missed heartbeats too, then the pull stream resumes by itself.
+//! - pulling is demand-driven ([`super::jetstream_pull`]): a lost pull request (server restart,
+//!   disconnect) shows up as silence on the inbox, after which the puller checks that the
+//!   consumer still exists, recreates it if needed, and asks again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,11 +18,11 @@ use async_nats::jetstream::context::{
 use async_nats::jetstream::stream::{self as js_stream, ConsumerErrorKind, DiscardPolicy};
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
-use futures::{FutureExt, StreamExt};
 
+use super::jetstream_pull::DemandPuller;
 use super::{
-    Acker, Broker, BrokerError, ConsumerSpec, Delivery, MSG_ID_HEADER, Outgoing, PubAck, Retention,
-    StreamSpec, StreamStatus, Subscription,
+    Acker, Broker, BrokerError, ConsumerSpec, Delivery, KvSpec, MSG_ID_HEADER, Outgoing, PubAck,
+    Retention, StreamInfo, StreamSpec, StreamStatus, Subscription,
 };
 use crate::config::Storage;
 
@@ -33,13 +32,6 @@ const STREAM_NOT_FOUND: u64 = 10059;
 const CONSUMER_NOT_FOUND: u64 = 10014;
 /// Error code for "stream name already in use" (two replicas creating the stream at once).
 const STREAM_NAME_IN_USE: u64 = 10058;
-
-/// Idle heartbeat asked of the server on every pull request; two missed in a row are reported.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
-/// Lifetime of one pull request.
-const PULL_EXPIRES: Duration = Duration::from_secs(10);
-/// Consecutive missed heartbeats after which we check that our consumer still exists.
-const MISSED_HEARTBEATS_BEFORE_CHECK: u32 = 2;
 
 /// How to reach NATS.
 #[derive(Debug, Clone)]
@@ -59,6 +51,8 @@ pub struct NatsOptions {
 pub struct JetStreamBroker {
     client: async_nats::Client,
     js: jetstream::Context,
+    /// Key-value bucket handles already looked up (one stream-info request saved per call).
+    kv_stores: std::sync::Mutex<std::collections::HashMap<String, jetstream::kv::Store>>,
 }
 
 impl JetStreamBroker {
@@ -128,7 +122,11 @@ impl JetStreamBroker {
             .timeout(opts.request_timeout)
             .ack_timeout(opts.publish_timeout)
             .build(client.clone());
-        Ok(JetStreamBroker { client, js })
+        Ok(JetStreamBroker {
+            client,
+            js,
+            kv_stores: Default::default(),
+        })
     }
 
     /// The underlying client (tests and tools).
@@ -229,7 +227,7 @@ fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
     }
 }
 
-async fn ensure_consumer(
+pub(super) async fn ensure_consumer(
     js: &jetstream::Context,
     stream_spec: &StreamSpec,
     spec: &ConsumerSpec,
@@ -261,17 +259,6 @@ async fn ensure_consumer(
     }
 }
 
-async fn pull_stream(consumer: &PullConsumer, batch: usize) -> Result<pull::Stream, BrokerError> {
-    consumer
-        .stream()
-        .max_messages_per_batch(batch.max(1))
-        .heartbeat(PULL_HEARTBEAT)
-        .expires(PULL_EXPIRES)
-        .messages()
-        .await
-        .map_err(|e| BrokerError::other("start pulling", e))
-}
-
 #[async_trait]
 impl Broker for JetStreamBroker {
     async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError> {
@@ -299,7 +286,7 @@ impl Broker for JetStreamBroker {
                 PublishErrorKind::TimedOut => BrokerError::Timeout {
                     what: "PubAck".into(),
                 },
-                PublishErrorKind::MaxPayloadExceeded => BrokerError::Full(e.to_string()),
+                PublishErrorKind::MaxPayloadExceeded => BrokerError::TooLarge(e.to_string()),
                 _ => BrokerError::other("publish", e),
             };
         let ack_future = self
@@ -320,15 +307,14 @@ impl Broker for JetStreamBroker {
         stream: &StreamSpec,
         consumer: &ConsumerSpec,
     ) -> Result<Box<dyn Subscription>, BrokerError> {
-        let pull = ensure_consumer(&self.js, stream, consumer).await?;
-        let messages = pull_stream(&pull, consumer.pull_batch).await?;
-        Ok(Box::new(JsSubscription {
-            js: self.js.clone(),
-            stream_spec: stream.clone(),
-            spec: consumer.clone(),
-            messages,
-            missed_heartbeats: 0,
-        }))
+        let puller = DemandPuller::start(
+            self.client.clone(),
+            self.js.clone(),
+            stream.clone(),
+            consumer.clone(),
+        )
+        .await?;
+        Ok(Box::new(puller))
     }
 
     async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
@@ -364,6 +350,102 @@ impl Broker for JetStreamBroker {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    async fn stream_info(
+        &self,
+        stream: &str,
+        subjects: Option<&str>,
+    ) -> Result<Option<StreamInfo>, BrokerError> {
+        let s = match self.js.get_stream(stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                return match e.kind() {
+                    GetStreamErrorKind::JetStream(inner)
+                        if api_code(&inner) == STREAM_NOT_FOUND =>
+                    {
+                        Ok(None)
+                    }
+                    _ => Err(BrokerError::other("stream info", e)),
+                };
+            }
+        };
+        let Some(filter) = subjects else {
+            let state = &s.cached_info().state;
+            return Ok(Some(StreamInfo {
+                messages: state.messages,
+                bytes: state.bytes,
+                subjects: Default::default(),
+            }));
+        };
+        use futures::StreamExt as _;
+        let mut pages = s
+            .info_with_subjects(filter)
+            .await
+            .map_err(|e| BrokerError::other("stream info", e))?;
+        let mut info = StreamInfo {
+            messages: pages.info.state.messages,
+            bytes: pages.info.state.bytes,
+            subjects: Default::default(),
+        };
+        while let Some(entry) = pages.next().await {
+            let (subject, count) = entry.map_err(|e| BrokerError::other("stream info", e))?;
+            info.subjects.insert(subject, count as u64);
+        }
+        Ok(Some(info))
+    }
+
+    async fn ensure_kv(&self, spec: &KvSpec) -> Result<(), BrokerError> {
+        if self.kv_store(&spec.bucket).await.is_ok() {
+            return Ok(());
+        }
+        let config = jetstream::kv::Config {
+            bucket: spec.bucket.clone(),
+            history: 1,
+            max_age: spec.ttl,
+            storage: match spec.storage {
+                Storage::File => js_stream::StorageType::File,
+                Storage::Memory => js_stream::StorageType::Memory,
+            },
+            num_replicas: spec.replicas,
+            ..Default::default()
+        };
+        let store = self
+            .js
+            .create_key_value(config)
+            .await
+            .map_err(|e| BrokerError::other("create key-value bucket", e))?;
+        self.kv_cache().insert(spec.bucket.clone(), store);
+        Ok(())
+    }
+
+    async fn kv_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: bytes::Bytes,
+    ) -> Result<u64, BrokerError> {
+        let store = self.kv_store(bucket).await?;
+        store
+            .put(key, value)
+            .await
+            .map_err(|e| self.kv_error(bucket, "key-value put", e))
+    }
+
+    async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<bytes::Bytes>, BrokerError> {
+        let store = self.kv_store(bucket).await?;
+        store
+            .get(key)
+            .await
+            .map_err(|e| self.kv_error(bucket, "key-value get", e))
+    }
+
+    async fn kv_delete(&self, bucket: &str, key: &str) -> Result<(), BrokerError> {
+        let store = self.kv_store(bucket).await?;
+        store
+            .delete(key)
+            .await
+            .map_err(|e| self.kv_error(bucket, "key-value delete", e))
+    }
+
     async fn flush(&self) -> Result<(), BrokerError> {
         match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
             Ok(r) => r.map_err(|e| BrokerError::other("flush", e)),
@@ -374,7 +456,47 @@ impl Broker for JetStreamBroker {
     }
 }
 
-async fn consumer_exists(
+impl JetStreamBroker {
+    fn kv_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, jetstream::kv::Store>> {
+        self.kv_stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The bucket's handle, looked up once; `NoBucket` when its stream does not exist.
+    async fn kv_store(&self, bucket: &str) -> Result<jetstream::kv::Store, BrokerError> {
+        if let Some(store) = self.kv_cache().get(bucket) {
+            return Ok(store.clone());
+        }
+        if let Err(e) = self.js.get_stream(format!("KV_{bucket}")).await {
+            return Err(match e.kind() {
+                GetStreamErrorKind::JetStream(inner) if api_code(&inner) == STREAM_NOT_FOUND => {
+                    BrokerError::NoBucket {
+                        bucket: bucket.to_string(),
+                    }
+                }
+                _ => BrokerError::other("get key-value bucket", e),
+            });
+        }
+        let store = self
+            .js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| BrokerError::other("get key-value bucket", e))?;
+        self.kv_cache().insert(bucket.to_string(), store.clone());
+        Ok(store)
+    }
+
+    /// Map a key-value error; forget the cached handle in case the bucket was deleted.
+    fn kv_error(&self, bucket: &str, op: &'static str, e: impl std::fmt::Display) -> BrokerError {
+        self.kv_cache().remove(bucket);
+        BrokerError::other(op, e)
+    }
+}
+
+pub(super) async fn consumer_exists(
     js: &jetstream::Context,
     stream: &str,
     name: &str,
@@ -404,44 +526,7 @@ async fn consumer_exists(
     }
 }
 
-struct JsSubscription {
-    js: jetstream::Context,
-    stream_spec: StreamSpec,
-    spec: ConsumerSpec,
-    messages: pull::Stream,
-    missed_heartbeats: u32,
-}
-
-impl JsSubscription {
-    /// After missed heartbeats: recreate the consumer (and stream) if it is gone.
-    async fn check_consumer(&mut self) -> Result<(), BrokerError> {
-        if consumer_exists(&self.js, &self.spec.stream, &self.spec.name).await? {
-            return Ok(());
-        }
-        tracing::warn!(
-            stream = %self.spec.stream,
-            consumer = %self.spec.name,
-            "Consumer disappeared; recreating it"
-        );
-        self.recreate().await
-    }
-
-    async fn recreate(&mut self) -> Result<(), BrokerError> {
-        let stream_existed = self.js.get_stream(&self.spec.stream).await.is_ok();
-        if !stream_existed {
-            tracing::warn!(
-                stream = %self.spec.stream,
-                "Stream was deleted; recreating it empty"
-            );
-        }
-        let pull = ensure_consumer(&self.js, &self.stream_spec, &self.spec).await?;
-        self.messages = pull_stream(&pull, self.spec.pull_batch).await?;
-        self.missed_heartbeats = 0;
-        Ok(())
-    }
-}
-
-fn to_delivery(msg: jetstream::Message) -> Result<Delivery, BrokerError> {
+pub(super) fn to_delivery(msg: jetstream::Message) -> Result<Delivery, BrokerError> {
     let (delivered, stream_sequence, published) = {
         let info = msg
             .info()
@@ -473,59 +558,15 @@ fn to_delivery(msg: jetstream::Message) -> Result<Delivery, BrokerError> {
 }
 
 #[async_trait]
-impl Subscription for JsSubscription {
+impl Subscription for DemandPuller {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
-        loop {
-            match self.messages.next().await {
-                Some(Ok(msg)) => {
-                    self.missed_heartbeats = 0;
-                    return Some(to_delivery(msg));
-                }
-                Some(Err(e)) => match e.kind() {
-                    K::MissingHeartbeat => {
-                        // Seen while disconnected, and (on nats-server 2.9) when the consumer
-                        // was deleted under us: after a few, check that it still exists.
-                        self.missed_heartbeats += 1;
-                        tracing::debug!(missed = self.missed_heartbeats, "Missed pull heartbeat");
-                        if self.missed_heartbeats >= MISSED_HEARTBEATS_BEFORE_CHECK {
-                            self.missed_heartbeats = 0;
-                            if let Err(check) = self.check_consumer().await {
-                                return Some(Err(check));
-                            }
-                        }
-                    }
-                    K::ConsumerDeleted | K::NoResponders => {
-                        tracing::warn!(
-                            stream = %self.spec.stream,
-                            consumer = %self.spec.name,
-                            reason = %e,
-                            "Consumer disappeared; recreating it"
-                        );
-                        if let Err(err) = self.recreate().await {
-                            return Some(Err(err));
-                        }
-                    }
-                    _ => return Some(Err(BrokerError::other("pull", e))),
-                },
-                // The pull stream ended (terminal error inside async-nats): start a new one.
-                None => {
-                    if let Err(err) = self.recreate().await {
-                        return Some(Err(err));
-                    }
-                }
-            }
-        }
+        DemandPuller::next(self).await
     }
-
+    fn set_demand(&mut self, demand: usize) {
+        DemandPuller::set_demand(self, demand)
+    }
     fn drain_buffered(&mut self) -> Vec<Delivery> {
-        let mut out = Vec::new();
-        while let Some(Some(Ok(msg))) = self.messages.next().now_or_never() {
-            if let Ok(d) = to_delivery(msg) {
-                out.push(d);
-            }
-        }
-        out
+        DemandPuller::drain_buffered(self)
     }
 }
 

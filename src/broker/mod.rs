@@ -5,7 +5,11 @@
 //! is identical everywhere.
 
 pub mod jetstream;
+pub mod jetstream_pull;
+#[cfg(feature = "wip-memory")]
+pub mod memory;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -108,6 +112,28 @@ pub struct ConsumerSpec {
     pub pull_batch: usize,
 }
 
+/// A key-value bucket whose entries expire (call status, SPEC §3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvSpec {
+    /// Bucket name: letters, digits, `_` and `-` (JetStream stores it in stream `KV_<bucket>`).
+    pub bucket: String,
+    /// Entries expire this long after their last put; `Duration::ZERO`: never.
+    pub ttl: Duration,
+    pub storage: Storage,
+    pub replicas: usize,
+}
+
+/// The state of a stream, from [`Broker::stream_info`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Messages stored now.
+    pub messages: u64,
+    /// Bytes stored now, as the broker counts them (not comparable across brokers).
+    pub bytes: u64,
+    /// Messages per subject, for the subjects matching the filter given (empty without one).
+    pub subjects: BTreeMap<String, u64>,
+}
+
 /// Result of [`Broker::ensure_stream`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamStatus {
@@ -180,6 +206,11 @@ pub trait Subscription: Send {
     /// the subscription is closed for good.
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>>;
 
+    /// How many deliveries the caller could start right now (its free slots, at least 1).
+    /// Implementations never pull more than this ahead, so no message waits unattended in a
+    /// local buffer while its ack-wait timer runs.
+    fn set_demand(&mut self, _demand: usize) {}
+
     /// Deliveries already received but not yet handed out (used at shutdown to give them back).
     fn drain_buffered(&mut self) -> Vec<Delivery>;
 }
@@ -210,6 +241,28 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the broker is reachable right now.
     fn is_connected(&self) -> bool;
 
+    /// Messages and bytes in `stream`, with per-subject counts for the subjects matching
+    /// `subjects` (a subject filter such as `faas-request.>`; `None`: no per-subject counts).
+    /// `Ok(None)` when the stream does not exist.
+    async fn stream_info(
+        &self,
+        stream: &str,
+        subjects: Option<&str>,
+    ) -> Result<Option<StreamInfo>, BrokerError>;
+
+    /// Create the key-value bucket if missing; leave an existing one alone.
+    async fn ensure_kv(&self, spec: &KvSpec) -> Result<(), BrokerError>;
+
+    /// Store `value` under `key` (restarting its TTL); returns the entry's revision.
+    /// Keys: letters, digits and `-/_=.`, not starting or ending with `.`.
+    async fn kv_put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, BrokerError>;
+
+    /// The live value of `key`; `None` when never set, deleted or expired.
+    async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<Bytes>, BrokerError>;
+
+    /// Delete `key` (no error when it does not exist).
+    async fn kv_delete(&self, bucket: &str, key: &str) -> Result<(), BrokerError>;
+
     /// Push out everything buffered (acks are sent without waiting for a reply); called before
     /// the process exits.
     async fn flush(&self) -> Result<(), BrokerError> {
@@ -238,8 +291,14 @@ pub enum BrokerError {
     },
     #[error("no stream stores subject {subject}")]
     NoStream { subject: String },
+    /// The broker cannot hold more messages now (memory broker limits): retry later.
     #[error("the broker is full: {0}")]
     Full(String),
+    /// This one message is larger than the broker accepts (NATS `max_payload`).
+    #[error("message too large: {0}")]
+    TooLarge(String),
+    #[error("no key-value bucket {bucket}")]
+    NoBucket { bucket: String },
     #[error("NATS error during {op}: {reason}")]
     Other { op: &'static str, reason: String },
 }

@@ -129,6 +129,8 @@ impl Worker {
                     Err(_) => break,
                 },
             };
+            // Free slots, counting the one just taken.
+            subscription.set_demand(slots.available_permits() + 1);
             let next = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,

@@ -43,7 +43,8 @@
 //! | 5 – 9   | 120s each (capped)            |
 //! | 10      | final: exhausted (callback, then dead letter) |
 //!
-//! The message is dead-lettered about 750s (12.5 minutes) of waiting after its first attempt.
+//! A message that always fails is thus dead-lettered after 750s (12.5 minutes) of waiting in
+//! total, plus the time of its 10 invocations.
 //!
 //! # Per-function overrides
 //!
