@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod ingress;
 pub mod invoke;
+pub mod rng;
 pub mod telemetry;
 pub mod wire;
 pub mod worker;
@@ -39,6 +40,7 @@ pub struct Ports {
     pub broker: Arc<dyn Broker>,
     pub invoker: Arc<dyn Invoker>,
     pub clock: Arc<dyn Clock>,
+    pub rng: Arc<dyn rng::Rng>,
 }
 
 /// Already-bound listeners (bind errors surface before anything starts).
@@ -88,19 +90,30 @@ pub async fn connect_nats(
     }
 }
 
-/// Run the worker (and the ingress when a listener is given) until `shutdown`, then drain
+/// The async ingress to serve next to the worker.
+pub struct IngressServer {
+    pub listener: TcpListener,
+    /// More routes on the same address (`dev` serves its demo functions there).
+    pub extra_routes: Option<axum::Router>,
+}
+
+/// Run the worker (and the ingress when one is given) until `shutdown`, then drain
 /// gracefully (SPEC §12). `health` must be the one served on the metrics listener.
 pub async fn run(
     config: Arc<Config>,
     ports: Ports,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    ingress: Option<TcpListener>,
+    ingress: Option<IngressServer>,
     shutdown: CancellationToken,
 ) {
     health.set_broker(ports.broker.clone());
     let mut servers = tokio::task::JoinSet::new();
-    if let Some(listener) = ingress {
+    if let Some(IngressServer {
+        listener,
+        extra_routes,
+    }) = ingress
+    {
         let state = Arc::new(ingress::Ingress {
             config: config.clone(),
             broker: ports.broker.clone(),
@@ -116,7 +129,10 @@ pub async fn run(
         // The ingress stops taking requests as soon as shutdown starts.
         let stop = shutdown.clone();
         servers.spawn(async move {
-            let app = ingress::router(state);
+            let mut app = ingress::router(state);
+            if let Some(extra) = extra_routes {
+                app = app.merge(extra);
+            }
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
@@ -125,14 +141,7 @@ pub async fn run(
             }
         });
     }
-    let worker = worker::Worker::new(
-        config,
-        ports.broker,
-        ports.invoker,
-        ports.clock,
-        metrics,
-        health,
-    );
+    let worker = worker::Worker::new(config, ports, metrics, health);
     worker.run(shutdown).await;
     while servers.join_next().await.is_some() {}
 }

@@ -9,84 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::http::{CallbackReceiver, FunctionServer, Reply};
 use common::nats::NatsServer;
-use common::worker::{WorkerProcess, get_text, http_client, wait_http_ok};
+use common::worker::{Worker, http_client, raw_post_status, stream_messages};
 
 const T: Duration = Duration::from_secs(20);
-
-/// A worker process plus what it takes to talk to it.
-struct Worker {
-    proc: WorkerProcess,
-    metrics: String,
-    ingress: Option<String>,
-}
-
-impl Worker {
-    async fn start(
-        nats: &NatsServer,
-        queue: &str,
-        gateway: &str,
-        ingress: bool,
-        extra: &[(&str, &str)],
-    ) -> Worker {
-        let metrics_port = common::free_port();
-        let ingress_addr = ingress.then(|| format!("127.0.0.1:{}", common::free_port()));
-        let mut env: Vec<(&str, String)> = vec![
-            ("nats_url", nats.url()),
-            ("queue_name", queue.to_string()),
-            ("gateway_url", gateway.to_string()),
-            ("metrics_port", metrics_port.to_string()),
-            ("ack_wait", "5s".to_string()),
-        ];
-        for (k, v) in extra {
-            env.retain(|(name, _)| name != k);
-            env.push((k, v.to_string()));
-        }
-        let mut args = vec!["run"];
-        if let Some(a) = &ingress_addr {
-            args.push("--ingress");
-            args.push(a);
-        }
-        let proc = WorkerProcess::spawn(&common::worker_bin(), &args, &env);
-        let metrics = format!("http://127.0.0.1:{metrics_port}");
-        wait_http_ok(&format!("{metrics}/readyz"), T).await;
-        Worker {
-            proc,
-            metrics,
-            ingress: ingress_addr.map(|a| format!("http://{a}")),
-        }
-    }
-
-    async fn metric(&self, line_prefix: &str) -> Option<f64> {
-        let (_, text) = get_text(&format!("{}/metrics", self.metrics)).await;
-        text.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    }
-}
-
-/// POST `path` over a plain TCP connection (no client-side path normalisation); the status code.
-async fn raw_post_status(addr: &str, path: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    conn.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"))
-}
-
-async fn stream_messages(nats: &NatsServer, stream: &str) -> u64 {
-    let js = nats.jetstream().await;
-    let mut s = js.get_stream(stream).await.expect("stream exists");
-    s.info().await.expect("stream info").state.messages
-}
 
 #[tokio::test]
 async fn ingress_invokes_function_and_posts_callback_with_every_header() {
@@ -153,7 +78,11 @@ async fn ingress_invokes_function_and_posts_callback_with_every_header() {
     assert_eq!(cb.header("x-function-name"), Some("echo.ns1"));
     assert_eq!(cb.header("x-start-time"), Some(start_time.as_str()));
     assert_eq!(cb.header("x-retry"), Some("0"));
-    assert_eq!(cb.header("x-retry-max"), Some("10"));
+    assert_eq!(
+        cb.header("x-retry-max"),
+        Some("9"),
+        "max_retry_attempts 10 = 9 retries"
+    );
     assert_eq!(cb.header("x-echo"), Some("yes"));
     assert_eq!(cb.header("content-type"), Some("application/x-test"));
     let secs: f64 = cb

@@ -564,8 +564,7 @@ impl Stream {
         c.fire_timers(now);
         let deadline = later(now, c.ack_wait());
         while out.len() < n {
-            if let Some((order, seq)) = c.redeliver.pop_first() {
-                let _ = order;
+            if let Some((_, seq)) = c.redeliver.pop_first() {
                 if !msgs.contains_key(&seq) {
                     c.pending.remove(&seq);
                     continue;
@@ -618,5 +617,976 @@ fn first_match(
             .filter(|(subject, _)| subject_matches(f, subject))
             .filter_map(|(_, seqs)| seqs.range(cursor..).next().copied())
             .min(),
+    }
+}
+
+// ---- consumers ---------------------------------------------------------------------------
+
+impl Consumer {
+    fn new(id: u64, spec: ConsumerSpec, first_seq: u64, now: Instant) -> Consumer {
+        Consumer {
+            id,
+            spec,
+            cursor: first_seq,
+            pending: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            redeliver: BTreeSet::new(),
+            queued: 0,
+            waiting: 0,
+            last_active: now,
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    fn ack_wait(&self) -> Duration {
+        if self.spec.ack_wait.is_zero() {
+            DEFAULT_ACK_WAIT
+        } else {
+            self.spec.ack_wait
+        }
+    }
+
+    /// Idle past the inactive threshold (strictly, as the server compares).
+    fn is_inactive(&self, now: Instant) -> bool {
+        match self.spec.inactive_threshold.filter(|t| !t.is_zero()) {
+            Some(threshold) => {
+                self.waiting == 0 && now.saturating_duration_since(self.last_active) > threshold
+            }
+            None => false,
+        }
+    }
+
+    /// Stop whatever is scheduled for `seq` (timer or queue slot).
+    fn unschedule(&mut self, seq: u64) {
+        if let Some(p) = self.pending.get(&seq) {
+            match p.state {
+                PendingState::Timer(at) => {
+                    self.timers.remove(&(at, seq));
+                }
+                PendingState::Queued(order) => {
+                    self.redeliver.remove(&(order, seq));
+                }
+            }
+        }
+    }
+
+    /// Arm the timer of pending message `seq` for `at`.
+    fn set_timer(&mut self, seq: u64, at: Instant) {
+        self.unschedule(seq);
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.state = PendingState::Timer(at);
+            self.timers.insert((at, seq));
+        }
+    }
+
+    /// Queue pending message `seq` for redelivery (no-op when already queued).
+    fn enqueue(&mut self, seq: u64) {
+        let Some(p) = self.pending.get(&seq) else {
+            return;
+        };
+        if matches!(p.state, PendingState::Queued(_)) {
+            return;
+        }
+        self.unschedule(seq);
+        self.queued += 1;
+        let order = self.queued;
+        self.redeliver.insert((order, seq));
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.state = PendingState::Queued(order);
+        }
+    }
+
+    fn remove_pending(&mut self, seq: u64) {
+        self.unschedule(seq);
+        self.pending.remove(&seq);
+    }
+
+    /// Queue every message whose timer is due.
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&(at, seq)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.enqueue(seq);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    fn selects(&self, subject: &str) -> bool {
+        self.spec
+            .filter_subject
+            .as_deref()
+            .is_none_or(|f| subject_matches(f, subject))
+    }
+}
+
+// ---- key-value buckets -------------------------------------------------------------------
+
+impl Bucket {
+    /// Drop expired entries; returns (count, bytes) removed.
+    fn expire(&mut self, now: Instant) -> (u64, u64) {
+        let mut gone = (0, 0);
+        while let Some((at, _)) = self.expiry.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, key)) = self.expiry.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.entries.remove(&key) {
+                gone.0 += 1;
+                gone.1 += (key.len() + e.value.len()) as u64;
+            }
+        }
+        gone
+    }
+
+    fn remove(&mut self, key: &str) -> Option<u64> {
+        let e = self.entries.remove(key)?;
+        if let Some(at) = e.expires {
+            self.expiry.remove(&(at, key.to_string()));
+        }
+        Some((key.len() + e.value.len()) as u64)
+    }
+}
+
+// ---- broker state ------------------------------------------------------------------------
+
+impl State {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Apply everything time-driven to one stream: ages, duplicate window, idle consumers.
+    fn sweep_stream(&mut self, name: &str, now: Instant) {
+        let Some(stream) = self.streams.get_mut(name) else {
+            return;
+        };
+        let (n, b) = stream.expire_aged(now);
+        self.dedup_ids -= stream.expire_dedup(now);
+        stream.expire_consumers(now);
+        self.usage.messages -= n;
+        self.usage.bytes -= b;
+    }
+
+    fn sweep_bucket(&mut self, name: &str, now: Instant) {
+        if let Some(bucket) = self.buckets.get_mut(name) {
+            let (n, b) = bucket.expire(now);
+            self.usage.messages -= n;
+            self.usage.bytes -= b;
+        }
+    }
+
+    fn sweep_all(&mut self, now: Instant) {
+        let streams: Vec<String> = self.streams.keys().cloned().collect();
+        for name in streams {
+            self.sweep_stream(&name, now);
+        }
+        let buckets: Vec<String> = self.buckets.keys().cloned().collect();
+        for name in buckets {
+            self.sweep_bucket(&name, now);
+        }
+    }
+
+    /// Whether `messages` more messages and `bytes` more bytes fit, sweeping expired data
+    /// first when they do not seem to.
+    fn fits(&mut self, limits: &MemoryLimits, messages: i64, bytes: i64, now: Instant) -> bool {
+        let over = |u: MemoryUsage| {
+            u.messages as i64 + messages > limits.max_messages as i64
+                || u.bytes as i64 + bytes > limits.max_bytes as i64
+        };
+        if !over(self.usage) {
+            return true;
+        }
+        self.sweep_all(now);
+        !over(self.usage)
+    }
+
+    fn ensure_stream(
+        &mut self,
+        spec: &StreamSpec,
+        now: Instant,
+    ) -> Result<StreamStatus, BrokerError> {
+        if let Some(existing) = self.streams.get(&spec.name) {
+            if existing.spec.retention != spec.retention {
+                return Err(BrokerError::IncompatibleStream {
+                    stream: spec.name.clone(),
+                    found: retention_name(existing.spec.retention).into(),
+                    want: retention_name(spec.retention).into(),
+                });
+            }
+            self.sweep_stream(&spec.name, now);
+            return Ok(StreamStatus::Existing);
+        }
+        if !valid_name(&spec.name) {
+            return Err(BrokerError::other(
+                "create stream",
+                format!("invalid stream name {:?}", spec.name),
+            ));
+        }
+        let mut spec = spec.clone();
+        if spec.subjects.is_empty() {
+            spec.subjects = vec![spec.name.clone()];
+        }
+        if let Some(bad) = spec.subjects.iter().find(|s| !valid_subject(s, true)) {
+            return Err(BrokerError::other(
+                "create stream",
+                format!("invalid subject {bad:?}"),
+            ));
+        }
+        let overlap = self.streams.values().any(|other| {
+            other
+                .spec
+                .subjects
+                .iter()
+                .any(|a| spec.subjects.iter().any(|b| subjects_collide(a, b)))
+        });
+        if overlap {
+            return Err(BrokerError::other(
+                "create stream",
+                "subjects overlap with an existing stream (error code 10065)",
+            ));
+        }
+        self.streams.insert(spec.name.clone(), Stream::new(spec));
+        Ok(StreamStatus::Created)
+    }
+
+    /// Ensure the stream and the consumer; returns the consumer's id and wake-up handle.
+    fn ensure_consumer(
+        &mut self,
+        stream_spec: &StreamSpec,
+        spec: &ConsumerSpec,
+        now: Instant,
+    ) -> Result<(u64, Arc<Notify>), BrokerError> {
+        if spec.stream != stream_spec.name {
+            return Err(BrokerError::other(
+                "create consumer",
+                format!(
+                    "consumer {} names stream {} but stream {} was given",
+                    spec.name, spec.stream, stream_spec.name
+                ),
+            ));
+        }
+        if self.ensure_stream(stream_spec, now)? == StreamStatus::Created {
+            tracing::info!(stream = %stream_spec.name, "Created stream");
+        }
+        let id = self.next_id();
+        let Some(stream) = self.streams.get_mut(&spec.stream) else {
+            return Err(BrokerError::other("create consumer", "stream vanished"));
+        };
+        if let Some(c) = stream.consumers.get_mut(&spec.name) {
+            // The server updates an existing durable in place (2.9.10 does not even refuse a
+            // changed filter) and skips the work-queue checks.
+            c.spec = spec.clone();
+            c.last_active = now;
+            return Ok((c.id, c.notify.clone()));
+        }
+        if !valid_name(&spec.name) {
+            return Err(BrokerError::other(
+                "create consumer",
+                format!("invalid consumer name {:?}", spec.name),
+            ));
+        }
+        if let Some(filter) = &spec.filter_subject {
+            let within = valid_subject(filter, true)
+                && stream
+                    .spec
+                    .subjects
+                    .iter()
+                    .any(|s| subjects_collide(s, filter));
+            if !within {
+                return Err(BrokerError::other(
+                    "create consumer",
+                    "consumer filter subject is not a valid subset of the interest subjects \
+                     (error code 10093)",
+                ));
+            }
+        }
+        if stream.spec.retention == Retention::WorkQueue && !stream.consumers.is_empty() {
+            match &spec.filter_subject {
+                None => {
+                    return Err(BrokerError::other(
+                        "create consumer",
+                        "multiple non-filtered consumers not allowed on workqueue stream \
+                         (error code 10099)",
+                    ));
+                }
+                Some(filter) => {
+                    let unique = stream
+                        .consumers
+                        .values()
+                        .all(|o| match &o.spec.filter_subject {
+                            None => false,
+                            Some(other) => {
+                                !subject_is_subset(filter, other)
+                                    && !subject_is_subset(other, filter)
+                            }
+                        });
+                    if !unique {
+                        return Err(BrokerError::other(
+                            "create consumer",
+                            "filtered consumer not unique on workqueue stream (error code 10100)",
+                        ));
+                    }
+                }
+            }
+        }
+        let first = stream
+            .msgs
+            .first_key_value()
+            .map_or(stream.last_seq + 1, |(s, _)| *s);
+        let c = Consumer::new(id, spec.clone(), first, now);
+        let notify = c.notify.clone();
+        stream.consumers.insert(spec.name.clone(), c);
+        Ok((id, notify))
+    }
+
+    fn publish(
+        &mut self,
+        limits: &MemoryLimits,
+        msg: Outgoing,
+        published: SystemTime,
+        now: Instant,
+    ) -> Result<PubAck, BrokerError> {
+        let Some(name) = self
+            .streams
+            .values()
+            .find(|s| s.covers(&msg.subject))
+            .map(|s| s.spec.name.clone())
+        else {
+            return Err(BrokerError::NoStream {
+                subject: msg.subject,
+            });
+        };
+        self.sweep_stream(&name, now);
+        let mut headers = msg.headers;
+        let msg_id = match msg.msg_id {
+            Some(id) => {
+                headers.retain(|(k, _)| k != MSG_ID_HEADER);
+                headers.push((MSG_ID_HEADER.to_string(), id.clone()));
+                Some(id)
+            }
+            None => headers
+                .iter()
+                .find(|(k, _)| k == MSG_ID_HEADER)
+                .map(|(_, v)| v.clone()),
+        };
+        let size = stored_size(&msg.subject, &headers, &msg.payload);
+        let Some(stream) = self.streams.get_mut(&name) else {
+            return Err(BrokerError::NoStream {
+                subject: msg.subject,
+            });
+        };
+        if let Some(id) = &msg_id
+            && let Some((seq, _)) = stream.dedup.get(id)
+        {
+            return Ok(PubAck {
+                stream: name,
+                sequence: *seq,
+                duplicate: true,
+            });
+        }
+        // The stream's own byte limit discards its oldest messages (DiscardPolicy::Old).
+        let mut discard = Vec::new();
+        if let Some(max) = stream.spec.max_bytes.filter(|m| *m > 0) {
+            let max = max as u64;
+            if size > max {
+                return Err(BrokerError::TooLarge(format!(
+                    "{size} bytes is over stream {name}'s max_bytes of {max}"
+                )));
+            }
+            let mut bytes = stream.bytes;
+            for (seq, m) in &stream.msgs {
+                if bytes + size <= max {
+                    break;
+                }
+                bytes -= m.size;
+                discard.push(*seq);
+            }
+        }
+        let freed: u64 = discard
+            .iter()
+            .filter_map(|s| stream.msgs.get(s).map(|m| m.size))
+            .sum();
+        if !self.fits(
+            limits,
+            1 - discard.len() as i64,
+            size as i64 - freed as i64,
+            now,
+        ) {
+            return Err(full_error(self.usage, limits));
+        }
+        let Some(stream) = self.streams.get_mut(&name) else {
+            return Err(BrokerError::NoStream {
+                subject: msg.subject,
+            });
+        };
+        for seq in discard {
+            if let Some(size) = stream.remove(seq) {
+                self.usage.messages -= 1;
+                self.usage.bytes -= size;
+            }
+        }
+        stream.last_seq += 1;
+        let seq = stream.last_seq;
+        stream
+            .by_subject
+            .entry(msg.subject.clone())
+            .or_default()
+            .insert(seq);
+        stream.bytes += size;
+        for c in stream.consumers.values() {
+            if c.selects(&msg.subject) {
+                c.notify.notify_waiters();
+            }
+        }
+        stream.msgs.insert(
+            seq,
+            Stored {
+                subject: msg.subject,
+                headers,
+                payload: msg.payload,
+                published,
+                stored_at: now,
+                size,
+            },
+        );
+        self.usage.messages += 1;
+        self.usage.bytes += size;
+        if let Some(id) = msg_id {
+            let end = later(now, stream.spec.duplicate_window);
+            stream.dedup_order.push_back((end, id.clone()));
+            if stream.dedup.insert(id, (seq, end)).is_none() {
+                self.dedup_ids += 1;
+            }
+            if self.dedup_ids > limits.max_dedup_ids {
+                self.forget_oldest_ids(limits.max_dedup_ids, &name);
+            }
+        }
+        Ok(PubAck {
+            stream: name,
+            sequence: seq,
+            duplicate: false,
+        })
+    }
+
+    /// Respect `max_dedup_ids`, forgetting the oldest ids of `stream` (the one that grew).
+    fn forget_oldest_ids(&mut self, max: usize, stream: &str) {
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let mut forgot = 0;
+        while self.dedup_ids > max && s.forget_oldest_id() {
+            self.dedup_ids -= 1;
+            forgot += 1;
+        }
+        if forgot > 0 {
+            tracing::warn!(
+                stream = %stream,
+                limit = max,
+                "Too many message ids in the duplicate window: forgot the oldest, so a re-sent \
+                 message may be stored twice"
+            );
+        }
+    }
+
+    /// Apply an ack of any kind from a delivery of `seq` by consumer `consumer`.
+    fn settle(&mut self, stream: &str, consumer: &str, seq: u64, how: Settle, now: Instant) {
+        self.sweep_stream(stream, now);
+        let Some(s) = self.streams.get_mut(stream) else {
+            // Acks to a deleted stream or consumer go nowhere (JetStream acks are fire and
+            // forget); the message, if still stored, is delivered again.
+            return;
+        };
+        let Some(c) = s.consumers.get_mut(consumer) else {
+            return;
+        };
+        c.last_active = now;
+        match how {
+            Settle::Ack | Settle::Term => {
+                c.remove_pending(seq);
+                // The server removes the message from a work queue whether or not this
+                // consumer still had it pending.
+                if s.spec.retention == Retention::WorkQueue
+                    && let Some(size) = s.remove(seq)
+                {
+                    self.usage.messages -= 1;
+                    self.usage.bytes -= size;
+                }
+            }
+            Settle::Nak(delay) => {
+                if !c.pending.contains_key(&seq) {
+                    return;
+                }
+                match delay.filter(|d| !d.is_zero()) {
+                    Some(d) => c.set_timer(seq, later(now, d)),
+                    None => c.enqueue(seq),
+                }
+                c.notify.notify_waiters();
+            }
+            Settle::Progress => {
+                let armed = c
+                    .pending
+                    .get(&seq)
+                    .is_some_and(|p| matches!(p.state, PendingState::Timer(_)));
+                if armed {
+                    let at = later(now, c.ack_wait());
+                    c.set_timer(seq, at);
+                }
+            }
+        }
+    }
+
+    fn delivery(
+        &self,
+        inner: &Arc<Inner>,
+        stream: &str,
+        consumer: &str,
+        seq: u64,
+        delivered: u64,
+    ) -> Option<Delivery> {
+        let m = self.streams.get(stream)?.msgs.get(&seq)?;
+        Some(Delivery {
+            subject: m.subject.clone(),
+            payload: m.payload.clone(),
+            headers: m.headers.clone(),
+            delivered,
+            stream_sequence: seq,
+            published: m.published,
+            acker: Box::new(MemAcker {
+                inner: inner.clone(),
+                stream: stream.to_string(),
+                consumer: consumer.to_string(),
+                seq,
+            }),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Ack,
+    Term,
+    Nak(Option<Duration>),
+    Progress,
+}
+
+// ---- the port ----------------------------------------------------------------------------
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError> {
+        self.inner.lock().ensure_stream(spec, Instant::now())
+    }
+
+    async fn publish(&self, msg: Outgoing) -> Result<PubAck, BrokerError> {
+        if !valid_subject(&msg.subject, false) {
+            return Err(BrokerError::other(
+                "publish",
+                format!("invalid subject {:?}", msg.subject),
+            ));
+        }
+        let mut wire_headers = msg.headers.clone();
+        if let Some(id) = &msg.msg_id {
+            wire_headers.push((MSG_ID_HEADER.to_string(), id.clone()));
+        }
+        let wire = wire_size(&wire_headers, &msg.payload);
+        let max = self.inner.limits.max_message_bytes;
+        if wire > max {
+            return Err(BrokerError::TooLarge(format!(
+                "{wire} bytes (headers and body) is over the {max} byte limit per message"
+            )));
+        }
+        let published = self.inner.clock.now();
+        self.inner
+            .lock()
+            .publish(&self.inner.limits, msg, published, Instant::now())
+    }
+
+    async fn subscribe(
+        &self,
+        stream: &StreamSpec,
+        consumer: &ConsumerSpec,
+    ) -> Result<Box<dyn Subscription>, BrokerError> {
+        let (id, notify) = self
+            .inner
+            .lock()
+            .ensure_consumer(stream, consumer, Instant::now())?;
+        Ok(Box::new(MemSubscription {
+            inner: self.inner.clone(),
+            stream_spec: stream.clone(),
+            spec: consumer.clone(),
+            consumer_id: id,
+            notify,
+            demand: 1,
+            buffer: VecDeque::new(),
+        }))
+    }
+
+    async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
+        let mut state = self.inner.lock();
+        state.sweep_stream(stream, Instant::now());
+        let removed = state
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.consumers.remove(name));
+        match removed {
+            Some(c) => {
+                c.notify.notify_waiters();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn consumer_exists(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
+        let mut state = self.inner.lock();
+        state.sweep_stream(stream, Instant::now());
+        Ok(state
+            .streams
+            .get(stream)
+            .is_some_and(|s| s.consumers.contains_key(name)))
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+
+    async fn stream_info(
+        &self,
+        stream: &str,
+        subjects: Option<&str>,
+    ) -> Result<Option<StreamInfo>, BrokerError> {
+        let mut state = self.inner.lock();
+        state.sweep_stream(stream, Instant::now());
+        Ok(state.streams.get(stream).map(|s| s.info(subjects)))
+    }
+
+    async fn ensure_kv(&self, spec: &KvSpec) -> Result<(), BrokerError> {
+        if !valid_bucket(&spec.bucket) {
+            return Err(BrokerError::other(
+                "create key-value bucket",
+                format!(
+                    "invalid bucket name {:?}: use letters, digits, _ and -",
+                    spec.bucket
+                ),
+            ));
+        }
+        let mut state = self.inner.lock();
+        state
+            .buckets
+            .entry(spec.bucket.clone())
+            .or_insert_with(|| Bucket {
+                spec: spec.clone(),
+                entries: BTreeMap::new(),
+                expiry: BTreeSet::new(),
+                revision: 0,
+            });
+        Ok(())
+    }
+
+    async fn kv_put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, BrokerError> {
+        if !valid_key(key) {
+            return Err(invalid_key(key));
+        }
+        let max = self.inner.limits.max_message_bytes;
+        if key.len() + value.len() > max {
+            return Err(BrokerError::TooLarge(format!(
+                "{} bytes is over the {max} byte limit per entry",
+                key.len() + value.len()
+            )));
+        }
+        let now = Instant::now();
+        let limits = &self.inner.limits;
+        let mut state = self.inner.lock();
+        state.sweep_bucket(bucket, now);
+        let Some(b) = state.buckets.get(bucket) else {
+            return Err(no_bucket(bucket));
+        };
+        let old = b
+            .entries
+            .get(key)
+            .map(|e| (key.len() + e.value.len()) as u64);
+        let size = (key.len() + value.len()) as u64;
+        let (more_msgs, more_bytes) = match old {
+            Some(o) => (0, size as i64 - o as i64),
+            None => (1, size as i64),
+        };
+        if !state.fits(limits, more_msgs, more_bytes, now) {
+            return Err(full_error(state.usage, limits));
+        }
+        let Some(b) = state.buckets.get_mut(bucket) else {
+            return Err(no_bucket(bucket));
+        };
+        let freed = b.remove(key);
+        let expires = (!b.spec.ttl.is_zero()).then(|| later(now, b.spec.ttl));
+        if let Some(at) = expires {
+            b.expiry.insert((at, key.to_string()));
+        }
+        b.entries
+            .insert(key.to_string(), KvEntry { value, expires });
+        b.revision += 1;
+        let revision = b.revision;
+        if let Some(f) = freed {
+            state.usage.messages -= 1;
+            state.usage.bytes -= f;
+        }
+        state.usage.messages += 1;
+        state.usage.bytes += size;
+        Ok(revision)
+    }
+
+    async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<Bytes>, BrokerError> {
+        if !valid_key(key) {
+            return Err(invalid_key(key));
+        }
+        let mut state = self.inner.lock();
+        state.sweep_bucket(bucket, Instant::now());
+        let Some(b) = state.buckets.get(bucket) else {
+            return Err(no_bucket(bucket));
+        };
+        Ok(b.entries.get(key).map(|e| e.value.clone()))
+    }
+
+    async fn kv_delete(&self, bucket: &str, key: &str) -> Result<(), BrokerError> {
+        if !valid_key(key) {
+            return Err(invalid_key(key));
+        }
+        let mut state = self.inner.lock();
+        state.sweep_bucket(bucket, Instant::now());
+        let Some(b) = state.buckets.get_mut(bucket) else {
+            return Err(no_bucket(bucket));
+        };
+        if let Some(f) = b.remove(key) {
+            state.usage.messages -= 1;
+            state.usage.bytes -= f;
+        }
+        Ok(())
+    }
+}
+
+fn invalid_key(key: &str) -> BrokerError {
+    BrokerError::other(
+        "key-value",
+        format!("invalid key {key:?}: use letters, digits and -/_=. (not first or last)"),
+    )
+}
+
+fn no_bucket(bucket: &str) -> BrokerError {
+    BrokerError::NoBucket {
+        bucket: bucket.to_string(),
+    }
+}
+
+// ---- subscriptions -----------------------------------------------------------------------
+
+struct MemSubscription {
+    inner: Arc<Inner>,
+    stream_spec: StreamSpec,
+    spec: ConsumerSpec,
+    /// The consumer this subscription pulls from (a recreated one has a new id).
+    consumer_id: u64,
+    notify: Arc<Notify>,
+    demand: usize,
+    /// Taken from the consumer, not yet handed out: at most `min(demand, pull_batch)`.
+    buffer: VecDeque<Delivery>,
+}
+
+/// What one look at the broker found.
+enum Step {
+    /// `buffer` has a delivery.
+    Ready,
+    /// The consumer was recreated: look again (with its new wake-up handle).
+    Again,
+    Failed(BrokerError),
+    /// Nothing to hand out: sleep until woken or until the consumer's next timer.
+    Wait(Option<Instant>, WaitGuard),
+}
+
+/// Counts a subscription waiting in `next` as a waiting pull request of its consumer.
+struct WaitGuard {
+    inner: Arc<Inner>,
+    stream: String,
+    consumer: String,
+    id: u64,
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        let mut state = self.inner.lock();
+        if let Some(c) = state
+            .streams
+            .get_mut(&self.stream)
+            .and_then(|s| s.consumers.get_mut(&self.consumer))
+            .filter(|c| c.id == self.id)
+        {
+            c.waiting = c.waiting.saturating_sub(1);
+            c.last_active = Instant::now();
+        }
+    }
+}
+
+impl MemSubscription {
+    fn step(&mut self) -> Step {
+        #[cfg(test)]
+        self.inner
+            .polls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let now = Instant::now();
+        let inner = self.inner.clone();
+        let mut state = inner.lock();
+        let stream_name = self.spec.stream.as_str();
+        let name = self.spec.name.as_str();
+        state.sweep_stream(stream_name, now);
+        let current = state
+            .streams
+            .get(stream_name)
+            .and_then(|s| s.consumers.get(name))
+            .map(|c| c.id);
+        if current != Some(self.consumer_id) {
+            if current.is_none() {
+                let stream_exists = state.streams.contains_key(stream_name);
+                tracing::warn!(
+                    stream = %stream_name,
+                    consumer = %name,
+                    "Consumer disappeared; recreating it"
+                );
+                if !stream_exists {
+                    tracing::warn!(stream = %stream_name, "Stream was deleted; recreating it empty");
+                }
+            }
+            return match state.ensure_consumer(&self.stream_spec, &self.spec, now) {
+                Ok((id, notify)) => {
+                    self.consumer_id = id;
+                    self.notify = notify;
+                    Step::Again
+                }
+                Err(_) if !self.buffer.is_empty() => Step::Ready,
+                Err(e) => Step::Failed(e),
+            };
+        }
+        let want = self.demand.min(self.spec.pull_batch).max(1);
+        let have = self.buffer.len();
+        let mut taken = Vec::new();
+        if let Some(stream) = state.streams.get_mut(stream_name) {
+            if have < want {
+                let deficit = want - have;
+                // Small top-ups wait until they are worth a request, like the JetStream puller.
+                if have == 0 || deficit >= (want / 2).max(1) {
+                    taken = stream.take(name, deficit, now);
+                }
+            }
+            if let Some(c) = stream.consumers.get_mut(name) {
+                // Every look is a pull request: activity for the inactive threshold.
+                c.last_active = now;
+            }
+        }
+        for (seq, delivered) in taken {
+            if let Some(d) = state.delivery(&inner, stream_name, name, seq, delivered) {
+                self.buffer.push_back(d);
+            }
+        }
+        if !self.buffer.is_empty() {
+            return Step::Ready;
+        }
+        let Some(c) = state
+            .streams
+            .get_mut(stream_name)
+            .and_then(|s| s.consumers.get_mut(name))
+        else {
+            return Step::Again;
+        };
+        c.waiting += 1;
+        Step::Wait(
+            c.next_deadline(),
+            WaitGuard {
+                inner: inner.clone(),
+                stream: stream_name.to_string(),
+                consumer: name.to_string(),
+                id: c.id,
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl Subscription for MemSubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        loop {
+            // Register for wake-ups before looking, so nothing that happens in between is
+            // missed.
+            let notify = self.notify.clone();
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.step() {
+                Step::Ready => {
+                    if let Some(d) = self.buffer.pop_front() {
+                        return Some(Ok(d));
+                    }
+                }
+                Step::Again => {}
+                Step::Failed(e) => return Some(Err(e)),
+                Step::Wait(deadline, guard) => {
+                    match deadline {
+                        Some(at) => {
+                            tokio::select! {
+                                _ = &mut notified => {}
+                                _ = tokio::time::sleep_until(at) => {}
+                            }
+                        }
+                        None => notified.await,
+                    }
+                    drop(guard);
+                }
+            }
+        }
+    }
+
+    fn set_demand(&mut self, demand: usize) {
+        self.demand = demand.max(1);
+    }
+
+    fn drain_buffered(&mut self) -> Vec<Delivery> {
+        self.buffer.drain(..).collect()
+    }
+}
+
+// ---- acks --------------------------------------------------------------------------------
+
+/// Settles one delivery; addresses the message as a JetStream ack subject does.
+struct MemAcker {
+    inner: Arc<Inner>,
+    stream: String,
+    consumer: String,
+    seq: u64,
+}
+
+impl MemAcker {
+    fn settle(&self, how: Settle) -> Result<(), BrokerError> {
+        self.inner
+            .lock()
+            .settle(&self.stream, &self.consumer, self.seq, how, Instant::now());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Acker for MemAcker {
+    async fn ack(&self) -> Result<(), BrokerError> {
+        self.settle(Settle::Ack)
+    }
+    async fn nak(&self, delay: Option<Duration>) -> Result<(), BrokerError> {
+        self.settle(Settle::Nak(delay))
+    }
+    async fn progress(&self) -> Result<(), BrokerError> {
+        self.settle(Settle::Progress)
+    }
+    async fn term(&self) -> Result<(), BrokerError> {
+        self.settle(Settle::Term)
     }
 }

@@ -136,7 +136,10 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let ingress_listener = match &args.ingress {
         Some(addr) => match bind("ingress", addr).await {
-            Ok(l) => Some(l),
+            Ok(listener) => Some(crate::IngressServer {
+                listener,
+                extra_routes: None,
+            }),
             Err(code) => return code,
         },
         None => None,
@@ -171,6 +174,7 @@ async fn run(args: RunArgs) -> ExitCode {
         broker: Arc::new(broker),
         invoker,
         clock: Arc::new(crate::clock::SystemClock),
+        rng: Arc::new(crate::rng::SeededRng::from_os()),
     };
     crate::run(config, ports, metrics, health, ingress_listener, shutdown).await;
     metrics_stop.cancel();

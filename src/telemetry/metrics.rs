@@ -78,6 +78,8 @@ pub struct Metrics {
     pub queue_delay: HistogramFamily<QueueLabels>,
     /// `queue_worker_retries_total{queue_name,function_name,code}`
     pub retries: Family<CodeLabels, Counter>,
+    /// `queue_worker_retry_budget_exceeded_total{queue_name,function_name}`
+    pub retry_budget_exceeded: Family<FunctionLabels, Counter>,
     /// `queue_worker_dead_letters_total{queue_name,reason}`
     pub dead_letters: Family<ReasonLabels, Counter>,
     /// `queue_worker_callbacks_total{queue_name,outcome}`
@@ -151,6 +153,12 @@ impl Metrics {
             "Retries scheduled, by the status that caused them",
             retries.clone(),
         );
+        let retry_budget_exceeded = Family::<FunctionLabels, Counter>::default();
+        registry.register(
+            "queue_worker_retry_budget_exceeded",
+            "Retries deferred to the maximum wait because the function's retry budget was spent",
+            retry_budget_exceeded.clone(),
+        );
         let dead_letters = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "queue_worker_dead_letters",
@@ -180,6 +188,7 @@ impl Metrics {
             invocation_duration,
             queue_delay,
             retries,
+            retry_budget_exceeded,
             dead_letters,
             callbacks,
             consumers,
@@ -246,6 +255,22 @@ impl QueueMetrics {
             .invocation_duration
             .get_or_create(labels)
             .observe(seconds);
+    }
+    pub fn retry(&self, labels: &FunctionLabels, code: u16) {
+        self.metrics
+            .retries
+            .get_or_create(&CodeLabels {
+                queue_name: labels.queue_name.clone(),
+                function_name: labels.function_name.clone(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+    pub fn retry_budget_exceeded(&self, labels: &FunctionLabels) {
+        self.metrics
+            .retry_budget_exceeded
+            .get_or_create(labels)
+            .inc();
     }
     pub fn queue_delay(&self, seconds: f64) {
         self.metrics

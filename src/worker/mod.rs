@@ -6,10 +6,9 @@
 pub mod dead_letter;
 pub mod outcome;
 pub mod process;
-#[cfg(feature = "wip-retry")]
 pub mod retry;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -20,8 +19,10 @@ use crate::broker::{Broker, ConsumerSpec, StreamSpec};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::invoke::Invoker;
+use crate::rng::Rng;
 use crate::telemetry::metrics::{Metrics, QueueMetrics};
 use crate::telemetry::server::Health;
+use retry::{RetryBudget, RetryPolicy};
 
 /// Timeout of one callback POST.
 pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,8 +36,19 @@ pub struct Context {
     pub broker: Arc<dyn Broker>,
     pub invoker: Arc<dyn Invoker>,
     pub clock: Arc<dyn Clock>,
+    pub rng: Arc<dyn Rng>,
     pub metrics: QueueMetrics,
     pub dead_letters: StreamSpec,
+    /// The worker's retry policy (messages may override it with annotations).
+    pub retry_policy: RetryPolicy,
+    /// Retries per function are capped at `retry_budget_ratio` of recent first attempts.
+    pub retry_budget: Mutex<RetryBudget>,
+}
+
+impl Context {
+    pub fn budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
+        self.retry_budget.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The queue worker of one queue (`queue_name`).
@@ -50,9 +62,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(
         config: Arc<Config>,
-        broker: Arc<dyn Broker>,
-        invoker: Arc<dyn Invoker>,
-        clock: Arc<dyn Clock>,
+        ports: crate::Ports,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Worker {
@@ -78,10 +88,17 @@ impl Worker {
         Worker {
             ctx: Arc::new(Context {
                 metrics: metrics.for_queue(&queue),
+                retry_policy: RetryPolicy::from_config(&config),
+                retry_budget: Mutex::new(RetryBudget::new(
+                    config.retry_budget_ratio,
+                    retry::DEFAULT_BUDGET_WINDOW,
+                    retry::DEFAULT_BUDGET_FUNCTIONS,
+                )),
                 config,
-                broker,
-                invoker,
-                clock,
+                broker: ports.broker,
+                invoker: ports.invoker,
+                clock: ports.clock,
+                rng: ports.rng,
                 dead_letters,
             }),
             stream,

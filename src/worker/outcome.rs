@@ -1,7 +1,6 @@
-//! What to do with a message once its invocation has an outcome (pure).
+//! How a delivery is settled with the broker once its processing has decided.
 //!
-//! Until retries land every outcome is final: the message is acknowledged after the callback,
-//! whatever the status. The retry policy plugs in here.
+//! The decision itself (success, retry with which delay, final) is [`super::retry::decide`].
 
 use std::time::Duration;
 
@@ -14,21 +13,4 @@ pub enum Settle {
     Nak(Option<Duration>),
     /// Never deliver again.
     Term,
-}
-
-/// The settlement for an invocation that ended with `status`.
-pub fn decide(_status: u16) -> Settle {
-    Settle::Ack
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_status_is_final_without_a_retry_policy() {
-        for s in [200, 202, 400, 404, 429, 500, 503] {
-            assert_eq!(decide(s), Settle::Ack);
-        }
-    }
 }

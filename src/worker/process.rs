@@ -1,14 +1,20 @@
-//! Processing one delivery: decode → invoke (with progress acks) → callback → settle.
+//! Processing one delivery: decode → (expired?) → invoke with progress acks → decide (retry
+//! policy) → callback → settle.
 
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::dead_letter::{self, DeadLetter, Reason};
-use super::outcome::{self, Settle};
+use super::outcome::Settle;
+use super::retry::{self, AttemptResult, Decision, RetryPolicy};
 use crate::broker::{Acker, Delivery};
+use crate::invoke::InvokeError;
 use crate::invoke::request::{self, CallbackResult};
+use crate::rng::PortJitter;
+use crate::telemetry::metrics::FunctionLabels;
 use crate::wire::{self, QueueRequest};
 
 /// Process one delivery to the end (settled), sending progress acks while it works. When
@@ -73,6 +79,28 @@ fn call_id(req: &QueueRequest, delivery: &Delivery) -> String {
         .unwrap_or_else(|| format!("seq-{}", delivery.stream_sequence))
 }
 
+/// When the invocation was enqueued: `X-Start-Time` (unix ns) when it parses, else the time
+/// the broker stored the message.
+fn enqueued_at(start_time: &str, delivery: &Delivery) -> SystemTime {
+    start_time
+        .parse::<u64>()
+        .ok()
+        .map(|ns| UNIX_EPOCH + Duration::from_nanos(ns))
+        .unwrap_or(delivery.published)
+}
+
+/// One invocation being processed (what every step needs to know).
+struct Call<'a> {
+    delivery: &'a Delivery,
+    req: QueueRequest,
+    call_id: String,
+    function: String,
+    labels: FunctionLabels,
+    start_time: String,
+    attempt: u32,
+    policy: RetryPolicy,
+}
+
 async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
     let req = match wire::decode(&delivery.payload) {
         Ok(r) => r,
@@ -104,7 +132,6 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
                 .map(|d| d.as_nanos().to_string())
                 .unwrap_or_default()
         });
-
     let http_req =
         match request::function_request(&ctx.config.gateway_url, &req, &call_id, &start_time) {
             Ok(r) => r,
@@ -123,25 +150,79 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
                 .await;
             }
         };
+    let policy = if req.annotations.is_empty() {
+        ctx.retry_policy.clone()
+    } else {
+        let (policy, warnings) = ctx.retry_policy.with_annotations(&req.annotations);
+        for w in warnings {
+            tracing::warn!(callId = %call_id, function = %function, "{w}");
+        }
+        policy
+    };
+    let call = Call {
+        delivery,
+        labels: ctx.metrics.function(&function),
+        attempt: u32::try_from(delivery.delivered).unwrap_or(u32::MAX).max(1),
+        req,
+        call_id,
+        function,
+        start_time,
+        policy,
+    };
 
-    let labels = ctx.metrics.function(&function);
-    if delivery.delivered == 1 {
-        let waited = ctx
-            .clock
-            .now()
+    // Too old to run: tell the caller (410) and keep it as a dead letter.
+    let now = ctx.clock.now();
+    if let Some(max_age) = ctx.config.max_message_age {
+        let age = now
+            .duration_since(enqueued_at(&call.start_time, delivery))
+            .unwrap_or(Duration::ZERO);
+        if age > max_age {
+            post_callback(
+                ctx,
+                &call,
+                410,
+                http::HeaderMap::new(),
+                Bytes::new(),
+                Duration::ZERO,
+            )
+            .await;
+            ctx.metrics.processed();
+            return dead_letter::park(
+                ctx,
+                delivery,
+                DeadLetter {
+                    reason: Reason::Expired,
+                    call_id: Some(call.call_id.clone()),
+                    function: Some(call.function.clone()),
+                    status: Some(410),
+                    error: format!(
+                        "enqueued {:.3}s ago, over max_message_age {:?}",
+                        age.as_secs_f64(),
+                        max_age
+                    ),
+                },
+            )
+            .await;
+        }
+    }
+
+    if call.attempt == 1 {
+        ctx.budget().record_first_attempt(&call.function, std_now());
+        let waited = now
             .duration_since(delivery.published)
             .unwrap_or(Duration::ZERO);
         ctx.metrics.queue_delay(waited.as_secs_f64());
     }
+
     tracing::info!(
-        callId = %call_id,
-        function = %function,
+        callId = %call.call_id,
+        function = %call.function,
         delivery = delivery.delivered,
-        bytes = req.body.len(),
+        bytes = call.req.body.len(),
         url = %http_req.uri().path(),
         "Invoke"
     );
-    let inflight = ctx.metrics.inflight(&labels);
+    let inflight = ctx.metrics.inflight(&call.labels);
     inflight.inc();
     let started = Instant::now();
     let result = ctx
@@ -154,107 +235,226 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status(),
     };
-    match &result {
-        Ok(_) => tracing::info!(
-            callId = %call_id,
-            function = %function,
-            delivery = delivery.delivered,
-            status,
-            duration = duration.as_secs_f64(),
-            "Invoked"
-        ),
-        Err(e) => tracing::warn!(
-            callId = %call_id,
-            function = %function,
-            delivery = delivery.delivered,
-            status,
-            duration = duration.as_secs_f64(),
-            error = %e,
-            "Invoked"
-        ),
-    }
+    log_invoked(&call, status, duration, result.as_ref().err());
     ctx.metrics
-        .invocation(&labels, status, duration.as_secs_f64());
+        .invocation(&call.labels, status, duration.as_secs_f64());
 
-    let decision = outcome::decide(status);
-    let attempts = u32::try_from(delivery.delivered).unwrap_or(u32::MAX);
-    let result_info = CallbackResult {
-        call_id: &call_id,
-        function: &function,
-        status,
-        duration,
-        start_time: &start_time,
-        retry: attempts.saturating_sub(1),
-        retry_max: ctx.config.max_retry_attempts,
+    let attempt_result = match &result {
+        Ok(resp) => AttemptResult::Response {
+            status,
+            headers: resp.headers(),
+        },
+        Err(_) => AttemptResult::TransportError,
     };
-    post_callback(ctx, &req, result, &result_info).await;
-    ctx.metrics.processed();
-    decision
-}
-
-/// Post the final result to the message's callback URL, if it has one. A callback failure is
-/// logged and counted; it never causes the function to run again.
-async fn post_callback(
-    ctx: &Context,
-    req: &QueueRequest,
-    result: Result<http::Response<bytes::Bytes>, crate::invoke::InvokeError>,
-    info: &CallbackResult<'_>,
-) {
-    let url = match request::callback_url(req) {
-        None => return,
-        Some(Ok(u)) => u,
-        Some(Err(why)) => {
-            tracing::warn!(callId = %info.call_id, function = %info.function, error = %why, "Callback skipped");
-            ctx.metrics.callback("invalid_url");
-            return;
-        }
+    let decision = {
+        let mut jitter = PortJitter(ctx.rng.as_ref());
+        retry::decide(
+            &call.policy,
+            call.attempt,
+            &attempt_result,
+            ctx.clock.now(),
+            &mut jitter,
+        )
     };
     let (headers, body) = match result {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
             (parts.headers, body)
         }
-        Err(_) => (http::HeaderMap::new(), bytes::Bytes::new()),
+        Err(_) => (http::HeaderMap::new(), Bytes::new()),
     };
-    let log_url = request::loggable_url(&url);
-    let cb = match request::callback_request(&url, &headers, body, info) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(callId = %info.call_id, function = %info.function, url = %log_url, error = %e, "Callback skipped");
+    match decision {
+        Decision::Success => {
+            post_callback(ctx, &call, status, headers, body, duration).await;
+            ctx.metrics.processed();
+            Settle::Ack
+        }
+        Decision::Retry { delay } => {
+            let delay = if ctx.budget().try_retry(&call.function, std_now()) {
+                delay
+            } else {
+                ctx.metrics.retry_budget_exceeded(&call.labels);
+                tracing::warn!(
+                    callId = %call.call_id,
+                    function = %call.function,
+                    "Retry budget spent; retrying after the maximum wait"
+                );
+                call.policy.max_wait.max(delay)
+            };
+            tracing::info!(
+                callId = %call.call_id,
+                function = %call.function,
+                delivery = delivery.delivered,
+                status,
+                delay = delay.as_secs_f64(),
+                "Retry"
+            );
+            ctx.metrics.retry(&call.labels, status);
+            Settle::Nak(Some(delay))
+        }
+        Decision::Final { exhausted } => {
+            post_callback(ctx, &call, status, headers, body, duration).await;
+            ctx.metrics.processed();
+            let (reason, error) = if exhausted {
+                (
+                    Reason::Exhausted,
+                    format!(
+                        "status {status} after {} of {} attempts",
+                        call.attempt, call.policy.max_attempts
+                    ),
+                )
+            } else {
+                (Reason::Failed, format!("status {status} is not retryable"))
+            };
+            dead_letter::park(
+                ctx,
+                delivery,
+                DeadLetter {
+                    reason,
+                    call_id: Some(call.call_id.clone()),
+                    function: Some(call.function.clone()),
+                    status: Some(status),
+                    error,
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// `std::time::Instant` for the retry budget, from tokio's clock (simulated in tests).
+fn std_now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn log_invoked(call: &Call<'_>, status: u16, duration: Duration, err: Option<&InvokeError>) {
+    match err {
+        None => tracing::info!(
+            callId = %call.call_id,
+            function = %call.function,
+            delivery = call.delivery.delivered,
+            status,
+            duration = duration.as_secs_f64(),
+            "Invoked"
+        ),
+        Some(e) => tracing::warn!(
+            callId = %call.call_id,
+            function = %call.function,
+            delivery = call.delivery.delivered,
+            status,
+            duration = duration.as_secs_f64(),
+            error = %e,
+            "Invoked"
+        ),
+    }
+}
+
+/// Delay before callback retry `n` (0-based): 1 s, 2 s, 4 s, ... at most 30 s.
+pub fn callback_retry_delay(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.min(5)).min(Duration::from_secs(30))
+}
+
+/// Post the final result to the message's callback URL, if it has one. Transport errors and
+/// 5xx (and 408/429) answers are retried `callback_retries` times with back-off; other answers
+/// are final. A callback failure is logged and counted; it never causes the function to run
+/// again.
+async fn post_callback(
+    ctx: &Context,
+    call: &Call<'_>,
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+    duration: Duration,
+) {
+    let url = match request::callback_url(&call.req) {
+        None => return,
+        Some(Ok(u)) => u,
+        Some(Err(why)) => {
+            tracing::warn!(callId = %call.call_id, function = %call.function, error = %why, "Callback skipped");
             ctx.metrics.callback("invalid_url");
             return;
         }
     };
-    match ctx.invoker.callback(cb, super::CALLBACK_TIMEOUT).await {
-        Ok(resp) if resp.status().is_success() || resp.status().is_redirection() => {
-            tracing::info!(
-                callId = %info.call_id,
-                function = %info.function,
-                url = %log_url,
-                status = resp.status().as_u16(),
-                "Posted result"
-            );
-            ctx.metrics.callback("delivered");
-        }
-        Ok(resp) => {
-            tracing::warn!(
-                callId = %info.call_id,
-                function = %info.function,
-                url = %log_url,
-                status = resp.status().as_u16(),
-                "Callback rejected"
-            );
+    let info = CallbackResult {
+        call_id: &call.call_id,
+        function: &call.function,
+        status,
+        duration,
+        start_time: &call.start_time,
+        retry: call.attempt.saturating_sub(1),
+        retry_max: call.policy.max_attempts.saturating_sub(1),
+    };
+    let log_url = request::loggable_url(&url);
+    let retries = ctx.config.callback_retries;
+    for n in 0..=retries {
+        let cb = match request::callback_request(&url, &headers, body.clone(), &info) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(callId = %call.call_id, function = %call.function, url = %log_url, error = %e, "Callback skipped");
+                ctx.metrics.callback("invalid_url");
+                return;
+            }
+        };
+        let outcome = ctx.invoker.callback(cb, super::CALLBACK_TIMEOUT).await;
+        let retryable = match &outcome {
+            Ok(resp) => {
+                let s = resp.status();
+                if s.is_success() || s.is_redirection() || s.is_informational() {
+                    tracing::info!(
+                        callId = %call.call_id,
+                        function = %call.function,
+                        url = %log_url,
+                        status = s.as_u16(),
+                        "Posted result"
+                    );
+                    ctx.metrics.callback("delivered");
+                    return;
+                }
+                s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429
+            }
+            Err(_) => true,
+        };
+        let detail = match &outcome {
+            Ok(resp) => format!("status {}", resp.status().as_u16()),
+            Err(e) => e.to_string(),
+        };
+        if !retryable {
+            tracing::warn!(callId = %call.call_id, function = %call.function, url = %log_url, error = %detail, "Callback rejected");
             ctx.metrics.callback("rejected");
+            return;
         }
-        Err(e) => {
+        if n == retries {
             tracing::warn!(
-                callId = %info.call_id,
-                function = %info.function,
+                callId = %call.call_id,
+                function = %call.function,
                 url = %log_url,
-                error = %e,
+                error = %detail,
+                attempts = n + 1,
                 "Callback failed"
             );
             ctx.metrics.callback("failed");
+            return;
         }
+        let delay = callback_retry_delay(n);
+        tracing::info!(
+            callId = %call.call_id,
+            function = %call.function,
+            url = %log_url,
+            error = %detail,
+            delay = delay.as_secs_f64(),
+            "Callback retry"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_retry_delays_double_and_cap() {
+        let d: Vec<u64> = (0..8).map(|n| callback_retry_delay(n).as_secs()).collect();
+        assert_eq!(d, vec![1, 2, 4, 8, 16, 30, 30, 30]);
     }
 }

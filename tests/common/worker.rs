@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::nats::NatsServer;
 use super::tail;
 
 /// A child process whose stdout and stderr go to one log file.
@@ -233,4 +234,85 @@ fn strip_ansi(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// A worker process plus what it takes to talk to it.
+pub struct Worker {
+    pub proc: WorkerProcess,
+    /// `http://127.0.0.1:<metrics_port>`
+    pub metrics: String,
+    /// `http://<ingress addr>` when started with the ingress.
+    pub ingress: Option<String>,
+}
+
+impl Worker {
+    /// Spawn `queue-worker run` against `nats` serving `queue`, with `extra` env overrides,
+    /// and wait until `/readyz` answers.
+    pub async fn start(
+        nats: &NatsServer,
+        queue: &str,
+        gateway: &str,
+        ingress: bool,
+        extra: &[(&str, &str)],
+    ) -> Worker {
+        let metrics_port = super::free_port();
+        let ingress_addr = ingress.then(|| format!("127.0.0.1:{}", super::free_port()));
+        let mut env: Vec<(&str, String)> = vec![
+            ("nats_url", nats.url()),
+            ("queue_name", queue.to_string()),
+            ("gateway_url", gateway.to_string()),
+            ("metrics_port", metrics_port.to_string()),
+            ("ack_wait", "5s".to_string()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(name, _)| name != k);
+            env.push((k, v.to_string()));
+        }
+        let mut args = vec!["run"];
+        if let Some(a) = &ingress_addr {
+            args.push("--ingress");
+            args.push(a);
+        }
+        let proc = WorkerProcess::spawn(&super::worker_bin(), &args, &env);
+        let metrics = format!("http://127.0.0.1:{metrics_port}");
+        wait_http_ok(&format!("{metrics}/readyz"), Duration::from_secs(20)).await;
+        Worker {
+            proc,
+            metrics,
+            ingress: ingress_addr.map(|a| format!("http://{a}")),
+        }
+    }
+
+    /// The value of the first metrics line starting with `line_prefix`.
+    pub async fn metric(&self, line_prefix: &str) -> Option<f64> {
+        let (_, text) = get_text(&format!("{}/metrics", self.metrics)).await;
+        text.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// POST `path` over a plain TCP connection (no client-side path normalisation); the status code.
+pub async fn raw_post_status(addr: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    conn.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+/// Messages currently stored in `stream`.
+pub async fn stream_messages(nats: &NatsServer, stream: &str) -> u64 {
+    let js = nats.jetstream().await;
+    let mut s = js.get_stream(stream).await.expect("stream exists");
+    s.info().await.expect("stream info").state.messages
 }

@@ -1,0 +1,1006 @@
+//! One conformance suite for both brokers: every behaviour the worker relies on, written once
+//! and run against the in-process [`MemoryBroker`] (paused tokio time: timers are exact and
+//! waiting costs nothing) and against a real nats-server (short real ack waits, timings with
+//! tolerances). Where they differ, the real server is right and the model gets fixed.
+//!
+//! Each behaviour is an `async fn(&Harness)`; `conformance!` turns it into `memory_<name>` and
+//! `nats_<name>`. Without a nats-server the NATS half prints SKIPPED (and fails under `CI`).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use queue_worker::broker::jetstream::{JetStreamBroker, NatsOptions};
+use queue_worker::broker::memory::{MemoryBroker, MemoryLimits};
+use queue_worker::broker::{
+    Broker, BrokerError, ConsumerSpec, Delivery, KvSpec, Outgoing, PubAck, Retention, StreamSpec,
+    StreamStatus, Subscription,
+};
+use queue_worker::clock::SystemClock;
+use queue_worker::config::Storage;
+use tokio::time::{Instant, sleep, timeout};
+
+/// Ack wait of most tests: short, so real-server tests stay fast.
+const ACK_WAIT: Duration = Duration::from_secs(1);
+/// Enough for anything that should happen "at once" against a real server.
+const PROMPTLY: Duration = Duration::from_secs(3);
+
+struct Harness {
+    broker: Arc<dyn Broker>,
+    kind: Kind,
+    /// Queue name unique to this test: stream `OF_<queue>`, subjects `<queue>`, `<queue>.>`.
+    queue: String,
+}
+
+enum Kind {
+    Memory(MemoryBroker),
+    Nats {
+        js: async_nats::jetstream::Context,
+        _server: common::nats::NatsServer,
+    },
+}
+
+impl Harness {
+    fn memory() -> Harness {
+        Self::memory_with(MemoryLimits::default())
+    }
+
+    fn memory_with(limits: MemoryLimits) -> Harness {
+        let broker = MemoryBroker::new(Arc::new(SystemClock), limits);
+        Harness {
+            broker: Arc::new(broker.clone()),
+            kind: Kind::Memory(broker),
+            queue: common::unique_name("cq"),
+        }
+    }
+
+    async fn nats() -> Option<Harness> {
+        let server = common::nats::NatsServer::start().await?;
+        let opts = NatsOptions {
+            urls: vec![server.url()],
+            credentials_file: None,
+            name: "conformance".into(),
+            request_timeout: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(5),
+        };
+        let broker = JetStreamBroker::connect(&opts, || {})
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", server.url()));
+        let js = server.jetstream().await;
+        Some(Harness {
+            broker: Arc::new(broker),
+            kind: Kind::Nats {
+                js,
+                _server: server,
+            },
+            queue: common::unique_name("cq"),
+        })
+    }
+
+    fn is_memory(&self) -> bool {
+        matches!(self.kind, Kind::Memory(_))
+    }
+
+    /// How much earlier than planned a timed event may be seen (the server's timer starts
+    /// before the client sees the delivery).
+    fn early(&self) -> Duration {
+        if self.is_memory() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(150)
+        }
+    }
+
+    /// How much later than planned a timed event may be seen.
+    fn late(&self) -> Duration {
+        if self.is_memory() {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(900)
+        }
+    }
+
+    fn stream(&self) -> StreamSpec {
+        StreamSpec::work_queue(&self.queue, Storage::File, 1)
+    }
+
+    fn stream_name(&self) -> String {
+        self.stream().name
+    }
+
+    /// `<queue>.<function>.openfaas-fn`.
+    fn subject(&self, function: &str) -> String {
+        format!("{}.{function}.openfaas-fn", self.queue)
+    }
+
+    fn consumer(&self, name: &str, filter: Option<String>) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: self.stream_name(),
+            name: name.to_string(),
+            filter_subject: filter,
+            ack_wait: ACK_WAIT,
+            inactive_threshold: None,
+            pull_batch: 1,
+        }
+    }
+
+    async fn subscribe(&self, spec: &ConsumerSpec) -> Box<dyn Subscription> {
+        match self.broker.subscribe(&self.stream(), spec).await {
+            Ok(s) => s,
+            Err(e) => panic!("subscribe {}: {e}", spec.name),
+        }
+    }
+
+    async fn publish(&self, subject: &str, body: &str) -> PubAck {
+        self.publish_with_id(subject, body, None).await
+    }
+
+    async fn publish_with_id(&self, subject: &str, body: &str, id: Option<&str>) -> PubAck {
+        let msg = Outgoing {
+            subject: subject.to_string(),
+            msg_id: id.map(str::to_string),
+            headers: vec![("X-Test".into(), "yes".into())],
+            payload: Bytes::from(body.to_string()),
+        };
+        match self.broker.publish(msg).await {
+            Ok(a) => a,
+            Err(e) => panic!("publish to {subject}: {e}"),
+        }
+    }
+
+    /// Messages stored in the test's stream.
+    async fn messages(&self) -> u64 {
+        match self.broker.stream_info(&self.stream_name(), None).await {
+            Ok(Some(info)) => info.messages,
+            Ok(None) => 0,
+            Err(e) => panic!("stream info: {e}"),
+        }
+    }
+
+    async fn consumer_exists(&self, name: &str) -> bool {
+        match self.broker.consumer_exists(&self.stream_name(), name).await {
+            Ok(b) => b,
+            Err(e) => panic!("consumer info {name}: {e}"),
+        }
+    }
+
+    /// `nats stream delete`.
+    async fn delete_stream(&self, name: &str) {
+        match &self.kind {
+            Kind::Memory(m) => assert!(m.delete_stream(name), "stream {name} existed"),
+            Kind::Nats { js, .. } => {
+                js.delete_stream(name)
+                    .await
+                    .unwrap_or_else(|e| panic!("delete stream {name}: {e}"));
+            }
+        }
+    }
+
+    /// Asserts `elapsed` is `planned`, within this broker's tolerances.
+    fn assert_timing(&self, what: &str, elapsed: Duration, planned: Duration) {
+        let lo = planned.saturating_sub(self.early());
+        let hi = planned + self.late();
+        assert!(
+            elapsed >= lo && elapsed <= hi,
+            "{what}: after {elapsed:?}, expected {planned:?} (allowed {lo:?}..={hi:?})"
+        );
+    }
+}
+
+/// The next delivery within `within`, skipping transient errors; `None` on timeout.
+async fn recv(sub: &mut Box<dyn Subscription>, within: Duration) -> Option<Delivery> {
+    let deadline = Instant::now() + within;
+    loop {
+        match timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            sub.next(),
+        )
+        .await
+        {
+            Err(_) => return None,
+            Ok(Some(Ok(d))) => return Some(d),
+            Ok(Some(Err(e))) => {
+                eprintln!("transient subscription error: {e}");
+                sleep(Duration::from_millis(50)).await;
+            }
+            Ok(None) => panic!("subscription closed"),
+        }
+    }
+}
+
+/// Like [`recv`] but the delivery must come.
+async fn expect(sub: &mut Box<dyn Subscription>, within: Duration, what: &str) -> Delivery {
+    match recv(sub, within).await {
+        Some(d) => d,
+        None => panic!("no delivery within {within:?}: {what}"),
+    }
+}
+
+/// Polls `f` (tokio time, so paused-time tests run it instantly) until true; returns how long it
+/// took; panics after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        if start.elapsed() >= within {
+            panic!("not within {within:?}: {what}");
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn body(d: &Delivery) -> String {
+    String::from_utf8_lossy(&d.payload).into_owned()
+}
+
+macro_rules! conformance {
+    ($($test:ident => $memory:ident, $nats:ident;)*) => {$(
+        #[tokio::test(start_paused = true)]
+        async fn $memory() {
+            let h = Harness::memory();
+            $test(&h).await;
+        }
+
+        #[tokio::test]
+        async fn $nats() {
+            let Some(h) = Harness::nats().await else { return };
+            $test(&h).await;
+        }
+    )*};
+}
+
+conformance! {
+    ack_removes_from_work_queue => memory_ack_removes_from_work_queue, nats_ack_removes_from_work_queue;
+    term_removes_without_redelivery => memory_term_removes_without_redelivery, nats_term_removes_without_redelivery;
+    redelivery_after_ack_wait => memory_redelivery_after_ack_wait, nats_redelivery_after_ack_wait;
+    nak_with_delay => memory_nak_with_delay, nats_nak_with_delay;
+    nak_without_delay => memory_nak_without_delay, nats_nak_without_delay;
+    progress_holds_off_redelivery => memory_progress_holds_off_redelivery, nats_progress_holds_off_redelivery;
+    first_deliveries_in_stream_order => memory_first_deliveries_in_stream_order, nats_first_deliveries_in_stream_order;
+    filtered_consumers_partition_a_work_queue => memory_filtered_consumers_partition_a_work_queue, nats_filtered_consumers_partition_a_work_queue;
+    inactive_threshold_deletes_idle_consumer => memory_inactive_threshold_deletes_idle_consumer, nats_inactive_threshold_deletes_idle_consumer;
+    deleted_consumer_is_recreated => memory_deleted_consumer_is_recreated, nats_deleted_consumer_is_recreated;
+    deleted_stream_is_recreated_empty => memory_deleted_stream_is_recreated_empty, nats_deleted_stream_is_recreated_empty;
+    duplicate_msg_id_returns_original_sequence => memory_duplicate_msg_id_returns_original_sequence, nats_duplicate_msg_id_returns_original_sequence;
+    publish_without_stream_is_no_stream => memory_publish_without_stream_is_no_stream, nats_publish_without_stream_is_no_stream;
+    stream_info_counts_per_subject => memory_stream_info_counts_per_subject, nats_stream_info_counts_per_subject;
+    kv_put_get_delete_and_ttl => memory_kv_put_get_delete_and_ttl, nats_kv_put_get_delete_and_ttl;
+    ensure_stream_is_idempotent_and_checked => memory_ensure_stream_is_idempotent_and_checked, nats_ensure_stream_is_idempotent_and_checked;
+    pull_batch_and_demand_bound_local_buffer => memory_pull_batch_and_demand_bound_local_buffer, nats_pull_batch_and_demand_bound_local_buffer;
+    too_large_message_is_refused => memory_too_large_message_is_refused, nats_too_large_message_is_refused;
+}
+
+async fn ack_removes_from_work_queue(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    let ack = h.publish(&h.subject("f"), "one").await;
+    assert_eq!(ack.stream, h.stream_name());
+    assert!(!ack.duplicate);
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "first delivery").await;
+    assert_eq!(body(&d), "one");
+    assert_eq!(d.delivered, 1);
+    assert_eq!(d.stream_sequence, ack.sequence);
+    assert_eq!(d.subject, h.subject("f"));
+    assert!(d.headers.iter().any(|(k, v)| k == "X-Test" && v == "yes"));
+    assert_eq!(h.messages().await, 1, "kept while its ack is pending");
+    d.acker.ack().await.unwrap();
+    eventually(PROMPTLY, "acked message removed", || async {
+        h.messages().await == 0
+    })
+    .await;
+    assert!(
+        recv(&mut sub, ACK_WAIT + h.late()).await.is_none(),
+        "an acked message is never redelivered"
+    );
+}
+
+async fn term_removes_without_redelivery(h: &Harness) {
+    h.publish_or_create("poison").await;
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "delivery").await;
+    d.acker.term().await.unwrap();
+    eventually(PROMPTLY, "terminated message removed", || async {
+        h.messages().await == 0
+    })
+    .await;
+    assert!(
+        recv(&mut sub, 2 * ACK_WAIT).await.is_none(),
+        "a terminated message is never redelivered"
+    );
+}
+
+impl Harness {
+    /// Ensure the stream, then publish `body` to function `f`.
+    async fn publish_or_create(&self, body: &str) -> PubAck {
+        self.broker.ensure_stream(&self.stream()).await.unwrap();
+        self.publish(&self.subject("f"), body).await
+    }
+}
+
+async fn redelivery_after_ack_wait(h: &Harness) {
+    let ack = h.publish_or_create("slow").await;
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let first = expect(&mut sub, PROMPTLY, "first delivery").await;
+    let t0 = Instant::now();
+    assert_eq!(first.delivered, 1);
+    let again = expect(&mut sub, ACK_WAIT + PROMPTLY, "redelivery after ack wait").await;
+    h.assert_timing("redelivery", t0.elapsed(), ACK_WAIT);
+    assert_eq!(again.delivered, 2);
+    assert_eq!(again.stream_sequence, ack.sequence);
+    assert_eq!(again.published, first.published);
+    let third = expect(&mut sub, ACK_WAIT + PROMPTLY, "second redelivery").await;
+    assert_eq!(third.delivered, 3);
+    third.acker.ack().await.unwrap();
+    eventually(PROMPTLY, "removed", || async { h.messages().await == 0 }).await;
+}
+
+async fn nak_with_delay(h: &Harness) {
+    h.publish_or_create("retry me").await;
+    // A long ack wait: the redelivery must come from the nak delay, not from expiry.
+    let spec = ConsumerSpec {
+        ack_wait: Duration::from_secs(5),
+        ..h.consumer("w", None)
+    };
+    let mut sub = h.subscribe(&spec).await;
+    let d = expect(&mut sub, PROMPTLY, "delivery").await;
+    let delay = Duration::from_secs(1);
+    let t0 = Instant::now();
+    d.acker.nak(Some(delay)).await.unwrap();
+    let again = expect(&mut sub, delay + PROMPTLY, "redelivery after nak delay").await;
+    h.assert_timing("nak delay", t0.elapsed(), delay);
+    assert_eq!(again.delivered, 2);
+    again.acker.ack().await.unwrap();
+}
+
+async fn nak_without_delay(h: &Harness) {
+    h.publish_or_create("again").await;
+    let spec = ConsumerSpec {
+        ack_wait: Duration::from_secs(5),
+        ..h.consumer("w", None)
+    };
+    let mut sub = h.subscribe(&spec).await;
+    let d = expect(&mut sub, PROMPTLY, "delivery").await;
+    let t0 = Instant::now();
+    d.acker.nak(None).await.unwrap();
+    let again = expect(&mut sub, PROMPTLY, "redelivery after nak").await;
+    h.assert_timing("nak without delay", t0.elapsed(), Duration::ZERO);
+    assert_eq!(again.delivered, 2);
+    again.acker.ack().await.unwrap();
+}
+
+async fn progress_holds_off_redelivery(h: &Harness) {
+    h.publish_or_create("long job").await;
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "delivery").await;
+    // In progress for 2.4 ack waits: a +WPI every 0.3 s.
+    let working = async {
+        for _ in 0..8 {
+            sleep(Duration::from_millis(300)).await;
+            d.acker.progress().await.unwrap();
+        }
+        Instant::now()
+    };
+    let (last_progress, early) = tokio::join!(working, recv(&mut sub, Duration::from_millis(2400)));
+    assert!(
+        early.is_none(),
+        "redelivered while in progress: {:?}",
+        early.map(|d| d.delivered)
+    );
+    let again = expect(
+        &mut sub,
+        ACK_WAIT + PROMPTLY,
+        "redelivery once progress stops",
+    )
+    .await;
+    h.assert_timing(
+        "redelivery after the last progress",
+        last_progress.elapsed(),
+        ACK_WAIT,
+    );
+    assert_eq!(again.delivered, 2);
+    again.acker.ack().await.unwrap();
+}
+
+async fn first_deliveries_in_stream_order(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    let subjects = [
+        h.subject("a"),
+        h.subject("b"),
+        h.queue.clone(),
+        h.subject("c"),
+    ];
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        let ack = h
+            .publish(&subjects[i % subjects.len()], &format!("m{i}"))
+            .await;
+        sent.push(ack.sequence);
+    }
+    assert!(sent.windows(2).all(|w| w[0] < w[1]), "sequences increase");
+    let spec = ConsumerSpec {
+        pull_batch: 4,
+        ..h.consumer("w", None)
+    };
+    let mut sub = h.subscribe(&spec).await;
+    sub.set_demand(4);
+    for (i, seq) in sent.iter().enumerate() {
+        let d = expect(&mut sub, PROMPTLY, "next in order").await;
+        assert_eq!(body(&d), format!("m{i}"));
+        assert_eq!(d.stream_sequence, *seq);
+        assert_eq!(d.delivered, 1);
+        d.acker.ack().await.unwrap();
+    }
+}
+
+async fn filtered_consumers_partition_a_work_queue(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    for (f, b) in [("fa", "a1"), ("fb", "b1"), ("fa", "a2"), ("fb", "b2")] {
+        h.publish(&h.subject(f), b).await;
+    }
+    h.publish(&h.queue, "bare").await;
+
+    let spec_a = h.consumer("fa", Some(h.subject("fa")));
+    let spec_b = h.consumer("fb", Some(h.subject("fb")));
+    let mut a = h.subscribe(&spec_a).await;
+    let mut b = h.subscribe(&spec_b).await;
+    for want in ["a1", "a2"] {
+        let d = expect(&mut a, PROMPTLY, "fa delivery").await;
+        assert_eq!(body(&d), want);
+        assert_eq!(d.subject, h.subject("fa"));
+        d.acker.ack().await.unwrap();
+    }
+    for want in ["b1", "b2"] {
+        let d = expect(&mut b, PROMPTLY, "fb delivery").await;
+        assert_eq!(body(&d), want);
+        d.acker.ack().await.unwrap();
+    }
+    assert!(recv(&mut a, Duration::from_millis(300)).await.is_none());
+
+    // Overlapping consumers are refused on a work queue.
+    let refuse = |name: &str, filter: Option<String>, expected: &'static str| {
+        let spec = h.consumer(name, filter);
+        async move {
+            match h.broker.subscribe(&h.stream(), &spec).await {
+                Ok(_) => panic!(
+                    "consumer {} ({:?}) was accepted",
+                    spec.name, spec.filter_subject
+                ),
+                Err(e) => assert!(
+                    e.to_string().contains(expected),
+                    "consumer {}: {e} (expected {expected:?})",
+                    spec.name
+                ),
+            }
+        }
+    };
+    refuse(
+        "all",
+        Some(format!("{}.>", h.queue)),
+        "filtered consumer not unique",
+    )
+    .await;
+    refuse(
+        "star",
+        Some(format!("{}.*.openfaas-fn", h.queue)),
+        "filtered consumer not unique",
+    )
+    .await;
+    refuse("plain", None, "multiple non-filtered consumers not allowed").await;
+    assert!(!h.consumer_exists("all").await);
+
+    // Re-creating an existing consumer with the same configuration is fine.
+    drop(h.subscribe(&spec_a).await);
+    // A disjoint filter is fine: the bare queue subject.
+    let mut bare = h
+        .subscribe(&h.consumer("bare", Some(h.queue.clone())))
+        .await;
+    let d = expect(&mut bare, PROMPTLY, "bare subject delivery").await;
+    assert_eq!(body(&d), "bare");
+    d.acker.ack().await.unwrap();
+}
+
+async fn inactive_threshold_deletes_idle_consumer(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    let threshold = Duration::from_secs(1);
+    let idle = |name: &str| ConsumerSpec {
+        inactive_threshold: Some(threshold),
+        ack_wait: Duration::from_secs(30),
+        ..h.consumer(name, Some(h.subject(name)))
+    };
+
+    // A subscription waiting for messages is a waiting pull request: the consumer stays.
+    let mut waiting = h.subscribe(&idle("waits")).await;
+    assert!(recv(&mut waiting, 2 * threshold + h.late()).await.is_none());
+    assert!(h.consumer_exists("waits").await, "kept while pulling");
+    drop(waiting);
+    let t0 = Instant::now();
+    let took = eventually(
+        threshold + 2 * PROMPTLY,
+        "idle consumer deleted",
+        || async { !h.consumer_exists("waits").await },
+    )
+    .await;
+    assert!(
+        took >= threshold.saturating_sub(h.early()),
+        "deleted after {took:?}, before the {threshold:?} threshold"
+    );
+    let _ = t0;
+
+    // Acks of any kind count as activity; a message pending an ack does not.
+    h.publish(&h.subject("busy"), "work").await;
+    let mut sub = h.subscribe(&idle("busy")).await;
+    let d = expect(&mut sub, PROMPTLY, "delivery").await;
+    drop(sub);
+    for _ in 0..6 {
+        sleep(Duration::from_millis(400)).await;
+        d.acker.progress().await.unwrap();
+    }
+    assert!(
+        h.consumer_exists("busy").await,
+        "progress acks keep a consumer alive"
+    );
+    let took = eventually(
+        threshold + 2 * PROMPTLY,
+        "consumer deleted despite a pending ack",
+        || async { !h.consumer_exists("busy").await },
+    )
+    .await;
+    assert!(took >= threshold.saturating_sub(h.early() + Duration::from_millis(400)));
+    // The message is still there for the next consumer.
+    assert_eq!(h.messages().await, 1);
+    let mut again = h.subscribe(&idle("busy")).await;
+    let d = expect(&mut again, PROMPTLY, "redelivered to the new consumer").await;
+    assert_eq!(d.delivered, 1, "a new consumer counts deliveries afresh");
+    d.acker.ack().await.unwrap();
+}
+
+async fn deleted_consumer_is_recreated(h: &Harness) {
+    h.publish_or_create("m1").await;
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "m1").await;
+    d.acker.ack().await.unwrap();
+    assert!(
+        h.broker
+            .delete_consumer(&h.stream_name(), "w")
+            .await
+            .unwrap()
+    );
+    assert!(!h.consumer_exists("w").await);
+    assert!(
+        !h.broker
+            .delete_consumer(&h.stream_name(), "w")
+            .await
+            .unwrap()
+    );
+    h.publish(&h.subject("f"), "m2").await;
+    let d = expect(&mut sub, 5 * PROMPTLY, "m2 through the recreated consumer").await;
+    assert_eq!(body(&d), "m2");
+    assert_eq!(d.delivered, 1);
+    d.acker.ack().await.unwrap();
+    assert!(h.consumer_exists("w").await);
+}
+
+async fn deleted_stream_is_recreated_empty(h: &Harness) {
+    h.publish_or_create("before").await;
+    h.publish(&h.subject("f"), "lost").await;
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "before").await;
+    d.acker.ack().await.unwrap();
+    h.delete_stream(&h.stream_name()).await;
+    let name = h.stream_name();
+    let publisher = async {
+        eventually(
+            5 * PROMPTLY,
+            "stream recreated by the subscription",
+            || async { matches!(h.broker.stream_info(&name, None).await, Ok(Some(_))) },
+        )
+        .await;
+        assert_eq!(h.messages().await, 0, "recreated empty");
+        h.publish(&h.subject("f"), "after").await
+    };
+    let (ack, d) = tokio::join!(publisher, recv(&mut sub, 6 * PROMPTLY));
+    let d = d.expect("delivery from the recreated stream");
+    assert_eq!(body(&d), "after");
+    assert_eq!(d.stream_sequence, ack.sequence);
+    assert_eq!(
+        ack.sequence, 1,
+        "a recreated stream starts its sequence again"
+    );
+    d.acker.ack().await.unwrap();
+}
+
+async fn duplicate_msg_id_returns_original_sequence(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    let first = h
+        .publish_with_id(&h.subject("f"), "x", Some("call-1"))
+        .await;
+    assert!(!first.duplicate);
+    let again = h
+        .publish_with_id(&h.subject("f"), "x again", Some("call-1"))
+        .await;
+    assert!(again.duplicate);
+    assert_eq!(again.sequence, first.sequence);
+    assert_eq!(h.messages().await, 1, "a duplicate stores nothing");
+    let other = h
+        .publish_with_id(&h.subject("f"), "y", Some("call-2"))
+        .await;
+    assert!(!other.duplicate);
+    assert_eq!(other.sequence, first.sequence + 1);
+
+    // The window remembers the id after the message itself is gone.
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "call-1").await;
+    assert_eq!(body(&d), "x");
+    assert!(
+        d.headers
+            .iter()
+            .any(|(k, v)| k == "Nats-Msg-Id" && v == "call-1"),
+        "the message id travels with the message: {:?}",
+        d.headers
+    );
+    d.acker.ack().await.unwrap();
+    eventually(PROMPTLY, "acked", || async { h.messages().await == 1 }).await;
+    let late = h
+        .publish_with_id(&h.subject("f"), "x late", Some("call-1"))
+        .await;
+    assert!(late.duplicate);
+    assert_eq!(late.sequence, first.sequence);
+}
+
+async fn publish_without_stream_is_no_stream(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    let msg = Outgoing {
+        subject: format!("nowhere-{}.f", h.queue),
+        msg_id: None,
+        headers: Vec::new(),
+        payload: Bytes::from_static(b"x"),
+    };
+    match h.broker.publish(msg).await {
+        Err(BrokerError::NoStream { subject }) => assert!(subject.starts_with("nowhere-")),
+        other => panic!("expected NoStream, got {other:?}"),
+    }
+}
+
+async fn stream_info_counts_per_subject(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    h.publish(&h.subject("a"), "1").await;
+    h.publish(&h.subject("a"), "2").await;
+    h.publish(&h.subject("b"), "3").await;
+    h.publish(&h.queue, "4").await;
+    let name = h.stream_name();
+    let all = h
+        .broker
+        .stream_info(&name, Some(">"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all.messages, 4);
+    assert!(all.bytes > 0);
+    let expected: std::collections::BTreeMap<String, u64> = [
+        (h.subject("a"), 2),
+        (h.subject("b"), 1),
+        (h.queue.clone(), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(all.subjects, expected);
+    let only_a = h
+        .broker
+        .stream_info(&name, Some(&format!("{}.a.*", h.queue)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(only_a.messages, 4, "message totals ignore the filter");
+    assert_eq!(only_a.subjects.len(), 1);
+    assert_eq!(only_a.subjects.get(&h.subject("a")), Some(&2));
+    let plain = h.broker.stream_info(&name, None).await.unwrap().unwrap();
+    assert_eq!(plain.messages, 4);
+    assert_eq!(plain.bytes, all.bytes);
+    assert!(plain.subjects.is_empty());
+    assert_eq!(
+        h.broker.stream_info("OF_missing", None).await.unwrap(),
+        None
+    );
+}
+
+async fn kv_put_get_delete_and_ttl(h: &Harness) {
+    let ttl = Duration::from_secs(1);
+    let spec = KvSpec {
+        bucket: format!("calls_{}", h.queue.replace('-', "_")),
+        ttl,
+        storage: Storage::File,
+        replicas: 1,
+    };
+    let bucket = spec.bucket.as_str();
+    match h.broker.kv_get(bucket, "k").await {
+        Err(BrokerError::NoBucket { bucket: b }) => assert_eq!(b, bucket),
+        other => panic!("expected NoBucket, got {other:?}"),
+    }
+    h.broker.ensure_kv(&spec).await.unwrap();
+    h.broker.ensure_kv(&spec).await.unwrap();
+    assert_eq!(h.broker.kv_get(bucket, "call-1").await.unwrap(), None);
+    let r1 = h
+        .broker
+        .kv_put(bucket, "call-1", Bytes::from_static(b"queued"))
+        .await
+        .unwrap();
+    let r2 = h
+        .broker
+        .kv_put(bucket, "call-1", Bytes::from_static(b"running"))
+        .await
+        .unwrap();
+    assert!(r2 > r1, "revisions increase: {r1} then {r2}");
+    assert_eq!(
+        h.broker.kv_get(bucket, "call-1").await.unwrap().as_deref(),
+        Some(&b"running"[..])
+    );
+    h.broker.kv_delete(bucket, "call-1").await.unwrap();
+    assert_eq!(h.broker.kv_get(bucket, "call-1").await.unwrap(), None);
+    h.broker.kv_delete(bucket, "call-1").await.unwrap();
+    assert!(h.broker.kv_put(bucket, ".bad", Bytes::new()).await.is_err());
+
+    h.broker
+        .kv_put(bucket, "call-2", Bytes::from_static(b"succeeded"))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    sleep(ttl / 2).await;
+    assert!(
+        h.broker.kv_get(bucket, "call-2").await.unwrap().is_some(),
+        "alive before its TTL"
+    );
+    eventually(ttl + 2 * PROMPTLY, "entry expired", || async {
+        h.broker.kv_get(bucket, "call-2").await.unwrap().is_none()
+    })
+    .await;
+    assert!(t0.elapsed() >= ttl.saturating_sub(h.early()));
+}
+
+async fn ensure_stream_is_idempotent_and_checked(h: &Harness) {
+    let spec = h.stream();
+    assert_eq!(
+        h.broker.ensure_stream(&spec).await.unwrap(),
+        StreamStatus::Created
+    );
+    assert_eq!(
+        h.broker.ensure_stream(&spec).await.unwrap(),
+        StreamStatus::Existing
+    );
+    let limits = StreamSpec {
+        retention: Retention::Limits,
+        ..spec.clone()
+    };
+    match h.broker.ensure_stream(&limits).await {
+        Err(BrokerError::IncompatibleStream { found, want, .. }) => {
+            assert_eq!(found, "WorkQueue");
+            assert_eq!(want, "Limits");
+        }
+        other => panic!("expected IncompatibleStream, got {other:?}"),
+    }
+    // Streams may not share subjects.
+    let overlapping = StreamSpec {
+        name: format!("{}_OTHER", spec.name),
+        subjects: vec![format!("{}.*.openfaas-fn", h.queue)],
+        ..spec.clone()
+    };
+    let err = h
+        .broker
+        .ensure_stream(&overlapping)
+        .await
+        .expect_err("overlapping stream accepted");
+    assert!(err.to_string().contains("overlap"), "{err}");
+    // The dead-letter stream does not overlap its queue's.
+    let dlq = StreamSpec::dead_letters(&h.queue, Storage::File, 1, Duration::from_secs(3600));
+    assert_eq!(
+        h.broker.ensure_stream(&dlq).await.unwrap(),
+        StreamStatus::Created
+    );
+}
+
+async fn pull_batch_and_demand_bound_local_buffer(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    for i in 0..10 {
+        h.publish(&h.subject("f"), &format!("m{i}")).await;
+    }
+    let spec = |batch: usize| ConsumerSpec {
+        pull_batch: batch,
+        ack_wait: Duration::from_secs(30),
+        ..h.consumer("w", None)
+    };
+    // Demand above the batch: the batch bounds what is held.
+    let mut a = h.subscribe(&spec(3)).await;
+    a.set_demand(10);
+    let first = expect(&mut a, PROMPTLY, "first").await;
+    sleep(Duration::from_millis(200)).await;
+    let held = a.drain_buffered();
+    assert!(held.len() <= 2, "held {} with pull_batch 3", held.len());
+    if h.is_memory() {
+        assert_eq!(held.len(), 2);
+    }
+    // Demand below the batch: demand bounds it.
+    let mut b = h.subscribe(&spec(10)).await;
+    b.set_demand(1);
+    let second = expect(&mut b, PROMPTLY, "second").await;
+    sleep(Duration::from_millis(200)).await;
+    assert!(b.drain_buffered().is_empty(), "demand 1 holds nothing back");
+    // Everything not taken is still there for another subscriber.
+    let mut c = h.subscribe(&spec(10)).await;
+    c.set_demand(10);
+    let rest = 10 - 2 - held.len();
+    for _ in 0..rest {
+        let d = expect(&mut c, PROMPTLY, "the rest").await;
+        d.acker.ack().await.unwrap();
+    }
+    assert!(recv(&mut c, Duration::from_millis(300)).await.is_none());
+    // What was held comes back when given back.
+    for d in held.iter().chain([&first, &second]) {
+        d.acker.nak(None).await.unwrap();
+    }
+    for _ in 0..held.len() + 2 {
+        let d = expect(&mut c, PROMPTLY, "given back").await;
+        assert_eq!(d.delivered, 2);
+        d.acker.ack().await.unwrap();
+    }
+    eventually(PROMPTLY, "all acked", || async { h.messages().await == 0 }).await;
+}
+
+async fn too_large_message_is_refused(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    let msg = Outgoing {
+        subject: h.subject("f"),
+        msg_id: Some("big".into()),
+        headers: Vec::new(),
+        payload: Bytes::from(vec![b'x'; 2 << 20]),
+    };
+    match h.broker.publish(msg).await {
+        Err(BrokerError::TooLarge(why)) => assert!(!why.is_empty()),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(h.messages().await, 0);
+}
+
+// ---- memory broker only ------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn memory_limits_refuse_publishes_with_full() {
+    let h = Harness::memory_with(MemoryLimits {
+        max_messages: 3,
+        max_bytes: 1 << 20,
+        ..MemoryLimits::default()
+    });
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    for i in 0..3 {
+        h.publish(&h.subject("f"), &format!("m{i}")).await;
+    }
+    let msg = Outgoing {
+        subject: h.subject("f"),
+        msg_id: None,
+        headers: Vec::new(),
+        payload: Bytes::from_static(b"one too many"),
+    };
+    match h.broker.publish(msg.clone()).await {
+        Err(e @ BrokerError::Full(_)) => {
+            let text = e.to_string();
+            assert!(text.contains("3 messages"), "{text}");
+        }
+        other => panic!("expected Full, got {other:?}"),
+    }
+    // Consuming makes room.
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "m0").await;
+    d.acker.ack().await.unwrap();
+    h.broker.publish(msg).await.unwrap();
+
+    // Bytes are bounded too.
+    let h = Harness::memory_with(MemoryLimits {
+        max_messages: 1000,
+        max_bytes: 4096,
+        ..MemoryLimits::default()
+    });
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    let big = "x".repeat(1500);
+    h.publish(&h.subject("f"), &big).await;
+    h.publish(&h.subject("f"), &big).await;
+    let msg = Outgoing {
+        subject: h.subject("f"),
+        msg_id: None,
+        headers: Vec::new(),
+        payload: Bytes::from(big),
+    };
+    assert!(matches!(
+        h.broker.publish(msg).await,
+        Err(BrokerError::Full(_))
+    ));
+    // And key-value entries count against the same limits.
+    let kv = KvSpec {
+        bucket: "calls".into(),
+        ttl: Duration::from_secs(60),
+        storage: Storage::Memory,
+        replicas: 1,
+    };
+    h.broker.ensure_kv(&kv).await.unwrap();
+    assert!(matches!(
+        h.broker
+            .kv_put("calls", "k", Bytes::from(vec![0; 2000]))
+            .await,
+        Err(BrokerError::Full(_))
+    ));
+    // Expired entries free their room.
+    h.broker
+        .kv_put("calls", "k", Bytes::from(vec![0; 500]))
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(61)).await;
+    h.broker
+        .kv_put("calls", "k2", Bytes::from(vec![0; 900]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_restart_with_file_storage_redelivers_pending() {
+    let h = Harness::memory();
+    let Kind::Memory(m) = &h.kind else {
+        unreachable!()
+    };
+    let first = h.publish_or_create("a").await;
+    h.publish(&h.subject("f"), "b").await;
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "a").await;
+    assert_eq!(d.delivered, 1);
+    m.restart(true);
+    // Pending `a` comes back at once, before `b`, with its delivery count kept.
+    let again = expect(&mut sub, Duration::from_millis(1), "a after restart").await;
+    assert_eq!(again.stream_sequence, first.sequence);
+    assert_eq!(again.delivered, 2);
+    again.acker.ack().await.unwrap();
+    let b = expect(&mut sub, Duration::from_millis(1), "b").await;
+    assert_eq!(body(&b), "b");
+    b.acker.ack().await.unwrap();
+    assert_eq!(h.messages().await, 0);
+    // The duplicate window only remembers ids of messages still stored.
+    let x = h.publish_with_id(&h.subject("f"), "x", Some("x")).await;
+    m.restart(true);
+    assert!(
+        h.publish_with_id(&h.subject("f"), "x", Some("x"))
+            .await
+            .duplicate
+    );
+    let d = expect(&mut sub, Duration::from_millis(1), "x").await;
+    assert_eq!(d.stream_sequence, x.sequence);
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_restart_with_memory_storage_loses_everything() {
+    let h = Harness::memory();
+    let Kind::Memory(m) = &h.kind else {
+        unreachable!()
+    };
+    h.publish_or_create("lost").await;
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "lost").await;
+    m.restart(false);
+    assert_eq!(
+        h.broker.stream_info(&h.stream_name(), None).await.unwrap(),
+        None
+    );
+    // An ack sent across the restart goes nowhere.
+    d.acker.ack().await.unwrap();
+    // The live subscription recreates stream and consumer, empty.
+    let got = recv(&mut sub, Duration::from_secs(1)).await;
+    assert!(got.is_none());
+    assert_eq!(h.messages().await, 0);
+    assert!(h.consumer_exists("w").await);
+    let ack = h.publish(&h.subject("f"), "new").await;
+    assert_eq!(ack.sequence, 1);
+    let d = expect(&mut sub, PROMPTLY, "new").await;
+    assert_eq!(body(&d), "new");
+}
