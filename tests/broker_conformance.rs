@@ -6,6 +6,8 @@
 //! Each behaviour is an `async fn(&Harness)`; `conformance!` turns it into `memory_<name>` and
 //! `nats_<name>`. Without a nats-server the NATS half prints SKIPPED (and fails under `CI`).
 
+// The memory broker is still behind its development feature.
+
 mod common;
 
 use std::sync::Arc;
@@ -37,8 +39,8 @@ struct Harness {
 enum Kind {
     Memory(MemoryBroker),
     Nats {
-        js: async_nats::jetstream::Context,
-        _server: common::nats::NatsServer,
+        js: Box<async_nats::jetstream::Context>,
+        _server: Box<common::nats::NatsServer>,
     },
 }
 
@@ -72,8 +74,8 @@ impl Harness {
         Some(Harness {
             broker: Arc::new(broker),
             kind: Kind::Nats {
-                js,
-                _server: server,
+                js: Box::new(js),
+                _server: Box::new(server),
             },
             queue: common::unique_name("cq"),
         })
@@ -123,6 +125,7 @@ impl Harness {
             ack_wait: ACK_WAIT,
             inactive_threshold: None,
             pull_batch: 1,
+            recreate: true,
         }
     }
 
@@ -264,6 +267,9 @@ conformance! {
     nak_with_delay => memory_nak_with_delay, nats_nak_with_delay;
     nak_without_delay => memory_nak_without_delay, nats_nak_without_delay;
     progress_holds_off_redelivery => memory_progress_holds_off_redelivery, nats_progress_holds_off_redelivery;
+    progress_after_expiry_does_not_stop_redelivery => memory_progress_after_expiry_does_not_stop_redelivery, nats_progress_after_expiry_does_not_stop_redelivery;
+    ack_reaches_a_recreated_consumer => memory_ack_reaches_a_recreated_consumer, nats_ack_reaches_a_recreated_consumer;
+    replicas_share_one_consumer => memory_replicas_share_one_consumer, nats_replicas_share_one_consumer;
     first_deliveries_in_stream_order => memory_first_deliveries_in_stream_order, nats_first_deliveries_in_stream_order;
     filtered_consumers_partition_a_work_queue => memory_filtered_consumers_partition_a_work_queue, nats_filtered_consumers_partition_a_work_queue;
     inactive_threshold_deletes_idle_consumer => memory_inactive_threshold_deletes_idle_consumer, nats_inactive_threshold_deletes_idle_consumer;
@@ -361,19 +367,27 @@ async fn nak_with_delay(h: &Harness) {
 }
 
 async fn nak_without_delay(h: &Harness) {
-    h.publish_or_create("again").await;
+    let first = h.publish_or_create("again").await;
+    h.publish(&h.subject("f"), "newer").await;
     let spec = ConsumerSpec {
         ack_wait: Duration::from_secs(5),
         ..h.consumer("w", None)
     };
     let mut sub = h.subscribe(&spec).await;
     let d = expect(&mut sub, PROMPTLY, "delivery").await;
-    let t0 = Instant::now();
     d.acker.nak(None).await.unwrap();
+    // Redeliveries go before messages not yet delivered, once the server has the nak (acks
+    // are fire and forget: a pull sent right after a nak can overtake it).
+    sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
     let again = expect(&mut sub, PROMPTLY, "redelivery after nak").await;
     h.assert_timing("nak without delay", t0.elapsed(), Duration::ZERO);
+    assert_eq!(again.stream_sequence, first.sequence);
     assert_eq!(again.delivered, 2);
     again.acker.ack().await.unwrap();
+    let newer = expect(&mut sub, PROMPTLY, "newer").await;
+    assert_eq!(body(&newer), "newer");
+    newer.acker.ack().await.unwrap();
 }
 
 async fn progress_holds_off_redelivery(h: &Harness) {
@@ -409,6 +423,73 @@ async fn progress_holds_off_redelivery(h: &Harness) {
     again.acker.ack().await.unwrap();
 }
 
+async fn progress_after_expiry_does_not_stop_redelivery(h: &Harness) {
+    h.publish_or_create("late").await;
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "delivery").await;
+    // Nobody pulls while the ack wait runs out: the message waits for redelivery...
+    sleep(ACK_WAIT + Duration::from_millis(300)).await;
+    // ...and a late progress does not take it back.
+    d.acker.progress().await.unwrap();
+    let again = expect(&mut sub, Duration::from_millis(500), "redelivery").await;
+    assert_eq!(again.delivered, 2);
+    again.acker.ack().await.unwrap();
+}
+
+async fn ack_reaches_a_recreated_consumer(h: &Harness) {
+    h.publish_or_create("settled late").await;
+    let mut sub = h.subscribe(&h.consumer("w", None)).await;
+    let d = expect(&mut sub, PROMPTLY, "delivery").await;
+    drop(sub);
+    assert!(
+        h.broker
+            .delete_consumer(&h.stream_name(), "w")
+            .await
+            .unwrap()
+    );
+    let _again = h.subscribe(&h.consumer("w", None)).await;
+    // Acks name the stream, the consumer and the stream sequence: the new consumer of the
+    // same name takes it, and a work queue drops the message.
+    d.acker.ack().await.unwrap();
+    eventually(PROMPTLY, "message removed by the late ack", || async {
+        h.messages().await == 0
+    })
+    .await;
+}
+
+async fn replicas_share_one_consumer(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        sent.push(h.publish(&h.subject("f"), &format!("m{i}")).await.sequence);
+    }
+    // Two worker replicas on the static mode's shared durable consumer.
+    let spec = ConsumerSpec {
+        pull_batch: 2,
+        recreate: true,
+        ..h.consumer("w", None)
+    };
+    let mut a = h.subscribe(&spec).await;
+    let mut b = h.subscribe(&spec).await;
+    a.set_demand(2);
+    b.set_demand(2);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + PROMPTLY;
+    while got.len() < sent.len() && Instant::now() < deadline {
+        for sub in [&mut a, &mut b] {
+            if let Some(d) = recv(sub, Duration::from_millis(100)).await {
+                assert_eq!(d.delivered, 1, "seq {} delivered twice", d.stream_sequence);
+                got.push(d.stream_sequence);
+                d.acker.ack().await.unwrap();
+            }
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, sent, "each message once, to one replica or the other");
+    assert!(recv(&mut a, Duration::from_millis(300)).await.is_none());
+    assert!(recv(&mut b, Duration::from_millis(300)).await.is_none());
+}
+
 async fn first_deliveries_in_stream_order(h: &Harness) {
     h.broker.ensure_stream(&h.stream()).await.unwrap();
     let subjects = [
@@ -427,6 +508,7 @@ async fn first_deliveries_in_stream_order(h: &Harness) {
     assert!(sent.windows(2).all(|w| w[0] < w[1]), "sequences increase");
     let spec = ConsumerSpec {
         pull_batch: 4,
+        recreate: true,
         ..h.consumer("w", None)
     };
     let mut sub = h.subscribe(&spec).await;
@@ -496,6 +578,17 @@ async fn filtered_consumers_partition_a_work_queue(h: &Harness) {
     refuse("plain", None, "multiple non-filtered consumers not allowed").await;
     assert!(!h.consumer_exists("all").await);
 
+    // nats-server 2.9.10 only refuses a filter that is a subset or superset of another's:
+    // these two overlap (on `<queue>.fc.x`) and are both accepted.
+    drop(
+        h.subscribe(&h.consumer("fc", Some(format!("{}.fc.*", h.queue))))
+            .await,
+    );
+    drop(
+        h.subscribe(&h.consumer("x", Some(format!("{}.*.x", h.queue))))
+            .await,
+    );
+
     // Re-creating an existing consumer with the same configuration is fine.
     drop(h.subscribe(&spec_a).await);
     // A disjoint filter is fine: the bare queue subject.
@@ -520,26 +613,20 @@ async fn inactive_threshold_deletes_idle_consumer(h: &Harness) {
     let mut waiting = h.subscribe(&idle("waits")).await;
     assert!(recv(&mut waiting, 2 * threshold + h.late()).await.is_none());
     assert!(h.consumer_exists("waits").await, "kept while pulling");
+    // The threshold counts from the last pull request's arrival, not from when it stopped
+    // waiting: this one arrived long ago, so the consumer goes at the server's next check.
     drop(waiting);
-    let t0 = Instant::now();
-    let took = eventually(
-        threshold + 2 * PROMPTLY,
-        "idle consumer deleted",
-        || async { !h.consumer_exists("waits").await },
-    )
+    eventually(threshold + PROMPTLY, "idle consumer deleted", || async {
+        !h.consumer_exists("waits").await
+    })
     .await;
-    assert!(
-        took >= threshold.saturating_sub(h.early()),
-        "deleted after {took:?}, before the {threshold:?} threshold"
-    );
-    let _ = t0;
 
     // Acks of any kind count as activity; a message pending an ack does not.
     h.publish(&h.subject("busy"), "work").await;
     let mut sub = h.subscribe(&idle("busy")).await;
     let d = expect(&mut sub, PROMPTLY, "delivery").await;
     drop(sub);
-    for _ in 0..6 {
+    for _ in 0..8 {
         sleep(Duration::from_millis(400)).await;
         d.acker.progress().await.unwrap();
     }
@@ -812,6 +899,7 @@ async fn pull_batch_and_demand_bound_local_buffer(h: &Harness) {
     }
     let spec = |batch: usize| ConsumerSpec {
         pull_batch: batch,
+        recreate: true,
         ack_wait: Duration::from_secs(30),
         ..h.consumer("w", None)
     };

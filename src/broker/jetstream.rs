@@ -346,6 +346,27 @@ impl Broker for JetStreamBroker {
         consumer_exists(&self.js, stream, name).await
     }
 
+    async fn list_consumers(&self, stream: &str) -> Result<Vec<String>, BrokerError> {
+        use futures::TryStreamExt;
+        let s = match self.js.get_stream(stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                return match e.kind() {
+                    GetStreamErrorKind::JetStream(inner)
+                        if api_code(&inner) == STREAM_NOT_FOUND =>
+                    {
+                        Ok(Vec::new())
+                    }
+                    _ => Err(BrokerError::other("get stream", e)),
+                };
+            }
+        };
+        s.consumer_names()
+            .try_collect()
+            .await
+            .map_err(|e| BrokerError::other("list consumers", e))
+    }
+
     fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
@@ -397,24 +418,34 @@ impl Broker for JetStreamBroker {
         if self.kv_store(&spec.bucket).await.is_ok() {
             return Ok(());
         }
-        let config = jetstream::kv::Config {
-            bucket: spec.bucket.clone(),
-            history: 1,
+        // Not `create_key_value`: async-nats 0.51 first reads the account info, whose 2.9
+        // form it cannot parse (no `reserved_memory`). The bucket is a stream with the KV
+        // conventions (what `create_key_value` would create, history 1).
+        let config = js_stream::Config {
+            name: format!("KV_{}", spec.bucket),
+            subjects: vec![format!("$KV.{}.>", spec.bucket)],
+            max_messages_per_subject: 1,
             max_age: spec.ttl,
             storage: match spec.storage {
                 Storage::File => js_stream::StorageType::File,
                 Storage::Memory => js_stream::StorageType::Memory,
             },
-            num_replicas: spec.replicas,
+            num_replicas: spec.replicas.max(1),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: DiscardPolicy::New,
             ..Default::default()
         };
-        let store = self
-            .js
-            .create_key_value(config)
-            .await
-            .map_err(|e| BrokerError::other("create key-value bucket", e))?;
-        self.kv_cache().insert(spec.bucket.clone(), store);
-        Ok(())
+        if let Err(e) = self.js.create_stream(config).await {
+            match e.kind() {
+                // Created meanwhile by another replica.
+                CreateStreamErrorKind::JetStream(inner)
+                    if api_code(&inner) == STREAM_NAME_IN_USE => {}
+                _ => return Err(BrokerError::other("create key-value bucket", e)),
+            }
+        }
+        self.kv_store(&spec.bucket).await.map(drop)
     }
 
     async fn kv_put(
@@ -521,7 +552,17 @@ pub(super) async fn consumer_exists(
             {
                 Ok(false)
             }
-            _ => Err(BrokerError::other("consumer info", e)),
+            // Seen on nats-server 2.9 when the consumer is being deleted while we ask: the
+            // answer does not parse. The list of names is the other way to know.
+            _ => {
+                use futures::TryStreamExt;
+                let names: Vec<String> = s
+                    .consumer_names()
+                    .try_collect()
+                    .await
+                    .map_err(|_| BrokerError::other("consumer info", e))?;
+                Ok(names.iter().any(|n| n == name))
+            }
         },
     }
 }

@@ -49,6 +49,8 @@ pub struct DemandPuller {
     ready: VecDeque<Delivery>,
     /// Last time the server said anything on our inbox.
     last_heard: Instant,
+    /// The consumer is gone and the spec says not to recreate it: the subscription has ended.
+    gone: bool,
 }
 
 impl DemandPuller {
@@ -77,6 +79,7 @@ impl DemandPuller {
             demand: 1,
             ready: VecDeque::new(),
             last_heard: Instant::now(),
+            gone: false,
         })
     }
 
@@ -123,6 +126,11 @@ impl DemandPuller {
 
     /// The consumer or its stream is gone: recreate both and start over with a new inbox.
     async fn recreate(&mut self, why: &str) -> Result<(), BrokerError> {
+        if !self.spec.recreate {
+            tracing::debug!(consumer = %self.spec.name, reason = why, "Consumer gone; subscription ends");
+            self.gone = true;
+            return Ok(());
+        }
         tracing::warn!(
             stream = %self.spec.stream,
             consumer = %self.spec.name,
@@ -212,6 +220,9 @@ impl DemandPuller {
         loop {
             if let Some(d) = self.ready.pop_front() {
                 return Some(Ok(d));
+            }
+            if self.gone {
+                return None;
             }
             let n = self.to_request();
             if n > 0

@@ -6,7 +6,6 @@
 
 pub mod jetstream;
 pub mod jetstream_pull;
-#[cfg(feature = "wip-memory")]
 pub mod memory;
 
 use std::collections::BTreeMap;
@@ -110,6 +109,10 @@ pub struct ConsumerSpec {
     pub inactive_threshold: Option<Duration>,
     /// Upper bound on messages pulled ahead of the worker and buffered locally.
     pub pull_batch: usize,
+    /// When the consumer disappears (deleted by hand, by its inactive threshold, with its
+    /// stream): recreate it and carry on (static mode), or end the subscription (`next` gives
+    /// `None`; function mode recreates consumers only for functions with work).
+    pub recreate: bool,
 }
 
 /// A key-value bucket whose entries expire (call status, SPEC §3).
@@ -237,6 +240,9 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether a consumer exists.
     async fn consumer_exists(&self, stream: &str, name: &str) -> Result<bool, BrokerError>;
+
+    /// Names of the stream's consumers (empty when the stream does not exist).
+    async fn list_consumers(&self, stream: &str) -> Result<Vec<String>, BrokerError>;
 
     /// Whether the broker is reachable right now.
     fn is_connected(&self) -> bool;

@@ -1,5 +1,7 @@
 //! The command line (SPEC §11): `queue-worker [run]`, `run --ingress ADDR`, `publish`.
 
+pub mod demo;
+pub mod dev;
 pub mod publish;
 
 use std::process::ExitCode;
@@ -38,6 +40,9 @@ pub enum Command {
     Run(RunArgs),
     /// Publish one invocation to the queue (as the ingress would) and print its call id.
     Publish(publish::PublishArgs),
+    /// All in one process with nothing installed: embedded broker, ingress, worker and demo
+    /// functions.
+    Dev(dev::DevArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -78,6 +83,7 @@ pub fn main() -> ExitCode {
         match command {
             Command::Run(args) => run(args).await,
             Command::Publish(args) => publish::main(args).await,
+            Command::Dev(args) => dev::main(args).await,
         }
     })
 }
@@ -116,7 +122,7 @@ async fn wait_for_signal() {
     }
 }
 
-async fn bind(what: &str, addr: &str) -> Result<TcpListener, ExitCode> {
+pub(crate) async fn bind(what: &str, addr: &str) -> Result<TcpListener, ExitCode> {
     TcpListener::bind(addr).await.map_err(|e| {
         eprintln!("queue-worker: cannot listen on {addr} for the {what}: {e}");
         ExitCode::from(EXIT_USAGE)

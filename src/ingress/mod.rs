@@ -220,7 +220,7 @@ async fn async_function(State(state): State<Arc<Ingress>>, req: Request) -> Resp
             }
             resp
         }
-        Err(BrokerError::Full(why)) => error(
+        Err(BrokerError::TooLarge(why)) => error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("message too large for the queue: {why}"),
         ),

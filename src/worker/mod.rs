@@ -4,6 +4,8 @@
 //! delivery; the decisions it makes are in plain functions ([`outcome`]).
 
 pub mod dead_letter;
+pub mod function_mode;
+pub mod limiter;
 pub mod outcome;
 pub mod process;
 pub mod retry;
@@ -84,6 +86,7 @@ impl Worker {
             pull_batch: config
                 .consumer_pull_max_messages
                 .unwrap_or_else(|| config.max_inflight.clamp(1, MAX_DEFAULT_PULL_BATCH)),
+            recreate: true,
         };
         Worker {
             ctx: Arc::new(Context {
@@ -111,6 +114,11 @@ impl Worker {
     /// in-flight invocations finish for up to `shutdown_timeout`, give back (nak, no delay)
     /// whatever is left.
     pub async fn run(self, shutdown: CancellationToken) {
+        if self.ctx.config.scaling_mode == crate::config::ScalingMode::Function {
+            return function_mode::FunctionMode::new(self.ctx, self.stream, self.health)
+                .run(shutdown)
+                .await;
+        }
         let cfg = &self.ctx.config;
         tracing::info!(
             maxInflight = cfg.max_inflight,
@@ -215,6 +223,22 @@ impl Worker {
         tracing::info!("Stopped");
     }
 
+    /// A work queue forbids overlapping consumers: switching a queue from function mode to
+    /// static mode removes the per-function consumers first.
+    async fn remove_function_consumers(&self) -> Result<(), crate::broker::BrokerError> {
+        let prefix = function_mode::consumer_prefix(&self.ctx.config.queue_name);
+        for name in self.ctx.broker.list_consumers(&self.stream.name).await? {
+            if name.starts_with(&prefix) {
+                tracing::info!(consumer = %name, "Removing function-mode consumer (switching to static mode)");
+                self.ctx
+                    .broker
+                    .delete_consumer(&self.stream.name, &name)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Ensure streams and the consumer, retrying with back-off until it works or shutdown.
     async fn connect_consumer(
         &self,
@@ -227,6 +251,7 @@ impl Worker {
                     .broker
                     .ensure_stream(&self.ctx.dead_letters)
                     .await?;
+                self.remove_function_consumers().await?;
                 self.ctx
                     .broker
                     .subscribe(&self.stream, &self.consumer)

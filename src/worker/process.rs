@@ -19,12 +19,13 @@ use crate::wire::{self, QueueRequest};
 
 /// Process one delivery to the end (settled), sending progress acks while it works. When
 /// `abandon` fires (shutdown grace period over) the work stops and the message is given back.
-pub async fn run(ctx: &Context, delivery: Delivery, abandon: &CancellationToken) {
+/// Returns the function's status when it was invoked (for the adaptive limiter).
+pub async fn run(ctx: &Context, delivery: Delivery, abandon: &CancellationToken) -> Option<u16> {
     let acker: &dyn Acker = &*delivery.acker;
     let work = handle(ctx, &delivery);
-    let settle = tokio::select! {
+    let (settle, status) = tokio::select! {
         s = with_progress(acker, ctx.config.ack_wait, work) => s,
-        _ = abandon.cancelled() => Settle::Nak(None),
+        _ = abandon.cancelled() => (Settle::Nak(None), None),
     };
     let result = match settle {
         Settle::Ack => acker.ack().await,
@@ -40,14 +41,15 @@ pub async fn run(ctx: &Context, delivery: Delivery, abandon: &CancellationToken)
             "Could not settle message; it will be redelivered"
         );
     }
+    status
 }
 
 /// Run `work`, telling the broker every `ack_wait / 2` that the message is still in progress.
-async fn with_progress<F: Future<Output = Settle>>(
+async fn with_progress<T, F: Future<Output = T>>(
     acker: &dyn Acker,
     ack_wait: Duration,
     work: F,
-) -> Settle {
+) -> T {
     let period = (ack_wait / 2).max(Duration::from_millis(50));
     let ticker = async {
         let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -101,11 +103,12 @@ struct Call<'a> {
     policy: RetryPolicy,
 }
 
-async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
+/// The settlement, and the function's status when it was invoked.
+async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Option<u16>) {
     let req = match wire::decode(&delivery.payload) {
         Ok(r) => r,
         Err(reason) => {
-            return dead_letter::park(
+            let settle = dead_letter::park(
                 ctx,
                 delivery,
                 DeadLetter {
@@ -117,6 +120,7 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
                 },
             )
             .await;
+            return (settle, None);
         }
     };
     let call_id = call_id(&req, delivery);
@@ -136,7 +140,7 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
         match request::function_request(&ctx.config.gateway_url, &req, &call_id, &start_time) {
             Ok(r) => r,
             Err(e) => {
-                return dead_letter::park(
+                let settle = dead_letter::park(
                     ctx,
                     delivery,
                     DeadLetter {
@@ -148,6 +152,7 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
                     },
                 )
                 .await;
+                return (settle, None);
             }
         };
     let policy = if req.annotations.is_empty() {
@@ -187,7 +192,7 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
             )
             .await;
             ctx.metrics.processed();
-            return dead_letter::park(
+            let settle = dead_letter::park(
                 ctx,
                 delivery,
                 DeadLetter {
@@ -203,6 +208,7 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
                 },
             )
             .await;
+            return (settle, None);
         }
     }
 
@@ -263,7 +269,7 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
         }
         Err(_) => (http::HeaderMap::new(), Bytes::new()),
     };
-    match decision {
+    let settle = match decision {
         Decision::Success => {
             post_callback(ctx, &call, status, headers, body, duration).await;
             ctx.metrics.processed();
@@ -319,7 +325,8 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> Settle {
             )
             .await
         }
-    }
+    };
+    (settle, Some(status))
 }
 
 /// `std::time::Instant` for the retry budget, from tokio's clock (simulated in tests).

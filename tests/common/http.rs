@@ -203,6 +203,13 @@ impl CallbackReceiver {
         CallbackReceiver(Recorder::start("CallbackReceiver", Arc::new(responder)).await)
     }
 
+    /// Starts a receiver answering 200 on `ip` (any port), e.g. a Docker network's gateway
+    /// address so that containers reach it; [`CallbackReceiver::url`] uses that address.
+    pub async fn start_on(ip: &str) -> CallbackReceiver {
+        let responder: Responder = Arc::new(|_, _| Reply::status(200));
+        CallbackReceiver(Recorder::start_on("CallbackReceiver", responder, ip).await)
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
         self.0.base_url()
@@ -256,6 +263,10 @@ struct Recorder {
 
 impl Recorder {
     async fn start(label: &'static str, responder: Responder) -> Recorder {
+        Self::start_on(label, responder, "127.0.0.1").await
+    }
+
+    async fn start_on(label: &'static str, responder: Responder, ip: &str) -> Recorder {
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             calls: Mutex::new(HashMap::new()),
@@ -264,9 +275,9 @@ impl Recorder {
             max_inflight: AtomicUsize::new(0),
             arrived: watch::Sender::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
-            .unwrap_or_else(|e| panic!("{label}: bind 127.0.0.1:0: {e}"));
+            .unwrap_or_else(|e| panic!("{label}: bind {ip}:0: {e}"));
         let addr = listener.local_addr().expect("local_addr");
         let app = Router::new()
             .fallback(handle)

@@ -4,6 +4,8 @@
 //! Every test binary includes this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod docker;
 pub mod http;
 pub mod nats;
 pub mod worker;

@@ -1,8 +1,18 @@
-//! A throw-away `nats-server` (JetStream, file store) per test.
+//! A throw-away NATS server (JetStream, file store) per test.
 //!
-//! The binary is `$NATS_SERVER_BIN` or `nats-server` on `PATH`. Without it, [`NatsServer::start`]
-//! falls back to an external server at `$NATS_URL` (no kill/restart), panics when `CI` is set,
-//! and otherwise prints `SKIPPED` and returns `None`.
+//! [`NatsServer::start`] picks, in order:
+//! 1. `$NATS_URL` when set: an external server (no kill/restart, no log);
+//! 2. a container when a Docker engine answers and the NATS image is there or can be built
+//!    (`$QW_NATS_IMAGE`, default `localhost/queue-worker-nats:2.9` built by
+//!    `ci/nats-image/build.sh`; see [`super::docker`]), run with testcontainers;
+//! 3. a `nats-server` process: `$NATS_SERVER_BIN` or `nats-server` on `PATH`;
+//! 4. none: panics when `CI` is set, otherwise prints `SKIPPED` and returns `None`.
+//!
+//! `QW_NATS_BACKEND=process|container|external` forces one (and fails when it is missing).
+//!
+//! [`NatsServer::start_restartable`] (kill, then restart on the same port with the same store)
+//! prefers the process, which restarts in ~100 ms; without `nats-server` it runs a container
+//! on a fixed host port (`docker kill` / `docker start` keep the container's store).
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
@@ -10,6 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use testcontainers::core::IntoContainerPort;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, ImageExt};
+use testcontainers_modules::nats::Nats;
+
+use super::docker;
 use super::{free_port, tail};
 
 const READY_LINE: &str = "Server is ready";
@@ -27,37 +43,170 @@ enum Kind {
         dir: tempfile::TempDir,
         child: Option<Child>,
     },
+    Container {
+        container: ContainerAsync<Nats>,
+        name: String,
+        /// The host port is fixed (restartable); otherwise Docker picked it.
+        fixed_port: bool,
+    },
     External {
         url: String,
     },
 }
 
-impl NatsServer {
-    /// Starts a local server; falls back to `NATS_URL` (see the module docs).
-    pub async fn start() -> Option<NatsServer> {
-        match find_binary() {
-            Some(bin) => Some(Self::spawn_new(bin).await),
-            None => match std::env::var("NATS_URL") {
-                Ok(url) if !url.is_empty() => {
-                    eprintln!(
-                        "nats harness: no nats-server on PATH, using external NATS_URL={url}"
-                    );
-                    Some(NatsServer {
-                        port: port_of(&url),
-                        kind: Kind::External { url },
-                    })
+/// Which kind of server [`NatsServer::start`] runs.
+enum Backend {
+    External(String),
+    Container,
+    Process(PathBuf),
+}
+
+/// The backend for this test process, or why there is none (decided once, printed once).
+fn backend() -> Result<&'static Backend, String> {
+    static CHOICE: std::sync::OnceLock<Result<Backend, String>> = std::sync::OnceLock::new();
+    CHOICE
+        .get_or_init(|| {
+            let forced = std::env::var("QW_NATS_BACKEND").unwrap_or_default();
+            let url = std::env::var("NATS_URL").ok().filter(|u| !u.is_empty());
+            let choice = match forced.as_str() {
+                "" | "auto" => match url {
+                    Some(url) => Ok(Backend::External(url)),
+                    None => match docker::nats_image() {
+                        Ok(_) => Ok(Backend::Container),
+                        Err(no_docker) => match find_binary() {
+                            Some(bin) => {
+                                eprintln!("nats harness: no container ({no_docker})");
+                                Ok(Backend::Process(bin))
+                            }
+                            None => Err(format!(
+                                "NATS_URL unset; no container: {no_docker}; no nats-server on PATH"
+                            )),
+                        },
+                    },
+                },
+                "external" => url
+                    .map(Backend::External)
+                    .ok_or_else(|| "QW_NATS_BACKEND=external but NATS_URL is unset".to_string()),
+                "container" => docker::nats_image()
+                    .map(|_| Backend::Container)
+                    .map_err(|e| format!("QW_NATS_BACKEND=container: {e}")),
+                "process" => find_binary().map(Backend::Process).ok_or_else(|| {
+                    "QW_NATS_BACKEND=process but no nats-server on PATH".to_string()
+                }),
+                other => Err(format!(
+                    "QW_NATS_BACKEND={other}: expected auto, external, container or process"
+                )),
+            };
+            match &choice {
+                Ok(Backend::External(url)) => eprintln!("nats harness: external NATS_URL={url}"),
+                Ok(Backend::Container) => match docker::nats_image() {
+                    Ok((name, tag)) => eprintln!("nats harness: containers of {name}:{tag}"),
+                    Err(_) => unreachable!("checked above"),
+                },
+                Ok(Backend::Process(bin)) => {
+                    eprintln!("nats harness: nats-server processes ({})", bin.display())
                 }
-                _ => skip_or_panic("no nats-server on PATH and NATS_URL unset"),
-            },
+                Err(_) => {}
+            }
+            choice
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl NatsServer {
+    /// Starts a server for one test: external, container or process (see the module docs).
+    pub async fn start() -> Option<NatsServer> {
+        match backend() {
+            Ok(Backend::External(url)) => Some(NatsServer {
+                port: port_of(url),
+                kind: Kind::External { url: url.clone() },
+            }),
+            Ok(Backend::Container) => Some(Self::start_container(false).await),
+            Ok(Backend::Process(bin)) => Some(Self::spawn_new(bin.clone()).await),
+            Err(why) => skip_or_panic(why.as_str()),
         }
     }
 
     /// Starts a local server that can be killed and restarted; never uses `NATS_URL`.
+    /// A process when `nats-server` is installed (unless `QW_NATS_BACKEND=container`),
+    /// otherwise a container on a fixed host port.
     pub async fn start_restartable() -> Option<NatsServer> {
-        match find_binary() {
-            Some(bin) => Some(Self::spawn_new(bin).await),
-            None => skip_or_panic("no nats-server on PATH (a restartable server is needed)"),
+        let forced = std::env::var("QW_NATS_BACKEND").unwrap_or_default();
+        if forced != "container" {
+            if let Some(bin) = find_binary() {
+                return Some(Self::spawn_new(bin).await);
+            }
         }
+        match docker::nats_image() {
+            Ok(_) => Some(Self::start_container(true).await),
+            Err(e) => skip_or_panic(&format!(
+                "a restartable server needs nats-server on PATH or Docker ({e})"
+            )),
+        }
+    }
+
+    /// Starts a NATS container (JetStream, store in the container); `fixed_port` maps 4222 to
+    /// a host port chosen here, so that the container can be restarted on it.
+    pub async fn start_container(fixed_port: bool) -> NatsServer {
+        let (image, tag) = docker::nats_image().unwrap_or_else(|e| panic!("{e}"));
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            let name = super::unique_name("qw-test-nats");
+            let mut req = Nats::default()
+                .with_name(image.clone())
+                .with_tag(tag.clone())
+                .with_cmd(["-js", "-sd", "/tmp/nats", "-p", "4222"])
+                .with_container_name(name.clone())
+                .with_label(docker::LABEL, "1")
+                .with_startup_timeout(Duration::from_secs(60));
+            let host_port = free_port();
+            if fixed_port {
+                req = req.with_mapped_port(host_port, 4222.tcp());
+            }
+            let container = match req.start().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // A fixed port may have been taken meanwhile: try another.
+                    last_err = format!("{e}");
+                    let _ = docker::cli(&["rm", "-f", &name], 30);
+                    continue;
+                }
+            };
+            let port = match container.get_host_port_ipv4(4222.tcp()).await {
+                Ok(p) => p,
+                Err(e) => panic!("NATS container {name}: no host port for 4222: {e}"),
+            };
+            let server = NatsServer {
+                port,
+                kind: Kind::Container {
+                    container,
+                    name,
+                    fixed_port,
+                },
+            };
+            if let Err(e) = wait_nats_info(port, START_TIMEOUT).await {
+                panic!(
+                    "NATS container answers no INFO on 127.0.0.1:{port}: {e}\n{}",
+                    server.log()
+                );
+            }
+            return server;
+        }
+        panic!("NATS container {image}:{tag} did not start: {last_err}");
+    }
+
+    /// The container's name, when this server is a container.
+    pub fn container_name(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Container { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Whether this server is a container.
+    pub fn is_container(&self) -> bool {
+        matches!(self.kind, Kind::Container { .. })
     }
 
     async fn spawn_new(bin: PathBuf) -> NatsServer {
@@ -90,7 +239,9 @@ impl NatsServer {
     /// Client URL, `nats://127.0.0.1:<port>` (or `NATS_URL` for an external server).
     pub fn url(&self) -> String {
         match &self.kind {
-            Kind::Owned { .. } => format!("nats://127.0.0.1:{}", self.port),
+            Kind::Owned { .. } | Kind::Container { .. } => {
+                format!("nats://127.0.0.1:{}", self.port)
+            }
             Kind::External { url } => url.clone(),
         }
     }
@@ -119,25 +270,60 @@ impl NatsServer {
     pub fn log(&self) -> String {
         match &self.kind {
             Kind::Owned { .. } => read_lossy(&self.log_path()),
+            Kind::Container { name, .. } => docker::logs_all(name),
             Kind::External { .. } => String::new(),
         }
     }
 
     /// SIGKILLs the server and waits for it to exit. No-op if it is not running.
     pub fn kill(&mut self) {
-        if let Kind::Owned { child, .. } = &mut self.kind {
-            if let Some(mut c) = child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
+        match &mut self.kind {
+            Kind::Owned { child, .. } => {
+                if let Some(mut c) = child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
             }
-        } else {
-            panic!("cannot kill an external NATS_URL server: use NatsServer::start_restartable()");
+            Kind::Container { name, .. } => {
+                // "is not running" when it was killed already: fine.
+                if let Err(e) = docker::cli(&["kill", name.as_str()], 60) {
+                    assert!(e.contains("is not running"), "{e}");
+                }
+            }
+            Kind::External { .. } => panic!(
+                "cannot kill an external NATS_URL server: use NatsServer::start_restartable()"
+            ),
         }
     }
 
     /// Restarts the server on the same port with the same store; waits until it is ready.
     pub async fn restart(&mut self) {
         self.kill();
+        if let Kind::Container {
+            name, fixed_port, ..
+        } = &self.kind
+        {
+            assert!(
+                *fixed_port,
+                "this container has no fixed host port: use NatsServer::start_restartable()"
+            );
+            let name = name.clone();
+            let ready_before = self.log().matches(READY_LINE).count();
+            docker::cli_ok(&["start", &name]);
+            let deadline = Instant::now() + START_TIMEOUT;
+            while self.log().matches(READY_LINE).count() <= ready_before {
+                assert!(
+                    Instant::now() < deadline,
+                    "NATS container {name} not ready again within {START_TIMEOUT:?}\n{}",
+                    tail(&self.log(), 40)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if let Err(e) = wait_nats_info(self.port, START_TIMEOUT).await {
+                panic!("NATS container {name} restarted but answers no INFO: {e}");
+            }
+            return;
+        }
         if let Err(e) = self.launch().await {
             panic!("nats-server restart on port {} failed: {e}", self.port);
         }
@@ -152,12 +338,22 @@ impl NatsServer {
 
     /// Freezes the server (SIGSTOP): connections stay open but nothing is answered.
     pub fn pause(&self) {
-        self.signal("STOP");
+        match &self.kind {
+            Kind::Container { name, .. } => {
+                docker::cli_ok(&["pause", name]);
+            }
+            _ => self.signal("STOP"),
+        }
     }
 
     /// Resumes a server frozen by [`NatsServer::pause`] (SIGCONT).
     pub fn resume(&self) {
-        self.signal("CONT");
+        match &self.kind {
+            Kind::Container { name, .. } => {
+                docker::cli_ok(&["unpause", name]);
+            }
+            _ => self.signal("CONT"),
+        }
     }
 
     /// A client with quick reconnects (every 100 ms), for tests that restart the server.
@@ -180,6 +376,9 @@ impl NatsServer {
     fn dir(&self) -> &Path {
         match &self.kind {
             Kind::Owned { dir, .. } => dir.path(),
+            Kind::Container { .. } => {
+                panic!("a NATS container's store and log live in the container: use log()")
+            }
             Kind::External { .. } => {
                 panic!("an external NATS_URL server has no local store or log")
             }
@@ -258,6 +457,16 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
+        if let Kind::Container { name, .. } = &self.kind {
+            if std::thread::panicking() {
+                eprintln!(
+                    "----- NATS container {name} (port {}), last 40 lines -----\n{}\n-----",
+                    self.port,
+                    docker::logs_tail(name, 40)
+                );
+            }
+            // The container itself is removed by testcontainers when `container` drops.
+        }
         if let Kind::Owned { child, .. } = &mut self.kind {
             if let Some(mut c) = child.take() {
                 let _ = c.kill();
@@ -274,6 +483,30 @@ impl Drop for NatsServer {
     }
 }
 
+/// Waits until `127.0.0.1:port` greets with a NATS `INFO` line (a Docker port mapping
+/// accepts connections before the server behind it listens).
+pub async fn wait_nats_info(port: u16, timeout: Duration) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(mut s) => {
+                let mut buf = [0u8; 5];
+                match tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await {
+                    Ok(Ok(_)) if &buf == b"INFO " => return Ok(()),
+                    Ok(Ok(_)) => last = format!("greeting {:?}", String::from_utf8_lossy(&buf)),
+                    Ok(Err(e)) => last = format!("read: {e}"),
+                    Err(_) => last = "no greeting within 2s".into(),
+                }
+            }
+            Err(e) => last = format!("connect: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last)
+}
+
 fn find_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
@@ -286,7 +519,11 @@ fn find_binary() -> Option<PathBuf> {
 
 fn skip_or_panic(why: &str) -> Option<NatsServer> {
     if std::env::var_os("CI").is_some() {
-        panic!("CI is set but no nats-server: install it (apt-get install nats-server) [{why}]");
+        panic!(
+            "CI is set but there is no NATS server to test against: set NATS_URL, start Docker \
+             (ci/nats-image/build.sh builds the image), or install nats-server \
+             (apt-get install nats-server) [{why}]"
+        );
     }
     eprintln!("SKIPPED: {why}");
     None

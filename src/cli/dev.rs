@@ -1,0 +1,186 @@
+//! `queue-worker dev`: everything in one process with nothing installed — the embedded
+//! in-memory broker (JetStream semantics), the async ingress, the worker, and demo functions
+//! plus a callback inbox on the ingress address.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{bind, load_config, shutdown_on_signals};
+use crate::broker::memory::{MemoryBroker, MemoryLimits};
+use crate::config::ConfigArgs;
+use crate::invoke::http::ReqwestInvoker;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::server::Health;
+
+#[derive(Args, Debug, Clone)]
+pub struct DevArgs {
+    /// Address of the ingress, the demo functions and the callback inbox.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub ingress: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Defaults that make the demo snappy, used only where the variable is not set.
+fn dev_defaults(args: &mut ConfigArgs, gateway_url: String) {
+    let set = |v: &mut Option<String>, default: &str| {
+        if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            *v = Some(default.to_string());
+        }
+    };
+    set(&mut args.gateway_url, &gateway_url);
+    set(&mut args.max_inflight, "10");
+    set(&mut args.initial_retry_wait, "1s");
+    set(&mut args.max_retry_wait, "10s");
+    set(&mut args.nats_storage, "memory");
+}
+
+/// `http://127.0.0.1:8080` for a listener on `0.0.0.0:8080` or `127.0.0.1:8080`.
+fn local_url(addr: std::net::SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{ip}:{}", addr.port())
+}
+
+pub async fn main(mut args: DevArgs) -> ExitCode {
+    let listener = match bind("ingress", &args.ingress).await {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let base = match listener.local_addr() {
+        Ok(a) => local_url(a),
+        Err(e) => {
+            eprintln!("queue-worker dev: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let own_functions = args
+        .config
+        .gateway_url
+        .as_deref()
+        .is_none_or(|s| s.trim().is_empty());
+    dev_defaults(&mut args.config, base.clone());
+    let config = match load_config(&args.config) {
+        Ok(c) => Arc::new(c),
+        Err(code) => return code,
+    };
+    crate::telemetry::logging::init(config.log_encoding, config.debug);
+    let metrics_listener =
+        match bind("metrics", &format!("127.0.0.1:{}", config.metrics_port)).await {
+            Ok(l) => l,
+            Err(code) => return code,
+        };
+    let metrics_url = metrics_listener
+        .local_addr()
+        .map(local_url)
+        .unwrap_or_default();
+    let invoker = match ReqwestInvoker::new(config.max_inflight, config.tls_insecure) {
+        Ok(i) => Arc::new(i),
+        Err(e) => {
+            eprintln!("queue-worker dev: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+    let broker = Arc::new(MemoryBroker::new(clock.clone(), MemoryLimits::default()));
+
+    println!(
+        "{}",
+        banner(&base, &metrics_url, &config.gateway_url, own_functions)
+    );
+
+    let shutdown = shutdown_on_signals();
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::new();
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = tokio::spawn(crate::serve_metrics(
+        metrics_listener,
+        metrics.clone(),
+        health.clone(),
+        metrics_stop.clone(),
+    ));
+    let ports = crate::Ports {
+        broker,
+        invoker,
+        clock,
+        rng: Arc::new(crate::rng::SeededRng::from_os()),
+    };
+    crate::run(
+        config,
+        ports,
+        metrics,
+        health,
+        Some(crate::IngressServer {
+            listener,
+            extra_routes: Some(super::demo::router()),
+        }),
+        shutdown,
+    )
+    .await;
+    metrics_stop.cancel();
+    let _ = metrics_task.await;
+    ExitCode::SUCCESS
+}
+
+/// What a newcomer needs to know, with commands to copy.
+fn banner(base: &str, metrics: &str, gateway: &str, own_functions: bool) -> String {
+    let functions = if own_functions {
+        format!(
+            "demo functions at {base}/function/<name>: echo, sleep?ms=N, flaky?fail=N \
+             (429 N times per call, then 200)"
+        )
+    } else {
+        format!("functions are called at {gateway}/function/<name>")
+    };
+    format!(
+        "\nqueue-worker dev: embedded broker (in memory), ingress, worker\n\
+         \n  ingress    {base}/async-function/<name>\
+         \n  {functions}\
+         \n  callbacks  POST {base}/callback is a callback inbox; GET {base}/callbacks lists them\
+         \n  metrics    {metrics}/metrics\
+         \n\nTry:\
+         \n  curl -i -X POST {base}/async-function/echo -H 'X-Callback-Url: {base}/callback' -d 'hello'\
+         \n  curl -i -X POST '{base}/async-function/flaky?fail=2' -H 'X-Callback-Url: {base}/callback'\
+         \n  curl -s {base}/callbacks\
+         \n\nMessages live in memory and are lost when this process stops. Ctrl-C to stop.\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_for_listeners() {
+        assert_eq!(
+            local_url("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            local_url("127.0.0.1:9".parse().unwrap()),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(local_url("[::1]:80".parse().unwrap()), "http://[::1]:80");
+    }
+
+    #[test]
+    fn dev_defaults_only_fill_unset_values() {
+        let mut a = ConfigArgs {
+            max_inflight: Some("3".into()),
+            initial_retry_wait: Some(" ".into()),
+            ..Default::default()
+        };
+        dev_defaults(&mut a, "http://127.0.0.1:8080".into());
+        assert_eq!(a.max_inflight.as_deref(), Some("3"));
+        assert_eq!(a.initial_retry_wait.as_deref(), Some("1s"));
+        assert_eq!(a.gateway_url.as_deref(), Some("http://127.0.0.1:8080"));
+    }
+}

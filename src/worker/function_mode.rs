@@ -1,0 +1,631 @@
+//! `scaling_mode=function`: one pull consumer per function that has work, fair scheduling
+//! across functions, and (with `limiter_enabled`) adaptive concurrency per function.
+//!
+//! Pieces:
+//! - **discovery** (every [`DISCOVERY_INTERVAL`]): the stream's per-subject counts say which
+//!   functions have messages (`<queue>.<name>.<ns>`, and `<queue>` for older gateways); they
+//!   feed `queue_worker_pending_messages` and start a feeder for each function without one;
+//! - **feeders** (a task per function): own the function's consumer (filtered on its subject)
+//!   and pull from it only what the function can start now — at most its limiter's limit minus
+//!   what is in flight, and a small prefetch — into the function's ready queue; a feeder whose
+//!   function stays idle for `consumer_inactive_threshold` deletes its consumer and ends (the
+//!   server-side inactive threshold is the backstop when a worker dies);
+//! - **dispatcher**: gives each free slot (`max_inflight`) to the next function in round-robin
+//!   order that has a ready delivery and room under its limit, so a backlog of thousands for one
+//!   function cannot starve the others; deliveries waiting in ready queues get progress acks so
+//!   their ack-wait lease never runs out while they wait.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Context;
+use super::limiter::Limiter;
+use super::process;
+use crate::broker::{ConsumerSpec, Delivery, StreamSpec};
+use crate::telemetry::metrics::{FunctionLabels, QueueLabels};
+use crate::telemetry::server::Health;
+
+/// How often the stream's per-subject counts are read.
+pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// Deliveries a feeder keeps ready beyond what its function can start at once.
+const PREFETCH: usize = 1;
+/// Function label for messages on the bare `<queue>` subject (older gateways).
+pub const LEGACY_FUNCTION_LABEL: &str = "_legacy";
+
+/// FNV-1a, for short stable suffixes of consumer names.
+fn fnv32(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Consumer name for the function on `subject`: `<queue>-fn-<name_ns>-<hash>` (`.` is not
+/// allowed in consumer names; the hash keeps `a.b` and `a_b` apart).
+pub fn consumer_name(queue: &str, subject: &str) -> String {
+    let tail = subject
+        .strip_prefix(queue)
+        .and_then(|t| t.strip_prefix('.'))
+        .unwrap_or("");
+    if tail.is_empty() {
+        return format!("{queue}-fn-_");
+    }
+    let clean: String = tail
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{queue}-fn-{clean}-{:08x}", fnv32(tail))
+}
+
+/// Prefix of every function-mode consumer of `queue`.
+pub fn consumer_prefix(queue: &str) -> String {
+    format!("{queue}-fn-")
+}
+
+/// The metrics label of the function on `subject`.
+fn function_label(queue: &str, subject: &str) -> String {
+    match subject
+        .strip_prefix(queue)
+        .and_then(|t| t.strip_prefix('.'))
+    {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => LEGACY_FUNCTION_LABEL.to_string(),
+    }
+}
+
+struct FunctionState {
+    ready: VecDeque<Delivery>,
+    in_flight: usize,
+    limiter: Option<Limiter>,
+    /// Wakes the feeder when the function can take more.
+    room: Arc<Notify>,
+    /// Messages stored for this function at the last discovery.
+    pending: u64,
+}
+
+impl FunctionState {
+    fn limit(&self, max_inflight: usize) -> usize {
+        self.limiter
+            .as_ref()
+            .map(|l| l.limit())
+            .unwrap_or(max_inflight)
+    }
+    /// Deliveries the feeder should pull now.
+    fn wanted(&self, max_inflight: usize) -> usize {
+        let room = self
+            .limit(max_inflight)
+            .saturating_sub(self.in_flight)
+            .min(PREFETCH + 1);
+        room.saturating_sub(self.ready.len())
+    }
+}
+
+#[derive(Default)]
+struct Sched {
+    /// Keyed by subject.
+    functions: BTreeMap<String, FunctionState>,
+    /// Round-robin position: the subject served last.
+    last: Option<String>,
+}
+
+impl Sched {
+    /// The next function (after `last`, wrapping) with a ready delivery and room under its limit.
+    fn pick(&mut self, max_inflight: usize) -> Option<(String, Delivery)> {
+        let keys: Vec<&String> = match &self.last {
+            Some(last) => self
+                .functions
+                .range::<String, _>((
+                    std::ops::Bound::Excluded(last.clone()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .chain(self.functions.range::<String, _>(..=last.clone()))
+                .map(|(k, _)| k)
+                .collect(),
+            None => self.functions.keys().collect(),
+        };
+        let chosen = keys.into_iter().find(|k| {
+            let f = &self.functions[*k];
+            !f.ready.is_empty() && f.in_flight < f.limit(max_inflight)
+        })?;
+        let chosen = chosen.clone();
+        let f = self.functions.get_mut(&chosen)?;
+        let d = f.ready.pop_front()?;
+        f.in_flight += 1;
+        self.last = Some(chosen.clone());
+        Some((chosen, d))
+    }
+}
+
+/// The function-mode worker of one queue.
+pub struct FunctionMode {
+    ctx: Arc<Context>,
+    stream: StreamSpec,
+    health: Arc<Health>,
+    sched: Arc<Mutex<Sched>>,
+    /// Wakes the dispatcher: a delivery became ready, a slot or a function's room freed up.
+    dispatch: Arc<Notify>,
+}
+
+impl FunctionMode {
+    pub fn new(ctx: Arc<Context>, stream: StreamSpec, health: Arc<Health>) -> FunctionMode {
+        FunctionMode {
+            ctx,
+            stream,
+            health,
+            sched: Arc::new(Mutex::new(Sched::default())),
+            dispatch: Arc::new(Notify::new()),
+        }
+    }
+
+    fn sched(&self) -> std::sync::MutexGuard<'_, Sched> {
+        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Set up: streams, and remove static-mode consumers (a work queue forbids overlapping
+    /// consumers, so switching a queue to function mode must remove the shared one first).
+    async fn prepare(&self) -> Result<(), crate::broker::BrokerError> {
+        let b = &self.ctx.broker;
+        b.ensure_stream(&self.ctx.dead_letters).await?;
+        b.ensure_stream(&self.stream).await?;
+        let prefix = consumer_prefix(&self.ctx.config.queue_name);
+        for name in b.list_consumers(&self.stream.name).await? {
+            if !name.starts_with(&prefix) {
+                tracing::info!(consumer = %name, "Removing static-mode consumer (switching to function mode)");
+                b.delete_consumer(&self.stream.name, &name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let cfg = self.ctx.config.clone();
+        tracing::info!(
+            maxInflight = cfg.max_inflight,
+            stream = %self.stream.name,
+            mode = cfg.scaling_mode.as_str(),
+            limiter = cfg.limiter_enabled,
+            "Starting"
+        );
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let r = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.prepare() => r,
+            };
+            match r {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retryIn = ?delay, "Cannot set up the stream");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        self.health.set_ready(true);
+
+        let feeders_stop = CancellationToken::new();
+        let feeders = TaskTracker::new();
+        let tasks = TaskTracker::new();
+        let abandon = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(cfg.max_inflight));
+        let mut discovery = tokio::time::interval(DISCOVERY_INTERVAL);
+        discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let progress_period = (cfg.ack_wait / 2).max(Duration::from_millis(50));
+        let mut progress = tokio::time::interval_at(
+            tokio::time::Instant::now() + progress_period,
+            progress_period,
+        );
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        loop {
+            // Dispatch as much as slots and ready deliveries allow.
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
+                let picked = self.sched().pick(cfg.max_inflight);
+                let Some((subject, delivery)) = picked else {
+                    drop(permit);
+                    break;
+                };
+                let ctx = self.ctx.clone();
+                let sched = self.sched.clone();
+                let dispatch = self.dispatch.clone();
+                let abandon = abandon.clone();
+                tasks.spawn(async move {
+                    let status = process::run(&ctx, delivery, &abandon).await;
+                    {
+                        let mut s = sched.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(f) = s.functions.get_mut(&subject) {
+                            f.in_flight = f.in_flight.saturating_sub(1);
+                            if let Some(l) = f.limiter.as_mut() {
+                                match status {
+                                    Some(429) => l.on_rejected(),
+                                    Some(s) if (200..300).contains(&s) => l.on_success(),
+                                    _ => l.on_other(),
+                                }
+                            }
+                            f.room.notify_one();
+                        }
+                    }
+                    drop(permit);
+                    dispatch.notify_one();
+                });
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.dispatch.notified() => {}
+                _ = discovery.tick() => self.discover(&feeders, &feeders_stop).await,
+                _ = progress.tick() => self.progress_ready().await,
+            }
+        }
+
+        // Shutdown: stop feeders (they give back what they pulled), give back ready
+        // deliveries, let in-flight work finish for up to shutdown_timeout.
+        self.health.set_ready(false);
+        feeders_stop.cancel();
+        feeders.close();
+        feeders.wait().await;
+        let ready: Vec<Delivery> = {
+            let mut s = self.sched();
+            s.functions
+                .values_mut()
+                .flat_map(|f| f.ready.drain(..))
+                .collect()
+        };
+        for d in ready {
+            let _ = d.acker.nak(None).await;
+        }
+        tasks.close();
+        if tokio::time::timeout(cfg.shutdown_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = tasks.len(),
+                "Shutdown timeout reached: giving back unfinished invocations"
+            );
+            abandon.cancel();
+            tasks.wait().await;
+        }
+        if let Err(e) = self.ctx.broker.flush().await {
+            tracing::warn!(error = %e, "Could not flush acknowledgements; those messages are redelivered");
+        }
+        tracing::info!("Stopped");
+    }
+
+    /// Progress acks for deliveries waiting in ready queues.
+    async fn progress_ready(&self) {
+        let count = self
+            .sched()
+            .functions
+            .values()
+            .map(|f| f.ready.len())
+            .sum::<usize>();
+        if count == 0 {
+            return;
+        }
+        // Take the ready deliveries out, progress them, put them back in order.
+        let taken: Vec<(String, VecDeque<Delivery>)> = {
+            let mut s = self.sched();
+            s.functions
+                .iter_mut()
+                .filter(|(_, f)| !f.ready.is_empty())
+                .map(|(k, f)| (k.clone(), std::mem::take(&mut f.ready)))
+                .collect()
+        };
+        for (_, q) in &taken {
+            for d in q {
+                let _ = d.acker.progress().await;
+            }
+        }
+        let mut s = self.sched();
+        for (k, mut q) in taken {
+            if let Some(f) = s.functions.get_mut(&k) {
+                q.append(&mut f.ready);
+                f.ready = q;
+            } else {
+                // The function's feeder ended meanwhile: nothing will run these; give back.
+                for d in q {
+                    tokio::spawn(async move {
+                        let _ = d.acker.nak(None).await;
+                    });
+                }
+            }
+        }
+        drop(s);
+        self.dispatch.notify_one();
+    }
+
+    /// Read per-subject counts; update gauges; start feeders for functions with work.
+    async fn discover(&self, feeders: &TaskTracker, stop: &CancellationToken) {
+        let queue = self.ctx.config.queue_name.clone();
+        let info = match self
+            .ctx
+            .broker
+            .stream_info(&self.stream.name, Some(">"))
+            .await
+        {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                tracing::warn!(stream = %self.stream.name, "Stream was deleted; recreating it empty");
+                if let Err(e) = self.ctx.broker.ensure_stream(&self.stream).await {
+                    tracing::warn!(error = %e, "Cannot recreate the stream");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Discovery failed");
+                return;
+            }
+        };
+        let metrics = self.ctx.metrics.all();
+        let mut start = Vec::new();
+        let consumers;
+        {
+            let mut s = self.sched();
+            // Pending per function: subjects in the stream now; functions we knew that have
+            // no messages any more drop to zero.
+            let mut seen: HashMap<String, u64> = HashMap::new();
+            for (subject, n) in &info.subjects {
+                if subject == &queue || subject.starts_with(&format!("{queue}.")) {
+                    seen.insert(subject.clone(), *n);
+                }
+            }
+            for (subject, f) in s.functions.iter_mut() {
+                f.pending = seen.get(subject).copied().unwrap_or(0);
+            }
+            for (subject, n) in &seen {
+                metrics
+                    .pending_messages
+                    .get_or_create(&FunctionLabels {
+                        queue_name: queue.clone(),
+                        function_name: function_label(&queue, subject),
+                    })
+                    .set(*n as i64);
+                if *n > 0 && !s.functions.contains_key(subject) {
+                    start.push(subject.clone());
+                }
+            }
+            // Zero the gauge of functions that no longer have messages.
+            let stale: Vec<FunctionLabels> = s
+                .functions
+                .keys()
+                .filter(|k| !seen.contains_key(*k))
+                .map(|k| FunctionLabels {
+                    queue_name: queue.clone(),
+                    function_name: function_label(&queue, k),
+                })
+                .collect();
+            for l in stale {
+                metrics.pending_messages.get_or_create(&l).set(0);
+            }
+            for subject in &start {
+                s.functions.insert(
+                    subject.clone(),
+                    FunctionState {
+                        ready: VecDeque::new(),
+                        in_flight: 0,
+                        limiter: self
+                            .ctx
+                            .config
+                            .limiter_enabled
+                            .then(|| Limiter::new(self.ctx.config.max_inflight)),
+                        room: Arc::new(Notify::new()),
+                        pending: seen.get(subject).copied().unwrap_or(0),
+                    },
+                );
+            }
+            consumers = s.functions.len();
+        }
+        metrics
+            .consumers
+            .get_or_create(&QueueLabels {
+                queue_name: queue.clone(),
+            })
+            .set(consumers as i64);
+        for subject in start {
+            let feeder = Feeder {
+                ctx: self.ctx.clone(),
+                stream: self.stream.clone(),
+                sched: self.sched.clone(),
+                dispatch: self.dispatch.clone(),
+                subject,
+                stop: stop.clone(),
+            };
+            feeders.spawn(feeder.run());
+        }
+    }
+}
+
+/// Pulls one function's deliveries into its ready queue.
+struct Feeder {
+    ctx: Arc<Context>,
+    stream: StreamSpec,
+    sched: Arc<Mutex<Sched>>,
+    dispatch: Arc<Notify>,
+    subject: String,
+    stop: CancellationToken,
+}
+
+impl Feeder {
+    fn sched(&self) -> std::sync::MutexGuard<'_, Sched> {
+        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn run(self) {
+        let cfg = &self.ctx.config;
+        let queue = &cfg.queue_name;
+        let spec = ConsumerSpec {
+            stream: self.stream.name.clone(),
+            name: consumer_name(queue, &self.subject),
+            filter_subject: Some(self.subject.clone()),
+            ack_wait: cfg.ack_wait,
+            inactive_threshold: Some(cfg.consumer_inactive_threshold),
+            pull_batch: cfg
+                .consumer_pull_max_messages
+                .unwrap_or(cfg.max_inflight.clamp(1, super::MAX_DEFAULT_PULL_BATCH)),
+            recreate: false,
+        };
+        let sub = tokio::select! {
+            _ = self.stop.cancelled() => None,
+            s = self.ctx.broker.subscribe(&self.stream, &spec) => match s {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(consumer = %spec.name, error = %e, "Cannot create function consumer");
+                    None
+                }
+            },
+        };
+        if let Some(mut sub) = sub {
+            tracing::info!(consumer = %spec.name, subject = %self.subject, "Function consumer started");
+            let room = self.room();
+            let mut idle_since = tokio::time::Instant::now();
+            let idle_limit = cfg.consumer_inactive_threshold;
+            loop {
+                let wanted = self.wanted();
+                if wanted == 0 {
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = room.notified() => continue,
+                    }
+                }
+                sub.set_demand(wanted);
+                let idle_check = idle_since + idle_limit;
+                tokio::select! {
+                    _ = self.stop.cancelled() => break,
+                    next = sub.next() => match next {
+                        Some(Ok(d)) => {
+                            idle_since = tokio::time::Instant::now();
+                            if let Some(f) = self.sched().functions.get_mut(&self.subject) {
+                                f.ready.push_back(d);
+                            }
+                            self.dispatch.notify_one();
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(consumer = %spec.name, error = %e, "Pull failed");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        // The consumer is gone (inactive threshold, deleted by hand): discovery
+                        // starts a new feeder if the function still has work.
+                        None => {
+                            tracing::info!(consumer = %spec.name, "Function consumer gone");
+                            break;
+                        }
+                    },
+                    _ = tokio::time::sleep_until(idle_check) => {
+                        if self.is_idle() {
+                            match self.ctx.broker.delete_consumer(&spec.stream, &spec.name).await {
+                                Ok(_) => tracing::info!(consumer = %spec.name, "Function consumer idle; deleted"),
+                                Err(e) => tracing::debug!(consumer = %spec.name, error = %e, "Cannot delete idle consumer"),
+                            }
+                            break;
+                        }
+                        idle_since = tokio::time::Instant::now();
+                    }
+                }
+            }
+            for d in sub.drain_buffered() {
+                let _ = d.acker.nak(None).await;
+            }
+        }
+        self.retire().await;
+    }
+
+    fn room(&self) -> Arc<Notify> {
+        self.sched()
+            .functions
+            .get(&self.subject)
+            .map(|f| f.room.clone())
+            .unwrap_or_default()
+    }
+
+    fn wanted(&self) -> usize {
+        let max = self.ctx.config.max_inflight;
+        self.sched()
+            .functions
+            .get(&self.subject)
+            .map(|f| f.wanted(max))
+            .unwrap_or(0)
+    }
+
+    /// Nothing stored, nothing ready, nothing running for this function.
+    fn is_idle(&self) -> bool {
+        self.sched()
+            .functions
+            .get(&self.subject)
+            .is_none_or(|f| f.pending == 0 && f.ready.is_empty() && f.in_flight == 0)
+    }
+
+    /// Leave the schedule once in-flight work is done (at once on shutdown); give back
+    /// anything still ready.
+    async fn retire(self) {
+        loop {
+            let removed = {
+                let mut s = self.sched();
+                match s.functions.get(&self.subject) {
+                    None => return,
+                    Some(f) if f.in_flight > 0 && !self.stop.is_cancelled() => None,
+                    Some(_) => s.functions.remove(&self.subject),
+                }
+            };
+            let Some(f) = removed else {
+                let room = self.room();
+                tokio::select! {
+                    _ = room.notified() => {}
+                    _ = self.stop.cancelled() => {}
+                }
+                continue;
+            };
+            for d in f.ready {
+                let _ = d.acker.nak(None).await;
+            }
+            let consumers = self.sched().functions.len();
+            self.ctx
+                .metrics
+                .all()
+                .consumers
+                .get_or_create(&QueueLabels {
+                    queue_name: self.ctx.config.queue_name.clone(),
+                })
+                .set(consumers as i64);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_names_are_valid_and_distinct() {
+        let a = consumer_name("faas-request", "faas-request.figlet.openfaas-fn");
+        assert!(a.starts_with("faas-request-fn-figlet_openfaas-fn-"));
+        assert!(!a.contains('.'));
+        let b = consumer_name("q", "q.a.b.ns");
+        let c = consumer_name("q", "q.a_b.ns");
+        assert_ne!(b, c, "a.b and a_b stay apart");
+        assert_eq!(consumer_name("q", "q"), "q-fn-_");
+        assert!(consumer_name("q", "q.x.ns").starts_with(&consumer_prefix("q")));
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            function_label("q", "q.figlet.openfaas-fn"),
+            "figlet.openfaas-fn"
+        );
+        assert_eq!(function_label("q", "q"), LEGACY_FUNCTION_LABEL);
+    }
+}

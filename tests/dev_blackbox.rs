@@ -1,0 +1,108 @@
+//! `queue-worker dev` as a newcomer runs it: no NATS anywhere, one process, post an async
+//! invocation, receive the callback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::http::CallbackReceiver;
+use common::worker::{WorkerProcess, get_text, http_client, wait_http_ok};
+
+const T: Duration = Duration::from_secs(20);
+
+async fn start_dev() -> (WorkerProcess, String, String) {
+    let ingress = format!("127.0.0.1:{}", common::free_port());
+    let metrics_port = common::free_port();
+    // A NATS URL that nothing listens on: dev must not need it.
+    let env = [
+        ("nats_url", "nats://127.0.0.1:1".to_string()),
+        ("metrics_port", metrics_port.to_string()),
+    ];
+    let mut proc =
+        WorkerProcess::spawn(&common::worker_bin(), &["dev", "--ingress", &ingress], &env);
+    proc.wait_log("Try:", T).await;
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    wait_http_ok(&format!("{metrics}/readyz"), T).await;
+    (proc, format!("http://{ingress}"), metrics)
+}
+
+#[tokio::test]
+async fn dev_runs_an_async_invocation_with_a_callback_end_to_end() {
+    let (proc, base, metrics) = start_dev().await;
+    let log = proc.log();
+    assert!(
+        log.contains(&format!("curl -i -X POST {base}/async-function/echo")),
+        "the banner tells a newcomer what to curl:\n{log}"
+    );
+    let receiver = CallbackReceiver::start().await;
+    let r = http_client()
+        .post(format!("{base}/async-function/echo"))
+        .header("X-Callback-Url", receiver.url("/done"))
+        .header("Content-Type", "text/plain")
+        .body("hello dev")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let call_id = r.headers()["x-call-id"].to_str().unwrap().to_string();
+    let cbs = receiver.wait_for(1, T).await;
+    assert_eq!(cbs[0].body_str(), "hello dev");
+    assert_eq!(cbs[0].header("x-call-id"), Some(call_id.as_str()));
+    assert_eq!(cbs[0].header("x-function-status"), Some("200"));
+    assert_eq!(cbs[0].header("x-function-name"), Some("echo.openfaas-fn"));
+    assert_eq!(cbs[0].header("content-type"), Some("text/plain"));
+
+    // The flaky demo function fails twice with 429, then the retry succeeds; the built-in
+    // callback inbox records the result.
+    let r = http_client()
+        .post(format!("{base}/async-function/flaky?fail=2"))
+        .header("X-Callback-Url", format!("{base}/callback"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let flaky_id = r.headers()["x-call-id"].to_str().unwrap().to_string();
+    common::eventually(T, "flaky callback in the inbox", || {
+        let url = format!("{base}/callbacks");
+        let id = flaky_id.clone();
+        async move {
+            let (_, body) = get_text(&url).await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            v.as_array().is_some_and(|a| {
+                a.iter().any(|c| {
+                    c["callId"] == id.as_str() && c["status"] == "200" && c["retry"] == "2"
+                })
+            })
+        }
+    })
+    .await;
+    let (_, text) = get_text(&format!("{metrics}/metrics")).await;
+    assert!(
+        text.contains("queue_worker_retries_total{queue_name=\"faas-request\",function_name=\"flaky.openfaas-fn\",code=\"429\"} 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn dev_sleep_function_and_graceful_stop() {
+    let (mut proc, base, _metrics) = start_dev().await;
+    let receiver = CallbackReceiver::start().await;
+    let r = http_client()
+        .post(format!("{base}/async-function/sleep?ms=300"))
+        .header("X-Callback-Url", receiver.url("/cb"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let cbs = receiver.wait_for(1, T).await;
+    assert_eq!(cbs[0].body_str(), "slept 300 ms\n");
+    let secs: f64 = cbs[0]
+        .header("x-duration-seconds")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs >= 0.3, "{secs}");
+    proc.sigterm();
+    let status = proc.wait_exit(T).await.expect("exits");
+    assert!(status.success());
+}
