@@ -242,7 +242,20 @@ async fn every_accepted_invocation_completes_through_node_loss_and_partition() {
         eprintln!("fault: heal n1 ({} accepted)", tally.accepted_count());
         cluster.heal(1).await;
     };
-    tokio::join!(load, faults);
+    let timeline = async {
+        // Accepted per second, printed at the end: shows how long each fault stalled intake.
+        let mut per_second = Vec::new();
+        let mut last = 0;
+        while t0.elapsed() < Duration::from_secs(21) && last < TOTAL {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = tally.accepted_count();
+            per_second.push(now - last);
+            last = now;
+        }
+        per_second
+    };
+    let ((), (), per_second) = tokio::join!(load, faults, timeline);
+    eprintln!("accepted per second: {per_second:?}");
     let accepted = tally.accepted.lock().unwrap().clone();
     let refused = tally.refused.load(Ordering::Relaxed);
     let abandoned = tally.abandoned.lock().unwrap().clone();
