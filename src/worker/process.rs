@@ -1,7 +1,9 @@
 //! Processing one delivery: decode → (expired?) → invoke with progress acks → decide (retry
 //! policy) → callback → settle.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
