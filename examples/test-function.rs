@@ -5,7 +5,7 @@
 //! ```
 //!
 //! - `POST|GET /function/<name>[/…]` → 200, body = the request body, headers `X-Served-By:
-//!   test-function`, `X-Function-Host: $HOSTNAME`, `X-Function-Name: <name>` and the request's
+//!   test-function`, `X-Function-Host: $HOSTNAME`, `X-Function-Route: <name>` and the request's
 //!   `Content-Type`.
 //! - `/function/status-<code>[/…]` → `<code>` with the same headers (e.g. `status-429`).
 //! - `/healthz` → 200 `ok`; anything else → 404.
@@ -110,7 +110,7 @@ fn respond(req: &Request) -> (u16, Vec<(String, String)>, Vec<u8>) {
             "X-Function-Host".to_string(),
             std::env::var("HOSTNAME").unwrap_or_default(),
         ),
-        ("X-Function-Name".to_string(), name),
+        ("X-Function-Route".to_string(), name),
         ("X-Request-Method".to_string(), req.method.clone()),
     ];
     if let Some(ct) = req.header("content-type") {

@@ -73,6 +73,7 @@ pub async fn main(mut args: DevArgs) -> ExitCode {
         Err(code) => return code,
     };
     crate::telemetry::logging::init(config.log_encoding, config.debug);
+    super::warn_unimplemented(&config);
     let metrics_listener =
         match bind("metrics", &format!("127.0.0.1:{}", config.metrics_port)).await {
             Ok(l) => l,

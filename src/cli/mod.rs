@@ -65,6 +65,31 @@ pub fn load_config(args: &ConfigArgs) -> Result<Config, ExitCode> {
     })
 }
 
+/// Variables the configuration accepts (they are the OpenFaaS names) but that this version does
+/// not act on yet: say so at start instead of silently ignoring them.
+pub fn warn_unimplemented(config: &Config) {
+    let mut unused = Vec::new();
+    if config.basic_auth {
+        unused.push("basic_auth");
+    }
+    if config.api_token_file.is_some() {
+        unused.push("api_token_file");
+    }
+    if config.callback_signing_secret_file.is_some() {
+        unused.push("callback_signing_secret_file");
+    }
+    if !config.callback_allowed_hosts.is_empty() {
+        unused.push("callback_allowed_hosts");
+    }
+    for name in unused {
+        tracing::warn!(
+            variable = name,
+            "Not implemented in this version: the setting is ignored (the ingress is not \
+             authenticated and callbacks are neither signed nor restricted)"
+        );
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -135,6 +160,7 @@ async fn run(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     crate::telemetry::logging::init(config.log_encoding, config.debug);
+    warn_unimplemented(&config);
     let metrics_listener = match bind("metrics", &format!("0.0.0.0:{}", config.metrics_port)).await
     {
         Ok(l) => l,

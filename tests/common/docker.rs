@@ -8,7 +8,7 @@
 //!   `localhost/queue-worker-nats:2.9` that `ci/nats-image/build.sh` builds without any registry
 //!   (this module runs that script, which is a no-op when the image is up to date). On a laptop
 //!   that can pull, `QW_NATS_IMAGE=nats:2.10` uses the official image.
-//! - [`scratch_image`] bundles a binary of this build into a `FROM scratch` image
+//! - [`worker_image`] and [`test_function_image`] bundle binaries of this build into `FROM scratch` images
 //!   (`ci/scratch-image.sh`): the worker and the test function run as containers that way.
 //!
 //! API shim: testcontainers 0.27 (bollard 0.20) speaks Docker API 1.52 and does not negotiate;
@@ -99,22 +99,6 @@ pub fn nats_image() -> Result<(String, String), String> {
             Ok(split_image(&image))
         })
         .clone()
-}
-
-/// Builds (if needed) a `FROM scratch` image named `image` around `bin` with `dockerfile`
-/// (a path relative to the repository); returns `(name, tag)`. Panics when it cannot.
-pub fn scratch_image(image: &str, bin: &Path, dockerfile: &str) -> (String, String) {
-    if let Err(e) = docker() {
-        panic!("cannot build {image}: {e}");
-    }
-    let script = repo_path("ci/scratch-image.sh");
-    let df = repo_path(dockerfile);
-    let bin_s = bin.to_string_lossy();
-    let df_s = df.to_string_lossy();
-    if let Err(e) = run_script(&script, &[image, &bin_s, &df_s, "--strip"], &[]) {
-        panic!("cannot build the image {image}: {e}");
-    }
-    split_image(image)
 }
 
 /// `repo/name:tag` → `("repo/name", "tag")` (tag `latest` when absent).
@@ -457,4 +441,88 @@ mod shim {
         }
         Ok(resp.map(|b: Incoming| b.boxed()))
     }
+}
+
+/// `localhost/queue-worker:test`: the `queue-worker` binary under test (the debug build,
+/// stripped) in a `FROM scratch` image (`ci/worker-image/Dockerfile`), built once per process.
+pub fn worker_image() -> (String, String) {
+    static IMAGE: OnceLock<(String, String)> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            scratch_image_with(
+                "localhost/queue-worker:test",
+                &super::worker_bin(),
+                "ci/worker-image/Dockerfile",
+                &["--strip", "--ca-certs"],
+            )
+        })
+        .clone()
+}
+
+/// `localhost/queue-worker-test-function:test`: `examples/test-function.rs` in a `FROM scratch`
+/// image, built once per process.
+pub fn test_function_image() -> (String, String) {
+    static IMAGE: OnceLock<(String, String)> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            scratch_image_with(
+                "localhost/queue-worker-test-function:test",
+                &example_bin("test-function"),
+                "ci/test-function-image/Dockerfile",
+                &["--strip"],
+            )
+        })
+        .clone()
+}
+
+fn scratch_image_with(image: &str, bin: &Path, dockerfile: &str, opts: &[&str]) -> (String, String) {
+    if let Err(e) = docker() {
+        panic!("cannot build {image}: {e}");
+    }
+    let script = repo_path("ci/scratch-image.sh");
+    let df = repo_path(dockerfile);
+    let (bin_s, df_s) = (bin.to_string_lossy(), df.to_string_lossy());
+    let mut args = vec![image, &*bin_s, &*df_s];
+    args.extend_from_slice(opts);
+    if let Err(e) = run_script(&script, &args, &[]) {
+        panic!("cannot build the image {image}: {e}");
+    }
+    split_image(image)
+}
+
+/// The example binary `name` of this build (`target/<profile>/examples/<name>`), built with
+/// `cargo build --example` first so that it is never stale (a no-op when up to date).
+pub fn example_bin(name: &str) -> PathBuf {
+    // This test binary is target/<profile>/deps/<test>-<hash>.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary under target/<profile>/deps");
+    let bin = profile_dir.join("examples").join(name);
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        cmd.arg("--release");
+    }
+    match cmd.output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) if bin.is_file() => eprintln!(
+            "docker harness: cargo build --example {name} failed, using the existing binary: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Ok(o) => panic!(
+            "cargo build --example {name} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) if bin.is_file() => {
+            eprintln!("docker harness: cannot run cargo ({e}), using the existing {name}")
+        }
+        Err(e) => panic!("cannot run cargo to build the example {name}: {e}"),
+    }
+    assert!(bin.is_file(), "no example binary at {}", bin.display());
+    bin
 }
