@@ -2,7 +2,7 @@
 # Builds a `FROM scratch` image around one dynamically linked binary and the shared libraries
 # `ldd` lists for it -- no base image, so no registry is needed.
 #
-#   ci/scratch-image.sh IMAGE BINARY DOCKERFILE [--strip] [--ca-certs]
+#   ci/scratch-image.sh IMAGE BINARY DOCKERFILE [--strip] [--ca-certs] [--alias NAME]...
 #
 # The binary is copied to /<basename> in the build context, its libraries under their own
 # paths (lib/..., lib64/...), and DOCKERFILE is used as is (it COPYs `rootfs/`). The image gets
@@ -10,21 +10,24 @@
 # with that tag and that label exists already, nothing is built (idempotent, a few ms).
 # --strip strips debug info from the copy (a debug build shrinks ~5x; the original is untouched).
 # --ca-certs adds the host's CA bundle (/etc/ssl/certs/ca-certificates.crt) for TLS clients.
+# --alias NAME adds /usr/local/bin/NAME, a symlink to the binary (found on the default PATH).
 set -euo pipefail
 
 if [ $# -lt 3 ]; then
-  echo "usage: $0 IMAGE BINARY DOCKERFILE [--strip] [--ca-certs]" >&2
+  echo "usage: $0 IMAGE BINARY DOCKERFILE [--strip] [--ca-certs] [--alias NAME]..." >&2
   exit 2
 fi
 image=$1 bin=$2 dockerfile=$3
 shift 3
-strip="" certs=""
-for opt in "$@"; do
-  case "$opt" in
+strip="" certs="" aliases=()
+while [ $# -gt 0 ]; do
+  case "$1" in
     --strip) strip=1 ;;
     --ca-certs) certs=/etc/ssl/certs/ca-certificates.crt ;;
-    *) echo "scratch-image: unknown option $opt" >&2; exit 2 ;;
+    --alias) aliases+=("${2:?--alias needs a name}"); shift ;;
+    *) echo "scratch-image: unknown option $1" >&2; exit 2 ;;
   esac
+  shift
 done
 [ -x "$bin" ] || { echo "scratch-image: $bin is not an executable file" >&2; exit 1; }
 [ -f "$dockerfile" ] || { echo "scratch-image: no Dockerfile at $dockerfile" >&2; exit 1; }
@@ -41,7 +44,7 @@ fi
 extra=()
 if [ -n "$certs" ] && [ -f "$certs" ]; then extra+=("$certs"); fi
 
-content=$(cat "$bin" "${libs[@]}" "${extra[@]}" "$dockerfile" | sha256sum | cut -c1-64)
+content=$( (cat "$bin" "${libs[@]}" "${extra[@]}" "$dockerfile"; echo "${aliases[@]}") | sha256sum | cut -c1-64)
 if [ "$(docker image inspect --format '{{ index .Config.Labels "qw.content" }}' "$image" 2>/dev/null || true)" = "$content" ]; then
   echo "scratch-image: $image is up to date"
   exit 0
@@ -61,6 +64,10 @@ for lib in "${libs[@]}" "${extra[@]}"; do
   mkdir -p "$ctx/rootfs$(dirname "$lib")"
   cp -L "$lib" "$ctx/rootfs$lib"
 done
+if [ ${#aliases[@]} -gt 0 ]; then
+  mkdir -p "$ctx/rootfs/usr/local/bin"
+  for a in "${aliases[@]}"; do ln -s "/$name" "$ctx/rootfs/usr/local/bin/$a"; done
+fi
 cp "$dockerfile" "$ctx/Dockerfile"
 echo "scratch-image: building $image from $bin (${#libs[@]} libraries)"
 # The classic builder: FROM scratch needs no BuildKit (which may be absent).

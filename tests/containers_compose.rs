@@ -66,7 +66,9 @@ async fn worker_nats_and_function_containers_post_invoke_and_call_back() {
         .await
         .expect("function container");
     let queue = "compose-q";
+    // `jetstream-queue-worker` is the command the OpenFaaS chart runs in its queue-worker pod.
     let worker = GenericImage::new(worker_image.clone(), worker_tag.clone())
+        .with_entrypoint("jetstream-queue-worker")
         .with_exposed_port(8080.tcp())
         .with_exposed_port(8081.tcp())
         .with_wait_for(WaitFor::Nothing)

@@ -141,6 +141,8 @@ impl Sched {
         let f = self.functions.get_mut(&chosen)?;
         let d = f.ready.pop_front()?;
         f.in_flight += 1;
+        // Its ready queue has room again: let the feeder pull the next one.
+        f.room.notify_one();
         self.last = Some(chosen.clone());
         Some((chosen, d))
     }

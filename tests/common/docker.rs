@@ -453,7 +453,14 @@ pub fn worker_image() -> (String, String) {
                 "localhost/queue-worker:test",
                 &super::worker_bin(),
                 "ci/worker-image/Dockerfile",
-                &["--strip", "--ca-certs"],
+                &[
+                    "--strip",
+                    "--ca-certs",
+                    "--alias",
+                    "queue-worker",
+                    "--alias",
+                    "jetstream-queue-worker",
+                ],
             )
         })
         .clone()
