@@ -107,7 +107,9 @@ async fn worker_nats_and_function_containers_post_invoke_and_call_back() {
     let mut call_ids = Vec::new();
     for i in 0..5 {
         let resp = client
-            .post(format!("{ingress}/async-function/echo.team-a/sub/path?i={i}"))
+            .post(format!(
+                "{ingress}/async-function/echo.team-a/sub/path?i={i}"
+            ))
             .header("Content-Type", "text/plain")
             .header("X-Callback-Url", receiver.url(&format!("/done/{i}")))
             .body(format!("hello from the host #{i}"))
@@ -189,7 +191,10 @@ fn deploy_dockerfile_is_multi_stage_and_non_root() {
         !matches!(user.trim(), "root" | "0" | "0:0"),
         "non-root user: {user}"
     );
-    assert!(last.contains("COPY --from=build"), "final stage copies the binary");
+    assert!(
+        last.contains("COPY --from=build"),
+        "final stage copies the binary"
+    );
     assert!(last.contains("EXPOSE 8080 8081"));
     assert!(last.contains("ENTRYPOINT"));
 }
@@ -213,7 +218,10 @@ fn grafana_dashboard_queries_only_exported_metrics() {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
         .collect();
-    assert!(families.contains("queue_worker_pending_messages"), "{families:?}");
+    assert!(
+        families.contains("queue_worker_pending_messages"),
+        "{families:?}"
+    );
 
     let mut used = BTreeSet::new();
     for e in &exprs {
@@ -239,7 +247,10 @@ fn grafana_dashboard_queries_only_exported_metrics() {
         "queue_worker_dead_letters",
         "queue_worker_queue_delay_seconds",
     ] {
-        assert!(used.contains(needed), "no panel for {needed}; used: {used:?}");
+        assert!(
+            used.contains(needed),
+            "no panel for {needed}; used: {used:?}"
+        );
     }
 }
 

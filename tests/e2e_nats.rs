@@ -662,3 +662,102 @@ async fn slow_functions_past_ack_wait_run_exactly_once() {
     );
     assert_eq!(function.max_concurrency(), 1);
 }
+
+#[tokio::test]
+async fn publish_command_enqueues_like_the_ingress_and_json_logs_are_json() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function = FunctionServer::echo().await;
+    let receiver = CallbackReceiver::start().await;
+    let queue = common::unique_name("cli");
+    let w = Worker::start(
+        &nats,
+        &queue,
+        &function.base_url(),
+        false,
+        &[("log_encoding", "json")],
+    )
+    .await;
+    let out = std::process::Command::new(common::worker_bin())
+        .env_clear()
+        .env("nats_url", nats.url())
+        .env("queue_name", &queue)
+        .args([
+            "publish",
+            "figlet.ns2",
+            "--data",
+            "from the cli",
+            "--header",
+            "X-Trace: t-1",
+            "--callback",
+            &receiver.url("/cb"),
+            "--path",
+            "/sub/path",
+            "--query",
+            "a=1",
+        ])
+        .output()
+        .expect("run publish");
+    assert!(
+        out.status.success(),
+        "publish failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let call_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(call_id.len(), 36, "prints the call id: {call_id:?}");
+    let calls = function.wait_for(1, T).await;
+    assert_eq!(calls[0].path, "/function/figlet.ns2/sub/path");
+    assert_eq!(calls[0].query.as_deref(), Some("a=1"));
+    assert_eq!(calls[0].body, Bytes::from_static(b"from the cli"));
+    assert_eq!(calls[0].header("x-trace"), Some("t-1"));
+    assert_eq!(calls[0].header("x-call-id"), Some(call_id.as_str()));
+    let cbs = receiver.wait_for(1, T).await;
+    assert_eq!(cbs[0].header("x-call-id"), Some(call_id.as_str()));
+
+    // Every log line of the worker is one JSON object with ts, level and msg.
+    let log = w.proc.log();
+    let mut saw_invoke = false;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["ts"].is_string() && v["level"].is_string() && v["msg"].is_string());
+        if v["msg"] == "Invoke" {
+            saw_invoke = true;
+            assert_eq!(v["callId"], call_id.as_str());
+            assert_eq!(v["function"], "figlet.ns2");
+            assert_eq!(v["delivery"], 1);
+        }
+    }
+    assert!(saw_invoke, "an Invoke line:\n{log}");
+    assert!(
+        !log.contains("from the cli") && !log.contains("t-1"),
+        "bodies and header values are never logged"
+    );
+}
+
+#[test]
+fn invalid_configuration_exits_2_with_one_line_per_bad_value() {
+    let out = std::process::Command::new(common::worker_bin())
+        .env_clear()
+        .env("max_inflight", "abc")
+        .env("ack_wait", "10 parsecs")
+        .env("scaling_mode", "static")
+        .arg("run")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("max_inflight") && l.contains("\"abc\""))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("ack_wait") && l.contains("10 parsecs"))
+    );
+}

@@ -482,7 +482,12 @@ pub fn test_function_image() -> (String, String) {
         .clone()
 }
 
-fn scratch_image_with(image: &str, bin: &Path, dockerfile: &str, opts: &[&str]) -> (String, String) {
+fn scratch_image_with(
+    image: &str,
+    bin: &Path,
+    dockerfile: &str,
+    opts: &[&str],
+) -> (String, String) {
     if let Err(e) = docker() {
         panic!("cannot build {image}: {e}");
     }
