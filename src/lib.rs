@@ -7,6 +7,8 @@
 //! globals, so tests and the simulation run several in one process.
 
 pub mod broker;
+#[cfg(feature = "buggify")]
+pub mod buggify;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -40,9 +40,12 @@ async fn worker_nats_and_function_containers_post_invoke_and_call_back() {
     if !docker_or_skip() {
         return;
     }
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
     let (nats_image, nats_tag) = docker::nats_image().unwrap_or_else(|e| panic!("{e}"));
     let (worker_image, worker_tag) = docker::worker_image();
     let (fn_image, fn_tag) = docker::test_function_image();
+    step("images ready");
     let net = Network::create("compose");
     let nats_name = format!("{}-nats", net.name);
     let fn_name = format!("{}-fn", net.name);
@@ -90,6 +93,7 @@ async fn worker_nats_and_function_containers_post_invoke_and_call_back() {
     let ingress = format!("http://127.0.0.1:{ingress_port}");
     wait_http_ok(&format!("{metrics}/healthz"), T).await;
     wait_http_ok(&format!("{metrics}/readyz"), T).await;
+    step("containers up, worker ready");
 
     // The image runs as a non-root user.
     let user = docker::cli_ok(&[
@@ -120,6 +124,7 @@ async fn worker_nats_and_function_containers_post_invoke_and_call_back() {
         call_ids.push(resp.headers()["x-call-id"].to_str().unwrap().to_string());
     }
     let cbs = receiver.wait_for(5, T).await;
+    step("callbacks received");
     let fn_host = docker::cli_ok(&["inspect", "--format", "{{.Config.Hostname}}", &fn_name]);
     for (i, id) in call_ids.iter().enumerate() {
         let cb = cbs
@@ -150,6 +155,7 @@ async fn worker_nats_and_function_containers_post_invoke_and_call_back() {
 
     // `docker stop` sends SIGTERM to the worker (PID 1): it drains and exits 0.
     docker::cli_ok(&["stop", "--time", "20", &worker_name]);
+    step("worker stopped");
     let code = docker::cli_ok(&["inspect", "--format", "{{.State.ExitCode}}", &worker_name]);
     assert_eq!(
         code.trim(),

@@ -761,3 +761,37 @@ fn invalid_configuration_exits_2_with_one_line_per_bad_value() {
             .any(|l| l.contains("ack_wait") && l.contains("10 parsecs"))
     );
 }
+
+#[tokio::test]
+async fn static_mode_reports_pending_messages_per_function() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function =
+        FunctionServer::start(|_, _| Reply::ok("ok").with_delay(Duration::from_millis(1000))).await;
+    let queue = common::unique_name("pending");
+    let w = Worker::start(&nats, &queue, &function.base_url(), true, &[]).await;
+    for _ in 0..7 {
+        let r = http_client()
+            .post(format!(
+                "{}/async-function/backlog",
+                w.ingress.as_ref().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let line = format!(
+        "queue_worker_pending_messages{{queue_name=\"{queue}\",function_name=\"backlog.openfaas-fn\"}}"
+    );
+    common::eventually(Duration::from_secs(15), "pending > 0 reported", || async {
+        w.metric(&line).await.is_some_and(|v| v > 0.0)
+    })
+    .await;
+    function.wait_for(7, T).await;
+    common::eventually(Duration::from_secs(15), "pending back to 0", || async {
+        w.metric(&line).await == Some(0.0)
+    })
+    .await;
+}

@@ -1607,6 +1607,7 @@ impl Subscription for MemSubscription {
                     match deadline {
                         Some(at) => {
                             tokio::select! {
+                                biased;
                                 _ = &mut notified => {}
                                 _ = tokio::time::sleep_until(at) => {}
                             }

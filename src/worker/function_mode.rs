@@ -15,7 +15,7 @@
 //!   function cannot starve the others; deliveries waiting in ready queues get progress acks so
 //!   their ack-wait lease never runs out while they wait.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,6 +80,70 @@ fn function_label(queue: &str, subject: &str) -> String {
     {
         Some(t) if !t.is_empty() => t.to_string(),
         _ => LEGACY_FUNCTION_LABEL.to_string(),
+    }
+}
+
+/// `queue_worker_pending_messages` from the stream's per-subject counts: functions that no
+/// longer have messages drop to 0 (the stream lists only subjects that have some).
+#[derive(Default)]
+pub struct PendingGauges {
+    shown: std::collections::BTreeSet<String>,
+}
+
+impl PendingGauges {
+    pub fn update(
+        &mut self,
+        metrics: &crate::telemetry::metrics::Metrics,
+        queue: &str,
+        subjects: &BTreeMap<String, u64>,
+    ) {
+        let mut now = std::collections::BTreeSet::new();
+        for (subject, n) in subjects {
+            if subject != queue && !subject.starts_with(&format!("{queue}.")) {
+                continue;
+            }
+            let label = function_label(queue, subject);
+            metrics
+                .pending_messages
+                .get_or_create(&FunctionLabels {
+                    queue_name: queue.to_string(),
+                    function_name: label.clone(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            now.insert(label);
+        }
+        for gone in self.shown.difference(&now) {
+            metrics
+                .pending_messages
+                .get_or_create(&FunctionLabels {
+                    queue_name: queue.to_string(),
+                    function_name: gone.clone(),
+                })
+                .set(0);
+        }
+        self.shown = now;
+    }
+}
+
+/// Static mode: refresh `queue_worker_pending_messages` every `every` until `stop`.
+pub async fn report_pending(
+    ctx: Arc<Context>,
+    stream: String,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut gauges = PendingGauges::default();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(Some(info)) = ctx.broker.stream_info(&stream, Some(">")).await {
+            gauges.update(ctx.metrics.all(), &ctx.config.queue_name, &info.subjects);
+        }
     }
 }
 
@@ -156,6 +220,7 @@ pub struct FunctionMode {
     sched: Arc<Mutex<Sched>>,
     /// Wakes the dispatcher: a delivery became ready, a slot or a function's room freed up.
     dispatch: Arc<Notify>,
+    pending: Mutex<PendingGauges>,
 }
 
 impl FunctionMode {
@@ -166,6 +231,7 @@ impl FunctionMode {
             health,
             sched: Arc::new(Mutex::new(Sched::default())),
             dispatch: Arc::new(Notify::new()),
+            pending: Mutex::new(PendingGauges::default()),
         }
     }
 
@@ -201,6 +267,7 @@ impl FunctionMode {
         let mut delay = Duration::from_millis(250);
         loop {
             let r = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
                 r = self.prepare() => r,
             };
@@ -209,6 +276,7 @@ impl FunctionMode {
                 Err(e) => {
                     tracing::warn!(error = %e, retryIn = ?delay, "Cannot set up the stream");
                     tokio::select! {
+                        biased;
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
@@ -265,6 +333,7 @@ impl FunctionMode {
                 });
             }
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 _ = self.dispatch.notified() => {}
                 _ = discovery.tick() => self.discover(&feeders, &feeders_stop).await,
@@ -378,7 +447,9 @@ impl FunctionMode {
             let mut s = self.sched();
             // Pending per function: subjects in the stream now; functions we knew that have
             // no messages any more drop to zero.
-            let mut seen: HashMap<String, u64> = HashMap::new();
+            // Ordered: feeders start in subject order, the same on every run (the simulation
+            // replays schedules by seed).
+            let mut seen: BTreeMap<String, u64> = BTreeMap::new();
             for (subject, n) in &info.subjects {
                 if subject == &queue || subject.starts_with(&format!("{queue}.")) {
                     seen.insert(subject.clone(), *n);
@@ -388,29 +459,9 @@ impl FunctionMode {
                 f.pending = seen.get(subject).copied().unwrap_or(0);
             }
             for (subject, n) in &seen {
-                metrics
-                    .pending_messages
-                    .get_or_create(&FunctionLabels {
-                        queue_name: queue.clone(),
-                        function_name: function_label(&queue, subject),
-                    })
-                    .set(*n as i64);
                 if *n > 0 && !s.functions.contains_key(subject) {
                     start.push(subject.clone());
                 }
-            }
-            // Zero the gauge of functions that no longer have messages.
-            let stale: Vec<FunctionLabels> = s
-                .functions
-                .keys()
-                .filter(|k| !seen.contains_key(*k))
-                .map(|k| FunctionLabels {
-                    queue_name: queue.clone(),
-                    function_name: function_label(&queue, k),
-                })
-                .collect();
-            for l in stale {
-                metrics.pending_messages.get_or_create(&l).set(0);
             }
             for subject in &start {
                 s.functions.insert(
@@ -430,6 +481,10 @@ impl FunctionMode {
             }
             consumers = s.functions.len();
         }
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(metrics, &queue, &info.subjects);
         metrics
             .consumers
             .get_or_create(&QueueLabels {
@@ -480,6 +535,7 @@ impl Feeder {
             recreate: false,
         };
         let sub = tokio::select! {
+            biased;
             _ = self.stop.cancelled() => None,
             s = self.ctx.broker.subscribe(&self.stream, &spec) => match s {
                 Ok(s) => Some(s),
@@ -498,6 +554,7 @@ impl Feeder {
                 let wanted = self.wanted();
                 if wanted == 0 {
                     tokio::select! {
+                        biased;
                         _ = self.stop.cancelled() => break,
                         _ = room.notified() => continue,
                     }
@@ -505,6 +562,7 @@ impl Feeder {
                 sub.set_demand(wanted);
                 let idle_check = idle_since + idle_limit;
                 tokio::select! {
+                    biased;
                     _ = self.stop.cancelled() => break,
                     next = sub.next() => match next {
                         Some(Ok(d)) => {
@@ -584,6 +642,7 @@ impl Feeder {
             let Some(f) = removed else {
                 let room = self.room();
                 tokio::select! {
+                    biased;
                     _ = room.notified() => {}
                     _ = self.stop.cancelled() => {}
                 }

@@ -28,6 +28,8 @@ use retry::{RetryBudget, RetryPolicy};
 
 /// Timeout of one callback POST.
 pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often static mode refreshes `queue_worker_pending_messages` from the stream.
+pub const PENDING_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// Upper bound on deliveries pulled ahead of the worker when `consumer_pull_max_messages` is
 /// not set.
 pub const MAX_DEFAULT_PULL_BATCH: usize = 256;
@@ -139,6 +141,13 @@ impl Worker {
             })
             .set(1);
         self.health.set_ready(true);
+        let reporter_stop = CancellationToken::new();
+        let reporter = tokio::spawn(function_mode::report_pending(
+            self.ctx.clone(),
+            self.stream.name.clone(),
+            PENDING_REPORT_INTERVAL,
+            reporter_stop.clone(),
+        ));
 
         let slots = Arc::new(Semaphore::new(cfg.max_inflight));
         let tasks = TaskTracker::new();
@@ -175,6 +184,7 @@ impl Worker {
                     drop(permit);
                     tracing::warn!(error = %e, "Pull failed; retrying");
                     tokio::select! {
+                        biased;
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(error_backoff) => {}
                     }
@@ -190,6 +200,8 @@ impl Worker {
 
         // Shutdown: stop pulling; give back what was pulled but not started.
         self.health.set_ready(false);
+        reporter_stop.cancel();
+        let _ = reporter.await;
         let buffered = subscription.drain_buffered();
         drop(subscription);
         let given_back = buffered.len();
@@ -258,6 +270,7 @@ impl Worker {
                     .await
             };
             let err = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return None,
                 r = attempt => match r {
                     Ok(sub) => return Some(sub),
@@ -266,6 +279,7 @@ impl Worker {
             };
             tracing::warn!(error = %err, retryIn = ?delay, "Cannot set up the stream and consumer");
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(delay) => {}
             }

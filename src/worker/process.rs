@@ -26,6 +26,7 @@ pub async fn run(ctx: &Context, delivery: Delivery, abandon: &CancellationToken)
     let acker: &dyn Acker = &*delivery.acker;
     let work = handle(ctx, &delivery);
     let (settle, status) = tokio::select! {
+        biased;
         s = with_progress(acker, ctx.config.ack_wait, work) => s,
         _ = abandon.cancelled() => (Settle::Nak(None), None),
     };
@@ -58,12 +59,17 @@ async fn with_progress<T, F: Future<Output = T>>(
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
+            #[cfg(feature = "buggify")]
+            if crate::buggify::on(crate::buggify::Bug::DropProgressAcks) {
+                continue;
+            }
             if let Err(e) = acker.progress().await {
                 tracing::debug!(error = %e, "Progress ack failed");
             }
         }
     };
     tokio::select! {
+        biased;
         s = work => s,
         never = ticker => never,
     }
@@ -230,6 +236,10 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Option<u16>) {
         url = %http_req.uri().path(),
         "Invoke"
     );
+    #[cfg(feature = "buggify")]
+    if crate::buggify::on(crate::buggify::Bug::AckBeforeInvoke) {
+        let _ = delivery.acker.ack().await;
+    }
     let inflight = ctx.metrics.inflight(&call.labels);
     inflight.inc();
     let started = Instant::now();
@@ -253,6 +263,14 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Option<u16>) {
             headers: resp.headers(),
         },
         Err(_) => AttemptResult::TransportError,
+    };
+    #[cfg(feature = "buggify")]
+    let call = {
+        let mut call = call;
+        if crate::buggify::on(crate::buggify::Bug::IgnoreMaxRetryAttempts) {
+            call.policy.max_attempts = retry::MAX_ATTEMPTS_LIMIT;
+        }
+        call
     };
     let decision = {
         let mut jitter = PortJitter(ctx.rng.as_ref());

@@ -1,0 +1,436 @@
+//! The broker host: the in-process [`MemoryBroker`] (JetStream semantics) served over the
+//! framed protocol of [`crate::proto`] on turmoil TCP, so crashes and partitions hit the
+//! worker↔broker link.
+//!
+//! A broker restart is modelled inside the host (turmoil's `bounce` would give the host a new
+//! tokio clock, and the stored messages' timers would lose their meaning): every connection is
+//! dropped, the port refuses connections while the broker is down, then
+//! [`MemoryBroker::restart`] applies what survives (`keep_messages`: file storage keeps
+//! messages and consumers; memory storage loses everything).
+//!
+//! The host also records the broker's view of the run: deliveries, settles that removed a
+//! message (each call's terminal transition), dead letters, messages lost to a memory restart.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use queue_worker::broker::memory::{MemoryBroker, MemoryLimits};
+use queue_worker::broker::{Acker, Broker, Delivery, Outgoing, Subscription};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use turmoil::net::{TcpListener, TcpStream};
+
+use crate::history::{Ev, FaultKind, History, SettleKind};
+use crate::proto::{self, Frame, Req, Resp, WDelivery, WSettle};
+use crate::{SimClock, header};
+
+pub const PORT: u16 = 4222;
+/// A connection that sends nothing (clients ping every second) for this long is dropped.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Header naming the simulated call on every message the workload publishes.
+pub const CALL_HEADER: &str = "Sim-Call-Id";
+
+struct AckEntry {
+    acker: Arc<dyn Acker>,
+    call: String,
+    delivered: u64,
+    seq: u64,
+}
+
+/// State shared by the broker host across its restarts (the "disk").
+pub struct BrokerShared {
+    pub broker: MemoryBroker,
+    hist: History,
+    queue: String,
+    acks: Mutex<BTreeMap<u64, AckEntry>>,
+    next_token: AtomicU64,
+    /// Work-queue messages stored now: sequence → call.
+    live: Mutex<BTreeMap<u64, String>>,
+    restart: Mutex<Option<(Duration, bool)>>,
+    restart_now: Notify,
+}
+
+impl BrokerShared {
+    pub fn new(hist: History, queue: &str) -> Arc<BrokerShared> {
+        Arc::new(BrokerShared {
+            broker: MemoryBroker::new(Arc::new(SimClock), MemoryLimits::default()),
+            hist,
+            queue: queue.to_string(),
+            acks: Mutex::new(BTreeMap::new()),
+            next_token: AtomicU64::new(1),
+            live: Mutex::new(BTreeMap::new()),
+            restart: Mutex::new(None),
+            restart_now: Notify::new(),
+        })
+    }
+
+    /// Ask the host to restart now: down for `down`, keeping messages (file) or not (memory).
+    pub fn request_restart(&self, down: Duration, keep_messages: bool) {
+        *self.restart.lock().unwrap_or_else(|e| e.into_inner()) = Some((down, keep_messages));
+        self.restart_now.notify_one();
+    }
+
+    fn is_work(&self, subject: &str) -> bool {
+        subject == self.queue || subject.starts_with(&format!("{}.", self.queue))
+    }
+
+    fn is_dead_letter(&self, subject: &str) -> bool {
+        subject.starts_with(&format!("{}_DLQ.", self.queue))
+    }
+
+    fn register(&self, d: Delivery, to: &str) -> WDelivery {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let call = header(&d.headers, CALL_HEADER).unwrap_or_default();
+        self.hist.record(Ev::SDeliver {
+            call: call.clone(),
+            delivered: d.delivered,
+            seq: d.stream_sequence,
+            to: to.to_string(),
+        });
+        let w = WDelivery {
+            subject: d.subject,
+            payload: d.payload.to_vec(),
+            headers: d.headers,
+            delivered: d.delivered,
+            stream_sequence: d.stream_sequence,
+            published: proto::to_nanos(d.published),
+            token,
+        };
+        self.acks.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            token,
+            AckEntry {
+                acker: Arc::from(d.acker),
+                call,
+                delivered: w.delivered,
+                seq: w.stream_sequence,
+            },
+        );
+        w
+    }
+
+    async fn settle(&self, token: u64, kind: WSettle, from: &str) -> Resp {
+        let entry = {
+            let acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+            acks.get(&token)
+                .map(|e| (e.acker.clone(), e.call.clone(), e.delivered, e.seq))
+        };
+        // Unknown token: an ack for a message a memory restart lost; JetStream acks are fire
+        // and forget, so it simply goes nowhere.
+        let Some((acker, call, delivered, seq)) = entry else {
+            return Resp::Done;
+        };
+        let r = match kind {
+            WSettle::Ack => acker.ack().await,
+            WSettle::Nak(d) => acker.nak(d).await,
+            WSettle::Progress => acker.progress().await,
+            WSettle::Term => acker.term().await,
+        };
+        let mut removed = false;
+        if matches!(kind, WSettle::Ack | WSettle::Term) {
+            self.acks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&token);
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            if live.get(&seq) == Some(&call) {
+                live.remove(&seq);
+                removed = true;
+            }
+        }
+        self.hist.record(Ev::SSettle {
+            call,
+            delivered,
+            kind: match kind {
+                WSettle::Ack => SettleKind::Ack,
+                WSettle::Nak(d) => SettleKind::Nak(d),
+                WSettle::Progress => SettleKind::Progress,
+                WSettle::Term => SettleKind::Term,
+            },
+            from: from.to_string(),
+            removed,
+        });
+        match r {
+            Ok(()) => Resp::Done,
+            Err(e) => Resp::Err((&e).into()),
+        }
+    }
+
+    async fn publish(&self, out: Outgoing) -> Resp {
+        let call = header(&out.headers, CALL_HEADER).unwrap_or_default();
+        let subject = out.subject.clone();
+        let reason = header(&out.headers, "Qw-Reason").unwrap_or_default();
+        match self.broker.publish(out).await {
+            Ok(ack) => {
+                if self.is_work(&subject) && !ack.duplicate {
+                    self.live
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(ack.sequence, call);
+                } else if self.is_dead_letter(&subject) {
+                    self.hist.record(Ev::SDeadLetter {
+                        call,
+                        reason,
+                        stored: !ack.duplicate,
+                    });
+                }
+                Resp::pub_ack(ack)
+            }
+            Err(e) => Resp::Err((&e).into()),
+        }
+    }
+
+    /// The restart itself (connections are already gone).
+    fn apply_restart(&self, keep_messages: bool) {
+        if !keep_messages {
+            let lost: Vec<String> = std::mem::take(
+                &mut *self.live.lock().unwrap_or_else(|e| e.into_inner()),
+            )
+            .into_values()
+            .collect();
+            for call in lost {
+                self.hist.record(Ev::SLost { call });
+            }
+            self.acks.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        self.broker.restart(keep_messages);
+    }
+}
+
+/// The broker host's software.
+pub async fn serve(shared: Arc<BrokerShared>) -> turmoil::Result {
+    loop {
+        let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
+        let mut conns = JoinSet::new();
+        let (down, keep) = loop {
+            tokio::select! {
+                biased;
+                _ = shared.restart_now.notified() => {
+                    let r = shared.restart.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(r) = r {
+                        break r;
+                    }
+                }
+                accepted = listener.accept() => {
+                    let (stream, _) = accepted?;
+                    let shared = shared.clone();
+                    conns.spawn_local(connection(shared, stream));
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        };
+        drop(listener);
+        conns.shutdown().await;
+        tokio::time::sleep(down).await;
+        shared.apply_restart(keep);
+        shared.hist.record(Ev::Fault {
+            kind: FaultKind::BrokerRestart,
+            target: "broker".into(),
+            start: false,
+        });
+    }
+}
+
+/// One client connection: requests in, answers out; pull requests run on their own tasks.
+async fn connection(shared: Arc<BrokerShared>, stream: TcpStream) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (out, mut out_rx) = mpsc::unbounded_channel::<Frame<Resp>>();
+    let writer = async move {
+        while let Some(f) = out_rx.recv().await {
+            if proto::write_frame(&mut wr, &f).await.is_err() {
+                break;
+            }
+        }
+    };
+    let mut name = String::from("?");
+    let mut subs: BTreeMap<u64, (mpsc::UnboundedSender<(u64, usize)>, CancellationToken)> =
+        BTreeMap::new();
+    let mut tasks = JoinSet::new();
+    let reader = async {
+        loop {
+            let frame = match tokio::time::timeout(
+                IDLE_TIMEOUT,
+                proto::read_frame::<_, Req>(&mut rd),
+            )
+            .await
+            {
+                Ok(Ok(Some(f))) => f,
+                _ => break,
+            };
+            let id = frame.id;
+            let resp = match frame.body {
+                Req::Hello { name: n } => {
+                    name = n;
+                    shared.hist.record(Ev::SConn {
+                        peer: name.clone(),
+                        up: true,
+                    });
+                    Resp::Done
+                }
+                Req::Ping => Resp::Pong,
+                Req::EnsureStream(s) => match shared.broker.ensure_stream(&s.into()).await {
+                    Ok(st) => Resp::status(st),
+                    Err(e) => Resp::Err((&e).into()),
+                },
+                Req::Publish(o) => shared.publish(o.into()).await,
+                Req::Subscribe {
+                    sub,
+                    stream,
+                    consumer,
+                } => {
+                    if let Some((_, cancel)) = subs.remove(&sub) {
+                        cancel.cancel();
+                    }
+                    match shared
+                        .broker
+                        .subscribe(&stream.into(), &consumer.into())
+                        .await
+                    {
+                        Ok(s) => {
+                            let (tx, rx) = mpsc::unbounded_channel();
+                            let cancel = CancellationToken::new();
+                            tasks.spawn_local(pull_task(
+                                shared.clone(),
+                                s,
+                                rx,
+                                out.clone(),
+                                name.clone(),
+                                cancel.clone(),
+                            ));
+                            subs.insert(sub, (tx, cancel));
+                            Resp::Done
+                        }
+                        Err(e) => Resp::Err((&e).into()),
+                    }
+                }
+                Req::Next { sub, demand } => match subs.get(&sub) {
+                    Some((tx, _)) => {
+                        let _ = tx.send((id, demand));
+                        continue;
+                    }
+                    None => Resp::Err(proto::WError::Other(format!("no subscription {sub}"))),
+                },
+                Req::Unsubscribe { sub } => {
+                    if let Some((_, cancel)) = subs.remove(&sub) {
+                        cancel.cancel();
+                    }
+                    Resp::Done
+                }
+                Req::Settle { token, kind } => shared.settle(token, kind, &name).await,
+                Req::DeleteConsumer { stream, name: c } => {
+                    match shared.broker.delete_consumer(&stream, &c).await {
+                        Ok(b) => Resp::Bool(b),
+                        Err(e) => Resp::Err((&e).into()),
+                    }
+                }
+                Req::ConsumerExists { stream, name: c } => {
+                    match shared.broker.consumer_exists(&stream, &c).await {
+                        Ok(b) => Resp::Bool(b),
+                        Err(e) => Resp::Err((&e).into()),
+                    }
+                }
+                Req::ListConsumers { stream } => match shared.broker.list_consumers(&stream).await
+                {
+                    Ok(n) => Resp::Names(n),
+                    Err(e) => Resp::Err((&e).into()),
+                },
+                Req::StreamInfo { stream, subjects } => match shared
+                    .broker
+                    .stream_info(&stream, subjects.as_deref())
+                    .await
+                {
+                    Ok(i) => Resp::info(i),
+                    Err(e) => Resp::Err((&e).into()),
+                },
+                Req::EnsureKv {
+                    bucket,
+                    ttl,
+                    memory,
+                    replicas,
+                } => match shared
+                    .broker
+                    .ensure_kv(&Req::kv_spec(bucket, ttl, memory, replicas))
+                    .await
+                {
+                    Ok(()) => Resp::Done,
+                    Err(e) => Resp::Err((&e).into()),
+                },
+                Req::KvPut { bucket, key, value } => {
+                    match shared.broker.kv_put(&bucket, &key, value.into()).await {
+                        Ok(r) => Resp::Rev(r),
+                        Err(e) => Resp::Err((&e).into()),
+                    }
+                }
+                Req::KvGet { bucket, key } => match shared.broker.kv_get(&bucket, &key).await {
+                    Ok(v) => Resp::Value(v.map(|b| b.to_vec())),
+                    Err(e) => Resp::Err((&e).into()),
+                },
+                Req::KvDelete { bucket, key } => {
+                    match shared.broker.kv_delete(&bucket, &key).await {
+                        Ok(()) => Resp::Done,
+                        Err(e) => Resp::Err((&e).into()),
+                    }
+                }
+            };
+            if out.send(Frame { id, body: resp }).is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = reader => {}
+        _ = writer => {}
+    }
+    for (_, (_, cancel)) in subs {
+        cancel.cancel();
+    }
+    // Let the pull tasks give back what they buffered.
+    while tasks.join_next().await.is_some() {}
+    if name != "?" {
+        shared.hist.record(Ev::SConn {
+            peer: name,
+            up: false,
+        });
+    }
+}
+
+/// Serves one subscription's pull requests, one at a time.
+async fn pull_task(
+    shared: Arc<BrokerShared>,
+    mut sub: Box<dyn Subscription>,
+    mut requests: mpsc::UnboundedReceiver<(u64, usize)>,
+    out: mpsc::UnboundedSender<Frame<Resp>>,
+    name: String,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (id, demand) = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            r = requests.recv() => match r {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        sub.set_demand(demand);
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            n = sub.next() => n,
+        };
+        let body = match next {
+            Some(Ok(d)) => Resp::Delivery(shared.register(d, &name)),
+            Some(Err(e)) => Resp::Err((&e).into()),
+            None => Resp::End,
+        };
+        if out.send(Frame { id, body }).is_err() {
+            break;
+        }
+    }
+    for d in sub.drain_buffered() {
+        let _ = d.acker.nak(None).await;
+    }
+}
