@@ -10,15 +10,12 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::NatsCluster;
 use common::http::{CallbackReceiver, FunctionServer};
+use common::load::{Tally, call_ids, client, post_load, wait_all_called_back};
 use common::worker::{Worker, WorkerProcess, get_text, wait_http_ok};
-use futures::StreamExt;
 
 /// One cluster at a time: three servers and three workers already fill two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -50,131 +47,6 @@ async fn start_worker(cluster: &NatsCluster, queue: &str, gateway: &str) -> Work
         proc,
         metrics,
         ingress: Some(format!("http://{ingress}")),
-    }
-}
-
-/// A client that waits long enough for a 503 after the PubAck timeout.
-fn client() -> reqwest::Client {
-    let _ = common::worker::http_client(); // installs the rustls provider
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(40))
-        .build()
-        .expect("reqwest client")
-}
-
-/// What the load saw.
-#[derive(Default)]
-struct Tally {
-    accepted: Mutex<HashSet<String>>,
-    /// 503s and transport errors, retried.
-    refused: AtomicUsize,
-    /// Invocations given up on (never accepted within the deadline).
-    abandoned: Mutex<Vec<String>>,
-}
-
-impl Tally {
-    fn accepted_count(&self) -> usize {
-        self.accepted.lock().unwrap().len()
-    }
-}
-
-/// Posts invocations `ids` at `per_second`, `concurrency` at a time, round-robin over the
-/// ingresses. A 503 or transport error is retried (same `X-Call-Id`, next ingress) for up to
-/// `give_up`; any other status than 202/503 fails the test.
-async fn post_load(
-    ingresses: &[String],
-    callback: &str,
-    ids: Vec<String>,
-    per_second: u32,
-    tally: &Tally,
-    give_up: Duration,
-) {
-    let http = client();
-    let start = tokio::time::Instant::now();
-    let interval = Duration::from_secs(1) / per_second;
-    futures::stream::iter(ids.into_iter().enumerate())
-        .for_each_concurrent(32, |(n, id)| {
-            let http = http.clone();
-            async move {
-                tokio::time::sleep_until(start + interval * n as u32).await;
-                let deadline = Instant::now() + give_up;
-                let mut attempt = n;
-                loop {
-                    let ingress = &ingresses[attempt % ingresses.len()];
-                    attempt += 1;
-                    let resp = http
-                        .post(format!("{ingress}/async-function/echo"))
-                        .header("X-Call-Id", id.as_str())
-                        .header("X-Callback-Url", callback)
-                        .body(id.clone())
-                        .send()
-                        .await;
-                    match resp.map(|r| r.status().as_u16()) {
-                        Ok(202) => {
-                            tally.accepted.lock().unwrap().insert(id);
-                            return;
-                        }
-                        Ok(503) | Err(_) => {
-                            tally.refused.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(other) => panic!("{id}: ingress {ingress} answered {other}"),
-                    }
-                    if Instant::now() >= deadline {
-                        tally.abandoned.lock().unwrap().push(id);
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        })
-        .await;
-}
-
-/// Call ids seen by `rec` requests (`X-Call-Id`), with how many times each.
-fn call_ids(reqs: &[common::http::Recorded]) -> HashMap<String, usize> {
-    let mut seen = HashMap::new();
-    for r in reqs {
-        if let Some(id) = r.header("x-call-id") {
-            *seen.entry(id.to_string()).or_insert(0) += 1;
-        }
-    }
-    seen
-}
-
-/// Waits until every id in `accepted` has a callback with `X-Function-Status: 200`;
-/// panics listing the missing ones.
-async fn wait_all_called_back(
-    receiver: &CallbackReceiver,
-    accepted: &HashSet<String>,
-    timeout: Duration,
-) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let reqs = receiver.requests();
-        let ok: HashSet<&str> = reqs
-            .iter()
-            .filter(|r| r.header("x-function-status") == Some("200"))
-            .filter_map(|r| r.header("x-call-id"))
-            .collect();
-        let missing: Vec<&String> = accepted
-            .iter()
-            .filter(|id| !ok.contains(id.as_str()))
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            let mut sample: Vec<&&String> = missing.iter().take(10).collect();
-            sample.sort();
-            panic!(
-                "{} of {} accepted invocations have no successful callback after {timeout:?}, \
-                 e.g. {sample:?}",
-                missing.len(),
-                accepted.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -256,8 +128,8 @@ async fn every_accepted_invocation_completes_through_node_loss_and_partition() {
     };
     let ((), (), per_second) = tokio::join!(load, faults, timeline);
     eprintln!("accepted per second: {per_second:?}");
-    let accepted = tally.accepted.lock().unwrap().clone();
-    let refused = tally.refused.load(Ordering::Relaxed);
+    let accepted = tally.accepted();
+    let refused = tally.refused();
     let abandoned = tally.abandoned.lock().unwrap().clone();
     eprintln!(
         "load: {} accepted, {refused} refused attempts (503/transport, retried), {} abandoned, in {:?}",
@@ -311,7 +183,7 @@ async fn every_accepted_invocation_completes_through_node_loss_and_partition() {
         Duration::from_secs(30),
     )
     .await;
-    let accepted2 = tally2.accepted.lock().unwrap().clone();
+    let accepted2 = tally2.accepted();
     assert_eq!(accepted2.len(), 300, "all nodes up: every post is accepted");
     wait_all_called_back(&receiver, &accepted2, Duration::from_secs(60)).await;
     let after: Vec<f64> =
@@ -372,7 +244,7 @@ async fn without_quorum_the_ingress_answers_503_and_service_resumes_after() {
         Duration::from_secs(30),
     )
     .await;
-    let before = tally.accepted.lock().unwrap().clone();
+    let before = tally.accepted();
     assert_eq!(before.len(), 100);
     wait_all_called_back(&receiver, &before, Duration::from_secs(60)).await;
 
@@ -424,7 +296,7 @@ async fn without_quorum_the_ingress_answers_503_and_service_resumes_after() {
         Duration::from_secs(60),
     )
     .await;
-    let after = tally.accepted.lock().unwrap().clone();
+    let after = tally.accepted();
     assert_eq!(
         after.len(),
         200,

@@ -1,12 +1,84 @@
-//! Deterministic simulation harness (placeholder).
-//!
-//! The turmoil-based harness arrives with the simulation issue. This crate exists so the
-//! workspace layout is stable and `cargo test --workspace` already covers it.
+//! `sim --seed N [--scenario NAME|all] [--calls N] [--faults N] [--bug NAME]`: run one seed
+//! and print a summary; the last line is `trace-digest: <hex>` (SHA-256 of the ordered event
+//! traces of the runs). Exit code 1 when an invariant broke.
 
-fn main() {
+use sha2::{Digest, Sha256};
+
+fn usage() -> ! {
     eprintln!(
-        "sim: the deterministic simulation harness is not built yet (queue-worker {})",
-        queue_worker::VERSION
+        "usage: sim [--seed N] [--scenario NAME|all] [--steps CALLS] [--calls N] [--faults N] [--bug NAME]\n\
+         scenarios: {}\n\
+         --steps/--calls: workload size (calls); --faults: keep at most N faults;\n\
+         --bug (buggify builds): ack-before-invoke | ignore-max-retry-attempts | drop-progress-acks",
+        sim::scenarios::ALL
+            .iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     std::process::exit(2);
+}
+
+fn main() {
+    let mut seed: u64 = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let mut scenario = "all".to_string();
+    let mut opts = sim::Opts::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--seed" => seed = val().parse().unwrap_or_else(|_| usage()),
+            "--scenario" => scenario = val(),
+            "--steps" | "--calls" => opts.calls = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--faults" => opts.faults = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--bug" => {
+                let b = val();
+                opts.bug = Some(match b.as_str() {
+                    "ack-before-invoke" => "ack-before-invoke",
+                    "ignore-max-retry-attempts" => "ignore-max-retry-attempts",
+                    "drop-progress-acks" => "drop-progress-acks",
+                    _ => usage(),
+                });
+                if !cfg!(feature = "buggify") {
+                    eprintln!("--bug needs a build with --features buggify");
+                    std::process::exit(2);
+                }
+            }
+            "-h" | "--help" => usage(),
+            _ => usage(),
+        }
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
+    let names: Vec<&str> = if scenario == "all" {
+        sim::scenarios::ALL.iter().map(|s| s.name).collect()
+    } else if sim::scenarios::find(&scenario).is_some() {
+        vec![scenario.as_str()]
+    } else {
+        usage()
+    };
+    let mut digest = Sha256::new();
+    let mut failed = false;
+    for name in names {
+        let Some(r) = sim::run_scenario(name, seed, &opts) else {
+            usage()
+        };
+        print!("{}", sim::summary(&r));
+        if !r.ok() {
+            failed = true;
+            println!("  replay: SIM_SEED={seed} cargo run --release -p sim -- --seed {seed} --scenario {name}");
+        }
+        digest.update(r.digest.as_bytes());
+    }
+    let hex: String = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    println!("trace-digest: {hex}");
+    if failed {
+        std::process::exit(1);
+    }
 }

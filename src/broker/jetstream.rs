@@ -318,18 +318,8 @@ impl Broker for JetStreamBroker {
     }
 
     async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
-        let s = match self.js.get_stream(stream).await {
-            Ok(s) => s,
-            Err(e) => {
-                return match e.kind() {
-                    GetStreamErrorKind::JetStream(inner)
-                        if api_code(&inner) == STREAM_NOT_FOUND =>
-                    {
-                        Ok(false)
-                    }
-                    _ => Err(BrokerError::other("get stream", e)),
-                };
-            }
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(false);
         };
         match s.delete_consumer(name).await {
             Ok(_) => Ok(true),
@@ -348,18 +338,8 @@ impl Broker for JetStreamBroker {
 
     async fn list_consumers(&self, stream: &str) -> Result<Vec<String>, BrokerError> {
         use futures::TryStreamExt;
-        let s = match self.js.get_stream(stream).await {
-            Ok(s) => s,
-            Err(e) => {
-                return match e.kind() {
-                    GetStreamErrorKind::JetStream(inner)
-                        if api_code(&inner) == STREAM_NOT_FOUND =>
-                    {
-                        Ok(Vec::new())
-                    }
-                    _ => Err(BrokerError::other("get stream", e)),
-                };
-            }
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(Vec::new());
         };
         s.consumer_names()
             .try_collect()
@@ -376,18 +356,8 @@ impl Broker for JetStreamBroker {
         stream: &str,
         subjects: Option<&str>,
     ) -> Result<Option<StreamInfo>, BrokerError> {
-        let s = match self.js.get_stream(stream).await {
-            Ok(s) => s,
-            Err(e) => {
-                return match e.kind() {
-                    GetStreamErrorKind::JetStream(inner)
-                        if api_code(&inner) == STREAM_NOT_FOUND =>
-                    {
-                        Ok(None)
-                    }
-                    _ => Err(BrokerError::other("stream info", e)),
-                };
-            }
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(None);
         };
         let Some(filter) = subjects else {
             let state = &s.cached_info().state;
@@ -527,21 +497,29 @@ impl JetStreamBroker {
     }
 }
 
+/// The stream, or `None` when it does not exist.
+async fn stream_if_exists(
+    js: &jetstream::Context,
+    stream: &str,
+) -> Result<Option<jetstream::stream::Stream>, BrokerError> {
+    match js.get_stream(stream).await {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(inner) if api_code(&inner) == STREAM_NOT_FOUND => {
+                Ok(None)
+            }
+            _ => Err(BrokerError::other("get stream", e)),
+        },
+    }
+}
+
 pub(super) async fn consumer_exists(
     js: &jetstream::Context,
     stream: &str,
     name: &str,
 ) -> Result<bool, BrokerError> {
-    let s = match js.get_stream(stream).await {
-        Ok(s) => s,
-        Err(e) => {
-            return match e.kind() {
-                GetStreamErrorKind::JetStream(inner) if api_code(&inner) == STREAM_NOT_FOUND => {
-                    Ok(false)
-                }
-                _ => Err(BrokerError::other("get stream", e)),
-            };
-        }
+    let Some(s) = stream_if_exists(js, stream).await? else {
+        return Ok(false);
     };
     match s.consumer_info(name).await {
         Ok(_) => Ok(true),

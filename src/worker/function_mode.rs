@@ -358,21 +358,7 @@ impl FunctionMode {
             let _ = d.acker.nak(None).await;
         }
         tasks.close();
-        if tokio::time::timeout(cfg.shutdown_timeout, tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                remaining = tasks.len(),
-                "Shutdown timeout reached: giving back unfinished invocations"
-            );
-            abandon.cancel();
-            tasks.wait().await;
-        }
-        if let Err(e) = self.ctx.broker.flush().await {
-            tracing::warn!(error = %e, "Could not flush acknowledgements; those messages are redelivered");
-        }
-        tracing::info!("Stopped");
+        super::finish_in_flight(&self.ctx, &tasks, &abandon).await;
     }
 
     /// Progress acks for deliveries waiting in ready queues.

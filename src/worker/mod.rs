@@ -55,6 +55,27 @@ impl Context {
     }
 }
 
+/// The end of a graceful shutdown (SPEC §12): let in-flight invocations (`tasks`, closed) finish
+/// for up to `shutdown_timeout`, then cancel `abandon` so the rest give their messages back;
+/// flush the acknowledgements.
+async fn finish_in_flight(ctx: &Context, tasks: &TaskTracker, abandon: &CancellationToken) {
+    if tokio::time::timeout(ctx.config.shutdown_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "Shutdown timeout reached: giving back unfinished invocations"
+        );
+        abandon.cancel();
+        tasks.wait().await;
+    }
+    if let Err(e) = ctx.broker.flush().await {
+        tracing::warn!(error = %e, "Could not flush acknowledgements; those messages are redelivered");
+    }
+    tracing::info!("Stopped");
+}
+
 /// The queue worker of one queue (`queue_name`).
 pub struct Worker {
     ctx: Arc<Context>,
@@ -218,21 +239,7 @@ impl Worker {
             timeout = ?cfg.shutdown_timeout,
             "Stopping: waiting for in-flight invocations"
         );
-        if tokio::time::timeout(cfg.shutdown_timeout, tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                remaining = tasks.len(),
-                "Shutdown timeout reached: giving back unfinished invocations"
-            );
-            abandon.cancel();
-            tasks.wait().await;
-        }
-        if let Err(e) = self.ctx.broker.flush().await {
-            tracing::warn!(error = %e, "Could not flush acknowledgements; those messages are redelivered");
-        }
-        tracing::info!("Stopped");
+        finish_in_flight(&self.ctx, &tasks, &abandon).await;
     }
 
     /// A work queue forbids overlapping consumers: switching a queue from function mode to

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod docker;
 pub mod http;
+pub mod load;
 pub mod nats;
 pub mod worker;
 

@@ -1,0 +1,730 @@
+//! Invariants, checked over the recorded history of a run.
+//!
+//! - **terminal**: every accepted call reaches a terminal state (removed from the work queue by
+//!   an ack after a successful invocation, or by a term after its dead letter was stored),
+//!   except calls lost to a broker restart with memory storage (documented, counted);
+//! - **exactly one**: no call has two outcomes (a success and a dead letter, two dead letters,
+//!   callbacks from two invocations) unless a fault broke its lease (at-least-once duplicates,
+//!   counted and bounded);
+//! - **lease**: a message is redelivered while its holder has not given it back only when a
+//!   fault (crash, partition, broker restart) hit that holder: progress acks keep slow
+//!   invocations' leases alive;
+//! - **no invocation after the terminal state**, except those duplicates;
+//! - **attempts ≤ max**: a retry (nak with a delay after a retryable failure) is only decided on
+//!   an attempt below `max_retry_attempts`; only retryable statuses are retried;
+//! - **delays within policy**: each retry delay is what the policy allows for that attempt and
+//!   answer (backoff and jitter, `Retry-After` clamped, or the budget's maximum wait), and the
+//!   broker does not redeliver before it;
+//! - **in-flight ≤ max_inflight** per worker;
+//! - **retry budget**: retries granted below the maximum wait stay within the budget;
+//! - **callbacks**: at most `callback_retries + 1` posts per invocation, none after one was
+//!   accepted, and (when the receiver had no outage) every finished call with a callback URL
+//!   got one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use queue_worker::config::Backoff;
+
+use crate::history::{Ev, FaultKind, Record, SettleKind, host_of};
+use crate::plan::{Fault, RunConfig};
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub rule: &'static str,
+    pub call: String,
+    pub at: Duration,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] t={:.3}s call={} {}",
+            self.rule,
+            self.at.as_secs_f64(),
+            self.call,
+            self.detail
+        )
+    }
+}
+
+/// Counts for the summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub accepted: usize,
+    pub succeeded: usize,
+    pub dead_lettered: BTreeMap<String, usize>,
+    pub lost: usize,
+    pub invocations: usize,
+    pub retries: usize,
+    pub budget_denied: usize,
+    /// Redeliveries while the holder still had the message, each explained by a fault.
+    pub lease_losses: usize,
+    /// Bound on lease losses from the faults that happened.
+    pub lease_loss_bound: usize,
+    pub duplicate_invocations: usize,
+    pub max_inflight_seen: usize,
+    pub faults: usize,
+    pub crashes_mid_invocation: usize,
+    pub callbacks: usize,
+    pub callbacks_refused: usize,
+    pub consumer_deletes: usize,
+    pub reconnects: usize,
+}
+
+/// The verdict on a run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub violations: Vec<Violation>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone)]
+struct FaultSpan {
+    kind: FaultKind,
+    target: String,
+    from: Duration,
+    to: Duration,
+}
+
+fn retryable(cfg: &RunConfig, status: u16) -> bool {
+    cfg.worker_config().retry_http_codes.contains(&status)
+}
+
+fn pow_delay(cfg: &RunConfig, attempt: u64) -> Duration {
+    let mut d = cfg.initial_retry_wait;
+    for _ in 1..attempt.min(64) {
+        d = d.saturating_mul(2);
+        if d >= cfg.max_retry_wait {
+            break;
+        }
+    }
+    d.min(cfg.max_retry_wait)
+}
+
+/// Whether `d` is a delay the policy allows after attempt `n` answered `status`.
+fn delay_allowed(
+    cfg: &RunConfig,
+    n: u64,
+    status: u16,
+    retry_after: Option<&str>,
+    d: Duration,
+) -> bool {
+    // The budget, when spent, sends the retry to the maximum wait.
+    if d == cfg.max_retry_wait {
+        return true;
+    }
+    if matches!(status, 429 | 503)
+        && let Some(ra) = retry_after.and_then(|s| s.trim().parse::<u64>().ok())
+    {
+        let want = Duration::from_secs(ra)
+            .max(cfg.initial_retry_wait)
+            .min(cfg.max_retry_wait);
+        return d == want;
+    }
+    let base = pow_delay(cfg, n);
+    let floor = base.min(Duration::from_millis(1));
+    match cfg.backoff {
+        Backoff::Exponential => d == base,
+        Backoff::Full => d >= floor && d <= base,
+        Backoff::Equal => d >= (base / 2).max(floor) && d <= base,
+    }
+}
+
+/// Check every invariant over `records`.
+pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
+    let mut v: Vec<Violation> = Vec::new();
+    let mut st = Stats::default();
+    let mut violation = |rule: &'static str, call: &str, at: Duration, detail: String| {
+        v.push(Violation {
+            rule,
+            call: call.to_string(),
+            at,
+            detail,
+        });
+    };
+
+    // ---- faults as spans ----
+    let mut spans: Vec<FaultSpan> = Vec::new();
+    let mut open: BTreeMap<(FaultKind, String), Duration> = BTreeMap::new();
+    for r in records {
+        if let Ev::Fault {
+            kind,
+            target,
+            start,
+        } = &r.ev
+        {
+            if *start {
+                st.faults += 1;
+                open.insert((*kind, target.clone()), r.at);
+            } else if let Some(from) = open.remove(&(*kind, target.clone())) {
+                spans.push(FaultSpan {
+                    kind: *kind,
+                    target: target.clone(),
+                    from,
+                    to: r.at,
+                });
+            }
+        }
+    }
+    for ((kind, target), from) in open {
+        spans.push(FaultSpan {
+            kind,
+            target,
+            from,
+            to: Duration::MAX,
+        });
+    }
+    // A fault explains a lost lease of `holder` between `a` and `b`. A partition is only
+    // noticed by the connection's read deadline, a crash drops in-flight acks: allow a little.
+    let excused = |holder: &str, a: Duration, b: Duration| -> bool {
+        let host = host_of(holder);
+        spans.iter().any(|s| {
+            let hits = match s.kind {
+                FaultKind::Crash | FaultKind::Partition => s.target == host,
+                FaultKind::BrokerRestart => true,
+                FaultKind::ReceiverDown => false,
+            };
+            hits && s.from <= b && s.to.saturating_add(Duration::from_secs(5)) >= a
+        })
+    };
+    // Lease losses a fault can explain: each hit worker held at most its slots plus what it
+    // pulled ahead (and, in function mode, one ready delivery per function).
+    let per_worker = cfg.max_inflight * 2 + cfg.calls.len().min(64);
+    st.lease_loss_bound = spans
+        .iter()
+        .map(|s| match s.kind {
+            FaultKind::Crash | FaultKind::Partition => per_worker,
+            FaultKind::BrokerRestart => per_worker * cfg.workers,
+            FaultKind::ReceiverDown => 0,
+        })
+        .sum();
+
+    // ---- index the history per call ----
+    #[derive(Default)]
+    struct CallLog {
+        accepted: Option<Duration>,
+        sdeliver: Vec<(Duration, u64, String)>,
+        ssettle: Vec<(Duration, u64, SettleKind, String, bool)>,
+        dead: Vec<(Duration, String, bool)>,
+        lost: bool,
+        /// Worker-side: (time, worker, event)
+        w: Vec<(Duration, String, WEv)>,
+        callbacks: Vec<(Duration, String, String, String, u16)>,
+    }
+    #[derive(Debug, Clone)]
+    enum WEv {
+        Deliver(u64),
+        Start,
+        End(u16, Option<String>, bool),
+        Settle(u64, SettleKind, bool),
+        DeadLetter(bool),
+    }
+    let mut calls: BTreeMap<String, CallLog> = BTreeMap::new();
+    let mut inflight: BTreeMap<String, usize> = BTreeMap::new();
+    for r in records {
+        match &r.ev {
+            Ev::Accepted { call } => {
+                let c = calls.entry(call.clone()).or_default();
+                c.accepted.get_or_insert(r.at);
+            }
+            Ev::SDeliver {
+                call,
+                delivered,
+                to,
+                ..
+            } => calls
+                .entry(call.clone())
+                .or_default()
+                .sdeliver
+                .push((r.at, *delivered, to.clone())),
+            Ev::SSettle {
+                call,
+                delivered,
+                kind,
+                from,
+                removed,
+            } => calls.entry(call.clone()).or_default().ssettle.push((
+                r.at,
+                *delivered,
+                *kind,
+                from.clone(),
+                *removed,
+            )),
+            Ev::SDeadLetter {
+                call,
+                reason,
+                stored,
+            } => calls
+                .entry(call.clone())
+                .or_default()
+                .dead
+                .push((r.at, reason.clone(), *stored)),
+            Ev::SLost { call } => calls.entry(call.clone()).or_default().lost = true,
+            Ev::SConn { up: true, .. } => st.reconnects += 1,
+            Ev::WDeliver {
+                worker,
+                call,
+                delivered,
+            } => calls.entry(call.clone()).or_default().w.push((
+                r.at,
+                worker.clone(),
+                WEv::Deliver(*delivered),
+            )),
+            Ev::InvokeStart { worker, call } => {
+                st.invocations += 1;
+                let n = inflight.entry(worker.clone()).or_default();
+                *n += 1;
+                st.max_inflight_seen = st.max_inflight_seen.max(*n);
+                if *n > cfg.max_inflight {
+                    violation(
+                        "inflight",
+                        call,
+                        r.at,
+                        format!(
+                            "{worker} has {n} invocations in flight, max_inflight is {}",
+                            cfg.max_inflight
+                        ),
+                    );
+                }
+                calls
+                    .entry(call.clone())
+                    .or_default()
+                    .w
+                    .push((r.at, worker.clone(), WEv::Start));
+            }
+            Ev::InvokeEnd {
+                worker,
+                call,
+                status,
+                retry_after,
+                aborted,
+                ..
+            } => {
+                if let Some(n) = inflight.get_mut(worker) {
+                    *n = n.saturating_sub(1);
+                }
+                if *aborted {
+                    st.crashes_mid_invocation += 1;
+                }
+                calls.entry(call.clone()).or_default().w.push((
+                    r.at,
+                    worker.clone(),
+                    WEv::End(*status, retry_after.clone(), *aborted),
+                ));
+            }
+            Ev::WSettle {
+                worker,
+                call,
+                delivered,
+                kind,
+                ok,
+            } => calls.entry(call.clone()).or_default().w.push((
+                r.at,
+                worker.clone(),
+                WEv::Settle(*delivered, *kind, *ok),
+            )),
+            Ev::WDeadLetter { worker, call, ok } => calls.entry(call.clone()).or_default().w.push(
+                (r.at, worker.clone(), WEv::DeadLetter(*ok)),
+            ),
+            Ev::CbRecv {
+                call,
+                from,
+                function_status,
+                retry,
+                answered,
+            } => {
+                st.callbacks += 1;
+                if *answered >= 300 {
+                    st.callbacks_refused += 1;
+                }
+                calls.entry(call.clone()).or_default().callbacks.push((
+                    r.at,
+                    from.clone(),
+                    retry.clone(),
+                    function_status.clone(),
+                    *answered,
+                ))
+            }
+            _ => {}
+        }
+    }
+
+    // Retry-budget bookkeeping: per (worker, function): first attempts and definite grants.
+    let mut first_attempts: BTreeMap<(String, String), Vec<Duration>> = BTreeMap::new();
+    let mut grants: BTreeMap<(String, String), Vec<(Duration, String)>> = BTreeMap::new();
+    let receiver_faults = cfg.faults.iter().any(|f| {
+        matches!(
+            f,
+            Fault::ReceiverDown { .. } | Fault::ReceiverErrors { .. }
+        )
+    });
+
+    for (id, c) in &calls {
+        let plan = cfg.call(id);
+        let function = plan.map(|p| p.function.clone()).unwrap_or_default();
+
+        // ---- lease: redeliveries while the holder still had the message ----
+        let mut dup_deliveries: BTreeSet<(String, u64)> = BTreeSet::new();
+        for w in c.sdeliver.windows(2) {
+            let (t0, n0, holder) = &w[0];
+            let (t1, _, next) = &w[1];
+            let given_back = c.ssettle.iter().any(|(t, n, k, from, _)| {
+                t >= t0 && t <= t1 && n == n0 && from == holder && matches!(k, SettleKind::Nak(_))
+            });
+            if given_back {
+                continue;
+            }
+            if excused(holder, *t0, *t1) {
+                st.lease_losses += 1;
+                dup_deliveries.insert((holder.clone(), *n0));
+                dup_deliveries.insert((next.clone(), w[1].1));
+            } else {
+                violation(
+                    "lease",
+                    id,
+                    *t1,
+                    format!(
+                        "delivery {n0} to {holder} at {:.3}s was redelivered to {next} without \
+                         being given back and with no fault hitting {holder}: its lease expired \
+                         while it was alive (progress acks?)",
+                        t0.as_secs_f64()
+                    ),
+                );
+            }
+        }
+
+        // Which delivery each worker-side event belongs to.
+        let mut current: BTreeMap<String, u64> = BTreeMap::new();
+        let mut last_end: BTreeMap<(String, u64), (Duration, u16, Option<String>)> =
+            BTreeMap::new();
+        let mut dl_failed: BTreeMap<(String, u64), Duration> = BTreeMap::new();
+        let mut starts: Vec<(Duration, String, u64)> = Vec::new();
+        for (t, worker, e) in &c.w {
+            match e {
+                WEv::Deliver(n) => {
+                    current.insert(worker.clone(), *n);
+                }
+                WEv::Start => {
+                    let n = current.get(worker).copied().unwrap_or(0);
+                    starts.push((*t, worker.clone(), n));
+                    if n == 1 {
+                        first_attempts
+                            .entry((worker.clone(), function.clone()))
+                            .or_default()
+                            .push(*t);
+                    }
+                }
+                WEv::End(status, ra, aborted) => {
+                    if !aborted {
+                        let n = current.get(worker).copied().unwrap_or(0);
+                        last_end.insert((worker.clone(), n), (*t, *status, ra.clone()));
+                    }
+                }
+                WEv::DeadLetter(ok) => {
+                    if !ok {
+                        let n = current.get(worker).copied().unwrap_or(0);
+                        dl_failed.insert((worker.clone(), n), *t);
+                    }
+                }
+                WEv::Settle(n, SettleKind::Nak(Some(d)), _) => {
+                    let key = (worker.clone(), *n);
+                    let Some((te, status, ra)) = last_end.get(&key).cloned() else {
+                        continue; // a dead letter that could not be stored yet
+                    };
+                    if dl_failed.get(&key).is_some_and(|tf| *tf >= te) {
+                        continue;
+                    }
+                    st.retries += 1;
+                    if u64::from(cfg.max_attempts) <= *n {
+                        violation(
+                            "attempts",
+                            id,
+                            *t,
+                            format!(
+                                "{worker} retried after attempt {n} (status {status}); \
+                                 max_retry_attempts is {}",
+                                cfg.max_attempts
+                            ),
+                        );
+                    }
+                    if !retryable(cfg, status) {
+                        violation(
+                            "attempts",
+                            id,
+                            *t,
+                            format!("{worker} retried status {status}, which is not retryable"),
+                        );
+                    }
+                    if !delay_allowed(cfg, *n, status, ra.as_deref(), *d) {
+                        violation(
+                            "delay",
+                            id,
+                            *t,
+                            format!(
+                                "retry delay {d:?} after attempt {n} (status {status}, \
+                                 Retry-After {ra:?}) is outside the policy ({:?} backoff, \
+                                 {:?}..{:?})",
+                                cfg.backoff, cfg.initial_retry_wait, cfg.max_retry_wait
+                            ),
+                        );
+                    }
+                    if *d == cfg.max_retry_wait && pow_delay(cfg, *n) < cfg.max_retry_wait {
+                        st.budget_denied += 1;
+                    }
+                    if *d != cfg.max_retry_wait {
+                        grants
+                            .entry((worker.clone(), function.clone()))
+                            .or_default()
+                            .push((te, id.clone()));
+                    }
+                }
+                WEv::Settle(..) => {}
+            }
+        }
+
+        // ---- the broker honours nak delays ----
+        for (ta, n, k, from, _) in &c.ssettle {
+            let SettleKind::Nak(Some(d)) = k else {
+                continue;
+            };
+            if let Some((t1, n1, _)) = c
+                .sdeliver
+                .iter()
+                .find(|(t, n1, _)| t > ta && *n1 > *n)
+                && *t1 + Duration::from_millis(1) < *ta + *d
+                && !excused(from, *ta, *t1)
+            {
+                violation(
+                    "delay",
+                    id,
+                    *t1,
+                    format!(
+                        "delivery {n1} came {:?} after the nak of delivery {n} by {from}, \
+                         which asked for {d:?}",
+                        *t1 - *ta
+                    ),
+                );
+            }
+        }
+
+        let Some(accepted) = c.accepted else {
+            continue;
+        };
+        st.accepted += 1;
+
+        // ---- terminal: exactly one ----
+        let removal = c.ssettle.iter().find(|s| s.4);
+        let stored_dead: Vec<&(Duration, String, bool)> =
+            c.dead.iter().filter(|d| d.2).collect();
+        let Some((tr, nr, kind, from, _)) = removal else {
+            if c.lost {
+                st.lost += 1;
+            } else {
+                violation(
+                    "terminal",
+                    id,
+                    accepted,
+                    format!(
+                        "accepted at {:.3}s, never reached a terminal state ({} deliveries, \
+                         {} invocations)",
+                        accepted.as_secs_f64(),
+                        c.sdeliver.len(),
+                        starts.len()
+                    ),
+                );
+            }
+            continue;
+        };
+        let dup = !dup_deliveries.is_empty();
+        match kind {
+            SettleKind::Ack => {
+                st.succeeded += 1;
+                // The ack must follow a successful invocation of the same delivery.
+                let mut ok = false;
+                let mut cur = 0;
+                let mut started = false;
+                for (t, worker, e) in &c.w {
+                    if t > tr {
+                        break;
+                    }
+                    if worker != from {
+                        continue;
+                    }
+                    match e {
+                        WEv::Deliver(n) => {
+                            cur = *n;
+                            started = false;
+                        }
+                        WEv::Start if cur == *nr => started = true,
+                        WEv::End(status, _, false) if cur == *nr && started => {
+                            ok = *status < 400;
+                        }
+                        _ => {}
+                    }
+                }
+                if !ok {
+                    violation(
+                        "terminal",
+                        id,
+                        *tr,
+                        format!(
+                            "{from} acked delivery {nr} without a successful invocation of it \
+                             finishing first"
+                        ),
+                    );
+                }
+                if !stored_dead.is_empty() && !dup {
+                    violation(
+                        "exactly-one",
+                        id,
+                        *tr,
+                        "succeeded and was also dead-lettered".into(),
+                    );
+                }
+            }
+            SettleKind::Term => match stored_dead.first() {
+                Some((td, reason, _)) if td <= tr => {
+                    *st.dead_lettered.entry(reason.clone()).or_default() += 1;
+                }
+                _ => violation(
+                    "terminal",
+                    id,
+                    *tr,
+                    format!("{from} terminated delivery {nr} without storing a dead letter first"),
+                ),
+            },
+            _ => {}
+        }
+        if stored_dead.len() > 1 && !dup {
+            violation(
+                "exactly-one",
+                id,
+                *tr,
+                format!("{} dead letters stored", stored_dead.len()),
+            );
+        }
+
+        // ---- no invocation after the terminal state ----
+        for (t, worker, n) in &starts {
+            if t > tr {
+                if dup_deliveries.contains(&(worker.clone(), *n)) {
+                    st.duplicate_invocations += 1;
+                } else {
+                    violation(
+                        "after-terminal",
+                        id,
+                        *t,
+                        format!(
+                            "{worker} invoked delivery {n} at {:.3}s, after the call ended at \
+                             {:.3}s",
+                            t.as_secs_f64(),
+                            tr.as_secs_f64()
+                        ),
+                    );
+                }
+            }
+        }
+
+        // ---- callbacks ----
+        if plan.is_some_and(|p| p.callback && !p.poison) {
+            let mut groups: BTreeMap<(String, String), Vec<u16>> = BTreeMap::new();
+            for (_, from, retry, _, answered) in &c.callbacks {
+                groups
+                    .entry((from.clone(), retry.clone()))
+                    .or_default()
+                    .push(*answered);
+            }
+            for ((from, retry), posts) in &groups {
+                if posts.len() > cfg.callback_retries as usize + 1 {
+                    violation(
+                        "callback",
+                        id,
+                        *tr,
+                        format!(
+                            "{} posts from {from} (X-Retry {retry}), callback_retries is {}",
+                            posts.len(),
+                            cfg.callback_retries
+                        ),
+                    );
+                }
+                if let Some(i) = posts.iter().position(|s| *s < 300)
+                    && i + 1 < posts.len()
+                {
+                    violation(
+                        "callback",
+                        id,
+                        *tr,
+                        format!("{from} posted again after the receiver accepted the result"),
+                    );
+                }
+            }
+            if groups.len() > 1 && !dup {
+                violation(
+                    "exactly-one",
+                    id,
+                    *tr,
+                    format!("callbacks from {} different invocations", groups.len()),
+                );
+            }
+            let delivered = c.callbacks.iter().any(|cb| cb.4 < 300);
+            if !delivered && !receiver_faults {
+                violation(
+                    "callback",
+                    id,
+                    *tr,
+                    "finished but its callback never reached the receiver".into(),
+                );
+            }
+        }
+    }
+
+    // ---- retry budget ----
+    let ratio = cfg.retry_budget_ratio;
+    for (key, gs) in &grants {
+        let fas = first_attempts.get(key).cloned().unwrap_or_default();
+        for (i, (t, call)) in gs.iter().enumerate() {
+            let window_start = t.saturating_sub(Duration::from_secs(53));
+            let granted = gs[..=i].iter().filter(|(g, _)| *g > window_start).count() as u64;
+            let firsts = fas
+                .iter()
+                .filter(|f| **f <= *t && **f + Duration::from_secs(61) >= *t)
+                .count() as f64;
+            let allowed = 10u64.max((ratio * firsts).floor() as u64);
+            if granted > allowed {
+                violation(
+                    "budget",
+                    call,
+                    *t,
+                    format!(
+                        "{} granted {granted} retries of {} within 53s; the budget allows \
+                         {allowed} ({firsts} first attempts, ratio {ratio})",
+                        key.0, key.1
+                    ),
+                );
+                break;
+            }
+        }
+    }
+
+    if st.lease_losses > st.lease_loss_bound {
+        violation(
+            "exactly-one",
+            "*",
+            Duration::ZERO,
+            format!(
+                "{} lease losses, more than the {} the faults can explain",
+                st.lease_losses, st.lease_loss_bound
+            ),
+        );
+    }
+    v.sort_by(|a, b| a.at.cmp(&b.at).then(a.rule.cmp(b.rule)));
+    Report {
+        violations: v,
+        stats: st,
+    }
+}

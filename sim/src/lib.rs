@@ -1,0 +1,130 @@
+//! Deterministic simulation of queue-worker (turmoil).
+//!
+//! A run is a turmoil simulation with these hosts, all on one thread and one simulated clock:
+//! - `broker`: the in-process [`MemoryBroker`](queue_worker::broker::memory::MemoryBroker)
+//!   (JetStream semantics) served over a framed protocol on turmoil TCP ([`broker_host`]);
+//! - `worker-<i>`: replicas running the real worker ([`queue_worker::run`]) on simulated ports:
+//!   [`remote::RemoteBroker`], a hyper-over-turmoil [`http::SimInvoker`], the simulated wall
+//!   clock ([`SimClock`]) and a jitter RNG seeded from the run's seed;
+//! - `gateway`: the functions (latency, status sequences, 429/503 storms, hangs);
+//! - `receiver`: the callback receiver (outages);
+//! - `client`: the workload, publishing through the ingress code.
+//!
+//! The driver ([`harness`]) steps the simulation and injects faults (crashes, partitions,
+//! broker restarts, receiver outages); every host records what it sees into one
+//! [`history::History`]; [`check`] verifies the invariants over it; the digest of the history
+//! fingerprints the run. Everything that varies comes from the seed.
+
+pub mod broker_host;
+pub mod check;
+pub mod functions;
+pub mod harness;
+pub mod history;
+pub mod http;
+pub mod plan;
+pub mod proto;
+pub mod remote;
+pub mod scenarios;
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use harness::RunResult;
+pub use scenarios::Opts;
+
+/// The simulated wall clock starts here (2026-01-01T00:00:00Z).
+pub const EPOCH: SystemTime = UNIX_EPOCH.checked_add(Duration::from_secs(1_767_225_600)).unwrap();
+
+/// The `Clock` port on simulated time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SimClock;
+
+impl queue_worker::clock::Clock for SimClock {
+    fn now(&self) -> SystemTime {
+        EPOCH + turmoil::sim_elapsed().unwrap_or_default()
+    }
+}
+
+/// The value of header `name` (exact match, first one).
+pub fn header(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// Build and run scenario `name` for `seed`.
+pub fn run_scenario(name: &str, seed: u64, opts: &Opts) -> Option<RunResult> {
+    let s = scenarios::find(name)?;
+    Some(harness::run((s.build)(seed, opts)))
+}
+
+/// A human summary of a run (the CLI prints it; failing tests too).
+pub fn summary(r: &RunResult) -> String {
+    let c = &r.config;
+    let st = &r.report.stats;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "scenario {} seed {}: {} workers x max_inflight {}, {:?} mode, {:?} storage, ack_wait {:?}, \
+         attempts {}, {:?} backoff {:?}..{:?}, {} calls, {} storms, {} faults",
+        c.scenario,
+        c.seed,
+        c.workers,
+        c.max_inflight,
+        c.mode,
+        c.storage,
+        c.ack_wait,
+        c.max_attempts,
+        c.backoff,
+        c.initial_retry_wait,
+        c.max_retry_wait,
+        c.calls.len(),
+        c.storms.len(),
+        c.faults.len(),
+    );
+    for f in &c.faults {
+        let _ = writeln!(s, "  fault: {f:?}");
+    }
+    let _ = writeln!(
+        s,
+        "  simulated {:.1}s in {} steps ({:.2}s wall), {} events",
+        r.sim_time.as_secs_f64(),
+        r.steps,
+        r.wall.as_secs_f64(),
+        r.events
+    );
+    let _ = writeln!(
+        s,
+        "  accepted {} succeeded {} dead-lettered {:?} lost(memory restart) {}",
+        st.accepted, st.succeeded, st.dead_lettered, st.lost
+    );
+    let _ = writeln!(
+        s,
+        "  invocations {} retries {} (budget-delayed {}) lease-losses {} (bound {}) \
+         duplicate-invocations {} crashes-mid-invocation {} max-inflight-seen {} reconnects {} \
+         callbacks {} (refused {})",
+        st.invocations,
+        st.retries,
+        st.budget_denied,
+        st.lease_losses,
+        st.lease_loss_bound,
+        st.duplicate_invocations,
+        st.crashes_mid_invocation,
+        st.max_inflight_seen,
+        st.reconnects,
+        st.callbacks,
+        st.callbacks_refused,
+    );
+    if let Some(e) = &r.error {
+        let _ = writeln!(s, "  SIMULATION ERROR: {e}");
+    }
+    for v in r.report.violations.iter().take(20) {
+        let _ = writeln!(s, "  VIOLATION {v}");
+    }
+    if r.report.violations.len() > 20 {
+        let _ = writeln!(s, "  ... {} violations in all", r.report.violations.len());
+    }
+    let _ = writeln!(s, "  result: {}", if r.ok() { "ok" } else { "FAILED" });
+    s
+}
