@@ -356,8 +356,15 @@ struct Env {
 
 /// One invocation message, as the ingress builds it from `POST /async-function/<function>`
 /// with a body of `body_bytes` and the headers curl sends.
-fn message(cfg: &Config, function: &str, body_bytes: usize, i: usize) -> Res<(String, String, Bytes)> {
-    let body: Vec<u8> = (0..body_bytes).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+fn message(
+    cfg: &Config,
+    function: &str,
+    body_bytes: usize,
+    i: usize,
+) -> Res<(String, String, Bytes)> {
+    let body: Vec<u8> = (0..body_bytes)
+        .map(|j| b'a' + ((i + j) % 26) as u8)
+        .collect();
     let mut header = std::collections::BTreeMap::new();
     for (k, v) in [
         ("Accept", "*/*"),
@@ -388,7 +395,11 @@ fn message(cfg: &Config, function: &str, body_bytes: usize, i: usize) -> Res<(St
 
 impl Env {
     async fn stream_messages(&self, stream: &str) -> Res<u64> {
-        let mut s = self.js.get_stream(stream).await.map_err(err("get stream"))?;
+        let mut s = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(err("get stream"))?;
         Ok(s.info().await.map_err(err("stream info"))?.state.messages)
     }
 
@@ -427,7 +438,11 @@ impl Env {
     }
 
     async fn purge(&self, stream: &str) -> Res<()> {
-        let s = self.js.get_stream(stream).await.map_err(err("get stream"))?;
+        let s = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(err("get stream"))?;
         s.purge().await.map_err(err("purge"))?;
         Ok(())
     }
@@ -526,9 +541,8 @@ impl Env {
                 let (t0, m0, c0) = first.ok_or("drained before it started")?;
                 let c1 = pids.map(cpu_time);
                 let secs = now.duration_since(t0).as_secs_f64().max(1e-3);
-                let per_msg = |i: usize| {
-                    c1[i].saturating_sub(c0[i]).as_secs_f64() * 1e6 / m0.max(1) as f64
-                };
+                let per_msg =
+                    |i: usize| c1[i].saturating_sub(c0[i]).as_secs_f64() * 1e6 / m0.max(1) as f64;
                 return Ok(Drain {
                     rate: m0 as f64 / secs,
                     cpu_us: [per_msg(0), per_msg(1), per_msg(2)],
@@ -560,7 +574,9 @@ impl Env {
             .text()
             .await
             .map_err(err("stats"))?;
-        Ok(t.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        Ok(t.split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect())
     }
 }
 
@@ -600,8 +616,18 @@ async fn run(o: Opts) -> Res<()> {
     let dir = tempdir()?;
     let mut procs = Procs::default();
     let result = run_in(
-        &o, &mut procs, &dir, quick, messages, trials, body_bytes, &concurrencies, &has,
-        worker_bin, self_bin, &nats_bin,
+        &o,
+        &mut procs,
+        &dir,
+        quick,
+        messages,
+        trials,
+        body_bytes,
+        &concurrencies,
+        &has,
+        worker_bin,
+        self_bin,
+        &nats_bin,
     )
     .await;
     drop(procs);
@@ -769,7 +795,15 @@ async fn run_in(
             let ratio = w.rate / b.rate;
             println!(
                 "| {c} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
-                b.rate, w.rate, ratio, b.cpu_us[0], w.cpu_us[0], b.cpu_us[1], w.cpu_us[1], b.cpu_us[2], w.cpu_us[2]
+                b.rate,
+                w.rate,
+                ratio,
+                b.cpu_us[0],
+                w.cpu_us[0],
+                b.cpu_us[1],
+                w.cpu_us[1],
+                b.cpu_us[2],
+                w.cpu_us[2]
             );
             ratio_at_max = Some(ratio);
             worker_max_rate = w.rate;
@@ -865,14 +899,16 @@ async fn run_in(
         // 1024 slots fill.
         let n: usize = o.num("rss-messages", if quick { 2048 } else { 4096 });
         let big = 64 * 1024;
-        env.fill(STREAM, &format!("{SLEEP_PREFIX}-fn"), n, big).await?;
+        env.fill(STREAM, &format!("{SLEEP_PREFIX}-fn"), n, big)
+            .await?;
         let pid = env.start_worker(procs, 1024, &[], &[]).await?;
         env.drain(pid, Duration::from_secs(180)).await?;
         let rss = peak_rss_kib(pid);
         procs.stop(pid, Duration::from_secs(10));
         env.delete_consumer(WORKER_CONSUMER).await;
         // The same for the baseline, for scale.
-        env.fill(STREAM, &format!("{SLEEP_PREFIX}-fn"), n, big).await?;
+        env.fill(STREAM, &format!("{SLEEP_PREFIX}-fn"), n, big)
+            .await?;
         create_consumer(&env.js, BASELINE_CONSUMER).await?;
         let bpid = Command::new(&env.self_bin)
             .args([
@@ -1082,7 +1118,12 @@ async fn scale(o: &Opts, procs: &mut Procs, env: &Env, quick: bool, body_bytes: 
                 procs.stop(pid, Duration::from_secs(10));
                 return Err(format!("scale ({mode}): {left} messages left after 600 s"));
             }
-            tokio::time::sleep(Duration::from_millis(if mode == "function" { 50 } else { 10 })).await;
+            tokio::time::sleep(Duration::from_millis(if mode == "function" {
+                50
+            } else {
+                10
+            }))
+            .await;
         };
         let rss = peak_rss_kib(pid);
         procs.stop(pid, Duration::from_secs(10));
@@ -1090,15 +1131,17 @@ async fn scale(o: &Opts, procs: &mut Procs, env: &Env, quick: bool, body_bytes: 
         // Leave nothing behind for the next mode (a work queue forbids overlapping consumers;
         // the worker removes the other mode's consumers itself, but be tidy).
         let s = env.js.get_stream(STREAM).await.map_err(err("get stream"))?;
-        let names: Vec<String> = s.consumer_names().filter_map(|n| async { n.ok() }).collect().await;
+        let names: Vec<String> = s
+            .consumer_names()
+            .filter_map(|n| async { n.ok() })
+            .collect()
+            .await;
         for n in names {
             let _ = s.delete_consumer(&n).await;
         }
     }
     println!();
-    println!(
-        "scale: {functions} functions × {per_fn} messages, max_inflight={c}"
-    );
+    println!("scale: {functions} functions × {per_fn} messages, max_inflight={c}");
     println!("| mode | msg/s | peak RSS MiB | all consumers created after | consumers seen |");
     println!("|---|---|---|---|---|");
     for (mode, rate, rss, at, peak) in results {
@@ -1106,7 +1149,11 @@ async fn scale(o: &Opts, procs: &mut Procs, env: &Env, quick: bool, body_bytes: 
             "| {mode} | {rate:.0} | {:.1} | {} | {} |",
             rss as f64 / 1024.0,
             at.map_or("-".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
-            if mode == "function" { peak.to_string() } else { "1".into() }
+            if mode == "function" {
+                peak.to_string()
+            } else {
+                "1".into()
+            }
         );
     }
     Ok(())

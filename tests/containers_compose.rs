@@ -191,7 +191,7 @@ fn deploy_dockerfile_is_multi_stage_and_non_root() {
     let user = last
         .lines()
         .filter_map(|l| l.trim().strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("the final stage sets USER");
     assert!(
         !matches!(user.trim(), "root" | "0" | "0:0"),

@@ -89,15 +89,7 @@ async fn two_workers_run_every_invocation_through_a_nats_container() {
 
     let ids: Vec<String> = (0..400).map(|i| format!("ctr-{i:03}")).collect();
     let tally = Tally::default();
-    post_load(
-        &ingresses,
-        &receiver.url("/done"),
-        ids,
-        400,
-        &tally,
-        T,
-    )
-    .await;
+    post_load(&ingresses, &receiver.url("/done"), ids, 400, &tally, T).await;
     let accepted = tally.accepted();
     assert_eq!(accepted.len(), 400, "a healthy broker accepts everything");
     assert_eq!(tally.refused(), 0, "no 503 from a healthy broker");
@@ -106,7 +98,11 @@ async fn two_workers_run_every_invocation_through_a_nats_container() {
     // Each callback carries its own invocation's response.
     for cb in receiver.requests() {
         let id = cb.header("x-call-id").unwrap_or_default().to_string();
-        assert_eq!(cb.body_str(), id, "callback body is the echoed request body");
+        assert_eq!(
+            cb.body_str(),
+            id,
+            "callback body is the echoed request body"
+        );
         assert_eq!(cb.header("x-function-name"), Some("echo.openfaas-fn"));
     }
     let invoked = call_ids(&function.requests());
@@ -141,10 +137,11 @@ async fn a_nats_container_killed_and_restarted_mid_load_loses_nothing() {
     // 300 invocations at 100/s; the broker is killed at 1 s and started again at 2.5 s.
     let ids: Vec<String> = (0..300).map(|i| format!("rs-{i:03}")).collect();
     let tally = Tally::default();
+    let callback = receiver.url("/done");
     let t0 = Instant::now();
     let load = post_load(
         &ingresses,
-        &receiver.url("/done"),
+        &callback,
         ids,
         100,
         &tally,
@@ -216,15 +213,7 @@ async fn a_paused_nats_container_gets_503_not_202_then_work_resumes() {
     // Thawed: accepted and run, no worker restart.
     let tally = Tally::default();
     let ids: Vec<String> = (0..20).map(|i| format!("thawed-{i:02}")).collect();
-    post_load(
-        &[ingress],
-        &receiver.url("/done"),
-        ids,
-        50,
-        &tally,
-        T,
-    )
-    .await;
+    post_load(&[ingress], &receiver.url("/done"), ids, 50, &tally, T).await;
     let accepted: HashSet<String> = tally.accepted();
     assert_eq!(accepted.len(), 20);
     wait_all_called_back(&receiver, &accepted, T).await;

@@ -185,11 +185,10 @@ impl BrokerShared {
     /// The restart itself (connections are already gone).
     fn apply_restart(&self, keep_messages: bool) {
         if !keep_messages {
-            let lost: Vec<String> = std::mem::take(
-                &mut *self.live.lock().unwrap_or_else(|e| e.into_inner()),
-            )
-            .into_values()
-            .collect();
+            let lost: Vec<String> =
+                std::mem::take(&mut *self.live.lock().unwrap_or_else(|e| e.into_inner()))
+                    .into_values()
+                    .collect();
             for call in lost {
                 self.hist.record(Ev::SLost { call });
             }
@@ -248,137 +247,137 @@ async fn connection(shared: Arc<BrokerShared>, stream: TcpStream) {
     let mut subs: BTreeMap<u64, (mpsc::UnboundedSender<(u64, usize)>, CancellationToken)> =
         BTreeMap::new();
     let mut tasks = JoinSet::new();
-    let reader = async {
-        loop {
-            let frame = match tokio::time::timeout(
-                IDLE_TIMEOUT,
-                proto::read_frame::<_, Req>(&mut rd),
-            )
-            .await
-            {
-                Ok(Ok(Some(f))) => f,
-                _ => break,
-            };
-            let id = frame.id;
-            let resp = match frame.body {
-                Req::Hello { name: n } => {
-                    name = n;
-                    shared.hist.record(Ev::SConn {
-                        peer: name.clone(),
-                        up: true,
-                    });
-                    Resp::Done
-                }
-                Req::Ping => Resp::Pong,
-                Req::EnsureStream(s) => match shared.broker.ensure_stream(&s.into()).await {
-                    Ok(st) => Resp::status(st),
-                    Err(e) => Resp::Err((&e).into()),
-                },
-                Req::Publish(o) => shared.publish(o.into()).await,
-                Req::Subscribe {
-                    sub,
-                    stream,
-                    consumer,
-                } => {
-                    if let Some((_, cancel)) = subs.remove(&sub) {
-                        cancel.cancel();
-                    }
-                    match shared
-                        .broker
-                        .subscribe(&stream.into(), &consumer.into())
+    let reader =
+        async {
+            loop {
+                let frame =
+                    match tokio::time::timeout(IDLE_TIMEOUT, proto::read_frame::<_, Req>(&mut rd))
                         .await
                     {
-                        Ok(s) => {
-                            let (tx, rx) = mpsc::unbounded_channel();
-                            let cancel = CancellationToken::new();
-                            tasks.spawn_local(pull_task(
-                                shared.clone(),
-                                s,
-                                rx,
-                                out.clone(),
-                                name.clone(),
-                                cancel.clone(),
-                            ));
-                            subs.insert(sub, (tx, cancel));
-                            Resp::Done
+                        Ok(Ok(Some(f))) => f,
+                        _ => break,
+                    };
+                let id = frame.id;
+                let resp = match frame.body {
+                    Req::Hello { name: n } => {
+                        name = n;
+                        shared.hist.record(Ev::SConn {
+                            peer: name.clone(),
+                            up: true,
+                        });
+                        Resp::Done
+                    }
+                    Req::Ping => Resp::Pong,
+                    Req::EnsureStream(s) => match shared.broker.ensure_stream(&s.into()).await {
+                        Ok(st) => Resp::status(st),
+                        Err(e) => Resp::Err((&e).into()),
+                    },
+                    Req::Publish(o) => shared.publish(o.into()).await,
+                    Req::Subscribe {
+                        sub,
+                        stream,
+                        consumer,
+                    } => {
+                        if let Some((_, cancel)) = subs.remove(&sub) {
+                            cancel.cancel();
                         }
+                        match shared
+                            .broker
+                            .subscribe(&stream.into(), &consumer.into())
+                            .await
+                        {
+                            Ok(s) => {
+                                let (tx, rx) = mpsc::unbounded_channel();
+                                let cancel = CancellationToken::new();
+                                tasks.spawn_local(pull_task(
+                                    shared.clone(),
+                                    s,
+                                    rx,
+                                    out.clone(),
+                                    name.clone(),
+                                    cancel.clone(),
+                                ));
+                                subs.insert(sub, (tx, cancel));
+                                Resp::Done
+                            }
+                            Err(e) => Resp::Err((&e).into()),
+                        }
+                    }
+                    Req::Next { sub, demand } => match subs.get(&sub) {
+                        Some((tx, _)) => {
+                            let _ = tx.send((id, demand));
+                            continue;
+                        }
+                        None => Resp::Err(proto::WError::Other(format!("no subscription {sub}"))),
+                    },
+                    Req::Unsubscribe { sub } => {
+                        if let Some((_, cancel)) = subs.remove(&sub) {
+                            cancel.cancel();
+                        }
+                        Resp::Done
+                    }
+                    Req::Settle { token, kind } => shared.settle(token, kind, &name).await,
+                    Req::DeleteConsumer { stream, name: c } => {
+                        match shared.broker.delete_consumer(&stream, &c).await {
+                            Ok(b) => Resp::Bool(b),
+                            Err(e) => Resp::Err((&e).into()),
+                        }
+                    }
+                    Req::ConsumerExists { stream, name: c } => {
+                        match shared.broker.consumer_exists(&stream, &c).await {
+                            Ok(b) => Resp::Bool(b),
+                            Err(e) => Resp::Err((&e).into()),
+                        }
+                    }
+                    Req::ListConsumers { stream } => {
+                        match shared.broker.list_consumers(&stream).await {
+                            Ok(n) => Resp::Names(n),
+                            Err(e) => Resp::Err((&e).into()),
+                        }
+                    }
+                    Req::StreamInfo { stream, subjects } => match shared
+                        .broker
+                        .stream_info(&stream, subjects.as_deref())
+                        .await
+                    {
+                        Ok(i) => Resp::info(i),
                         Err(e) => Resp::Err((&e).into()),
-                    }
-                }
-                Req::Next { sub, demand } => match subs.get(&sub) {
-                    Some((tx, _)) => {
-                        let _ = tx.send((id, demand));
-                        continue;
-                    }
-                    None => Resp::Err(proto::WError::Other(format!("no subscription {sub}"))),
-                },
-                Req::Unsubscribe { sub } => {
-                    if let Some((_, cancel)) = subs.remove(&sub) {
-                        cancel.cancel();
-                    }
-                    Resp::Done
-                }
-                Req::Settle { token, kind } => shared.settle(token, kind, &name).await,
-                Req::DeleteConsumer { stream, name: c } => {
-                    match shared.broker.delete_consumer(&stream, &c).await {
-                        Ok(b) => Resp::Bool(b),
-                        Err(e) => Resp::Err((&e).into()),
-                    }
-                }
-                Req::ConsumerExists { stream, name: c } => {
-                    match shared.broker.consumer_exists(&stream, &c).await {
-                        Ok(b) => Resp::Bool(b),
-                        Err(e) => Resp::Err((&e).into()),
-                    }
-                }
-                Req::ListConsumers { stream } => match shared.broker.list_consumers(&stream).await
-                {
-                    Ok(n) => Resp::Names(n),
-                    Err(e) => Resp::Err((&e).into()),
-                },
-                Req::StreamInfo { stream, subjects } => match shared
-                    .broker
-                    .stream_info(&stream, subjects.as_deref())
-                    .await
-                {
-                    Ok(i) => Resp::info(i),
-                    Err(e) => Resp::Err((&e).into()),
-                },
-                Req::EnsureKv {
-                    bucket,
-                    ttl,
-                    memory,
-                    replicas,
-                } => match shared
-                    .broker
-                    .ensure_kv(&Req::kv_spec(bucket, ttl, memory, replicas))
-                    .await
-                {
-                    Ok(()) => Resp::Done,
-                    Err(e) => Resp::Err((&e).into()),
-                },
-                Req::KvPut { bucket, key, value } => {
-                    match shared.broker.kv_put(&bucket, &key, value.into()).await {
-                        Ok(r) => Resp::Rev(r),
-                        Err(e) => Resp::Err((&e).into()),
-                    }
-                }
-                Req::KvGet { bucket, key } => match shared.broker.kv_get(&bucket, &key).await {
-                    Ok(v) => Resp::Value(v.map(|b| b.to_vec())),
-                    Err(e) => Resp::Err((&e).into()),
-                },
-                Req::KvDelete { bucket, key } => {
-                    match shared.broker.kv_delete(&bucket, &key).await {
+                    },
+                    Req::EnsureKv {
+                        bucket,
+                        ttl,
+                        memory,
+                        replicas,
+                    } => match shared
+                        .broker
+                        .ensure_kv(&Req::kv_spec(bucket, ttl, memory, replicas))
+                        .await
+                    {
                         Ok(()) => Resp::Done,
                         Err(e) => Resp::Err((&e).into()),
+                    },
+                    Req::KvPut { bucket, key, value } => {
+                        match shared.broker.kv_put(&bucket, &key, value.into()).await {
+                            Ok(r) => Resp::Rev(r),
+                            Err(e) => Resp::Err((&e).into()),
+                        }
                     }
+                    Req::KvGet { bucket, key } => match shared.broker.kv_get(&bucket, &key).await {
+                        Ok(v) => Resp::Value(v.map(|b| b.to_vec())),
+                        Err(e) => Resp::Err((&e).into()),
+                    },
+                    Req::KvDelete { bucket, key } => {
+                        match shared.broker.kv_delete(&bucket, &key).await {
+                            Ok(()) => Resp::Done,
+                            Err(e) => Resp::Err((&e).into()),
+                        }
+                    }
+                };
+                if out.send(Frame { id, body: resp }).is_err() {
+                    break;
                 }
-            };
-            if out.send(Frame { id, body: resp }).is_err() {
-                break;
             }
-        }
-    };
+        };
     tokio::select! {
         biased;
         _ = reader => {}

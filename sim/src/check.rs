@@ -221,7 +221,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
         Deliver(u64),
         Start,
         End(u16, Option<String>, bool),
-        Settle(u64, SettleKind, bool),
+        Settle(u64, SettleKind),
         DeadLetter(bool),
     }
     let mut calls: BTreeMap<String, CallLog> = BTreeMap::new();
@@ -237,11 +237,13 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
                 delivered,
                 to,
                 ..
-            } => calls
-                .entry(call.clone())
-                .or_default()
-                .sdeliver
-                .push((r.at, *delivered, to.clone())),
+            } => {
+                calls
+                    .entry(call.clone())
+                    .or_default()
+                    .sdeliver
+                    .push((r.at, *delivered, to.clone()))
+            }
             Ev::SSettle {
                 call,
                 delivered,
@@ -322,15 +324,17 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
                 call,
                 delivered,
                 kind,
-                ok,
+                ..
             } => calls.entry(call.clone()).or_default().w.push((
                 r.at,
                 worker.clone(),
-                WEv::Settle(*delivered, *kind, *ok),
+                WEv::Settle(*delivered, *kind),
             )),
-            Ev::WDeadLetter { worker, call, ok } => calls.entry(call.clone()).or_default().w.push(
-                (r.at, worker.clone(), WEv::DeadLetter(*ok)),
-            ),
+            Ev::WDeadLetter { worker, call, ok } => calls
+                .entry(call.clone())
+                .or_default()
+                .w
+                .push((r.at, worker.clone(), WEv::DeadLetter(*ok))),
             Ev::CbRecv {
                 call,
                 from,
@@ -357,12 +361,10 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
     // Retry-budget bookkeeping: per (worker, function): first attempts and definite grants.
     let mut first_attempts: BTreeMap<(String, String), Vec<Duration>> = BTreeMap::new();
     let mut grants: BTreeMap<(String, String), Vec<(Duration, String)>> = BTreeMap::new();
-    let receiver_faults = cfg.faults.iter().any(|f| {
-        matches!(
-            f,
-            Fault::ReceiverDown { .. } | Fault::ReceiverErrors { .. }
-        )
-    });
+    let receiver_faults = cfg
+        .faults
+        .iter()
+        .any(|f| matches!(f, Fault::ReceiverDown { .. } | Fault::ReceiverErrors { .. }));
 
     for (id, c) in &calls {
         let plan = cfg.call(id);
@@ -431,7 +433,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
                         dl_failed.insert((worker.clone(), n), *t);
                     }
                 }
-                WEv::Settle(n, SettleKind::Nak(Some(d)), _) => {
+                WEv::Settle(n, SettleKind::Nak(Some(d))) => {
                     let key = (worker.clone(), *n);
                     let Some((te, status, ra)) = last_end.get(&key).cloned() else {
                         continue; // a dead letter that could not be stored yet
@@ -492,10 +494,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
             let SettleKind::Nak(Some(d)) = k else {
                 continue;
             };
-            if let Some((t1, n1, _)) = c
-                .sdeliver
-                .iter()
-                .find(|(t, n1, _)| t > ta && *n1 > *n)
+            if let Some((t1, n1, _)) = c.sdeliver.iter().find(|(t, n1, _)| t > ta && *n1 > *n)
                 && *t1 + Duration::from_millis(1) < *ta + *d
                 && !excused(from, *ta, *t1)
             {
@@ -519,8 +518,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
 
         // ---- terminal: exactly one ----
         let removal = c.ssettle.iter().find(|s| s.4);
-        let stored_dead: Vec<&(Duration, String, bool)> =
-            c.dead.iter().filter(|d| d.2).collect();
+        let stored_dead: Vec<&(Duration, String, bool)> = c.dead.iter().filter(|d| d.2).collect();
         let Some((tr, nr, kind, from, _)) = removal else {
             if c.lost {
                 st.lost += 1;

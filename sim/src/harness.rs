@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue_worker::broker::{Broker, Outgoing};
+use queue_worker::broker::Broker;
 use queue_worker::ingress::{self, Ingress, Submission};
 use queue_worker::rng::SeededRng;
 use queue_worker::telemetry::metrics::Metrics;
@@ -80,7 +80,7 @@ pub fn run(config: RunConfig) -> RunResult {
     builder
         .simulation_duration(cfg.deadline + Duration::from_secs(120))
         .tick_duration(TICK)
-        .epoch(crate::EPOCH)
+        .epoch(crate::epoch())
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(cfg.max_latency)
         .tcp_capacity(4096)
@@ -105,7 +105,9 @@ pub fn run(config: RunConfig) -> RunResult {
     let receiver_errors = Arc::new(Mutex::new(false));
     {
         let (hist, errors) = (hist.clone(), receiver_errors.clone());
-        sim.host(RECEIVER, move || functions::receiver(hist.clone(), errors.clone()));
+        sim.host(RECEIVER, move || {
+            functions::receiver(hist.clone(), errors.clone())
+        });
     }
     let incarnations = Arc::new(Mutex::new(vec![0u32; cfg.workers]));
     for i in 0..cfg.workers {
@@ -273,7 +275,10 @@ fn insert_action(
     at: Duration,
     a: Action,
 ) {
-    let pos = actions.iter().position(|(t, _)| *t > at).unwrap_or(actions.len());
+    let pos = actions
+        .iter()
+        .position(|(t, _)| *t > at)
+        .unwrap_or(actions.len());
     actions.insert(pos, (at, a));
 }
 
@@ -302,9 +307,9 @@ async fn worker(cfg: Arc<RunConfig>, hist: History, i: usize, incarnation: u32) 
             hist: hist.clone(),
         }),
         clock: Arc::new(SimClock),
-        rng: Arc::new(SeededRng::seeded(mix(
-            cfg.seed ^ ((i as u64) << 32) ^ u64::from(incarnation),
-        ))),
+        rng: Arc::new(SeededRng::seeded(mix(cfg.seed
+            ^ ((i as u64) << 32)
+            ^ u64::from(incarnation)))),
     };
     queue_worker::run(
         Arc::new(cfg.worker_config()),
@@ -371,10 +376,7 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
                 match broker.publish(prepared.outgoing.clone()).await {
                     Err(queue_worker::broker::BrokerError::NoStream { .. }) => {
                         let _ = ingress.ensure_streams().await;
-                        broker
-                            .publish(prepared.outgoing.clone())
-                            .await
-                            .map(|_| ())
+                        broker.publish(prepared.outgoing.clone()).await.map(|_| ())
                     }
                     r => r.map(|_| ()),
                 }
@@ -404,6 +406,5 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
             break;
         }
     }
-    let _ = Outgoing::clone;
     Ok(())
 }

@@ -198,12 +198,14 @@ impl History {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Record `ev` now (simulated time of the running host; the last recorded time outside a
-    /// host, e.g. while the driver crashes one).
+    /// Record `ev` now: the simulated time of the running host (the last recorded time outside
+    /// a host, e.g. while the driver crashes one). Hosts run one after the other within a
+    /// step, so times of events from different hosts may be out of order by up to one tick;
+    /// the order of the records is the order things happened in.
     pub fn record(&self, ev: Ev) {
         let mut v = self.lock();
         let last = v.last().map(|r| r.at).unwrap_or_default();
-        let at = turmoil::sim_elapsed().unwrap_or(last).max(last);
+        let at = turmoil::sim_elapsed().unwrap_or(last);
         self.live().apply(&ev);
         v.push(Record { at, ev });
     }

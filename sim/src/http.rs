@@ -91,7 +91,7 @@ impl InvokeGuard {
 impl Drop for InvokeGuard {
     fn drop(&mut self) {
         if !self.done {
-                self.hist.record(Ev::InvokeEnd {
+            self.hist.record(Ev::InvokeEnd {
                 worker: self.worker.clone(),
                 call: self.call.clone(),
                 status: 0,

@@ -33,7 +33,9 @@ pub use harness::RunResult;
 pub use scenarios::Opts;
 
 /// The simulated wall clock starts here (2026-01-01T00:00:00Z).
-pub const EPOCH: SystemTime = UNIX_EPOCH.checked_add(Duration::from_secs(1_767_225_600)).unwrap();
+pub fn epoch() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+}
 
 /// The `Clock` port on simulated time.
 #[derive(Debug, Default, Clone, Copy)]
@@ -41,7 +43,7 @@ pub struct SimClock;
 
 impl queue_worker::clock::Clock for SimClock {
     fn now(&self) -> SystemTime {
-        EPOCH + turmoil::sim_elapsed().unwrap_or_default()
+        epoch() + turmoil::sim_elapsed().unwrap_or_default()
     }
 }
 

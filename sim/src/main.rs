@@ -72,11 +72,17 @@ fn main() {
         print!("{}", sim::summary(&r));
         if !r.ok() {
             failed = true;
-            println!("  replay: SIM_SEED={seed} cargo run --release -p sim -- --seed {seed} --scenario {name}");
+            println!(
+                "  replay: SIM_SEED={seed} cargo run --release -p sim -- --seed {seed} --scenario {name}"
+            );
         }
         digest.update(r.digest.as_bytes());
     }
-    let hex: String = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     println!("trace-digest: {hex}");
     if failed {
         std::process::exit(1);

@@ -172,11 +172,7 @@ impl RunConfig {
 
     /// When the last fault is over.
     pub fn faults_end(&self) -> Duration {
-        self.faults
-            .iter()
-            .map(Fault::end)
-            .max()
-            .unwrap_or_default()
+        self.faults.iter().map(Fault::end).max().unwrap_or_default()
     }
 
     /// When the last call is published.

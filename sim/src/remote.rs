@@ -107,23 +107,22 @@ impl Client {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*self.addr))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(BrokerError::Connect {
-                    url: self.addr.clone(),
-                    reason: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(BrokerError::Connect {
-                    url: self.addr.clone(),
-                    reason: "connect timed out".into(),
-                });
-            }
-        };
+        let stream =
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*self.addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return Err(BrokerError::Connect {
+                        url: self.addr.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(BrokerError::Connect {
+                        url: self.addr.clone(),
+                        reason: "connect timed out".into(),
+                    });
+                }
+            };
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::unbounded_channel();
         let conn = Arc::new(Conn {
@@ -197,8 +196,7 @@ async fn io(
     };
     let reader = async {
         loop {
-            match tokio::time::timeout(READ_DEADLINE, proto::read_frame::<_, Resp>(&mut rd)).await
-            {
+            match tokio::time::timeout(READ_DEADLINE, proto::read_frame::<_, Resp>(&mut rd)).await {
                 Ok(Ok(Some(f))) => {
                     let waiter = pending
                         .lock()

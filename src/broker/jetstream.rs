@@ -51,6 +51,8 @@ pub struct NatsOptions {
 pub struct JetStreamBroker {
     client: async_nats::Client,
     js: jetstream::Context,
+    /// Bound on one whole publish (send and PubAck).
+    publish_timeout: Duration,
     /// Key-value bucket handles already looked up (one stream-info request saved per call).
     kv_stores: std::sync::Mutex<std::collections::HashMap<String, jetstream::kv::Store>>,
 }
@@ -125,6 +127,7 @@ impl JetStreamBroker {
         Ok(JetStreamBroker {
             client,
             js,
+            publish_timeout: opts.publish_timeout,
             kv_stores: Default::default(),
         })
     }
@@ -289,12 +292,20 @@ impl Broker for JetStreamBroker {
                 PublishErrorKind::MaxPayloadExceeded => BrokerError::TooLarge(e.to_string()),
                 _ => BrokerError::other("publish", e),
             };
-        let ack_future = self
-            .js
-            .publish_with_headers(msg.subject.clone(), headers, msg.payload)
+        // The connection can be dead before the client notices: bound the whole exchange.
+        let exchange = async {
+            let ack_future = self
+                .js
+                .publish_with_headers(msg.subject.clone(), headers, msg.payload)
+                .await
+                .map_err(|e| map_err(e, &msg.subject))?;
+            ack_future.await.map_err(|e| map_err(e, &msg.subject))
+        };
+        let ack = tokio::time::timeout(self.publish_timeout, exchange)
             .await
-            .map_err(|e| map_err(e, &msg.subject))?;
-        let ack = ack_future.await.map_err(|e| map_err(e, &msg.subject))?;
+            .map_err(|_| BrokerError::Timeout {
+                what: "PubAck".into(),
+            })??;
         Ok(PubAck {
             stream: ack.stream,
             sequence: ack.sequence,

@@ -34,7 +34,7 @@ enum NodeKind {
     },
     Container {
         /// Kept so that testcontainers removes the container on drop.
-        _container: ContainerAsync<GenericImage>,
+        _container: Box<ContainerAsync<GenericImage>>,
         name: String,
     },
 }
@@ -137,7 +137,7 @@ impl NatsCluster {
                 name: name.clone(),
                 client_port: port,
                 kind: NodeKind::Container {
-                    _container: container,
+                    _container: Box::new(container),
                     name: name.clone(),
                 },
                 running: true,
@@ -436,13 +436,13 @@ impl NatsCluster {
             if self.log(i).matches(READY_LINE).count() > ready_before {
                 break;
             }
-            if let NodeKind::Process { child: Some(c), .. } = &mut self.nodes[i].kind {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
-                        "cluster node {i} exited with {status}:\n{}",
-                        tail(&self.log(i), 30)
-                    );
-                }
+            if let NodeKind::Process { child: Some(c), .. } = &mut self.nodes[i].kind
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "cluster node {i} exited with {status}:\n{}",
+                    tail(&self.log(i), 30)
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -465,12 +465,12 @@ impl Drop for NatsCluster {
                     tail(&self.log(i), 25)
                 );
             }
-            if let NodeKind::Process { child, .. } = &mut self.nodes[i].kind {
-                // SIGKILL also ends a frozen (SIGSTOP) process.
-                if let Some(mut c) = child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
+            // SIGKILL also ends a frozen (SIGSTOP) process.
+            if let NodeKind::Process { child, .. } = &mut self.nodes[i].kind
+                && let Some(mut c) = child.take()
+            {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
         // Containers go first (their drop removes them), then the network.

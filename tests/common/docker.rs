@@ -367,12 +367,11 @@ mod shim {
 
     /// `/v1.52/containers/json?x` → `/v<api>/containers/json?x`; other paths unchanged.
     fn rewrite(path_and_query: &str, api: &str) -> String {
-        if let Some(rest) = path_and_query.strip_prefix("/v") {
-            if let Some((ver, tail)) = rest.split_once('/') {
-                if super::parse_api(ver).is_some() {
-                    return format!("/v{api}/{tail}");
-                }
-            }
+        if let Some(rest) = path_and_query.strip_prefix("/v")
+            && let Some((ver, tail)) = rest.split_once('/')
+            && super::parse_api(ver).is_some()
+        {
+            return format!("/v{api}/{tail}");
         }
         path_and_query.to_string()
     }
@@ -428,16 +427,16 @@ mod shim {
             Ok(r) => r,
             Err(e) => return Ok(bad_gateway(format!("request: {e}"))),
         };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let server_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    if let (Ok(a), Ok(b)) = tokio::join!(client_upgrade, server_upgrade) {
-                        let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-                    }
-                });
-            }
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let server_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(a), Ok(b)) = tokio::join!(client_upgrade, server_upgrade) {
+                    let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
         }
         Ok(resp.map(|b: Incoming| b.boxed()))
     }

@@ -44,7 +44,7 @@ enum Kind {
         child: Option<Child>,
     },
     Container {
-        container: ContainerAsync<Nats>,
+        container: Box<ContainerAsync<Nats>>,
         name: String,
         /// The host port is fixed (restartable); otherwise Docker picked it.
         fixed_port: bool,
@@ -133,10 +133,10 @@ impl NatsServer {
     /// otherwise a container on a fixed host port.
     pub async fn start_restartable() -> Option<NatsServer> {
         let forced = std::env::var("QW_NATS_BACKEND").unwrap_or_default();
-        if forced != "container" {
-            if let Some(bin) = find_binary() {
-                return Some(Self::spawn_new(bin).await);
-            }
+        if forced != "container"
+            && let Some(bin) = find_binary()
+        {
+            return Some(Self::spawn_new(bin).await);
         }
         match docker::nats_image() {
             Ok(_) => Some(Self::start_container(true).await),
@@ -180,7 +180,7 @@ impl NatsServer {
             let server = NatsServer {
                 port,
                 kind: Kind::Container {
-                    container,
+                    container: Box::new(container),
                     name,
                     fixed_port,
                 },
@@ -457,15 +457,15 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        if let Kind::Container { name, .. } = &self.kind {
-            if std::thread::panicking() {
-                eprintln!(
-                    "----- NATS container {name} (port {}), last 40 lines -----\n{}\n-----",
-                    self.port,
-                    docker::logs_tail(name, 40)
-                );
-            }
-            // The container itself is removed by testcontainers when `container` drops.
+        // A container itself is removed by testcontainers when `container` drops.
+        if let Kind::Container { name, .. } = &self.kind
+            && std::thread::panicking()
+        {
+            eprintln!(
+                "----- NATS container {name} (port {}), last 40 lines -----\n{}\n-----",
+                self.port,
+                docker::logs_tail(name, 40)
+            );
         }
         if let Kind::Owned { child, .. } = &mut self.kind {
             if let Some(mut c) = child.take() {

@@ -160,7 +160,8 @@ pub fn calls(
     callback_share: f64,
     ack_wait: Duration,
 ) -> Vec<CallPlan> {
-    let total = mix.ok + mix.fail_first + mix.always + mix.reject + mix.slow + mix.hang + mix.poison;
+    let total =
+        mix.ok + mix.fail_first + mix.always + mix.reject + mix.slow + mix.hang + mix.poison;
     (0..n)
         .map(|i| {
             let mut pick = rng.random_range(0..total.max(1));
@@ -206,7 +207,10 @@ pub fn calls(
             };
             CallPlan {
                 id: format!("c{i:04}"),
-                function: format!("fn-{}", (b'a' + rng.random_range(0..functions.max(1)) as u8) as char),
+                function: format!(
+                    "fn-{}",
+                    (b'a' + rng.random_range(0..functions.max(1)) as u8) as char
+                ),
                 at: start + between(rng, 0.0, spread.as_secs_f64()),
                 behaviour,
                 callback: rng.random_bool(callback_share),
