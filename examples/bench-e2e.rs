@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Some((c, r)) => (c.as_str(), r.to_vec()),
         None => ("run", Vec::new()),
     };
+    queue_worker::invoke::http::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -343,9 +344,16 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 struct Env {
     worker_bin: PathBuf,
+    worker_prefix: Vec<String>,
+    /// The same for the baseline.
+    baseline_prefix: Vec<String>,
+    /// `--worker-env K=V,K2=V2`: more environment for the worker (experiments).
+    worker_env: Vec<String>,
     self_bin: PathBuf,
     nats_url: String,
     nats_pid: u32,
+    /// nats-server's monitoring endpoint (`/connz`).
+    nats_monitor: String,
     fn_addr: SocketAddr,
     fn_pid: u32,
     broker: JetStreamBroker,
@@ -463,7 +471,15 @@ impl Env {
         args: &[&str],
     ) -> Res<u32> {
         let metrics_port = free_port()?;
-        let mut cmd = Command::new(&self.worker_bin);
+        // `--worker-prefix "perf record -g -o /tmp/w.data --"` profiles the worker.
+        let mut cmd = match self.worker_prefix.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest).arg(&self.worker_bin);
+                c
+            }
+            None => Command::new(&self.worker_bin),
+        };
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -477,6 +493,11 @@ impl Env {
             .stderr(Stdio::null());
         for (k, v) in extra {
             cmd.env(k, v);
+        }
+        for kv in &self.worker_env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
         }
         let child = cmd
             .spawn()
@@ -498,7 +519,15 @@ impl Env {
     }
 
     fn start_baseline(&self, procs: &mut Procs, concurrency: usize) -> Res<u32> {
-        let mut child = Command::new(&self.self_bin)
+        let mut cmd = match self.baseline_prefix.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest).arg(&self.self_bin);
+                c
+            }
+            None => Command::new(&self.self_bin),
+        };
+        let mut child = cmd
             .args([
                 "baseline",
                 "--nats",
@@ -530,6 +559,7 @@ impl Env {
         let start = Instant::now();
         let initial = self.stream_messages(STREAM).await?;
         let pids = [consumer_pid, self.nats_pid, self.fn_pid];
+        let sent0 = self.client_messages().await;
         let mut first: Option<(Instant, u64, [Duration; 3])> = None;
         loop {
             let now = Instant::now();
@@ -543,9 +573,13 @@ impl Env {
                 let secs = now.duration_since(t0).as_secs_f64().max(1e-3);
                 let per_msg =
                     |i: usize| c1[i].saturating_sub(c0[i]).as_secs_f64() * 1e6 / m0.max(1) as f64;
+                // Messages the consumer sent to NATS besides one ack per message: pull
+                // requests (and the odd API request).
+                let sent = self.client_messages().await.saturating_sub(sent0);
                 return Ok(Drain {
                     rate: m0 as f64 / secs,
                     cpu_us: [per_msg(0), per_msg(1), per_msg(2)],
+                    requests_per_msg: sent.saturating_sub(initial) as f64 / initial.max(1) as f64,
                 });
             }
             if now.duration_since(start) > timeout {
@@ -553,6 +587,33 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Messages received by nats-server from every client but this driver (`/connz`).
+    async fn client_messages(&self) -> u64 {
+        let Ok(r) = self
+            .http
+            .get(format!("{}/connz?limit=1024", self.nats_monitor))
+            .send()
+            .await
+        else {
+            return 0;
+        };
+        let Ok(body) = r.bytes().await else {
+            return 0;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return 0;
+        };
+        v["connections"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .filter(|c| c["name"].as_str() != Some("bench"))
+                    .filter_map(|c| c["in_msgs"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     async fn fn_stats(&self, reset: bool) -> Res<Vec<u64>> {
@@ -586,6 +647,8 @@ struct Drain {
     rate: f64,
     /// CPU µs per message: the consumer (baseline or worker), nats-server, function server.
     cpu_us: [f64; 3],
+    /// Messages the consumer sent to NATS per message, besides its ack (pull requests).
+    requests_per_msg: f64,
 }
 
 fn best(v: &[Drain]) -> Drain {
@@ -658,8 +721,17 @@ async fn run_in(
 ) -> Res<()> {
     // nats-server: file store in our temp dir, loopback only.
     let port = free_port()?;
+    let monitor_port = free_port()?;
     let nats = Command::new(nats_bin)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            &monitor_port.to_string(),
+        ])
+        .args(["-js", "-sd"])
         .arg(dir.join("js"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -717,9 +789,26 @@ async fn run_in(
         .map_err(err("stream"))?;
     let env = Env {
         worker_bin,
+        worker_prefix: o
+            .str("worker-prefix", "")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        baseline_prefix: o
+            .str("baseline-prefix", "")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        worker_env: o
+            .str("worker-env", "")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
         self_bin,
         nats_url,
         nats_pid,
+        nats_monitor: format!("http://127.0.0.1:{monitor_port}"),
         fn_addr,
         fn_pid,
         broker,
@@ -763,9 +852,9 @@ async fn run_in(
     if has("throughput") {
         println!();
         println!(
-            "| concurrency | baseline msg/s | worker msg/s | ratio | CPU µs/msg baseline / worker | nats-server µs/msg (b / w) | function µs/msg (b / w) |"
+            "| concurrency | baseline msg/s | worker msg/s | ratio | CPU µs/msg baseline / worker | nats-server µs/msg (b / w) | function µs/msg (b / w) | requests to NATS per msg besides the ack (b / w) |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         for &c in concurrencies {
             let mut b_runs = Vec::new();
             let mut w_runs = Vec::new();
@@ -794,7 +883,7 @@ async fn run_in(
             let (b, w) = (best(&b_runs), best(&w_runs));
             let ratio = w.rate / b.rate;
             println!(
-                "| {c} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
+                "| {c} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.3} / {:.3} |",
                 b.rate,
                 w.rate,
                 ratio,
@@ -803,7 +892,9 @@ async fn run_in(
                 b.cpu_us[1],
                 w.cpu_us[1],
                 b.cpu_us[2],
-                w.cpu_us[2]
+                w.cpu_us[2],
+                b.requests_per_msg,
+                w.requests_per_msg
             );
             ratio_at_max = Some(ratio);
             worker_max_rate = w.rate;

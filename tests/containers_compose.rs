@@ -17,7 +17,6 @@ use common::docker::{self, Network};
 use common::http::CallbackReceiver;
 use common::worker::{get_text, http_client, wait_http_ok};
 use testcontainers::core::{IntoContainerPort, WaitFor};
-use testcontainers::runners::AsyncRunner;
 use testcontainers::{GenericImage, ImageExt};
 
 const T: Duration = Duration::from_secs(30);
@@ -51,26 +50,22 @@ async fn worker_nats_and_function_containers_post_invoke_and_call_back() {
     let fn_name = format!("{}-fn", net.name);
     let worker_name = format!("{}-worker", net.name);
 
-    let _nats = GenericImage::new(nats_image, nats_tag)
+    let nats_req = GenericImage::new(nats_image, nats_tag)
         .with_wait_for(WaitFor::message_on_stderr("Server is ready"))
         .with_cmd(["-js", "-sd", "/tmp/nats"])
         .with_network(net.name.clone())
         .with_container_name(nats_name.clone())
-        .with_label(docker::LABEL, "1")
-        .start()
-        .await
-        .expect("NATS container");
-    let _function = GenericImage::new(fn_image, fn_tag)
+        .with_label(docker::LABEL, "1");
+    let _nats = docker::start(nats_req, &nats_name).await;
+    let fn_req = GenericImage::new(fn_image, fn_tag)
         .with_wait_for(WaitFor::message_on_stderr("listening on"))
         .with_network(net.name.clone())
         .with_container_name(fn_name.clone())
-        .with_label(docker::LABEL, "1")
-        .start()
-        .await
-        .expect("function container");
+        .with_label(docker::LABEL, "1");
+    let _function = docker::start(fn_req, &fn_name).await;
     let queue = "compose-q";
     // `jetstream-queue-worker` is the command the OpenFaaS chart runs in its queue-worker pod.
-    let worker = GenericImage::new(worker_image.clone(), worker_tag.clone())
+    let worker_req = GenericImage::new(worker_image.clone(), worker_tag.clone())
         .with_entrypoint("jetstream-queue-worker")
         .with_exposed_port(8080.tcp())
         .with_exposed_port(8081.tcp())
@@ -83,10 +78,8 @@ async fn worker_nats_and_function_containers_post_invoke_and_call_back() {
         .with_env_var("max_inflight", "4")
         .with_network(net.name.clone())
         .with_container_name(worker_name.clone())
-        .with_label(docker::LABEL, "1")
-        .start()
-        .await
-        .expect("worker container");
+        .with_label(docker::LABEL, "1");
+    let worker = docker::start(worker_req, &worker_name).await;
     let ingress_port = worker.get_host_port_ipv4(8080.tcp()).await.expect("8080");
     let metrics_port = worker.get_host_port_ipv4(8081.tcp()).await.expect("8081");
     let metrics = format!("http://127.0.0.1:{metrics_port}");

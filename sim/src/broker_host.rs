@@ -33,11 +33,23 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Header naming the simulated call on every message the workload publishes.
 pub const CALL_HEADER: &str = "Sim-Call-Id";
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct AckEntry {
     acker: Arc<dyn Acker>,
     call: String,
     delivered: u64,
     seq: u64,
+    /// The consumer that delivered it: an ack for a consumer that no longer exists goes
+    /// nowhere (as with JetStream), and the message stays.
+    stream: String,
+    consumer: String,
 }
 
 /// State shared by the broker host across its restarts (the "disk").
@@ -81,7 +93,7 @@ impl BrokerShared {
         subject.starts_with(&format!("{}_DLQ.", self.queue))
     }
 
-    fn register(&self, d: Delivery, to: &str) -> WDelivery {
+    fn register(&self, d: Delivery, to: &str, stream: &str, consumer: &str) -> WDelivery {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let call = header(&d.headers, CALL_HEADER).unwrap_or_default();
         self.hist.record(Ev::SDeliver {
@@ -106,6 +118,8 @@ impl BrokerShared {
                 call,
                 delivered: w.delivered,
                 seq: w.stream_sequence,
+                stream: stream.to_string(),
+                consumer: consumer.to_string(),
             },
         );
         w
@@ -114,14 +128,28 @@ impl BrokerShared {
     async fn settle(&self, token: u64, kind: WSettle, from: &str) -> Resp {
         let entry = {
             let acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-            acks.get(&token)
-                .map(|e| (e.acker.clone(), e.call.clone(), e.delivered, e.seq))
+            acks.get(&token).map(|e| {
+                (
+                    e.acker.clone(),
+                    e.call.clone(),
+                    e.delivered,
+                    e.seq,
+                    e.stream.clone(),
+                    e.consumer.clone(),
+                )
+            })
         };
         // Unknown token: an ack for a message a memory restart lost; JetStream acks are fire
         // and forget, so it simply goes nowhere.
-        let Some((acker, call, delivered, seq)) = entry else {
+        let Some((acker, call, delivered, seq, stream, consumer)) = entry else {
             return Resp::Done;
         };
+        // An ack to a consumer that was deleted meanwhile goes nowhere: the message stays.
+        let applies = self
+            .broker
+            .consumer_exists(&stream, &consumer)
+            .await
+            .unwrap_or(false);
         let r = match kind {
             WSettle::Ack => acker.ack().await,
             WSettle::Nak(d) => acker.nak(d).await,
@@ -135,7 +163,7 @@ impl BrokerShared {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&token);
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-            if live.get(&seq) == Some(&call) {
+            if applies && live.get(&seq) == Some(&call) {
                 live.remove(&seq);
                 removed = true;
             }
@@ -198,8 +226,27 @@ impl BrokerShared {
     }
 }
 
+/// Records the work stream's consumers whenever they change (creation on demand, deletion
+/// by a worker or by the inactive threshold).
+async fn watch_consumers(shared: Arc<BrokerShared>) {
+    let stream = queue_worker::broker::stream_name(&shared.queue);
+    let mut last: Vec<String> = Vec::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(names) = shared.broker.list_consumers(&stream).await
+            && names != last
+        {
+            shared.hist.record(Ev::SConsumers {
+                names: names.clone(),
+            });
+            last = names;
+        }
+    }
+}
+
 /// The broker host's software.
 pub async fn serve(shared: Arc<BrokerShared>) -> turmoil::Result {
+    let _watch = AbortOnDrop(tokio::task::spawn_local(watch_consumers(shared.clone())));
     loop {
         let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
         let mut conns = JoinSet::new();
@@ -281,6 +328,8 @@ async fn connection(shared: Arc<BrokerShared>, stream: TcpStream) {
                         if let Some((_, cancel)) = subs.remove(&sub) {
                             cancel.cancel();
                         }
+                        let stream_name = stream.name.clone();
+                        let consumer_name = consumer.name.clone();
                         match shared
                             .broker
                             .subscribe(&stream.into(), &consumer.into())
@@ -294,7 +343,7 @@ async fn connection(shared: Arc<BrokerShared>, stream: TcpStream) {
                                     s,
                                     rx,
                                     out.clone(),
-                                    name.clone(),
+                                    (name.clone(), stream_name, consumer_name),
                                     cancel.clone(),
                                 ));
                                 subs.insert(sub, (tx, cancel));
@@ -319,7 +368,14 @@ async fn connection(shared: Arc<BrokerShared>, stream: TcpStream) {
                     Req::Settle { token, kind } => shared.settle(token, kind, &name).await,
                     Req::DeleteConsumer { stream, name: c } => {
                         match shared.broker.delete_consumer(&stream, &c).await {
-                            Ok(b) => Resp::Bool(b),
+                            Ok(b) => {
+                                shared.hist.record(Ev::SDeleteConsumer {
+                                    name: c,
+                                    by: name.clone(),
+                                    existed: b,
+                                });
+                                Resp::Bool(b)
+                            }
                             Err(e) => Resp::Err((&e).into()),
                         }
                     }
@@ -402,7 +458,7 @@ async fn pull_task(
     mut sub: Box<dyn Subscription>,
     mut requests: mpsc::UnboundedReceiver<(u64, usize)>,
     out: mpsc::UnboundedSender<Frame<Resp>>,
-    name: String,
+    (name, stream, consumer): (String, String, String),
     cancel: CancellationToken,
 ) {
     loop {
@@ -421,7 +477,7 @@ async fn pull_task(
             n = sub.next() => n,
         };
         let body = match next {
-            Some(Ok(d)) => Resp::Delivery(shared.register(d, &name)),
+            Some(Ok(d)) => Resp::Delivery(shared.register(d, &name, &stream, &consumer)),
             Some(Err(e)) => Resp::Err((&e).into()),
             None => Resp::End,
         };

@@ -511,6 +511,33 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
             }
         }
 
+        // ---- attempts in all: the policy's attempts, plus one per lease a fault broke and
+        // per dead letter that could not be stored (both run the function again) ----
+        let lost_leases = c
+            .sdeliver
+            .windows(2)
+            .filter(|w| dup_deliveries.contains(&(w[0].2.clone(), w[0].1)))
+            .count();
+        let park_retries =
+            c.w.iter()
+                .filter(|(_, _, e)| matches!(e, WEv::DeadLetter(false)))
+                .count();
+        let allowed = cfg.max_attempts as usize + lost_leases + park_retries;
+        if starts.len() > allowed {
+            violation(
+                "attempts",
+                id,
+                starts[allowed].0,
+                format!(
+                    "invoked {} times; max_retry_attempts is {} ({lost_leases} broken leases, \
+                     {park_retries} dead letters not stored); delivery counts seen: {:?}",
+                    starts.len(),
+                    cfg.max_attempts,
+                    c.sdeliver.iter().map(|d| d.1).collect::<Vec<_>>()
+                ),
+            );
+        }
+
         let Some(accepted) = c.accepted else {
             continue;
         };
@@ -683,6 +710,9 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
 
     // ---- retry budget ----
     let ratio = cfg.retry_budget_ratio;
+    for gs in grants.values_mut() {
+        gs.sort();
+    }
     for (key, gs) in &grants {
         let fas = first_attempts.get(key).cloned().unwrap_or_default();
         for (i, (t, call)) in gs.iter().enumerate() {
@@ -700,8 +730,14 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
                     *t,
                     format!(
                         "{} granted {granted} retries of {} within 53s; the budget allows \
-                         {allowed} ({firsts} first attempts, ratio {ratio})",
-                        key.0, key.1
+                         {allowed} ({firsts} first attempts, ratio {ratio}); retries at {:?}",
+                        key.0,
+                        key.1,
+                        gs[..=i]
+                            .iter()
+                            .filter(|(g, _)| *g > window_start)
+                            .map(|(g, c)| format!("{c}@{:.3}", g.as_secs_f64()))
+                            .collect::<Vec<_>>()
                     ),
                 );
                 break;

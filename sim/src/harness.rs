@@ -32,6 +32,8 @@ pub struct RunResult {
     /// SHA-256 of the ordered event trace.
     pub digest: String,
     pub events: usize,
+    /// The recorded history.
+    pub records: Vec<crate::history::Record>,
     /// The simulation itself failed (a host errored, the time limit passed).
     pub error: Option<String>,
     pub sim_time: Duration,
@@ -160,6 +162,10 @@ pub fn run(config: RunConfig) -> RunResult {
     let mut actions: std::collections::VecDeque<(Duration, Action)> = actions.into();
     // Crashed workers, so overlapping faults do not crash a dead host or restart a live one.
     let mut down: BTreeMap<usize, u32> = BTreeMap::new();
+    // Overlapping partitions of one worker: cut on the first, heal after the last.
+    let mut cut: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut receiver_down = 0u32;
+    let mut receiver_failing = 0u32;
     let mut error = None;
     let mut steps = 0u64;
 
@@ -222,28 +228,50 @@ pub fn run(config: RunConfig) -> RunResult {
                     }
                 }
                 Action::Cut(i) => {
-                    sim.partition(worker_host(i), BROKER);
-                    hist.record_at(now, fault(FaultKind::Partition, &worker_host(i), true));
+                    let n = cut.entry(i).or_default();
+                    *n += 1;
+                    if *n == 1 {
+                        sim.partition(worker_host(i), BROKER);
+                        hist.record_at(now, fault(FaultKind::Partition, &worker_host(i), true));
+                    }
                 }
                 Action::Heal(i) => {
-                    sim.repair(worker_host(i), BROKER);
-                    hist.record_at(now, fault(FaultKind::Partition, &worker_host(i), false));
+                    let n = cut.entry(i).or_default();
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        sim.repair(worker_host(i), BROKER);
+                        hist.record_at(now, fault(FaultKind::Partition, &worker_host(i), false));
+                    }
                 }
                 Action::BrokerRestart { down, keep } => {
                     hist.record_at(now, fault(FaultKind::BrokerRestart, BROKER, true));
                     shared.request_restart(down, keep);
                 }
                 Action::ReceiverDown => {
-                    sim.crash(RECEIVER);
-                    hist.record_at(now, fault(FaultKind::ReceiverDown, RECEIVER, true));
+                    receiver_down += 1;
+                    if receiver_down == 1 {
+                        sim.crash(RECEIVER);
+                        hist.record_at(now, fault(FaultKind::ReceiverDown, RECEIVER, true));
+                    }
                 }
                 Action::ReceiverUp => {
-                    sim.bounce(RECEIVER);
-                    hist.record_at(now, fault(FaultKind::ReceiverDown, RECEIVER, false));
+                    receiver_down = receiver_down.saturating_sub(1);
+                    if receiver_down == 0 {
+                        sim.bounce(RECEIVER);
+                        hist.record_at(now, fault(FaultKind::ReceiverDown, RECEIVER, false));
+                    }
                 }
                 Action::ReceiverErrors(on) => {
-                    *receiver_errors.lock().unwrap_or_else(|e| e.into_inner()) = on;
-                    hist.record_at(now, fault(FaultKind::ReceiverDown, "receiver-errors", on));
+                    let before = receiver_failing;
+                    receiver_failing = if on {
+                        receiver_failing + 1
+                    } else {
+                        receiver_failing.saturating_sub(1)
+                    };
+                    if (before == 0) != (receiver_failing == 0) {
+                        *receiver_errors.lock().unwrap_or_else(|e| e.into_inner()) = on;
+                        hist.record_at(now, fault(FaultKind::ReceiverDown, "receiver-errors", on));
+                    }
                 }
             }
         }
@@ -263,6 +291,7 @@ pub fn run(config: RunConfig) -> RunResult {
         report,
         digest: crate::history::digest(&records),
         events: records.len(),
+        records,
         error,
         sim_time,
         steps,

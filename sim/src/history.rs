@@ -70,6 +70,14 @@ pub enum Ev {
     },
     /// The broker restarted with memory storage while `call` was stored: lost (documented).
     SLost { call: String },
+    /// `by` deleted consumer `name` (`existed`: it was there).
+    SDeleteConsumer {
+        name: String,
+        by: String,
+        existed: bool,
+    },
+    /// The work stream's consumers changed (polled every 250ms by the broker host).
+    SConsumers { names: Vec<String> },
     /// A connection to the broker opened (`up`) or closed.
     SConn { peer: String, up: bool },
 

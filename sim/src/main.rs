@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: sim [--seed N] [--scenario NAME|all] [--steps CALLS] [--calls N] [--faults N] [--bug NAME]\n\
+        "usage: sim [--seed N] [--scenario NAME|all] [--steps CALLS] [--calls N] [--faults N] [--workers N] [--bug NAME]\n\
          scenarios: {}\n\
          --steps/--calls: workload size (calls); --faults: keep at most N faults;\n\
          --bug (buggify builds): ack-before-invoke | ignore-max-retry-attempts | drop-progress-acks",
@@ -34,6 +34,7 @@ fn main() {
             "--scenario" => scenario = val(),
             "--steps" | "--calls" => opts.calls = Some(val().parse().unwrap_or_else(|_| usage())),
             "--faults" => opts.faults = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--workers" => opts.workers = Some(val().parse().unwrap_or_else(|_| usage())),
             "--bug" => {
                 let b = val();
                 opts.bug = Some(match b.as_str() {
@@ -70,6 +71,20 @@ fn main() {
             usage()
         };
         print!("{}", sim::summary(&r));
+        // SIM_TRACE=all prints the whole history; SIM_TRACE=<text> the events mentioning it.
+        if let Ok(filter) = std::env::var("SIM_TRACE") {
+            for c in &r.config.calls {
+                if filter.contains(&c.id) {
+                    println!("  plan: {c:?}");
+                }
+            }
+            for rec in &r.records {
+                let line = format!("{:?}", rec.ev);
+                if filter == "all" || line.contains(&filter) {
+                    println!("  {:>9.3}s {line}", rec.at.as_secs_f64());
+                }
+            }
+        }
         if !r.ok() {
             failed = true;
             println!(

@@ -295,7 +295,9 @@ pub enum BrokerError {
         found: String,
         want: String,
     },
-    #[error("no stream stores subject {subject}")]
+    #[error(
+        "no stream can store subject {subject} right now (missing, or its JetStream cluster has no quorum)"
+    )]
     NoStream { subject: String },
     /// The broker cannot hold more messages now (memory broker limits): retry later.
     #[error("the broker is full: {0}")]

@@ -90,9 +90,43 @@ pub fn warn_unimplemented(config: &Config) {
     }
 }
 
+/// Flags of the OpenFaaS Pro queue-worker that its Helm chart passes (`-license-file=...`,
+/// `-pprof=true`): accepted and ignored so this image is a drop-in for the chart's.
+const IGNORED_OPENFAAS_FLAGS: &[&str] = &["license-file", "pprof"];
+
+/// The command line without the ignored OpenFaaS flags (Go style: one or two dashes, the value
+/// after `=` or as the next argument); also returns what was dropped.
+pub fn strip_openfaas_flags(args: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let mut kept = Vec::with_capacity(args.len());
+    let mut dropped = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let name = a.trim_start_matches('-');
+        let dashed = a.starts_with('-');
+        let (flag, has_value) = match name.split_once('=') {
+            Some((f, _)) => (f, true),
+            None => (name, false),
+        };
+        if dashed && IGNORED_OPENFAAS_FLAGS.contains(&flag) {
+            dropped.push(flag.to_string());
+            // `-license-file /path`: the value is the next argument (pprof takes `=bool`).
+            if !has_value && flag == "license-file" {
+                it.next();
+            }
+            continue;
+        }
+        kept.push(a);
+    }
+    (kept, dropped)
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (args, ignored) = strip_openfaas_flags(std::env::args().collect());
+    let cli = Cli::parse_from(args);
+    for flag in &ignored {
+        eprintln!("queue-worker: ignoring the OpenFaaS Pro flag -{flag} (not needed here)");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -212,4 +246,39 @@ async fn run(args: RunArgs) -> ExitCode {
     metrics_stop.cancel();
     let _ = metrics_task.await;
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn openfaas_pro_flags_are_dropped() {
+        let (kept, dropped) = strip_openfaas_flags(v(&[
+            "queue-worker",
+            "-license-file=/var/secrets/license/license",
+            "-pprof=true",
+        ]));
+        assert_eq!(kept, v(&["queue-worker"]));
+        assert_eq!(dropped, v(&["license-file", "pprof"]));
+        let (kept, _) = strip_openfaas_flags(v(&[
+            "queue-worker",
+            "--license-file",
+            "/x",
+            "run",
+            "--ingress",
+            "0.0.0.0:8080",
+        ]));
+        assert_eq!(
+            kept,
+            v(&["queue-worker", "run", "--ingress", "0.0.0.0:8080"])
+        );
+        let (kept, dropped) = strip_openfaas_flags(v(&["queue-worker", "publish", "license-file"]));
+        assert_eq!(kept, v(&["queue-worker", "publish", "license-file"]));
+        assert!(dropped.is_empty(), "a function named like the flag is kept");
+    }
 }

@@ -11,6 +11,54 @@ use super::{InvokeError, Invoker, MAX_RESPONSE_BYTES};
 pub struct ReqwestInvoker {
     functions: reqwest::Client,
     callbacks: reqwest::Client,
+    /// Function URLs already parsed (most messages go to a few functions).
+    urls: UrlCache,
+}
+
+/// At most this many parsed URLs are kept; past it the cache starts over.
+const MAX_CACHED_URLS: usize = 1024;
+
+/// `url::Url`s by their text. reqwest needs a `Url`, and its own conversion from an
+/// `http::Request` formats the URI and parses the text on every request (a tenth of the
+/// worker's own work per message, docs/performance.md).
+#[derive(Default)]
+struct UrlCache(std::sync::Mutex<std::collections::HashMap<String, url::Url>>);
+
+impl UrlCache {
+    /// The `Url` of `uri`, as `Url::parse(&uri.to_string())` gives it.
+    fn get(&self, uri: &http::Uri) -> Result<url::Url, url::ParseError> {
+        // `Uri`'s Display, without the formatting machinery and the regrowing.
+        let mut text = String::with_capacity(
+            uri.scheme_str().map_or(0, |s| s.len() + 3)
+                + uri.authority().map_or(0, |a| a.as_str().len())
+                + uri.path_and_query().map_or(1, |p| p.as_str().len() + 1),
+        );
+        if let Some(scheme) = uri.scheme_str() {
+            text.push_str(scheme);
+            text.push_str("://");
+        }
+        if let Some(authority) = uri.authority() {
+            text.push_str(authority.as_str());
+        }
+        text.push_str(uri.path());
+        if let Some(query) = uri.query() {
+            text.push('?');
+            text.push_str(query);
+        }
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(url) = map.get(&text) {
+            return Ok(url.clone());
+        }
+        let url = url::Url::parse(&text)?;
+        if map.len() >= MAX_CACHED_URLS {
+            map.clear();
+        }
+        map.insert(text, url.clone());
+        Ok(url)
+    }
 }
 
 /// Install ring as rustls' process-wide crypto provider (idempotent).
@@ -44,17 +92,43 @@ impl ReqwestInvoker {
         Ok(ReqwestInvoker {
             functions,
             callbacks,
+            urls: UrlCache::default(),
         })
     }
+}
+
+/// The reqwest request for `req`: what `reqwest::Request::try_from` builds, with the URL from
+/// the cache (when one is given).
+fn to_reqwest(
+    req: http::Request<Bytes>,
+    urls: Option<&UrlCache>,
+) -> Result<reqwest::Request, InvokeError> {
+    let slow = |req: http::Request<Bytes>| {
+        reqwest::Request::try_from(req.map(reqwest::Body::from))
+            .map_err(|e| InvokeError::Transport(e.to_string()))
+    };
+    let Some(urls) = urls.filter(|_| req.extensions().is_empty()) else {
+        return slow(req);
+    };
+    let Ok(url) = urls.get(req.uri()) else {
+        // Unusable URL: the error exactly as reqwest words it.
+        return slow(req);
+    };
+    let (parts, body) = req.into_parts();
+    let mut out = reqwest::Request::new(parts.method, url);
+    *out.headers_mut() = parts.headers;
+    *out.version_mut() = parts.version;
+    *out.body_mut() = Some(reqwest::Body::from(body));
+    Ok(out)
 }
 
 async fn exchange(
     client: &reqwest::Client,
     req: http::Request<Bytes>,
     timeout: Duration,
+    urls: Option<&UrlCache>,
 ) -> Result<http::Response<Bytes>, InvokeError> {
-    let req = reqwest::Request::try_from(req.map(reqwest::Body::from))
-        .map_err(|e| InvokeError::Transport(e.to_string()))?;
+    let req = to_reqwest(req, urls)?;
     let work = async {
         let mut resp = client.execute(req).await.map_err(|e| {
             if e.is_connect() {
@@ -112,7 +186,7 @@ impl Invoker for ReqwestInvoker {
         req: http::Request<Bytes>,
         timeout: Duration,
     ) -> Result<http::Response<Bytes>, InvokeError> {
-        exchange(&self.functions, req, timeout).await
+        exchange(&self.functions, req, timeout, Some(&self.urls)).await
     }
 
     async fn callback(
@@ -120,6 +194,44 @@ impl Invoker for ReqwestInvoker {
         req: http::Request<Bytes>,
         timeout: Duration,
     ) -> Result<http::Response<Bytes>, InvokeError> {
-        exchange(&self.callbacks, req, timeout).await
+        exchange(&self.callbacks, req, timeout, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_conversion_matches_reqwest() {
+        let cache = UrlCache::default();
+        for uri in [
+            "http://gateway.openfaas:8080/function/figlet",
+            "http://127.0.0.1:8080/function/f.ns/a/b%20c?x=1&y=%2F",
+            "https://[::1]:8443/function/f?",
+            "http://gw/function/f/%C3%BC",
+            "http://GW.Example/function/f#frag",
+        ] {
+            for _ in 0..2 {
+                let make = || {
+                    let mut r = http::Request::new(Bytes::from_static(b"body"));
+                    *r.method_mut() = http::Method::PUT;
+                    *r.uri_mut() = uri.parse().unwrap();
+                    r.headers_mut()
+                        .insert("x-call-id", http::HeaderValue::from_static("abc"));
+                    r
+                };
+                let fast = to_reqwest(make(), Some(&cache)).unwrap();
+                let slow = to_reqwest(make(), None).unwrap();
+                assert_eq!(fast.url(), slow.url(), "{uri}");
+                assert_eq!(fast.method(), slow.method());
+                assert_eq!(fast.headers(), slow.headers());
+                assert_eq!(fast.version(), slow.version());
+                assert_eq!(
+                    fast.body().and_then(|b| b.as_bytes()),
+                    slow.body().and_then(|b| b.as_bytes())
+                );
+            }
+        }
     }
 }

@@ -142,6 +142,8 @@ pub fn function_request(
     *out.method_mut() = method;
     *out.uri_mut() = uri;
     let headers = out.headers_mut();
+    // Sized once: the message's headers plus the three set below (no regrowth per message).
+    headers.reserve(req.header.len() + 3);
     for (name, values) in &req.header {
         if is_not_forwarded(name)
             || name.eq_ignore_ascii_case("user-agent")
@@ -162,13 +164,18 @@ pub fn function_request(
     }
     set_header(headers, "x-call-id", call_id);
     set_header(headers, "x-start-time", start_time);
-    set_header(headers, "user-agent", &user_agent());
+    headers.insert(http::header::USER_AGENT, user_agent_value());
     Ok(out)
 }
 
 /// `queue-worker/<version>`.
 pub fn user_agent() -> String {
     format!("queue-worker/{}", crate::VERSION)
+}
+
+/// [`user_agent`] as a header value, without formatting or validating it per request.
+fn user_agent_value() -> HeaderValue {
+    HeaderValue::from_static(concat!("queue-worker/", env!("CARGO_PKG_VERSION")))
 }
 
 fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -263,7 +270,7 @@ pub fn callback_request(
     set_header(headers, "x-start-time", result.start_time);
     set_header(headers, "x-retry", &result.retry.to_string());
     set_header(headers, "x-retry-max", &result.retry_max.to_string());
-    set_header(headers, "user-agent", &user_agent());
+    headers.insert(http::header::USER_AGENT, user_agent_value());
     Ok(out)
 }
 

@@ -11,7 +11,9 @@ use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::field::{RecordFields, VisitOutput};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -31,6 +33,9 @@ pub fn init(encoding: LogEncoding, debug: bool) {
         LogEncoding::Console => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(false)
+            .with_ansi(console_colours())
+            .with_timer(LogTime)
+            .fmt_fields(LogFields)
             .with_writer(std::io::stderr)
             .try_init(),
         LogEncoding::Json => tracing_subscriber::fmt()
@@ -40,6 +45,124 @@ pub fn init(encoding: LogEncoding, debug: bool) {
             .try_init(),
     };
     let _ = result;
+}
+
+/// Colours (ANSI escapes) only when a person reads stderr on a terminal and `NO_COLOR` is not
+/// set: log collectors get plain text, and formatting the escapes was a sixth of the worker's
+/// own CPU per message (docs/performance.md).
+fn console_colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The console format's timestamp, as tracing-subscriber's `SystemTime` timer writes it
+/// (`2026-01-02T03:04:05.123456Z`), from one buffer instead of seven formatted numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogTime;
+
+impl FormatTime for LogTime {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        let now = std::time::SystemTime::now();
+        // humantime covers 1970 to 9999 (the same text); anything else the stock timer writes.
+        let in_range = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .is_ok_and(|d| d.as_secs() < 253_402_300_800);
+        if in_range {
+            write!(w, "{}", humantime::format_rfc3339_micros(now))
+        } else {
+            tracing_subscriber::fmt::time::SystemTime.format_time(w)
+        }
+    }
+}
+
+/// The console format's fields, exactly as tracing-subscriber's `DefaultFields` writes them
+/// (`name=value`, space separated), but without its styling machinery when there are no
+/// colours to write: that machinery was most of the cost of the two log lines per message.
+/// Messages, errors, `r#` and `log.` fields, and everything when colours are on, are written
+/// by `DefaultFields`' own visitor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogFields;
+
+impl<'writer> FormatFields<'writer> for LogFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut v = LogVisitor {
+            writer,
+            is_empty: true,
+            result: Ok(()),
+        };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct LogVisitor<'a> {
+    writer: Writer<'a>,
+    is_empty: bool,
+    result: fmt::Result,
+}
+
+impl LogVisitor<'_> {
+    /// Whether this field is a plain `name=value` that this visitor writes itself.
+    fn plain(&self, field: &Field) -> bool {
+        let name = field.name();
+        !self.writer.has_ansi_escapes()
+            && name != "message"
+            && !name.starts_with("r#")
+            && !name.starts_with("log.")
+    }
+
+    /// Let `DefaultVisitor` write the field (it pads unless the field is skipped).
+    fn delegate(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        let mut v = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
+        record(&mut v);
+        self.result = v.finish();
+        if !field.name().starts_with("log.") {
+            self.is_empty = false;
+        }
+    }
+
+    fn name(&mut self, name: &str) -> fmt::Result {
+        if self.is_empty {
+            self.is_empty = false;
+        } else {
+            self.writer.write_char(' ')?;
+        }
+        self.writer.write_str(name)?;
+        self.writer.write_char('=')
+    }
+}
+
+impl Visit for LogVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        if self.plain(field) {
+            self.record_debug(field, &value);
+        } else {
+            self.delegate(field, |v| v.record_str(field, value));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.result.is_err() {
+            return;
+        }
+        self.delegate(field, |v| v.record_error(field, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        if !self.plain(field) {
+            self.delegate(field, |v| v.record_debug(field, value));
+            return;
+        }
+        self.result = self
+            .name(field.name())
+            .and_then(|()| write!(self.writer, "{value:?}"));
+    }
 }
 
 /// One JSON object per event: `{"ts":..,"level":..,"msg":..,<fields>}`.
@@ -129,6 +252,93 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// What the console subscriber writes for a few events, with our fields and timer or
+    /// tracing-subscriber's own.
+    fn console_output(ours: bool, ansi: bool) -> String {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let events = || {
+            let err = std::io::Error::other("boom");
+            tracing::info!(
+                callId = %"c-1",
+                function = %"echo.openfaas-fn",
+                delivery = 2u64,
+                bytes = 512usize,
+                url = %"/function/echo",
+                "Invoke"
+            );
+            tracing::warn!(status = 503u16, duration = 0.25, error = %err, "Invoked");
+            tracing::info!(
+                r#type = "x",
+                quoted = "a \"b\"",
+                flag = true,
+                neg = -3i64,
+                "r#"
+            );
+            tracing::info!(
+                error = &err as &(dyn std::error::Error + 'static),
+                "error field"
+            );
+            tracing::info!("message only with {} args", 2);
+            tracing::info!(a = 1u8, "\u{1b}[31mescaped\u{1b}[0m");
+            let span = tracing::info_span!("call", id = 7u64, name = "x y");
+            let _g = span.enter();
+            tracing::info!(inner = 1u64, "in a span");
+            span.record("id", 8u64);
+            tracing::info!("after record");
+        };
+        if ours {
+            let subscriber = tracing_subscriber::fmt()
+                .with_target(false)
+                .with_ansi(ansi)
+                .with_timer(LogTime)
+                .fmt_fields(LogFields)
+                .with_writer(move || w.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, events);
+        } else {
+            let subscriber = tracing_subscriber::fmt()
+                .with_target(false)
+                .with_ansi(ansi)
+                .with_writer(move || w.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, events);
+        }
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Each line without its timestamp (the first space-separated word, or its ANSI-wrapped
+    /// form).
+    fn untimed(text: &str) -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                l.split_once(' ')
+                    .map(|(_, rest)| rest.to_string())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn console_fields_and_time_are_written_as_tracing_subscriber_writes_them() {
+        for ansi in [false, true] {
+            let ours = console_output(true, ansi);
+            let stock = console_output(false, ansi);
+            assert_eq!(
+                untimed(&ours),
+                untimed(&stock),
+                "ansi={ansi}\n{ours}\n{stock}"
+            );
+            assert_eq!(ours.lines().count(), 8);
+        }
+        // The timestamps have the same shape: 2026-01-02T03:04:05.123456Z
+        let line = console_output(true, false);
+        let ts = line.split(' ').next().unwrap();
+        assert_eq!(ts.len(), 27, "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.');
+        assert!(line.contains(" INFO Invoke callId=c-1 function=echo.openfaas-fn delivery=2"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! One [`Metrics`] per process (or per simulated worker), passed in: no globals.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -205,14 +206,30 @@ impl Metrics {
 
     /// Metric handles bound to one queue, for the hot path.
     pub fn for_queue(self: &Arc<Self>, queue: &str) -> QueueMetrics {
+        let labels = QueueLabels {
+            queue_name: queue.to_string(),
+        };
         QueueMetrics {
             metrics: self.clone(),
             queue: queue.to_string(),
-            processed: self.messages_processed.get_or_create_owned(&QueueLabels {
-                queue_name: queue.to_string(),
-            }),
+            processed: self.messages_processed.get_or_create_owned(&labels),
+            queue_delay: self.queue_delay.get_or_create_owned(&labels),
+            functions: Arc::new(RwLock::new(HashMap::new())),
         }
     }
+}
+
+/// At most this many functions keep cached metric handles per queue; past it, the others take
+/// the slower path through the families (labels built per call), which gives the same numbers.
+const MAX_CACHED_FUNCTIONS: usize = 10_000;
+
+/// One function's hot-path metrics, looked up once instead of building label sets (three or
+/// four `String`s) and hashing them on every message.
+struct FunctionHandles {
+    inflight: Gauge,
+    duration: Histogram,
+    /// `queue_worker_invocations_total` per status code seen so far.
+    codes: RwLock<Vec<(u16, Counter)>>,
 }
 
 /// Shortcuts for one queue's metrics.
@@ -221,6 +238,9 @@ pub struct QueueMetrics {
     metrics: Arc<Metrics>,
     queue: String,
     processed: Counter,
+    queue_delay: Histogram,
+    /// Hot-path handles by function name (`name.namespace`).
+    functions: Arc<RwLock<HashMap<String, Arc<FunctionHandles>>>>,
 }
 
 impl QueueMetrics {
@@ -239,31 +259,93 @@ impl QueueMetrics {
     pub fn processed(&self) {
         self.processed.inc();
     }
+
+    /// The cached handles of `labels`' function (`None`: another queue's labels, or the cache
+    /// is full).
+    fn handles(&self, labels: &FunctionLabels) -> Option<Arc<FunctionHandles>> {
+        if labels.queue_name != self.queue {
+            return None;
+        }
+        let read = |m: &RwLock<HashMap<String, Arc<FunctionHandles>>>| {
+            m.read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&labels.function_name)
+                .cloned()
+        };
+        if let Some(h) = read(&self.functions) {
+            return Some(h);
+        }
+        let mut map = self
+            .functions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = map.get(&labels.function_name) {
+            return Some(h.clone());
+        }
+        if map.len() >= MAX_CACHED_FUNCTIONS {
+            return None;
+        }
+        let h = Arc::new(FunctionHandles {
+            inflight: self.metrics.inflight.get_or_create_owned(labels),
+            duration: self.metrics.invocation_duration.get_or_create_owned(labels),
+            codes: RwLock::new(Vec::new()),
+        });
+        map.insert(labels.function_name.clone(), h.clone());
+        Some(h)
+    }
+
+    fn code_labels(labels: &FunctionLabels, code: u16) -> CodeLabels {
+        CodeLabels {
+            queue_name: labels.queue_name.clone(),
+            function_name: labels.function_name.clone(),
+            code: code.to_string(),
+        }
+    }
+
     pub fn inflight(&self, labels: &FunctionLabels) -> Gauge {
-        self.metrics.inflight.get_or_create_owned(labels)
+        match self.handles(labels) {
+            Some(h) => h.inflight.clone(),
+            None => self.metrics.inflight.get_or_create_owned(labels),
+        }
     }
     pub fn invocation(&self, labels: &FunctionLabels, code: u16, seconds: f64) {
-        self.metrics
-            .invocations
-            .get_or_create(&CodeLabels {
-                queue_name: labels.queue_name.clone(),
-                function_name: labels.function_name.clone(),
-                code: code.to_string(),
-            })
-            .inc();
-        self.metrics
-            .invocation_duration
-            .get_or_create(labels)
-            .observe(seconds);
+        let Some(h) = self.handles(labels) else {
+            self.metrics
+                .invocations
+                .get_or_create(&Self::code_labels(labels, code))
+                .inc();
+            self.metrics
+                .invocation_duration
+                .get_or_create(labels)
+                .observe(seconds);
+            return;
+        };
+        let cached = h
+            .codes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, counter)| counter.clone());
+        let counter = cached.unwrap_or_else(|| {
+            let mut codes = h.codes.write().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
+                return counter.clone();
+            }
+            let counter = self
+                .metrics
+                .invocations
+                .get_or_create_owned(&Self::code_labels(labels, code));
+            codes.push((code, counter.clone()));
+            counter
+        });
+        counter.inc();
+        h.duration.observe(seconds);
     }
     pub fn retry(&self, labels: &FunctionLabels, code: u16) {
         self.metrics
             .retries
-            .get_or_create(&CodeLabels {
-                queue_name: labels.queue_name.clone(),
-                function_name: labels.function_name.clone(),
-                code: code.to_string(),
-            })
+            .get_or_create(&Self::code_labels(labels, code))
             .inc();
     }
     pub fn retry_budget_exceeded(&self, labels: &FunctionLabels) {
@@ -273,12 +355,7 @@ impl QueueMetrics {
             .inc();
     }
     pub fn queue_delay(&self, seconds: f64) {
-        self.metrics
-            .queue_delay
-            .get_or_create(&QueueLabels {
-                queue_name: self.queue.clone(),
-            })
-            .observe(seconds);
+        self.queue_delay.observe(seconds);
     }
     pub fn dead_letter(&self, reason: &str) {
         self.metrics
@@ -303,6 +380,38 @@ impl QueueMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_handles_count_like_the_families() {
+        let m = Arc::new(Metrics::new());
+        let q = m.for_queue("q");
+        let f = q.function("a.ns");
+        for code in [200, 200, 503, 200] {
+            q.invocation(&f, code, 0.5);
+        }
+        q.inflight(&f).inc();
+        q.inflight(&f).inc();
+        q.inflight(&f).dec();
+        // Labels of another queue take the uncached path and stay apart.
+        let other = FunctionLabels {
+            queue_name: "other".into(),
+            function_name: "a.ns".into(),
+        };
+        q.invocation(&other, 200, 0.5);
+        q.queue_delay(0.25);
+        q.queue_delay(0.5);
+        let text = m.encode();
+        for line in [
+            "queue_worker_invocations_total{queue_name=\"q\",function_name=\"a.ns\",code=\"200\"} 3",
+            "queue_worker_invocations_total{queue_name=\"q\",function_name=\"a.ns\",code=\"503\"} 1",
+            "queue_worker_invocations_total{queue_name=\"other\",function_name=\"a.ns\",code=\"200\"} 1",
+            "queue_worker_invocation_duration_seconds_count{queue_name=\"q\",function_name=\"a.ns\"} 4",
+            "queue_worker_function_invocation_inflight{queue_name=\"q\",function_name=\"a.ns\"} 1",
+            "queue_worker_queue_delay_seconds_count{queue_name=\"q\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
 
     #[test]
     fn exports_the_openfaas_names() {

@@ -112,7 +112,16 @@ pub async fn park(ctx: &Context, delivery: &Delivery, dl: DeadLetter) -> Settle 
         ),
         payload: delivery.payload.clone(),
     };
-    match ctx.broker.publish(out).await {
+    let mut stored = ctx.broker.publish(out.clone()).await;
+    if let Err(crate::broker::BrokerError::NoStream { .. }) = &stored {
+        // The dead-letter stream was deleted, or lost with a memory-storage broker restart:
+        // recreate it (empty) and try once more, rather than redelivering forever.
+        tracing::warn!(stream = %ctx.dead_letters.name, "Dead-letter stream is missing; recreating it");
+        if ctx.broker.ensure_stream(&ctx.dead_letters).await.is_ok() {
+            stored = ctx.broker.publish(out).await;
+        }
+    }
+    match stored {
         Ok(_) => {
             tracing::warn!(
                 callId = dl.call_id.as_deref().unwrap_or(""),

@@ -274,7 +274,21 @@ enum Upstream {
 
 impl Upstream {
     fn from_env() -> Result<Upstream, String> {
-        let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+        let mut host = std::env::var("DOCKER_HOST").unwrap_or_default();
+        if host.is_empty() {
+            // The CLI's current context knows where the engine is (Docker Desktop, colima…).
+            host = cli(
+                &[
+                    "context",
+                    "inspect",
+                    "--format",
+                    "{{.Endpoints.docker.Host}}",
+                ],
+                20,
+            )
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        }
         if host.is_empty() {
             return Ok(Upstream::Unix(PathBuf::from("/var/run/docker.sock")));
         }
@@ -475,7 +489,7 @@ pub fn test_function_image() -> (String, String) {
                 "localhost/queue-worker-test-function:test",
                 &example_bin("test-function"),
                 "ci/test-function-image/Dockerfile",
-                &["--strip"],
+                &["--strip", "--name", "test-function"],
             )
         })
         .clone()
@@ -501,39 +515,59 @@ fn scratch_image_with(
     split_image(image)
 }
 
-/// The example binary `name` of this build (`target/<profile>/examples/<name>`), built with
-/// `cargo build --example` first so that it is never stale (a no-op when up to date).
+/// `examples/<name>.rs` compiled with `rustc` alone (the test function is std-only), cached
+/// under `target/qw-test-bin/` by a hash of its source. Unlike `cargo build --example`, this
+/// neither waits for cargo's lock nor relinks the library when `src/` changed.
 pub fn example_bin(name: &str) -> PathBuf {
-    // This test binary is target/<profile>/deps/<test>-<hash>.
+    use std::hash::{Hash, Hasher};
+    let src = repo_path(&format!("examples/{name}.rs"));
+    let code = std::fs::read(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    code.hash(&mut h);
+    // This test binary is <target>/<profile>/deps/<test>-<hash>.
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary under target/<profile>/deps");
-    let bin = profile_dir.join("examples").join(name);
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--example", name])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null());
-    if profile_dir.file_name().is_some_and(|p| p == "release") {
-        cmd.arg("--release");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("test binary under <target>/<profile>/deps")
+        .join("qw-test-bin");
+    let bin = target.join(format!("{name}-{:016x}", h.finish()));
+    if bin.is_file() {
+        return bin;
     }
-    match cmd.output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) if bin.is_file() => eprintln!(
-            "docker harness: cargo build --example {name} failed, using the existing binary: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Ok(o) => panic!(
-            "cargo build --example {name} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) if bin.is_file() => {
-            eprintln!("docker harness: cannot run cargo ({e}), using the existing {name}")
-        }
-        Err(e) => panic!("cannot run cargo to build the example {name}: {e}"),
-    }
-    assert!(bin.is_file(), "no example binary at {}", bin.display());
+    std::fs::create_dir_all(&target).expect("create target/qw-test-bin");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let tmp = target.join(format!("{name}.{}.tmp", std::process::id()));
+    let out = Command::new(&rustc)
+        .args(["--edition", "2024", "-C", "opt-level=1", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {rustc}: {e}"));
+    assert!(
+        out.status.success(),
+        "rustc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&tmp, &bin).expect("move the compiled test function in place");
     bin
+}
+
+/// Starts `req` (whose container is named `name`); when it fails, prints the container's log,
+/// removes it (testcontainers keeps a container that was created but did not start) and panics.
+pub async fn start<I: testcontainers::Image>(
+    req: testcontainers::ContainerRequest<I>,
+    name: &str,
+) -> testcontainers::ContainerAsync<I> {
+    use testcontainers::runners::AsyncRunner;
+    match req.start().await {
+        Ok(c) => c,
+        Err(e) => {
+            let log = logs_tail(name, 30);
+            let _ = cli(&["rm", "-f", name], 30);
+            panic!("container {name} did not start: {e}\n{log}")
+        }
+    }
 }

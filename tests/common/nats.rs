@@ -8,11 +8,13 @@
 //! 3. a `nats-server` process: `$NATS_SERVER_BIN` or `nats-server` on `PATH`;
 //! 4. none: panics when `CI` is set, otherwise prints `SKIPPED` and returns `None`.
 //!
-//! `QW_NATS_BACKEND=process|container|external` forces one (and fails when it is missing).
+//! `QW_NATS_BACKEND=process|container|external` forces one (when it is missing: as 4.).
 //!
 //! [`NatsServer::start_restartable`] (kill, then restart on the same port with the same store)
-//! prefers the process, which restarts in ~100 ms; without `nats-server` it runs a container
-//! on a fixed host port (`docker kill` / `docker start` keep the container's store).
+//! prefers the process, which restarts in ~100 ms; without `nats-server` (or with
+//! `QW_NATS_BACKEND=container`) it runs a container on a fixed host port (`docker kill` /
+//! `docker start` keep the container's store). [`NatsServer::start_container`] always runs a
+//! container (the container suites use it).
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
@@ -31,7 +33,7 @@ use super::{free_port, tail};
 const READY_LINE: &str = "Server is ready";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A `nats-server` child process, or an external server named by `NATS_URL`.
+/// A `nats-server` child process, a NATS container, or an external server named by `NATS_URL`.
 pub struct NatsServer {
     port: u16,
     kind: Kind,

@@ -24,6 +24,8 @@ pub struct Opts {
     pub calls: Option<usize>,
     /// Keep at most this many faults.
     pub faults: Option<usize>,
+    /// Number of worker replicas.
+    pub workers: Option<usize>,
     /// A deliberate bug (`buggify` builds).
     pub bug: Option<&'static str>,
 }
@@ -251,6 +253,14 @@ pub fn swarm_faults(rng: &mut StdRng, cfg: &RunConfig, horizon: Duration) -> Vec
 
 /// Apply the overrides: fewer calls, fewer faults.
 pub fn finish(mut cfg: RunConfig, opts: &Opts) -> RunConfig {
+    if let Some(n) = opts.workers {
+        cfg.workers = n.max(1);
+        let workers = cfg.workers;
+        cfg.faults.retain(|f| match f {
+            Fault::Crash { worker, .. } | Fault::Partition { worker, .. } => *worker < workers,
+            _ => true,
+        });
+    }
     if let Some(n) = opts.faults {
         cfg.faults.truncate(n);
     }

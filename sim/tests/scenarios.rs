@@ -1,0 +1,236 @@
+//! The simulation's test suite: fixed seeds per scenario (a longer sweep with
+//! `SIM_SEEDS=<n>`; one seed with `SIM_SEED=<n>`), the determinism check, and a proptest swarm
+//! that shrinks failing schedules.
+
+use sim::{Opts, harness::RunResult, scenarios};
+
+/// Seeds per scenario: `SIM_SEED` (just that one), else `SIM_SEEDS` (1..=n), else `default`.
+fn seeds(default: u64) -> Vec<u64> {
+    if let Some(s) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![s];
+    }
+    let n = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (1..=n).collect()
+}
+
+fn replay(name: &str, seed: u64, opts: &Opts) -> String {
+    let mut extra = String::new();
+    if let Some(n) = opts.calls {
+        extra += &format!(" --calls {n}");
+    }
+    if let Some(n) = opts.faults {
+        extra += &format!(" --faults {n}");
+    }
+    if let Some(n) = opts.workers {
+        extra += &format!(" --workers {n}");
+    }
+    format!(
+        "SIM_SEED={seed}\n  replay: cargo run --release -p sim -- --seed {seed} --scenario {name}{extra}"
+    )
+}
+
+fn run_seeds(name: &str, default: u64, opts: Opts) {
+    let mut failed = Vec::new();
+    for seed in seeds(default) {
+        let r = sim::run_scenario(name, seed, &opts).expect("scenario exists");
+        if !r.ok() {
+            eprintln!("{}{}", sim::summary(&r), replay(name, seed, &opts));
+            failed.push(seed);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "scenario {name} failed for seeds {failed:?}"
+    );
+}
+
+#[test]
+fn crash() {
+    run_seeds("crash", 4, Opts::default());
+}
+
+#[test]
+fn slow() {
+    run_seeds("slow", 4, Opts::default());
+}
+
+#[test]
+fn broker_restart() {
+    run_seeds("broker-restart", 4, Opts::default());
+}
+
+#[test]
+fn retry_storm() {
+    run_seeds("retry-storm", 3, Opts::default());
+}
+
+#[test]
+fn callback_outage() {
+    run_seeds("callback-outage", 4, Opts::default());
+}
+
+/// Function mode finds real bugs today (see the report in sim/README.md, "Known failures"):
+/// per-function consumers expire or are deleted while they still have messages pending, so
+/// attempts restart from 1 and in-flight messages run twice. Run with `--ignored` to see them.
+#[test]
+#[ignore = "finds open function-mode bugs (consumers deleted with messages pending)"]
+fn consumer_expiry() {
+    run_seeds("consumer-expiry", 4, Opts::default());
+}
+
+fn digest_of(name: &str, seed: u64) -> RunResult {
+    sim::run_scenario(name, seed, &Opts::default()).expect("scenario exists")
+}
+
+/// The same seed gives the same trace (in one process, so nothing leaks between runs), a
+/// different seed a different one.
+#[test]
+fn same_seed_same_trace() {
+    for name in ["crash", "broker-restart", "consumer-expiry"] {
+        let a = digest_of(name, 7);
+        let b = digest_of(name, 7);
+        assert_eq!(a.events, b.events, "{name}: event counts differ for seed 7");
+        if a.digest != b.digest {
+            let first = a
+                .records
+                .iter()
+                .zip(&b.records)
+                .position(|(x, y)| x != y)
+                .unwrap_or(a.records.len().min(b.records.len()));
+            panic!(
+                "{name}: seed 7 gave two traces; first difference at event {first}:\n  {:?}\n  {:?}",
+                a.records.get(first),
+                b.records.get(first)
+            );
+        }
+        let c = digest_of(name, 8);
+        assert_ne!(
+            a.digest, c.digest,
+            "{name}: seeds 7 and 8 gave the same trace"
+        );
+    }
+}
+
+mod swarm {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, FileFailurePersistence};
+
+    fn cases() -> u32 {
+        std::env::var("SIM_SWARM_CASES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(6)
+    }
+
+    /// The scenarios that must pass (consumer-expiry has open bugs, see above).
+    const NAMES: &[&str] = &[
+        "crash",
+        "slow",
+        "broker-restart",
+        "retry-storm",
+        "callback-outage",
+    ];
+
+    proptest! {
+        #![proptest_config(Config {
+            cases: cases(),
+            failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
+            ..Config::default()
+        })]
+
+        /// Swarm: the seed picks the shape and the fault mix; proptest also varies the size of
+        /// the workload and the number of faults, and shrinks a failure to the shortest
+        /// schedule that still fails.
+        #[test]
+        fn swarm(
+            seed in 1u64..1_000_000,
+            scenario in 0..NAMES.len(),
+            calls in 1usize..60,
+            faults in 0usize..6,
+        ) {
+            let name = NAMES[scenario];
+            let opts = Opts { calls: Some(calls), faults: Some(faults), ..Opts::default() };
+            let r = sim::run_scenario(name, seed, &opts).expect("scenario exists");
+            if !r.ok() {
+                eprintln!("{}{}", sim::summary(&r), replay(name, seed, &opts));
+            }
+            prop_assert!(r.ok(), "{}", replay(name, seed, &opts));
+        }
+    }
+}
+
+/// The harness has teeth: each deliberate bug makes a scenario fail, and the same seeds pass
+/// without it. (`cargo test -p sim --features buggify`)
+#[cfg(feature = "buggify")]
+mod teeth {
+    use super::*;
+
+    fn caught(bug: &'static str, name: &str, rule: &str) {
+        let seeds = 1..=6u64;
+        let mut caught_by = None;
+        for seed in seeds.clone() {
+            let clean = sim::run_scenario(name, seed, &Opts::default()).expect("scenario");
+            assert!(
+                clean.ok(),
+                "{name} seed {seed} fails without the bug:\n{}",
+                sim::summary(&clean)
+            );
+            let buggy = sim::run_scenario(
+                name,
+                seed,
+                &Opts {
+                    bug: Some(bug),
+                    ..Opts::default()
+                },
+            )
+            .expect("scenario");
+            if buggy.report.violations.iter().any(|v| v.rule == rule) {
+                eprintln!(
+                    "bug {bug} caught by {name} seed {seed}:\n{}",
+                    sim::summary(&buggy)
+                );
+                caught_by = Some(seed);
+                break;
+            }
+        }
+        assert!(
+            caught_by.is_some(),
+            "bug {bug} was not caught by {name} ({rule}) in seeds {seeds:?}"
+        );
+    }
+
+    #[test]
+    fn ack_before_invoke() {
+        caught("ack-before-invoke", "crash", "terminal");
+    }
+
+    #[test]
+    fn ignore_max_retry_attempts() {
+        caught("ignore-max-retry-attempts", "retry-storm", "attempts");
+    }
+
+    #[test]
+    fn drop_progress_acks() {
+        caught("drop-progress-acks", "slow", "lease");
+    }
+}
+
+#[test]
+fn every_scenario_is_listed() {
+    let names: Vec<&str> = scenarios::ALL.iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "crash",
+            "slow",
+            "broker-restart",
+            "consumer-expiry",
+            "retry-storm",
+            "callback-outage"
+        ]
+    );
+}
