@@ -119,14 +119,19 @@ impl Opts {
 /// Queue delays (enqueue → request received) seen by the function server, in microseconds.
 #[derive(Default)]
 struct FnStats {
+    /// Recording queue delays: only while the latency section runs, so the function does the
+    /// same work for the baseline and the worker during the throughput runs.
+    recording: std::sync::atomic::AtomicBool,
     delays_us: Mutex<Vec<u64>>,
     requests: AtomicU64,
+    connections: AtomicU64,
 }
 
 /// A minimal HTTP/1.1 function: `POST /function/<name>` → `200 ok`; names starting with
 /// `bench-sleep` answer after 250 ms. Every request with `X-Start-Time` (unix ns, set by the
-/// ingress) records its queue delay; `GET /stats` gives `count p50 p99 max` (µs) of those and
-/// `POST /stats/reset` clears them. Prints `listening <addr>` once bound.
+/// ingress) records its queue delay while recording is on; `POST /stats/reset` clears the
+/// record and turns recording on, `POST /stats/stop` turns it off, `GET /stats` gives
+/// `count p50 p99 max requests connections` (µs). Prints `listening <addr>` once bound.
 async fn fn_server(addr: Option<String>) -> Res<()> {
     use hyper::service::service_fn;
     let listener = tokio::net::TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:0"))
@@ -137,6 +142,7 @@ async fn fn_server(addr: Option<String>) -> Res<()> {
     loop {
         let (conn, _) = listener.accept().await.map_err(err("accept"))?;
         let _ = conn.set_nodelay(true);
+        stats.connections.fetch_add(1, Ordering::Relaxed);
         let stats = stats.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -157,6 +163,10 @@ async fn serve_fn(
     let received = unix_ns();
     let path = req.uri().path().to_string();
     let text = |s: String| hyper::Response::new(Full::new(Bytes::from(s)));
+    if path == "/stats/stop" {
+        stats.recording.store(false, Ordering::SeqCst);
+        return text("ok\n".into());
+    }
     if path == "/stats" {
         let mut d = stats.delays_us.lock().unwrap().clone();
         d.sort_unstable();
@@ -168,31 +178,39 @@ async fn serve_fn(
             }
         };
         return text(format!(
-            "{} {} {} {} {}\n",
+            "{} {} {} {} {} {}\n",
             d.len(),
             q(0.5),
             q(0.99),
             d.last().copied().unwrap_or(0),
-            stats.requests.load(Ordering::Relaxed)
+            stats.requests.load(Ordering::Relaxed),
+            stats.connections.load(Ordering::Relaxed)
         ));
     }
     if path == "/stats/reset" {
         stats.delays_us.lock().unwrap().clear();
         stats.requests.store(0, Ordering::Relaxed);
+        stats.recording.store(true, Ordering::SeqCst);
         return text("ok\n".into());
     }
-    let start = req
-        .headers()
-        .get("x-start-time")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u128>().ok());
+    let start = if stats.recording.load(Ordering::Relaxed) {
+        req.headers()
+            .get("x-start-time")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u128>().ok())
+    } else {
+        None
+    };
     let _ = req.into_body().collect().await;
     stats.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(start) = start {
         let us = received.saturating_sub(start) / 1000;
         stats.delays_us.lock().unwrap().push(us as u64);
     }
-    if path.starts_with(&format!("/function/{SLEEP_PREFIX}")) {
+    if path
+        .strip_prefix("/function/")
+        .is_some_and(|f| f.starts_with(SLEEP_PREFIX))
+    {
         tokio::time::sleep(SLEEP).await;
     }
     text("ok\n".into())
@@ -585,7 +603,7 @@ impl Env {
             if now.duration_since(start) > timeout {
                 return Err(format!("{left} messages still queued after {timeout:?}"));
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -874,8 +892,9 @@ async fn run_in(
                 procs.stop(pid, Duration::from_secs(10));
                 env.delete_consumer(WORKER_CONSUMER).await;
                 w_runs.push(d?);
+                let conns = env.fn_stats(false).await?.get(5).copied().unwrap_or(0);
                 eprintln!(
-                    "  c={c}: baseline {:.0}/s, worker {:.0}/s",
+                    "  c={c}: baseline {:.0}/s, worker {:.0}/s ({conns} connections to the function so far)",
                     b_runs.last().map_or(0.0, |d| d.rate),
                     w_runs.last().map_or(0.0, |d| d.rate)
                 );
@@ -929,6 +948,11 @@ async fn run_in(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        env.http
+            .post(format!("http://{}/stats/stop", env.fn_addr))
+            .send()
+            .await
+            .map_err(err("stats"))?;
         procs.stop(pid, Duration::from_secs(10));
         env.delete_consumer(WORKER_CONSUMER).await;
         env.purge(STREAM).await?;

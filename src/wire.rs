@@ -179,10 +179,22 @@ pub fn split_function<'a>(function: &'a str, default_namespace: &'a str) -> (&'a
 /// non-empty `Function`. Any failure is a [`PoisonReason`].
 pub fn decode(bytes: &[u8]) -> Result<QueueRequest, PoisonReason> {
     let mut ctx = Ctx::default();
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = RequestSeed { ctx: &mut ctx }
-        .deserialize(&mut de)
-        .and_then(|req| de.end().map(|()| req));
+    // Valid UTF-8 (every real message): checked once here, in bulk, instead of string by
+    // string inside the parser. Otherwise the byte parser, which reports where it went wrong.
+    let parsed = match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            RequestSeed { ctx: &mut ctx }
+                .deserialize(&mut de)
+                .and_then(|req| de.end().map(|()| req))
+        }
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            RequestSeed { ctx: &mut ctx }
+                .deserialize(&mut de)
+                .and_then(|req| de.end().map(|()| req))
+        }
+    };
     match parsed {
         Ok(req) if req.function.is_empty() => Err(PoisonReason::MissingFunction),
         Ok(req) => Ok(req),
@@ -391,7 +403,12 @@ impl<'de> Visitor<'de> for StrInto<'_> {
         f.write_str("a string or null")
     }
     fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
-        value.clone_into(self.0);
+        if self.0.capacity() == 0 {
+            // One exact allocation (the usual case: the field was empty).
+            *self.0 = value.to_owned();
+        } else {
+            value.clone_into(self.0);
+        }
         Ok(())
     }
     fn visit_string<E: de::Error>(self, value: String) -> Result<(), E> {
@@ -448,6 +465,8 @@ impl<'de> Visitor<'de> for StrListInto<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         self.0.clear();
+        // Header lists nearly always hold one value: size for that, exactly.
+        self.0.reserve_exact(1);
         loop {
             let mut value = String::new();
             match seq.next_element_seed(StrInto(&mut value))? {

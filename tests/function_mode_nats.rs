@@ -150,7 +150,9 @@ async fn consumers_appear_with_work_and_go_after_the_inactive_threshold() {
         Some(2.0)
     );
     function.wait_for(4, T).await;
-    common::eventually(T, "idle consumers deleted", || {
+    // Workers stop pulling after 2 s idle; the server deletes the consumers after
+    // max(2 s, ack_wait 5 s) + 15 s of grace.
+    common::eventually(Duration::from_secs(45), "idle consumers deleted", || {
         let nats = &nats;
         let queue = &queue;
         async move { consumers(nats, queue).await.is_empty() }

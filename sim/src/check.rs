@@ -381,6 +381,14 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
             if given_back {
                 continue;
             }
+            // A delivery the holder never received (a pull request it had abandoned, or lost
+            // on the way) is redelivered after ack_wait: at-least-once, not a broken lease.
+            let received = c.w.iter().any(|(t, w, e)| {
+                t >= t0 && t <= t1 && w == holder && matches!(e, WEv::Deliver(n) if n == n0)
+            });
+            if !received {
+                continue;
+            }
             if excused(holder, *t0, *t1) {
                 st.lease_losses += 1;
                 dup_deliveries.insert((holder.clone(), *n0));
@@ -565,7 +573,9 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
             }
             continue;
         };
-        let dup = !dup_deliveries.is_empty();
+        // Duplicates the faults explain: a broken lease, or a dead letter that could not be
+        // stored (the message comes back and runs again; a fault stalled the connection).
+        let dup = !dup_deliveries.is_empty() || park_retries > 0;
         match kind {
             SettleKind::Ack => {
                 st.succeeded += 1;
@@ -615,6 +625,37 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
             SettleKind::Term => match stored_dead.first() {
                 Some((td, reason, _)) if td <= tr => {
                     *st.dead_lettered.entry(reason.clone()).or_default() += 1;
+                    // The reason matches what happened: poison never runs; a retryable last
+                    // answer is `exhausted` (on the last attempt), any other error `failed`.
+                    let last = last_end.get(&(from.clone(), *nr)).map(|e| e.1);
+                    let want = match (plan.is_some_and(|p| p.poison), last) {
+                        (true, _) => Some("poison"),
+                        (false, Some(s)) if retryable(cfg, s) => Some("exhausted"),
+                        (false, Some(s)) if s >= 400 => Some("failed"),
+                        _ => None,
+                    };
+                    if let Some(want) = want
+                        && want != reason
+                        && !dup
+                    {
+                        violation(
+                            "terminal",
+                            id,
+                            *tr,
+                            format!("dead-lettered as {reason}, but its last outcome says {want}"),
+                        );
+                    }
+                    if reason == "exhausted" && (*nr as usize) < cfg.max_attempts as usize && !dup {
+                        violation(
+                            "attempts",
+                            id,
+                            *tr,
+                            format!(
+                                "dead-lettered as exhausted after attempt {nr} of {}",
+                                cfg.max_attempts
+                            ),
+                        );
+                    }
                 }
                 _ => violation(
                     "terminal",

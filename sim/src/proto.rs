@@ -247,6 +247,9 @@ impl Req {
     }
 }
 
+/// Stream info: messages, bytes, per-subject counts.
+pub type WInfo = (u64, u64, Vec<(String, u64)>);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Resp {
     Pong,
@@ -262,7 +265,7 @@ pub enum Resp {
     End,
     Bool(bool),
     Names(Vec<String>),
-    Info(Option<(u64, u64, Vec<(String, u64)>)>),
+    Info(Option<WInfo>),
     Rev(u64),
     Value(Option<Vec<u8>>),
     Err(WError),

@@ -195,18 +195,15 @@ async fn io(
         }
     };
     let reader = async {
-        loop {
-            match tokio::time::timeout(READ_DEADLINE, proto::read_frame::<_, Resp>(&mut rd)).await {
-                Ok(Ok(Some(f))) => {
-                    let waiter = pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&f.id);
-                    if let Some(w) = waiter {
-                        let _ = w.send(f.body);
-                    }
-                }
-                _ => break,
+        while let Ok(Ok(Some(f))) =
+            tokio::time::timeout(READ_DEADLINE, proto::read_frame::<_, Resp>(&mut rd)).await
+        {
+            let waiter = pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&f.id);
+            if let Some(w) = waiter {
+                let _ = w.send(f.body);
             }
         }
     };

@@ -72,11 +72,8 @@ fn callback_outage() {
     run_seeds("callback-outage", 4, Opts::default());
 }
 
-/// Function mode finds real bugs today (see the report in sim/README.md, "Known failures"):
-/// per-function consumers expire or are deleted while they still have messages pending, so
-/// attempts restart from 1 and in-flight messages run twice. Run with `--ignored` to see them.
+/// Function mode: consumers expire between bursts while new messages arrive.
 #[test]
-#[ignore = "finds open function-mode bugs (consumers deleted with messages pending)"]
 fn consumer_expiry() {
     run_seeds("consumer-expiry", 4, Opts::default());
 }
@@ -126,8 +123,9 @@ mod swarm {
             .unwrap_or(6)
     }
 
-    /// The scenarios that must pass (consumer-expiry has open bugs, see above).
+    /// Every scenario.
     const NAMES: &[&str] = &[
+        "consumer-expiry",
         "crash",
         "slow",
         "broker-restart",

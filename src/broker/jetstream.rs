@@ -572,12 +572,12 @@ pub(super) fn to_delivery(msg: jetstream::Message) -> Result<Delivery, BrokerErr
     if let Some(h) = &m.headers {
         for (name, values) in h.iter() {
             for v in values {
-                headers.push((name.to_string(), v.as_str().to_string()));
+                headers.push((AsRef::<str>::as_ref(name).to_owned(), v.as_str().to_owned()));
             }
         }
     }
     Ok(Delivery {
-        subject: m.subject.to_string(),
+        subject: m.subject.as_str().to_owned(),
         payload: m.payload,
         headers,
         delivered,

@@ -8,8 +8,9 @@
 //! - **feeders** (a task per function): own the function's consumer (filtered on its subject)
 //!   and pull from it only what the function can start now — at most its limiter's limit minus
 //!   what is in flight, and a small prefetch — into the function's ready queue; a feeder whose
-//!   function stays idle for `consumer_inactive_threshold` deletes its consumer and ends (the
-//!   server-side inactive threshold is the backstop when a worker dies);
+//!   function stays idle for `consumer_inactive_threshold` stops pulling and ends, and the
+//!   server deletes the consumer after [`server_inactive_threshold`] once no replica pulls from
+//!   it or acknowledges its messages;
 //! - **dispatcher**: gives each free slot (`max_inflight`) to the next function in round-robin
 //!   order that has a ready delivery and room under its limit, so a backlog of thousands for one
 //!   function cannot starve the others; deliveries waiting in ready queues get progress acks so
@@ -34,8 +35,21 @@ use crate::telemetry::server::Health;
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 /// Deliveries a feeder keeps ready beyond what its function can start at once.
 const PREFETCH: usize = 1;
+/// Extra time the server gives an unused function consumer before deleting it, beyond
+/// `max(consumer_inactive_threshold, ack_wait)`: room for workers to reconnect after a NATS
+/// outage. A consumer deleted while it still holds messages would restart their delivery
+/// counts (and so their attempts).
+pub const SERVER_INACTIVE_GRACE: Duration = Duration::from_secs(15);
 /// Function label for messages on the bare `<queue>` subject (older gateways).
 pub const LEGACY_FUNCTION_LABEL: &str = "_legacy";
+
+/// The inactive threshold set on function consumers (the server's backstop; workers stop
+/// pulling after `consumer_inactive_threshold` idle). Never shorter than `ack_wait`, so that
+/// progress acks (every `ack_wait/2`) for messages in flight or waiting in a ready queue always
+/// count as activity, plus [`SERVER_INACTIVE_GRACE`].
+pub fn server_inactive_threshold(configured: Duration, ack_wait: Duration) -> Duration {
+    configured.max(ack_wait) + SERVER_INACTIVE_GRACE
+}
 
 /// FNV-1a, for short stable suffixes of consumer names.
 fn fnv32(s: &str) -> u32 {
@@ -164,13 +178,22 @@ impl FunctionState {
             .map(|l| l.limit())
             .unwrap_or(max_inflight)
     }
-    /// Deliveries the feeder should pull now.
+    /// Deliveries the feeder should pull now. While the ready queue has room for its prefetch,
+    /// this is at least 1 even when the function is at its limit: a waiting pull request is
+    /// what keeps the consumer alive on the server (the inactive threshold), also while every
+    /// message of the function waits out a retry delay. What it brings waits in the ready
+    /// queue, kept leased by progress acks.
     fn wanted(&self, max_inflight: usize) -> usize {
         let room = self
             .limit(max_inflight)
             .saturating_sub(self.in_flight)
             .min(PREFETCH + 1);
-        room.saturating_sub(self.ready.len())
+        let want = room.saturating_sub(self.ready.len());
+        if want == 0 && self.ready.len() <= PREFETCH {
+            1
+        } else {
+            want
+        }
     }
 }
 
@@ -313,6 +336,9 @@ impl FunctionMode {
                 let dispatch = self.dispatch.clone();
                 let abandon = abandon.clone();
                 tasks.spawn(async move {
+                    // It may have waited in the ready queue since its last progress ack: renew
+                    // the lease before the invocation's own progress ticker takes over.
+                    let _ = delivery.acker.progress().await;
                     let status = process::run(&ctx, delivery, &abandon).await;
                     {
                         let mut s = sched.lock().unwrap_or_else(|e| e.into_inner());
@@ -514,7 +540,10 @@ impl Feeder {
             name: consumer_name(queue, &self.subject),
             filter_subject: Some(self.subject.clone()),
             ack_wait: cfg.ack_wait,
-            inactive_threshold: Some(cfg.consumer_inactive_threshold),
+            inactive_threshold: Some(server_inactive_threshold(
+                cfg.consumer_inactive_threshold,
+                cfg.ack_wait,
+            )),
             pull_batch: cfg
                 .consumer_pull_max_messages
                 .unwrap_or(cfg.max_inflight.clamp(1, super::MAX_DEFAULT_PULL_BATCH)),
@@ -536,48 +565,60 @@ impl Feeder {
             let room = self.room();
             let mut idle_since = tokio::time::Instant::now();
             let idle_limit = cfg.consumer_inactive_threshold;
-            loop {
+            // A `next()` is never abandoned mid-way except when the feeder ends: a pull request
+            // left behind by a cancelled `next()` could deliver a message into the
+            // subscription's buffer where nobody sends progress for it.
+            'feed: loop {
                 let wanted = self.wanted();
                 if wanted == 0 {
                     tokio::select! {
                         biased;
-                        _ = self.stop.cancelled() => break,
-                        _ = room.notified() => continue,
+                        _ = self.stop.cancelled() => break 'feed,
+                        _ = room.notified() => continue 'feed,
                     }
                 }
                 sub.set_demand(wanted);
-                let idle_check = idle_since + idle_limit;
-                tokio::select! {
-                    biased;
-                    _ = self.stop.cancelled() => break,
-                    next = sub.next() => match next {
-                        Some(Ok(d)) => {
-                            idle_since = tokio::time::Instant::now();
-                            if let Some(f) = self.sched().functions.get_mut(&self.subject) {
-                                f.ready.push_back(d);
+                let result = {
+                    let next = sub.next();
+                    tokio::pin!(next);
+                    loop {
+                        let idle_check = idle_since + idle_limit;
+                        tokio::select! {
+                            biased;
+                            _ = self.stop.cancelled() => break 'feed,
+                            r = &mut next => break r,
+                            _ = tokio::time::sleep_until(idle_check) => {
+                                if self.is_idle() {
+                                    // Stop pulling; the server deletes the consumer after its
+                                    // inactive threshold unless another replica still uses it.
+                                    // (Deleting it here could pull it from under a replica that
+                                    // is running one of its messages: that replica's ack would
+                                    // be lost and the call run twice.)
+                                    tracing::info!(consumer = %spec.name, "Function consumer idle; stopped pulling");
+                                    break 'feed;
+                                }
+                                idle_since = tokio::time::Instant::now();
                             }
-                            self.dispatch.notify_one();
                         }
-                        Some(Err(e)) => {
-                            tracing::debug!(consumer = %spec.name, error = %e, "Pull failed");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        // The consumer is gone (inactive threshold, deleted by hand): discovery
-                        // starts a new feeder if the function still has work.
-                        None => {
-                            tracing::info!(consumer = %spec.name, "Function consumer gone");
-                            break;
-                        }
-                    },
-                    _ = tokio::time::sleep_until(idle_check) => {
-                        if self.is_idle() {
-                            match self.ctx.broker.delete_consumer(&spec.stream, &spec.name).await {
-                                Ok(_) => tracing::info!(consumer = %spec.name, "Function consumer idle; deleted"),
-                                Err(e) => tracing::debug!(consumer = %spec.name, error = %e, "Cannot delete idle consumer"),
-                            }
-                            break;
-                        }
+                    }
+                };
+                match result {
+                    Some(Ok(d)) => {
                         idle_since = tokio::time::Instant::now();
+                        if let Some(f) = self.sched().functions.get_mut(&self.subject) {
+                            f.ready.push_back(d);
+                        }
+                        self.dispatch.notify_one();
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(consumer = %spec.name, error = %e, "Pull failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    // The consumer is gone (inactive threshold, deleted by hand): discovery
+                    // starts a new feeder if the function still has work.
+                    None => {
+                        tracing::info!(consumer = %spec.name, "Function consumer gone");
+                        break 'feed;
                     }
                 }
             }

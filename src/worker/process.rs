@@ -24,7 +24,9 @@ use crate::wire::{self, QueueRequest};
 /// Returns the function's status when it was invoked (for the adaptive limiter).
 pub async fn run(ctx: &Context, delivery: Delivery, abandon: &CancellationToken) -> Option<u16> {
     let acker: &dyn Acker = &*delivery.acker;
-    let work = handle(ctx, &delivery);
+    // On the heap, once: the processing future is kilobytes, and the task that runs it (and the
+    // runtime, when it spawns the task) would otherwise move it several times per message.
+    let work = Box::pin(handle(ctx, &delivery));
     let (settle, status) = tokio::select! {
         biased;
         s = with_progress(acker, ctx.config.ack_wait, work) => s,
@@ -133,7 +135,10 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Option<u16>) {
     };
     let call_id = call_id(&req, delivery);
     let (name, namespace) = wire::split_function(&req.function, &ctx.config.default_function_name);
-    let function = format!("{name}.{namespace}");
+    let mut function = String::with_capacity(name.len() + 1 + namespace.len());
+    function.push_str(name);
+    function.push('.');
+    function.push_str(namespace);
     let start_time = req
         .header_value("X-Start-Time")
         .map(str::to_string)

@@ -152,6 +152,7 @@ impl Mix {
 }
 
 /// `n` calls over `spread`, on `functions` functions, with behaviours drawn from `mix`.
+#[allow(clippy::too_many_arguments)]
 pub fn calls(
     rng: &mut StdRng,
     n: usize,
