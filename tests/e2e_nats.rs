@@ -27,7 +27,7 @@ async fn ingress_invokes_function_and_posts_callback_with_every_header() {
     .await;
     let receiver = CallbackReceiver::start().await;
     let queue = common::unique_name("e2e");
-    let w = Worker::start(&nats, &queue, &function.base_url(), true, &[]).await;
+    let mut w = Worker::start(&nats, &queue, &function.base_url(), true, &[]).await;
     let ingress = w.ingress.clone().unwrap();
     let client = http_client();
 
@@ -136,7 +136,8 @@ async fn ingress_invokes_function_and_posts_callback_with_every_header() {
     let calls = function.wait_for(2, T).await;
     let plain = calls.iter().find(|c| c.path == "/function/plain").unwrap();
     assert_eq!(plain.header("x-call-id"), Some("my-own-id"));
-    assert!(w.proc.log().contains("function=plain.openfaas-fn"));
+    // Log lines reach stderr in batches, up to 10 ms later.
+    w.proc.wait_log("function=plain.openfaas-fn", T).await;
 }
 
 #[tokio::test]
@@ -671,7 +672,7 @@ async fn publish_command_enqueues_like_the_ingress_and_json_logs_are_json() {
     let function = FunctionServer::echo().await;
     let receiver = CallbackReceiver::start().await;
     let queue = common::unique_name("cli");
-    let w = Worker::start(
+    let mut w = Worker::start(
         &nats,
         &queue,
         &function.base_url(),
@@ -716,7 +717,7 @@ async fn publish_command_enqueues_like_the_ingress_and_json_logs_are_json() {
     assert_eq!(cbs[0].header("x-call-id"), Some(call_id.as_str()));
 
     // Every log line of the worker is one JSON object with ts, level and msg.
-    let log = w.proc.log();
+    let log = w.proc.wait_log("\"msg\":\"Invoked\"", T).await;
     let mut saw_invoke = false;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value =

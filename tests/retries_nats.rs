@@ -115,7 +115,7 @@ async fn always_500_stops_at_max_attempts_and_dead_letters() {
     let function = FunctionServer::start(|_, _| Reply::status(500).with_body("broken")).await;
     let receiver = CallbackReceiver::start().await;
     let queue = common::unique_name("r500");
-    let w = Worker::start(
+    let mut w = Worker::start(
         &nats,
         &queue,
         &function.base_url(),
@@ -153,7 +153,7 @@ async fn always_500_stops_at_max_attempts_and_dead_letters() {
     assert_eq!(header(h, "Qw-Attempts"), Some("3"));
     assert_eq!(stream_messages(&nats, &format!("OF_{queue}")).await, 0);
     assert_eq!(receiver.count(), 1);
-    assert!(w.proc.log().contains(&format!("callId={call_id}")));
+    w.proc.wait_log(&format!("callId={call_id}"), T).await;
     assert_eq!(
         w.metric(&format!(
             "queue_worker_dead_letters_total{{queue_name=\"{queue}\",reason=\"exhausted\"}}"

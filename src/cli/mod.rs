@@ -138,13 +138,17 @@ pub fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Run(cli.run));
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         match command {
             Command::Run(args) => run(args).await,
             Command::Publish(args) => publish::main(args).await,
             Command::Dev(args) => dev::main(args).await,
         }
-    })
+    });
+    drop(runtime);
+    // Log lines are written in batches: the last ones before the process ends.
+    crate::telemetry::logging::flush();
+    code
 }
 
 /// Cancelled on SIGTERM or SIGINT.

@@ -139,24 +139,39 @@ async fn exchange(
         })?;
         let status = resp.status();
         let headers = std::mem::take(resp.headers_mut());
-        let mut body = BytesMut::with_capacity(
-            resp.content_length()
-                .map(|n| (n as usize).min(MAX_RESPONSE_BYTES))
-                .unwrap_or(0),
-        );
+        let capacity = resp
+            .content_length()
+            .map(|n| (n as usize).min(MAX_RESPONSE_BYTES))
+            .unwrap_or(0);
+        // A body that arrives in one chunk (small answers) is kept as it is, without a copy.
+        let mut first: Option<Bytes> = None;
+        let mut body = BytesMut::new();
         while let Some(chunk) = resp
             .chunk()
             .await
             .map_err(|e| InvokeError::Transport(error_chain(&e)))?
         {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            let held = first.as_ref().map_or(body.len(), Bytes::len);
+            if held + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(InvokeError::ResponseTooLarge {
                     limit: MAX_RESPONSE_BYTES,
                 });
             }
+            if first.is_none() && body.is_empty() {
+                first = Some(chunk);
+                continue;
+            }
+            if let Some(f) = first.take() {
+                body.reserve(capacity.max(f.len() + chunk.len()));
+                body.extend_from_slice(&f);
+            }
             body.extend_from_slice(&chunk);
         }
-        let mut out = http::Response::new(body.freeze());
+        let body = match first {
+            Some(f) => f,
+            None => body.freeze(),
+        };
+        let mut out = http::Response::new(body);
         *out.status_mut() = status;
         *out.headers_mut() = headers;
         Ok(out)

@@ -137,7 +137,8 @@ pub fn function_request(
         http::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| BuildError::Method(req.method.clone()))?
     };
-    let uri: http::Uri = url.parse().map_err(|e| BuildError::Url(format!("{e}")))?;
+    // From the `String` itself: the URI keeps its buffer instead of copying it.
+    let uri = http::Uri::try_from(url).map_err(|e| BuildError::Url(format!("{e}")))?;
     let mut out = http::Request::new(req.body.clone());
     *out.method_mut() = method;
     *out.uri_mut() = uri;
