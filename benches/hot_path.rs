@@ -20,6 +20,10 @@ use tokio::runtime::Runtime;
 
 use common::Pipeline;
 
+// The allocator the binary ships with (src/main.rs), so the counts are the shipped ones.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Concurrency of the worker in these cases (`max_inflight`).
 const MAX_INFLIGHT: usize = 64;
 
