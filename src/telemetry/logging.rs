@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::sync::{LazyLock, Mutex, Once};
+use std::sync::{Condvar, LazyLock, Mutex, Once};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -64,37 +64,58 @@ pub const MAX_PENDING: usize = 256 * 1024;
 /// in order; nothing is dropped.
 pub struct BatchedLines<W> {
     pending: Mutex<Vec<u8>>,
-    /// Held while writing, so that batches reach the output in the order they were taken.
-    out: Mutex<W>,
+    /// Signalled when lines arrive in an empty batch (once per batch, not per line).
+    arrived: Condvar,
+    /// The output and the buffer last written to it (kept for its capacity), held while
+    /// writing so that batches reach the output in the order they were taken.
+    out: Mutex<(W, Vec<u8>)>,
 }
 
 impl<W: Write> BatchedLines<W> {
     pub fn new(out: W) -> Self {
         BatchedLines {
             pending: Mutex::new(Vec::new()),
-            out: Mutex::new(out),
+            arrived: Condvar::new(),
+            out: Mutex::new((out, Vec::new())),
         }
     }
 
     /// Add one formatted event (one or more whole lines).
     pub fn push(&self, line: &[u8]) {
-        let full = {
+        let (first, full) = {
             let mut pending = lock(&self.pending);
+            let first = pending.is_empty();
             pending.extend_from_slice(line);
-            pending.len() >= MAX_PENDING
+            (first, pending.len() >= MAX_PENDING)
         };
         if full {
             self.flush();
+        } else if first {
+            self.arrived.notify_one();
+        }
+    }
+
+    /// Block until some lines are waiting (the flusher thread's idle state: no periodic
+    /// wake-ups while nothing is logged).
+    pub fn wait_for_lines(&self) {
+        let mut pending = lock(&self.pending);
+        while pending.is_empty() {
+            pending = self
+                .arrived
+                .wait(pending)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 
     /// Write what is waiting. Errors are ignored: there is nowhere left to report them.
     pub fn flush(&self) {
         let mut out = lock(&self.out);
-        let batch = std::mem::take(&mut *lock(&self.pending));
+        let (writer, batch) = &mut *out;
+        std::mem::swap(batch, &mut *lock(&self.pending));
         if !batch.is_empty() {
-            let _ = out.write_all(&batch);
-            let _ = out.flush();
+            let _ = writer.write_all(batch);
+            let _ = writer.flush();
+            batch.clear();
         }
     }
 
@@ -125,6 +146,8 @@ fn start_flusher() {
             .name("log-flusher".into())
             .spawn(|| {
                 loop {
+                    STDERR.wait_for_lines();
+                    // Let the batch fill for a moment: one write for all the lines logged in it.
                     std::thread::sleep(FLUSH_EVERY);
                     STDERR.flush();
                 }
@@ -479,6 +502,28 @@ mod tests {
         }
         lines.flush();
         assert_eq!(*out.0.lock().unwrap(), expected);
+    }
+
+    #[test]
+    fn the_flusher_sleeps_until_lines_arrive() {
+        let out = Buf::default();
+        let lines = std::sync::Arc::new(BatchedLines::new(out.clone()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = lines.clone();
+        let flusher = std::thread::spawn(move || {
+            l.wait_for_lines();
+            l.flush();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "woke up with nothing logged"
+        );
+        lines.push(b"hello\n");
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the waiting flusher was not woken by the first line");
+        flusher.join().unwrap();
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"hello\n");
     }
 
     #[test]
