@@ -424,6 +424,20 @@ fn message(
     ))
 }
 
+/// Publish one message (subject, `Nats-Msg-Id`, payload) and wait for its PubAck.
+async fn publish_acked(
+    js: &jetstream::Context,
+    (subject, id, payload): (String, String, Bytes),
+) -> Res<()> {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", id.as_str());
+    let ack = js
+        .publish_with_headers(subject, h, payload)
+        .await
+        .map_err(err("publish"))?;
+    ack.await.map_err(err("puback")).map(drop)
+}
+
 impl Env {
     async fn stream_messages(&self, stream: &str) -> Res<u64> {
         let mut s = self
@@ -437,33 +451,34 @@ impl Env {
     /// Publish `n` messages for `function` (pipelined, up to 1024 PubAcks outstanding) and wait
     /// until the stream holds `n`.
     async fn fill(&self, stream: &str, function: &str, n: usize, body_bytes: usize) -> Res<()> {
-        let js = self.js.clone();
-        let cfg = self.cfg.clone();
-        let mut acks = futures::stream::iter(0..n)
-            .map(|i| {
-                let js = js.clone();
-                let m = message(&cfg, function, body_bytes, i);
-                async move {
-                    let (subject, id, payload) = m?;
-                    let mut h = async_nats::HeaderMap::new();
-                    h.insert("Nats-Msg-Id", id.as_str());
-                    let ack = js
-                        .publish_with_headers(subject, h, payload)
-                        .await
-                        .map_err(err("publish"))?;
-                    ack.await.map_err(err("puback")).map(drop)
-                }
-            })
-            .buffer_unordered(1024);
-        while let Some(r) = acks.next().await {
-            r?;
-        }
+        self.publish_all(n, body_bytes, |_| function.to_string())
+            .await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.stream_messages(stream).await? < n as u64 {
             if Instant::now() > deadline {
                 return Err("fill: stream did not reach the expected size".into());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Publish `n` messages, message `i` for `function_of(i)`, pipelined (up to 1024 PubAcks
+    /// outstanding); every PubAck must arrive.
+    async fn publish_all(
+        &self,
+        n: usize,
+        body_bytes: usize,
+        function_of: impl Fn(usize) -> String,
+    ) -> Res<()> {
+        let mut acks = futures::stream::iter(0..n)
+            .map(|i| {
+                let m = message(&self.cfg, &function_of(i), body_bytes, i);
+                async move { publish_acked(&self.js, m?).await }
+            })
+            .buffer_unordered(1024);
+        while let Some(r) = acks.next().await {
+            r?;
         }
         Ok(())
     }
@@ -1189,13 +1204,8 @@ async fn bare_publish(
             let js = js.clone();
             let m = message(&cfg, "bench-ingress", body_bytes, i);
             async move {
-                let Ok((subject, id, payload)) = m else {
-                    return false;
-                };
-                let mut h = async_nats::HeaderMap::new();
-                h.insert("Nats-Msg-Id", id.as_str());
-                match js.publish_with_headers(subject, h, payload).await {
-                    Ok(ack) => ack.await.is_ok(),
+                match m {
+                    Ok(m) => publish_acked(&js, m).await.is_ok(),
                     Err(_) => false,
                 }
             }
@@ -1290,27 +1300,8 @@ async fn scale(o: &Opts, procs: &mut Procs, env: &Env, quick: bool, body_bytes: 
 
 /// `per_fn` messages for each of `functions` functions, interleaved.
 async fn fill_functions(env: &Env, functions: usize, per_fn: usize, body_bytes: usize) -> Res<()> {
-    let js = env.js.clone();
-    let cfg = env.cfg.clone();
-    let total = functions * per_fn;
-    let mut acks = futures::stream::iter(0..total)
-        .map(|i| {
-            let js = js.clone();
-            let m = message(&cfg, &format!("bench-fn-{}", i % functions), body_bytes, i);
-            async move {
-                let (subject, id, payload) = m?;
-                let mut h = async_nats::HeaderMap::new();
-                h.insert("Nats-Msg-Id", id.as_str());
-                let ack = js
-                    .publish_with_headers(subject, h, payload)
-                    .await
-                    .map_err(err("publish"))?;
-                ack.await.map_err(err("puback")).map(drop)
-            }
-        })
-        .buffer_unordered(1024);
-    while let Some(r) = acks.next().await {
-        r?;
-    }
-    Ok(())
+    env.publish_all(functions * per_fn, body_bytes, |i| {
+        format!("bench-fn-{}", i % functions)
+    })
+    .await
 }
