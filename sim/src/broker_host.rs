@@ -462,7 +462,12 @@ async fn pull_task(
     cancel: CancellationToken,
 ) {
     loop {
-        let (id, demand) = tokio::select! {
+        // The worker's demand (its free slots) is not used here: an answer carries one delivery,
+        // so the host takes one. Taking more would mark messages delivered (count up, ack timer
+        // running) that sit on the broker unsent, which no JetStream server does; handed out
+        // later, after their ack wait, they ran twice (consumer-expiry seed 467, broker-restart
+        // seed 1982).
+        let (id, _demand) = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
             r = requests.recv() => match r {
@@ -470,7 +475,7 @@ async fn pull_task(
                 None => break,
             },
         };
-        sub.set_demand(demand);
+        sub.set_demand(1);
         let next = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,

@@ -234,10 +234,12 @@ impl MemoryBroker {
 
     /// Model a broker restart. `keep_messages = false` (memory storage): every stream,
     /// consumer and bucket is gone; subscriptions recreate their stream and consumer, empty.
-    /// `true` (file storage): messages, consumers and buckets survive, but acks in flight are
-    /// treated as lost: every ack-pending message is redelivered at once (with its delivery
-    /// count kept), and only ids of messages still stored stay in the duplicate window (as
-    /// the server rebuilds it from its store).
+    /// `true` (file storage): messages, consumers and buckets survive, and so do the leases of
+    /// ack-pending messages: each is redelivered when its ack wait (or nak delay) runs out, not
+    /// at once, as nats-server 2.9 and 2.15 restore pending deliveries from their store
+    /// (checked by the conformance suite's `restart_keeps_ack_pending_leases`). Pull requests
+    /// do not survive, and only ids of messages still stored stay in the duplicate window (the
+    /// server rebuilds it from its store).
     pub fn restart(&self, keep_messages: bool) {
         let now = Instant::now();
         let mut state = self.inner.lock();
@@ -258,10 +260,6 @@ impl MemoryBroker {
             stream.rebuild_dedup(now);
             dedup_ids += stream.dedup.len();
             for c in stream.consumers.values_mut() {
-                let seqs: Vec<u64> = c.pending.keys().copied().collect();
-                for seq in seqs {
-                    c.enqueue(seq);
-                }
                 c.last_active = now;
                 // Pull requests do not survive a restart.
                 c.lingering.clear();
