@@ -586,6 +586,87 @@ async fn shutdown_timeout_gives_unfinished_work_back_at_once() {
     );
 }
 
+/// A worker cut off from NATS for longer than its lease knows that the message is another
+/// worker's by then. Giving it back at shutdown (a nak names the message, not the delivery)
+/// would cut the other worker's lease short and run the call a third time, so it does not
+/// (`src/worker/lease.rs`; the simulation found the sequence, consumer-expiry seed 430).
+#[tokio::test]
+async fn a_worker_whose_lease_ran_out_does_not_give_the_message_back() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function = FunctionServer::start(|_, n| match n {
+        // Worker A's call: still running when A stops.
+        0 => Reply::ok("first").with_delay(Duration::from_secs(30)),
+        // Worker B's, after A's lease ran out.
+        1 => Reply::ok("second").with_delay(Duration::from_secs(4)),
+        _ => Reply::ok("third"),
+    })
+    .await;
+    let queue = common::unique_name("lease");
+    let proxy = common::proxy::Proxy::start(nats.port()).await;
+    let via_proxy = proxy.nats_url();
+    let mut a = Worker::start(
+        &nats,
+        &queue,
+        &function.base_url(),
+        true,
+        &[
+            ("nats_url", via_proxy.as_str()),
+            ("ack_wait", "2s"),
+            ("max_inflight", "1"),
+            ("shutdown_timeout", "500ms"),
+        ],
+    )
+    .await;
+    let r = http_client()
+        .post(format!(
+            "{}/async-function/cut",
+            a.ingress.as_ref().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    function.wait_for(1, T).await;
+    // A is cut off: its progress acks do not get through and its lease runs out.
+    proxy.freeze();
+    let _b = Worker::start(
+        &nats,
+        &queue,
+        &function.base_url(),
+        false,
+        &[("ack_wait", "2s"), ("max_inflight", "2")],
+    )
+    .await;
+    function.wait_for(2, T).await;
+    // A is back and stops while B works on the call, with a slot free for more.
+    proxy.thaw();
+    a.proc.sigterm();
+    let status = a
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits");
+    assert!(status.success());
+    common::eventually(T, "B finished the call", || async {
+        stream_messages(&nats, &format!("OF_{queue}")).await == 0
+    })
+    .await;
+    // Longer than an ack wait: a third run would have started by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        function.count(),
+        2,
+        "the call ran on A and on B, and no more"
+    );
+    assert!(
+        a.proc.log().contains("Lease lost while working"),
+        "A knew its lease was gone:\n{}",
+        a.proc.log()
+    );
+}
+
 #[tokio::test]
 async fn a_consumer_deleted_by_hand_is_recreated() {
     let Some(nats) = NatsServer::start().await else {

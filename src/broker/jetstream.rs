@@ -556,7 +556,10 @@ pub(super) async fn consumer_exists(
     }
 }
 
-pub(super) fn to_delivery(msg: jetstream::Message) -> Result<Delivery, BrokerError> {
+pub(super) fn to_delivery(
+    msg: jetstream::Message,
+    client: &async_nats::Client,
+) -> Result<Delivery, BrokerError> {
     let (delivered, stream_sequence, published) = {
         let info = msg
             .info()
@@ -567,7 +570,11 @@ pub(super) fn to_delivery(msg: jetstream::Message) -> Result<Delivery, BrokerErr
             SystemTime::from(info.published),
         )
     };
-    let (m, acker) = msg.split();
+    let m = msg.message;
+    let reply = m
+        .reply
+        .clone()
+        .ok_or_else(|| BrokerError::other("read delivery info", "no reply subject"))?;
     let mut headers = Vec::new();
     if let Some(h) = &m.headers {
         for (name, values) in h.iter() {
@@ -583,7 +590,10 @@ pub(super) fn to_delivery(msg: jetstream::Message) -> Result<Delivery, BrokerErr
         delivered,
         stream_sequence,
         published,
-        acker: Box::new(JsAcker(acker)),
+        acker: Box::new(JsAcker {
+            client: client.clone(),
+            reply,
+        }),
     })
 }
 
@@ -600,29 +610,40 @@ impl Subscription for DemandPuller {
     }
 }
 
-struct JsAcker(async_nats::jetstream::message::Acker);
+/// Settles one delivery by publishing to its ack subject (`$JS.ACK.…`, which names the stream,
+/// the consumer and the message). Acks, naks and terms are fire and forget, as JetStream acks
+/// are; a progress ack asks for the server's answer, so the worker knows its lease was renewed
+/// (`src/worker/lease.rs`).
+struct JsAcker {
+    client: async_nats::Client,
+    reply: async_nats::Subject,
+}
+
+impl JsAcker {
+    async fn send(&self, kind: AckKind, what: &'static str) -> Result<(), BrokerError> {
+        self.client
+            .publish(self.reply.clone(), kind.into())
+            .await
+            .map_err(|e| BrokerError::other(what, e))
+    }
+}
 
 #[async_trait]
 impl Acker for JsAcker {
     async fn ack(&self) -> Result<(), BrokerError> {
-        self.0.ack().await.map_err(|e| BrokerError::other("ack", e))
+        self.send(AckKind::Ack, "ack").await
     }
     async fn nak(&self, delay: Option<Duration>) -> Result<(), BrokerError> {
-        self.0
-            .ack_with(AckKind::Nak(delay))
-            .await
-            .map_err(|e| BrokerError::other("nak", e))
+        self.send(AckKind::Nak(delay), "nak").await
     }
     async fn progress(&self) -> Result<(), BrokerError> {
-        self.0
-            .ack_with(AckKind::Progress)
+        self.client
+            .request(self.reply.clone(), AckKind::Progress.into())
             .await
+            .map(|_| ())
             .map_err(|e| BrokerError::other("progress", e))
     }
     async fn term(&self) -> Result<(), BrokerError> {
-        self.0
-            .ack_with(AckKind::Term)
-            .await
-            .map_err(|e| BrokerError::other("term", e))
+        self.send(AckKind::Term, "term").await
     }
 }

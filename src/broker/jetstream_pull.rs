@@ -175,10 +175,11 @@ impl DemandPuller {
         match m.status {
             None | Some(StatusCode::OK) => {
                 self.outstanding = self.outstanding.saturating_sub(1);
-                match to_delivery(jetstream::Message {
+                let msg = jetstream::Message {
                     message: m,
                     context: self.js.clone(),
-                }) {
+                };
+                match to_delivery(msg, &self.client) {
                     Ok(d) => self.ready.push_back(d),
                     Err(e) => tracing::warn!(error = %e, "Unreadable delivery skipped"),
                 }

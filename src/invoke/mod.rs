@@ -15,6 +15,12 @@ use bytes::Bytes;
 /// [`InvokeError::ResponseTooLarge`] (a limit on everything the worker holds in memory).
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Which attempt of a call a function request is: JetStream's delivery count of the message.
+/// It travels in the request's extensions (never over the wire), so an [`Invoker`] can tell
+/// the deliveries of one call apart (the simulation attributes each invocation with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt(pub u64);
+
 /// A failed HTTP exchange (no usable response).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum InvokeError {

@@ -96,7 +96,9 @@ pub fn headers(
 }
 
 /// Copy the delivery to the dead-letter stream and say how to settle it: `Term` once stored;
-/// `Nak` with a delay when the copy could not be stored (so nothing is lost).
+/// `Nak` with a delay when the copy could not be stored (so nothing is lost). A store that
+/// fails is tried again for up to `ack_wait` while the message is held (its lease renewed),
+/// so a short broker outage does not send a finished call round for another run.
 pub async fn park(ctx: &Context, delivery: &Delivery, dl: DeadLetter) -> Settle {
     let queue = &ctx.config.queue_name;
     let out = Outgoing {
@@ -112,17 +114,8 @@ pub async fn park(ctx: &Context, delivery: &Delivery, dl: DeadLetter) -> Settle 
         ),
         payload: delivery.payload.clone(),
     };
-    let mut stored = ctx.broker.publish(out.clone()).await;
-    if let Err(crate::broker::BrokerError::NoStream { .. }) = &stored {
-        // The dead-letter stream was deleted, or lost with a memory-storage broker restart:
-        // recreate it (empty) and try once more, rather than redelivering forever.
-        tracing::warn!(stream = %ctx.dead_letters.name, "Dead-letter stream is missing; recreating it");
-        if ctx.broker.ensure_stream(&ctx.dead_letters).await.is_ok() {
-            stored = ctx.broker.publish(out).await;
-        }
-    }
-    match stored {
-        Ok(_) => {
+    match store(ctx, out).await {
+        Ok(()) => {
             tracing::warn!(
                 callId = dl.call_id.as_deref().unwrap_or(""),
                 function = dl.function.as_deref().unwrap_or(""),
@@ -144,6 +137,40 @@ pub async fn park(ctx: &Context, delivery: &Delivery, dl: DeadLetter) -> Settle 
             Settle::Nak(Some(DLQ_UNAVAILABLE_RETRY))
         }
     }
+}
+
+/// First wait between attempts to store a dead letter (doubling, at most 2 s).
+const STORE_RETRY: Duration = Duration::from_millis(250);
+
+/// Publish the dead letter, trying again for up to `ack_wait`.
+async fn store(ctx: &Context, out: Outgoing) -> Result<(), crate::broker::BrokerError> {
+    let give_up = tokio::time::Instant::now() + ctx.config.ack_wait;
+    let mut wait = STORE_RETRY;
+    loop {
+        let err = match store_once(ctx, out.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() + wait > give_up {
+            return Err(err);
+        }
+        tracing::warn!(error = %err, retryIn = ?wait, "Cannot store dead letter yet");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn store_once(ctx: &Context, out: Outgoing) -> Result<(), crate::broker::BrokerError> {
+    let mut stored = ctx.broker.publish(out.clone()).await;
+    if let Err(crate::broker::BrokerError::NoStream { .. }) = &stored {
+        // The dead-letter stream was deleted, or lost with a memory-storage broker restart:
+        // recreate it (empty) and try once more, rather than redelivering forever.
+        tracing::warn!(stream = %ctx.dead_letters.name, "Dead-letter stream is missing; recreating it");
+        if ctx.broker.ensure_stream(&ctx.dead_letters).await.is_ok() {
+            stored = ctx.broker.publish(out).await;
+        }
+    }
+    stored.map(|_| ())
 }
 
 #[cfg(test)]

@@ -25,9 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Context;
+use super::lease::Held;
 use super::limiter::Limiter;
 use super::process;
-use crate::broker::{ConsumerSpec, Delivery, StreamSpec};
+use crate::broker::{ConsumerSpec, StreamSpec};
 use crate::telemetry::metrics::{FunctionLabels, QueueLabels};
 use crate::telemetry::server::Health;
 
@@ -162,7 +163,7 @@ pub async fn report_pending(
 }
 
 struct FunctionState {
-    ready: VecDeque<Delivery>,
+    ready: VecDeque<Held>,
     in_flight: usize,
     limiter: Option<Limiter>,
     /// Wakes the feeder when the function can take more.
@@ -207,7 +208,7 @@ struct Sched {
 
 impl Sched {
     /// The next function (after `last`, wrapping) with a ready delivery and room under its limit.
-    fn pick(&mut self, max_inflight: usize) -> Option<(String, Delivery)> {
+    fn pick(&mut self, max_inflight: usize) -> Option<(String, Held)> {
         let keys: Vec<&String> = match &self.last {
             Some(last) => self
                 .functions
@@ -327,7 +328,7 @@ impl FunctionMode {
             // Dispatch as much as slots and ready deliveries allow.
             while let Ok(permit) = slots.clone().try_acquire_owned() {
                 let picked = self.sched().pick(cfg.max_inflight);
-                let Some((subject, delivery)) = picked else {
+                let Some((subject, mut held)) = picked else {
                     drop(permit);
                     break;
                 };
@@ -338,8 +339,19 @@ impl FunctionMode {
                 tasks.spawn(async move {
                     // It may have waited in the ready queue since its last progress ack: renew
                     // the lease before the invocation's own progress ticker takes over.
-                    let _ = delivery.acker.progress().await;
-                    let status = process::run(&ctx, delivery, &abandon).await;
+                    held.renew(ctx.config.ack_wait).await;
+                    let status = if held.lease.holds(tokio::time::Instant::now()) {
+                        process::run(&ctx, held, &abandon).await
+                    } else {
+                        // Its lease ran out while it waited (progress acks did not get
+                        // through): the message is another worker's now, or soon.
+                        tracing::info!(
+                            seq = held.delivery.stream_sequence,
+                            delivery = held.delivery.delivered,
+                            "Lease lost while waiting: leaving the message to its redelivery"
+                        );
+                        None
+                    };
                     {
                         let mut s = sched.lock().unwrap_or_else(|e| e.into_inner());
                         if let Some(f) = s.functions.get_mut(&subject) {
@@ -373,15 +385,15 @@ impl FunctionMode {
         feeders_stop.cancel();
         feeders.close();
         feeders.wait().await;
-        let ready: Vec<Delivery> = {
+        let ready: Vec<Held> = {
             let mut s = self.sched();
             s.functions
                 .values_mut()
                 .flat_map(|f| f.ready.drain(..))
                 .collect()
         };
-        for d in ready {
-            let _ = d.acker.nak(None).await;
+        for held in ready {
+            held.give_back().await;
         }
         tasks.close();
         super::finish_in_flight(&self.ctx, &tasks, &abandon).await;
@@ -399,7 +411,7 @@ impl FunctionMode {
             return;
         }
         // Take the ready deliveries out, progress them, put them back in order.
-        let taken: Vec<(String, VecDeque<Delivery>)> = {
+        let mut taken: Vec<(String, VecDeque<Held>)> = {
             let mut s = self.sched();
             s.functions
                 .iter_mut()
@@ -407,9 +419,10 @@ impl FunctionMode {
                 .map(|(k, f)| (k.clone(), std::mem::take(&mut f.ready)))
                 .collect()
         };
-        for (_, q) in &taken {
-            for d in q {
-                let _ = d.acker.progress().await;
+        let ack_wait = self.ctx.config.ack_wait;
+        for (_, q) in &mut taken {
+            for held in q.iter_mut() {
+                held.renew(ack_wait).await;
             }
         }
         let mut s = self.sched();
@@ -419,10 +432,8 @@ impl FunctionMode {
                 f.ready = q;
             } else {
                 // The function's feeder ended meanwhile: nothing will run these; give back.
-                for d in q {
-                    tokio::spawn(async move {
-                        let _ = d.acker.nak(None).await;
-                    });
+                for held in q {
+                    tokio::spawn(held.give_back());
                 }
             }
         }
@@ -605,8 +616,9 @@ impl Feeder {
                 match result {
                     Some(Ok(d)) => {
                         idle_since = tokio::time::Instant::now();
+                        let held = Held::received(d, cfg.ack_wait);
                         if let Some(f) = self.sched().functions.get_mut(&self.subject) {
-                            f.ready.push_back(d);
+                            f.ready.push_back(held);
                         }
                         self.dispatch.notify_one();
                     }
@@ -623,7 +635,7 @@ impl Feeder {
                 }
             }
             for d in sub.drain_buffered() {
-                let _ = d.acker.nak(None).await;
+                Held::received(d, cfg.ack_wait).give_back().await;
             }
         }
         self.retire().await;
@@ -675,8 +687,8 @@ impl Feeder {
                 }
                 continue;
             };
-            for d in f.ready {
-                let _ = d.acker.nak(None).await;
+            for held in f.ready {
+                held.give_back().await;
             }
             let consumers = self.sched().functions.len();
             self.ctx

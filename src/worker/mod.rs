@@ -5,6 +5,7 @@
 
 pub mod dead_letter;
 pub mod function_mode;
+pub mod lease;
 pub mod limiter;
 pub mod outcome;
 pub mod process;
@@ -196,8 +197,9 @@ impl Worker {
                     error_backoff = Duration::from_millis(100);
                     let ctx = self.ctx.clone();
                     let abandon = abandon.clone();
+                    let held = lease::Held::received(delivery, cfg.ack_wait);
                     tasks.spawn(async move {
-                        process::run(&ctx, delivery, &abandon).await;
+                        process::run(&ctx, held, &abandon).await;
                         drop(permit);
                     });
                 }
@@ -227,9 +229,7 @@ impl Worker {
         drop(subscription);
         let given_back = buffered.len();
         for d in buffered {
-            if let Err(e) = d.acker.nak(None).await {
-                tracing::warn!(error = %e, "Could not give back a buffered message; it is redelivered after ack_wait");
-            }
+            lease::Held::received(d, cfg.ack_wait).give_back().await;
         }
         tasks.close();
         let in_flight = tasks.len();

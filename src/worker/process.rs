@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::dead_letter::{self, DeadLetter, Reason};
+use super::lease::{self, Held, Lease};
 use super::outcome::Settle;
 use super::retry::{self, AttemptResult, Decision, RetryPolicy};
 use crate::broker::{Acker, Delivery};
@@ -19,21 +20,42 @@ use crate::rng::PortJitter;
 use crate::telemetry::metrics::FunctionLabels;
 use crate::wire::{self, QueueRequest};
 
-/// Process one delivery to the end (settled), sending progress acks while it works. When
-/// `abandon` fires (shutdown grace period over) the work stops and the message is given back.
-/// Returns the function's status when it was invoked (for the adaptive limiter).
-pub async fn run(ctx: &Context, delivery: Delivery, abandon: &CancellationToken) -> Option<u16> {
+/// Process one delivery to the end (settled), keeping its `lease` with progress acks while it
+/// works. When `abandon` fires (shutdown grace period over) the work stops and the message is
+/// given back. Returns the function's status when it was invoked (for the adaptive limiter).
+pub async fn run(ctx: &Context, held: Held, abandon: &CancellationToken) -> Option<u16> {
+    let Held {
+        delivery,
+        mut lease,
+    } = held;
     let acker: &dyn Acker = &*delivery.acker;
     // On the heap, once: the processing future is kilobytes, and the task that runs it (and the
     // runtime, when it spawns the task) would otherwise move it several times per message.
     let work = Box::pin(handle(ctx, &delivery));
     let (settle, status) = tokio::select! {
         biased;
-        s = with_progress(acker, ctx.config.ack_wait, work) => s,
+        s = with_progress(acker, &mut lease, ctx.config.ack_wait, work) => s,
         _ = abandon.cancelled() => (Settle::Nak(None), None),
     };
+    settle_delivery(&delivery, &lease, settle).await;
+    status
+}
+
+/// Send the settlement. A `nak` goes only while the lease holds: after it may have run out,
+/// the message is (or is about to be) another worker's, and a nak would cut that worker's
+/// lease short (see [`super::lease`]); the message comes back on its own.
+async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) {
+    let acker: &dyn Acker = &*delivery.acker;
     let result = match settle {
         Settle::Ack => acker.ack().await,
+        Settle::Nak(_) if !lease.holds(Instant::now()) => {
+            tracing::info!(
+                seq = delivery.stream_sequence,
+                delivery = delivery.delivered,
+                "Lease lost while working: not giving the message back (it is redelivered)"
+            );
+            return;
+        }
         Settle::Nak(delay) => acker.nak(delay).await,
         Settle::Term => acker.term().await,
     };
@@ -46,28 +68,36 @@ pub async fn run(ctx: &Context, delivery: Delivery, abandon: &CancellationToken)
             "Could not settle message; it will be redelivered"
         );
     }
-    status
 }
 
-/// Run `work`, telling the broker every `ack_wait / 2` that the message is still in progress.
+/// How often a delivery being worked on gets a progress ack: twice per `ack_wait`.
+pub fn progress_period(ack_wait: Duration) -> Duration {
+    (ack_wait / 2).max(Duration::from_millis(50))
+}
+
+/// Run `work`, renewing the lease every `ack_wait / 2` (sooner after a failed progress ack).
 async fn with_progress<T, F: Future<Output = T>>(
     acker: &dyn Acker,
+    lease: &mut Lease,
     ack_wait: Duration,
     work: F,
 ) -> T {
-    let period = (ack_wait / 2).max(Duration::from_millis(50));
+    let period = progress_period(ack_wait);
     let ticker = async {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = Instant::now() + period;
         loop {
-            interval.tick().await;
+            tokio::time::sleep_until(next).await;
             #[cfg(feature = "buggify")]
             if crate::buggify::on(crate::buggify::Bug::DropProgressAcks) {
+                next += period;
                 continue;
             }
-            if let Err(e) = acker.progress().await {
-                tracing::debug!(error = %e, "Progress ack failed");
-            }
+            let sent = Instant::now();
+            next = if lease::renew(acker, lease, ack_wait).await {
+                sent + period
+            } else {
+                Instant::now() + lease::progress_retry(ack_wait)
+            };
         }
     };
     tokio::select! {
@@ -149,7 +179,7 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Option<u16>) {
                 .map(|d| d.as_nanos().to_string())
                 .unwrap_or_default()
         });
-    let http_req =
+    let mut http_req =
         match request::function_request(&ctx.config.gateway_url, &req, &call_id, &start_time) {
             Ok(r) => r,
             Err(e) => {
@@ -245,6 +275,9 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Option<u16>) {
     if crate::buggify::on(crate::buggify::Bug::AckBeforeInvoke) {
         let _ = delivery.acker.ack().await;
     }
+    http_req
+        .extensions_mut()
+        .insert(crate::invoke::Attempt(delivery.delivered));
     let inflight = ctx.metrics.inflight(&call.labels);
     inflight.inc();
     let started = Instant::now();

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod http;
 pub mod load;
 pub mod nats;
+pub mod proxy;
 pub mod worker;
 
 use std::future::Future;
