@@ -217,12 +217,14 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
         callbacks: Vec<(Duration, String, String, String, u16)>,
     }
     #[derive(Debug, Clone)]
+    /// Worker-side events, each with the delivery (count) it belongs to: one worker may hold
+    /// two deliveries of a call at once (its lease was lost and the message came back to it).
     enum WEv {
         Deliver(u64),
-        Start,
-        End(u16, Option<String>, bool),
+        Start(u64),
+        End(u64, u16, Option<String>, bool),
         Settle(u64, SettleKind),
-        DeadLetter(bool),
+        DeadLetter(u64, bool),
     }
     let mut calls: BTreeMap<String, CallLog> = BTreeMap::new();
     let mut inflight: BTreeMap<String, usize> = BTreeMap::new();
@@ -277,7 +279,11 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
                 worker.clone(),
                 WEv::Deliver(*delivered),
             )),
-            Ev::InvokeStart { worker, call } => {
+            Ev::InvokeStart {
+                worker,
+                call,
+                delivered,
+            } => {
                 st.invocations += 1;
                 let n = inflight.entry(worker.clone()).or_default();
                 *n += 1;
@@ -293,15 +299,16 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
                         ),
                     );
                 }
-                calls
-                    .entry(call.clone())
-                    .or_default()
-                    .w
-                    .push((r.at, worker.clone(), WEv::Start));
+                calls.entry(call.clone()).or_default().w.push((
+                    r.at,
+                    worker.clone(),
+                    WEv::Start(*delivered),
+                ));
             }
             Ev::InvokeEnd {
                 worker,
                 call,
+                delivered,
                 status,
                 retry_after,
                 aborted,
@@ -316,7 +323,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
                 calls.entry(call.clone()).or_default().w.push((
                     r.at,
                     worker.clone(),
-                    WEv::End(*status, retry_after.clone(), *aborted),
+                    WEv::End(*delivered, *status, retry_after.clone(), *aborted),
                 ));
             }
             Ev::WSettle {
@@ -330,11 +337,16 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
                 worker.clone(),
                 WEv::Settle(*delivered, *kind),
             )),
-            Ev::WDeadLetter { worker, call, ok } => calls
-                .entry(call.clone())
-                .or_default()
-                .w
-                .push((r.at, worker.clone(), WEv::DeadLetter(*ok))),
+            Ev::WDeadLetter {
+                worker,
+                call,
+                delivered,
+                ok,
+            } => calls.entry(call.clone()).or_default().w.push((
+                r.at,
+                worker.clone(),
+                WEv::DeadLetter(*delivered, *ok),
+            )),
             Ev::CbRecv {
                 call,
                 from,
@@ -408,8 +420,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
             }
         }
 
-        // Which delivery each worker-side event belongs to.
-        let mut current: BTreeMap<String, u64> = BTreeMap::new();
+        // What each (worker, delivery) did last.
         let mut last_end: BTreeMap<(String, u64), (Duration, u16, Option<String>)> =
             BTreeMap::new();
         let mut dl_failed: BTreeMap<(String, u64), Duration> = BTreeMap::new();
@@ -417,28 +428,27 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
         for (t, worker, e) in &c.w {
             match e {
                 WEv::Deliver(n) => {
-                    current.insert(worker.clone(), *n);
+                    // A recreated consumer counts from 1 again: a new delivery `n` starts afresh.
+                    last_end.remove(&(worker.clone(), *n));
+                    dl_failed.remove(&(worker.clone(), *n));
                 }
-                WEv::Start => {
-                    let n = current.get(worker).copied().unwrap_or(0);
-                    starts.push((*t, worker.clone(), n));
-                    if n == 1 {
+                WEv::Start(n) => {
+                    starts.push((*t, worker.clone(), *n));
+                    if *n == 1 {
                         first_attempts
                             .entry((worker.clone(), function.clone()))
                             .or_default()
                             .push(*t);
                     }
                 }
-                WEv::End(status, ra, aborted) => {
+                WEv::End(n, status, ra, aborted) => {
                     if !aborted {
-                        let n = current.get(worker).copied().unwrap_or(0);
-                        last_end.insert((worker.clone(), n), (*t, *status, ra.clone()));
+                        last_end.insert((worker.clone(), *n), (*t, *status, ra.clone()));
                     }
                 }
-                WEv::DeadLetter(ok) => {
+                WEv::DeadLetter(n, ok) => {
                     if !ok {
-                        let n = current.get(worker).copied().unwrap_or(0);
-                        dl_failed.insert((worker.clone(), n), *t);
+                        dl_failed.insert((worker.clone(), *n), *t);
                     }
                 }
                 WEv::Settle(n, SettleKind::Nak(Some(d))) => {
@@ -528,7 +538,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
             .count();
         let park_retries =
             c.w.iter()
-                .filter(|(_, _, e)| matches!(e, WEv::DeadLetter(false)))
+                .filter(|(_, _, e)| matches!(e, WEv::DeadLetter(_, false)))
                 .count();
         let allowed = cfg.max_attempts as usize + lost_leases + park_retries;
         if starts.len() > allowed {
@@ -579,10 +589,9 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
         match kind {
             SettleKind::Ack => {
                 st.succeeded += 1;
-                // The ack must follow a successful invocation of the same delivery.
-                let mut ok = false;
-                let mut cur = 0;
-                let mut started = false;
+                // The ack must follow a successful invocation of the same delivery by the same
+                // worker: per delivery, (started, status of the invocation that ended).
+                let mut runs: BTreeMap<u64, (bool, Option<u16>)> = BTreeMap::new();
                 for (t, worker, e) in &c.w {
                     if t > tr {
                         break;
@@ -592,16 +601,25 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
                     }
                     match e {
                         WEv::Deliver(n) => {
-                            cur = *n;
-                            started = false;
+                            runs.insert(*n, (false, None));
                         }
-                        WEv::Start if cur == *nr => started = true,
-                        WEv::End(status, _, false) if cur == *nr && started => {
-                            ok = *status < 400;
+                        WEv::Start(n) => {
+                            if let Some(r) = runs.get_mut(n) {
+                                *r = (true, None);
+                            }
+                        }
+                        WEv::End(n, status, _, false) => {
+                            if let Some(r) = runs.get_mut(n).filter(|r| r.0) {
+                                r.1 = Some(*status);
+                            }
                         }
                         _ => {}
                     }
                 }
+                let ok = runs
+                    .get(nr)
+                    .and_then(|r| r.1)
+                    .is_some_and(|status| status < 400);
                 if !ok {
                     violation(
                         "terminal",
@@ -801,5 +819,133 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
     Report {
         violations: v,
         stats: st,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    fn rec(ms: u64, ev: Ev) -> Record {
+        Record { at: at(ms), ev }
+    }
+
+    fn config() -> RunConfig {
+        let mut cfg =
+            (crate::scenarios::find("crash").expect("scenario").build)(1, &Default::default());
+        cfg.calls.clear();
+        cfg.faults.clear();
+        cfg
+    }
+
+    /// One worker holds two deliveries of a call at once (a broker restart broke the lease of
+    /// the first): the second succeeds and is acked while the first is still running, and ends
+    /// with 503 after it. The ack follows a successful invocation of the delivery it settles.
+    #[test]
+    fn invocations_are_attributed_to_their_own_delivery() {
+        let (w, call) = ("worker-0#1".to_string(), "c1".to_string());
+        let start = |ms, n| {
+            rec(
+                ms,
+                Ev::InvokeStart {
+                    worker: w.clone(),
+                    call: call.clone(),
+                    delivered: n,
+                },
+            )
+        };
+        let end = |ms, n, status| {
+            rec(
+                ms,
+                Ev::InvokeEnd {
+                    worker: w.clone(),
+                    call: call.clone(),
+                    delivered: n,
+                    status,
+                    retry_after: None,
+                    error: status >= 500,
+                    aborted: false,
+                },
+            )
+        };
+        let deliver = |ms, n| {
+            [
+                rec(
+                    ms,
+                    Ev::SDeliver {
+                        call: call.clone(),
+                        delivered: n,
+                        seq: 1,
+                        to: w.clone(),
+                    },
+                ),
+                rec(
+                    ms,
+                    Ev::WDeliver {
+                        worker: w.clone(),
+                        call: call.clone(),
+                        delivered: n,
+                    },
+                ),
+            ]
+        };
+        let restart = |ms, start| {
+            rec(
+                ms,
+                Ev::Fault {
+                    kind: FaultKind::BrokerRestart,
+                    target: "broker".into(),
+                    start,
+                },
+            )
+        };
+        let mut records = vec![rec(0, Ev::Accepted { call: call.clone() })];
+        records.extend(deliver(10, 1));
+        records.push(start(20, 1));
+        records.push(restart(1000, true));
+        records.push(restart(2000, false));
+        records.extend(deliver(5000, 2));
+        records.push(start(5010, 2));
+        records.push(end(5100, 2, 200));
+        records.push(end(5200, 1, 503));
+        records.push(rec(
+            5300,
+            Ev::SSettle {
+                call: call.clone(),
+                delivered: 2,
+                kind: SettleKind::Ack,
+                from: w.clone(),
+                removed: true,
+            },
+        ));
+        let report = check(&config(), &records);
+        assert!(
+            report.violations.is_empty(),
+            "{:?}",
+            report
+                .violations
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(report.stats.succeeded, 1);
+        // The same history with the ack on the failed delivery is flagged.
+        let last = records.len() - 1;
+        if let Ev::SSettle { delivered, .. } = &mut records[last].ev {
+            *delivered = 1;
+        }
+        let report = check(&config(), &records);
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.rule == "terminal" && v.detail.contains("acked delivery 1")),
+            "{:?}",
+            report.violations
+        );
     }
 }

@@ -100,15 +100,22 @@ pub enum Ev {
     WDeadLetter {
         worker: String,
         call: String,
+        /// The delivery it belongs to (its `Qw-Attempts`).
+        delivered: u64,
         ok: bool,
     },
-    /// The worker started invoking the function.
-    InvokeStart { worker: String, call: String },
+    /// The worker started invoking the function for delivery `delivered` of the call.
+    InvokeStart {
+        worker: String,
+        call: String,
+        delivered: u64,
+    },
     /// The invocation ended: status (503 for transport errors and timeouts, 0 when the worker
     /// died), `Retry-After` when present.
     InvokeEnd {
         worker: String,
         call: String,
+        delivered: u64,
         status: u16,
         retry_after: Option<String>,
         error: bool,

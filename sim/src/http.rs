@@ -12,7 +12,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use queue_worker::invoke::{InvokeError, Invoker};
+use queue_worker::invoke::{Attempt, InvokeError, Invoker};
 use turmoil::net::{TcpListener, TcpStream};
 
 use crate::history::{Ev, History};
@@ -71,6 +71,7 @@ struct InvokeGuard {
     hist: History,
     worker: String,
     call: String,
+    delivered: u64,
     done: bool,
 }
 
@@ -80,6 +81,7 @@ impl InvokeGuard {
         self.hist.record(Ev::InvokeEnd {
             worker: self.worker.clone(),
             call: self.call.clone(),
+            delivered: self.delivered,
             status,
             retry_after,
             error,
@@ -94,6 +96,7 @@ impl Drop for InvokeGuard {
             self.hist.record(Ev::InvokeEnd {
                 worker: self.worker.clone(),
                 call: self.call.clone(),
+                delivered: self.delivered,
                 status: 0,
                 retry_after: None,
                 error: true,
@@ -122,14 +125,22 @@ impl Invoker for SimInvoker {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        // The worker tags each function request with its delivery count.
+        let delivered = req
+            .extensions()
+            .get::<Attempt>()
+            .map(|a| a.0)
+            .unwrap_or_default();
         self.hist.record(Ev::InvokeStart {
             worker: self.worker.clone(),
             call: call.clone(),
+            delivered,
         });
         let guard = InvokeGuard {
             hist: self.hist.clone(),
             worker: self.worker.clone(),
             call,
+            delivered,
             done: false,
         };
         let result = match tokio::time::timeout(timeout, exchange(req)).await {

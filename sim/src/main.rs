@@ -1,12 +1,16 @@
 //! `sim --seed N [--scenario NAME|all] [--calls N] [--faults N] [--bug NAME]`: run one seed
 //! and print a summary; the last line is `trace-digest: <hex>` (SHA-256 of the ordered event
 //! traces of the runs). Exit code 1 when an invariant broke.
+//!
+//! `sim --seeds FROM..=TO [--scenario NAME|all]`: a sweep (`ci/sim-sweep` runs several in
+//! parallel): every seed of the range for each scenario; prints the summary and the replay
+//! command of each failing run, and last `sweep: <runs> runs, <failed> failed, <v> violations`.
 
 use sha2::{Digest, Sha256};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: sim [--seed N] [--scenario NAME|all] [--steps CALLS] [--calls N] [--faults N] [--workers N] [--bug NAME]\n\
+        "usage: sim [--seed N | --seeds FROM..=TO] [--scenario NAME|all] [--steps CALLS] [--calls N] [--faults N] [--workers N] [--bug NAME]\n\
          scenarios: {}\n\
          --steps/--calls: workload size (calls); --faults: keep at most N faults;\n\
          --bug (buggify builds): ack-before-invoke | ignore-max-retry-attempts | drop-progress-acks",
@@ -25,12 +29,14 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let mut scenario = "all".to_string();
+    let mut sweep: Option<(u64, u64)> = None;
     let mut opts = sim::Opts::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| usage());
         match a.as_str() {
             "--seed" => seed = val().parse().unwrap_or_else(|_| usage()),
+            "--seeds" => sweep = Some(parse_range(&val()).unwrap_or_else(|| usage())),
             "--scenario" => scenario = val(),
             "--steps" | "--calls" => opts.calls = Some(val().parse().unwrap_or_else(|_| usage())),
             "--faults" => opts.faults = Some(val().parse().unwrap_or_else(|_| usage())),
@@ -64,6 +70,9 @@ fn main() {
     } else {
         usage()
     };
+    if let Some((from, to)) = sweep {
+        run_sweep(&names, from, to, &opts);
+    }
     let mut digest = Sha256::new();
     let mut failed = false;
     for name in names {
@@ -102,4 +111,37 @@ fn main() {
     if failed {
         std::process::exit(1);
     }
+}
+
+/// `A..=B` (or `A..B`, end excluded) → the inclusive range.
+fn parse_range(s: &str) -> Option<(u64, u64)> {
+    if let Some((a, b)) = s.split_once("..=") {
+        return Some((a.parse().ok()?, b.parse().ok()?));
+    }
+    let (a, b) = s.split_once("..")?;
+    Some((a.parse().ok()?, b.parse::<u64>().ok()?.checked_sub(1)?))
+}
+
+/// Every seed in `from..=to` for each scenario; failing runs are printed with their replay
+/// command. Exits 1 when any failed.
+fn run_sweep(names: &[&str], from: u64, to: u64, opts: &sim::Opts) -> ! {
+    let (mut runs, mut failed, mut violations) = (0u64, 0u64, 0usize);
+    for seed in from..=to {
+        for name in names {
+            let Some(r) = sim::run_scenario(name, seed, opts) else {
+                usage()
+            };
+            runs += 1;
+            if !r.ok() {
+                failed += 1;
+                violations += r.report.violations.len();
+                print!("{}", sim::summary(&r));
+                println!(
+                    "  replay: SIM_SEED={seed} cargo run --release -p sim -- --seed {seed} --scenario {name}"
+                );
+            }
+        }
+    }
+    println!("sweep: {runs} runs, {failed} failed, {violations} violations");
+    std::process::exit(i32::from(failed > 0));
 }

@@ -274,6 +274,9 @@ impl Broker for RemoteBroker {
             self.c.hist.record(Ev::WDeadLetter {
                 worker: self.c.name.clone(),
                 call,
+                delivered: header(&msg.headers, "Qw-Attempts")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_default(),
                 ok: r.is_ok(),
             });
         }
