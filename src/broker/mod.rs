@@ -188,14 +188,16 @@ impl std::fmt::Debug for Delivery {
 }
 
 /// Settles one delivery. Every method is a message to the broker; none blocks on the message's
-/// processing.
+/// processing. They address the message (stream, consumer, sequence), not this delivery of it,
+/// as JetStream's ack subjects do: a late one applies to a later delivery too.
 #[async_trait]
 pub trait Acker: Send + Sync {
     /// Done: remove the message from the work queue.
     async fn ack(&self) -> Result<(), BrokerError>;
     /// Redeliver, after `delay` (at once when `None`).
     async fn nak(&self, delay: Option<Duration>) -> Result<(), BrokerError>;
-    /// Still working: restart the ack-wait timer.
+    /// Still working: restart the ack-wait timer (unless it ran out already). Returns `Ok`
+    /// only once the broker has confirmed it, so the worker can count its lease from it.
     async fn progress(&self) -> Result<(), BrokerError>;
     /// Never redeliver (removed from a work queue).
     async fn term(&self) -> Result<(), BrokerError>;

@@ -424,12 +424,16 @@ impl FunctionMode {
             for held in q.iter_mut() {
                 held.renew(ack_wait).await;
             }
+            // One whose lease ran out is another worker's now, or soon: leave it to that.
+            q.retain(|held| held.lease.holds(tokio::time::Instant::now()));
         }
         let mut s = self.sched();
         for (k, mut q) in taken {
             if let Some(f) = s.functions.get_mut(&k) {
                 q.append(&mut f.ready);
                 f.ready = q;
+                // Room again when leases ran out above: the feeder may pull more.
+                f.room.notify_one();
             } else {
                 // The function's feeder ended meanwhile: nothing will run these; give back.
                 for held in q {

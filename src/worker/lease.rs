@@ -106,8 +106,14 @@ pub fn progress_retry(ack_wait: Duration) -> Duration {
 }
 
 /// Send one progress ack; a confirmed one renews `lease`. Returns whether it was confirmed.
+/// Nothing is sent once the lease may have run out: it would take nothing back, and it would
+/// restart the ack wait of the message's current delivery, cutting that worker's nak delay
+/// short (the simulation found it: consumer-expiry seed 5101).
 pub async fn renew(acker: &dyn Acker, lease: &mut Lease, ack_wait: Duration) -> bool {
     let sent = Instant::now();
+    if !lease.holds(sent) {
+        return false;
+    }
     match tokio::time::timeout(progress_retry(ack_wait), acker.progress()).await {
         Ok(Ok(())) => {
             lease.renewed(sent);

@@ -95,8 +95,12 @@ async fn with_progress<T, F: Future<Output = T>>(
             let sent = Instant::now();
             next = if lease::renew(acker, lease, ack_wait).await {
                 sent + period
-            } else {
+            } else if lease.holds(Instant::now()) {
                 Instant::now() + lease::progress_retry(ack_wait)
+            } else {
+                // Lost: nothing more to renew (see `lease::renew`).
+                std::future::pending::<()>().await;
+                next
             };
         }
     };
