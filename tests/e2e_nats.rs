@@ -392,6 +392,64 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_working() {
     assert_eq!(function.count(), 1, "poison is never invoked");
 }
 
+/// A queue reset (its stream deleted by hand, as the README's procedure says) numbers messages
+/// from 1 again. A new message's dead letter must not be taken for an old one's (dropped as a
+/// duplicate) while the message itself is terminated: it would be lost. Found by the
+/// simulation (broker-restart seeds 4905 and 9521, memory storage).
+#[tokio::test]
+async fn dead_letters_survive_a_queue_reset() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let function = FunctionServer::echo().await;
+    let queue = common::unique_name("reset");
+    let mut w = Worker::start(&nats, &queue, &function.base_url(), false, &[]).await;
+    let js = nats.jetstream().await;
+    let work = format!("OF_{queue}");
+    let dlq = format!("OF_{queue}_DLQ");
+    let poison = |n: u32| {
+        let js = js.clone();
+        let subject = format!("{queue}.p{n}.openfaas-fn");
+        async move {
+            let ack = js
+                .publish(subject, Bytes::from(format!("not json {n}")))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            ack.sequence
+        }
+    };
+    assert_eq!(poison(1).await, 1);
+    common::eventually(T, "first dead letter", || async {
+        stream_messages(&nats, &dlq).await == 1
+    })
+    .await;
+    js.delete_stream(&work)
+        .await
+        .expect("delete the work stream");
+    w.proc.wait_log("recreating it empty", T).await;
+    common::eventually(T, "work stream recreated", || async {
+        js.get_stream(&work).await.is_ok()
+    })
+    .await;
+    assert_eq!(
+        poison(2).await,
+        1,
+        "the recreated stream numbers from 1 again"
+    );
+    common::eventually(T, "second dead letter", || async {
+        stream_messages(&nats, &dlq).await == 2
+    })
+    .await;
+    let stream = js.get_stream(&dlq).await.unwrap();
+    let m = stream
+        .get_last_raw_message_by_subject(&format!("{queue}_DLQ.p2.openfaas-fn"))
+        .await
+        .expect("the new message's dead letter");
+    assert_eq!(m.payload, Bytes::from("not json 2"));
+}
+
 #[tokio::test]
 async fn nats_restart_mid_run_loses_nothing() {
     let Some(mut nats) = NatsServer::start_restartable().await else {

@@ -95,6 +95,21 @@ pub fn headers(
     h
 }
 
+/// The dead letter's `Nats-Msg-Id`: parking the same message again (after a crash, or from a
+/// redelivery) is dropped as a duplicate. The stream sequence alone does not name a message: a
+/// stream deleted and recreated (a queue reset, a memory-storage restart) numbers from 1 again,
+/// and a new message's dead letter would be dropped as a duplicate of an old one while the
+/// message itself is terminated: lost (found by the simulation: broker-restart seeds 4905 and
+/// 9521). The time the message was stored tells them apart.
+pub fn msg_id(queue: &str, delivery: &Delivery) -> String {
+    let stored = delivery
+        .published
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("dlq-{queue}-{}-{stored}", delivery.stream_sequence)
+}
+
 /// Copy the delivery to the dead-letter stream and say how to settle it: `Term` once stored;
 /// `Nak` with a delay when the copy could not be stored (so nothing is lost). A store that
 /// fails is tried again for up to `ack_wait` while the message is held (its lease renewed),
@@ -103,8 +118,7 @@ pub async fn park(ctx: &Context, delivery: &Delivery, dl: DeadLetter) -> Settle 
     let queue = &ctx.config.queue_name;
     let out = Outgoing {
         subject: subject(queue, &delivery.subject, dl.function.as_deref()),
-        // Re-parking the same delivery after a crash is dropped as a duplicate.
-        msg_id: Some(format!("dlq-{}-{}", queue, delivery.stream_sequence)),
+        msg_id: Some(msg_id(queue, delivery)),
         headers: headers(
             &delivery.headers,
             &dl,
