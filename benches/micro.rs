@@ -61,7 +61,7 @@ fn wire_codec(c: &mut Criterion) {
 
 /// A fixed jitter source (no RNG cost in the measurement).
 struct Half;
-impl retry::Jitter for Half {
+impl queue_worker::rng::Jitter for Half {
     fn next_unit(&mut self) -> f64 {
         0.5
     }

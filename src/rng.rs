@@ -32,10 +32,26 @@ impl Rng for SeededRng {
     }
 }
 
-/// Adapts the port to the retry policy's `Jitter`.
+/// Source of jitter for retry delays: values in `[0, 1)`.
+///
+/// Every [`rand::Rng`] is one (e.g. `rand::rngs::StdRng::seed_from_u64(7)`), and so is the
+/// port through [`PortJitter`]. Values outside `[0, 1)` are tolerated by the retry policy: NaN
+/// and negatives count as 0, values >= 1 as just below 1.
+pub trait Jitter {
+    /// The next value, uniformly distributed in `[0, 1)`.
+    fn next_unit(&mut self) -> f64;
+}
+
+impl<R: rand::Rng + ?Sized> Jitter for R {
+    fn next_unit(&mut self) -> f64 {
+        self.random::<f64>()
+    }
+}
+
+/// The port as a [`Jitter`].
 pub struct PortJitter<'a>(pub &'a dyn Rng);
 
-impl crate::worker::retry::Jitter for PortJitter<'_> {
+impl Jitter for PortJitter<'_> {
     fn next_unit(&mut self) -> f64 {
         self.0.next_unit()
     }

@@ -5,44 +5,8 @@
 use std::time::Duration;
 
 use super::Context;
-use super::outcome::Settle;
+use super::plan::{DeadLetterPlan, Settle};
 use crate::broker::{Delivery, MSG_ID_HEADER, Outgoing};
-
-/// Why a message was dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// Undecodable or not invocable.
-    Poison,
-    /// Every attempt failed.
-    Exhausted,
-    /// Older than `max_message_age`.
-    Expired,
-    /// Failed with a final (non-retryable) status.
-    Failed,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Poison => "poison",
-            Reason::Exhausted => "exhausted",
-            Reason::Expired => "expired",
-            Reason::Failed => "failed",
-        }
-    }
-}
-
-/// What is recorded about a dead letter.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub reason: Reason,
-    pub call_id: Option<String>,
-    /// `name.namespace` when known.
-    pub function: Option<String>,
-    pub status: Option<u16>,
-    /// One line for operators; never the message body or header values.
-    pub error: String,
-}
 
 /// Retry delay when the dead-letter stream cannot take the message right now.
 const DLQ_UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
@@ -65,7 +29,7 @@ pub fn subject(queue: &str, original_subject: &str, function: Option<&str>) -> S
 /// Headers of the dead-letter copy: the original ones, then the `Qw-*` ones.
 pub fn headers(
     original: &[(String, String)],
-    dl: &DeadLetter,
+    dl: &DeadLetterPlan,
     attempts: u64,
     failed_at: std::time::SystemTime,
     original_subject: &str,
@@ -114,14 +78,25 @@ pub fn msg_id(queue: &str, delivery: &Delivery) -> String {
 /// `Nak` with a delay when the copy could not be stored (so nothing is lost). A store that
 /// fails is tried again for up to `ack_wait` while the message is held (its lease renewed),
 /// so a short broker outage does not send a finished call round for another run.
-pub async fn park(ctx: &Context, delivery: &Delivery, dl: DeadLetter) -> Settle {
+///
+/// `ids`: the call id and function (`name.namespace`), when the message said them.
+pub async fn park(
+    ctx: &Context,
+    delivery: &Delivery,
+    ids: Option<(&str, &str)>,
+    dl: &DeadLetterPlan,
+) -> Settle {
     let queue = &ctx.config.queue_name;
+    let (call_id, function) = match ids {
+        Some((c, f)) => (c, Some(f)),
+        None => ("", None),
+    };
     let out = Outgoing {
-        subject: subject(queue, &delivery.subject, dl.function.as_deref()),
+        subject: subject(queue, &delivery.subject, function),
         msg_id: Some(msg_id(queue, delivery)),
         headers: headers(
             &delivery.headers,
-            &dl,
+            dl,
             delivery.delivered,
             ctx.clock.now(),
             &delivery.subject,
@@ -131,8 +106,8 @@ pub async fn park(ctx: &Context, delivery: &Delivery, dl: DeadLetter) -> Settle 
     match store(ctx, out).await {
         Ok(()) => {
             tracing::warn!(
-                callId = dl.call_id.as_deref().unwrap_or(""),
-                function = dl.function.as_deref().unwrap_or(""),
+                callId = call_id,
+                function = function.unwrap_or(""),
                 reason = dl.reason.as_str(),
                 seq = delivery.stream_sequence,
                 error = %dl.error,
@@ -202,10 +177,8 @@ mod tests {
 
     #[test]
     fn headers_keep_originals_and_add_reason() {
-        let dl = DeadLetter {
-            reason: Reason::Poison,
-            call_id: None,
-            function: None,
+        let dl = DeadLetterPlan {
+            reason: crate::worker::plan::Reason::Poison,
             status: None,
             error: "not JSON:\nline".into(),
         };

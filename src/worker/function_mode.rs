@@ -27,7 +27,8 @@ use tokio_util::task::TaskTracker;
 use super::Context;
 use super::lease::Held;
 use super::limiter::Limiter;
-use super::process;
+use super::pipeline;
+use super::plan::Signal;
 use crate::broker::{ConsumerSpec, StreamSpec};
 use crate::telemetry::metrics::{FunctionLabels, QueueLabels};
 use crate::telemetry::server::Health;
@@ -340,8 +341,8 @@ impl FunctionMode {
                     // It may have waited in the ready queue since its last progress ack: renew
                     // the lease before the invocation's own progress ticker takes over.
                     held.renew(ctx.config.ack_wait).await;
-                    let status = if held.lease.holds(tokio::time::Instant::now()) {
-                        process::run(&ctx, held, &abandon).await
+                    let signal = if held.lease.holds(tokio::time::Instant::now()) {
+                        pipeline::run(&ctx, held, &abandon).await
                     } else {
                         // Its lease ran out while it waited (progress acks did not get
                         // through): the message is another worker's now, or soon.
@@ -350,18 +351,14 @@ impl FunctionMode {
                             delivery = held.delivery.delivered,
                             "Lease lost while waiting: leaving the message to its redelivery"
                         );
-                        None
+                        Signal::Other
                     };
                     {
                         let mut s = sched.lock().unwrap_or_else(|e| e.into_inner());
                         if let Some(f) = s.functions.get_mut(&subject) {
                             f.in_flight = f.in_flight.saturating_sub(1);
                             if let Some(l) = f.limiter.as_mut() {
-                                match status {
-                                    Some(429) => l.on_rejected(),
-                                    Some(s) if (200..300).contains(&s) => l.on_success(),
-                                    _ => l.on_other(),
-                                }
+                                l.learn(signal);
                             }
                             f.room.notify_one();
                         }

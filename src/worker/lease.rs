@@ -130,6 +130,48 @@ pub async fn renew(acker: &dyn Acker, lease: &mut Lease, ack_wait: Duration) -> 
     }
 }
 
+/// How often a delivery being worked on gets a progress ack: twice per `ack_wait`.
+pub fn progress_period(ack_wait: Duration) -> Duration {
+    (ack_wait / 2).max(Duration::from_millis(50))
+}
+
+/// Run `work`, keeping `lease` with a progress ack every `ack_wait / 2` (sooner after one that
+/// was not confirmed; none once the lease may be gone).
+pub async fn keep<T, F: Future<Output = T>>(
+    acker: &dyn Acker,
+    lease: &mut Lease,
+    ack_wait: Duration,
+    work: F,
+) -> T {
+    let period = progress_period(ack_wait);
+    let ticker = async {
+        let mut next = Instant::now() + period;
+        loop {
+            tokio::time::sleep_until(next).await;
+            #[cfg(feature = "buggify")]
+            if crate::buggify::on(crate::buggify::Bug::DropProgressAcks) {
+                next += period;
+                continue;
+            }
+            let sent = Instant::now();
+            next = if renew(acker, lease, ack_wait).await {
+                sent + period
+            } else if lease.holds(Instant::now()) {
+                Instant::now() + progress_retry(ack_wait)
+            } else {
+                // Lost: nothing more to renew (see `renew`).
+                std::future::pending::<()>().await;
+                next
+            };
+        }
+    };
+    tokio::select! {
+        biased;
+        s = work => s,
+        never = ticker => never,
+    }
+}
+
 /// `ack_wait` less the margin for the way there (a tenth of it, at most [`MAX_MARGIN`]).
 fn usable(ack_wait: Duration) -> Duration {
     ack_wait - (ack_wait / 10).min(MAX_MARGIN)

@@ -18,6 +18,8 @@
 //! Work held back by the limit stays in the queue (the worker does not pull it), instead of
 //! being sent to a function that would reject it and burning retries.
 
+use super::plan::Signal;
+
 /// Consecutive 429s that count as "at capacity".
 pub const CONSECUTIVE_REJECTIONS: u32 = 2;
 /// Multiplicative decrease.
@@ -52,6 +54,15 @@ impl Limiter {
     }
 
     /// A 2xx (or any non-429 answer that shows the function had room).
+    /// Learn from one attempt (see [`Signal`]).
+    pub fn learn(&mut self, signal: Signal) {
+        match signal {
+            Signal::Success => self.on_success(),
+            Signal::Rejected => self.on_rejected(),
+            Signal::Other => self.on_other(),
+        }
+    }
+
     pub fn on_success(&mut self) {
         self.consecutive_rejections = 0;
         self.since_decrease = self.since_decrease.saturating_add(1);

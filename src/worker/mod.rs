@@ -1,14 +1,16 @@
 //! The worker: pulls deliveries, invokes functions, posts callbacks, settles messages.
 //!
-//! Shape: [`Worker::run`] is the delivery loop (concurrency, shutdown); [`process`] handles one
-//! delivery; the decisions it makes are in plain functions ([`outcome`]).
+//! Shape: [`Worker::run`] is the delivery loop (concurrency, shutdown); [`pipeline`] takes one
+//! delivery from receipt to settlement; what happens to it is decided by [`plan`] (pure).
 
+pub mod call;
+pub mod callback;
 pub mod dead_letter;
 pub mod function_mode;
 pub mod lease;
 pub mod limiter;
-pub mod outcome;
-pub mod process;
+pub mod pipeline;
+pub mod plan;
 pub mod retry;
 
 use std::sync::{Arc, Mutex};
@@ -27,8 +29,6 @@ use crate::telemetry::metrics::{Metrics, QueueMetrics};
 use crate::telemetry::server::Health;
 use retry::{RetryBudget, RetryPolicy};
 
-/// Timeout of one callback POST.
-pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often static mode refreshes `queue_worker_pending_messages` from the stream.
 pub const PENDING_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// Upper bound on deliveries pulled ahead of the worker when `consumer_pull_max_messages` is
@@ -199,7 +199,7 @@ impl Worker {
                     let abandon = abandon.clone();
                     let held = lease::Held::received(delivery, cfg.ack_wait);
                     tasks.spawn(async move {
-                        process::run(&ctx, held, &abandon).await;
+                        pipeline::run(&ctx, held, &abandon).await;
                         drop(permit);
                     });
                 }

@@ -65,6 +65,7 @@ use http::HeaderMap;
 use http::header::{HeaderName, RETRY_AFTER};
 
 use crate::config::{Backoff, Config, format_go_duration, parse_go_duration};
+use crate::rng::Jitter;
 
 /// Annotation overriding the number of attempts (`max_retry_attempts`), e.g. `"30"`.
 pub const ANNOTATION_ATTEMPTS: &str = "com.openfaas.retry.attempts";
@@ -282,25 +283,6 @@ fn format_codes(codes: &[u16]) -> String {
 /// An error status: anything but 1xx, 2xx and 3xx.
 fn is_error_status(status: u16) -> bool {
     !(100..400).contains(&status)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Jitter
-// ---------------------------------------------------------------------------------------------
-
-/// Source of jitter: values in `[0, 1)` (the `Rng` port; seeded in the simulation).
-///
-/// Every [`rand::Rng`] is one (e.g. `rand::rngs::StdRng::seed_from_u64(7)`). Values outside
-/// `[0, 1)` are tolerated: NaN and negatives count as 0, values >= 1 as just below 1.
-pub trait Jitter {
-    /// The next value, uniformly distributed in `[0, 1)`.
-    fn next_unit(&mut self) -> f64;
-}
-
-impl<R: rand::Rng + ?Sized> Jitter for R {
-    fn next_unit(&mut self) -> f64 {
-        self.random::<f64>()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+//! Posting a call's result to its `X-Callback-Url`, retried as [`plan::callback_step`] says.
+//! A callback that fails is logged and counted; it never runs the function again.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Context;
+use super::call::Call;
+use super::plan::{self, CallbackAnswer, CallbackStep};
+use crate::invoke::request::{self, CallbackResult};
+
+/// Timeout of one callback POST.
+pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the function answered (or what is reported in its place), for the callback.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    /// How long the invocation took.
+    pub duration: Duration,
+}
+
+/// Post `reply` to the call's callback URL, if it has one.
+pub async fn post(ctx: &Context, call: &Call<'_>, reply: Reply) {
+    let url = match request::callback_url(&call.req) {
+        None => return,
+        Some(Ok(u)) => u,
+        Some(Err(why)) => {
+            tracing::warn!(callId = %call.call_id, function = %call.function, error = %why, "Callback skipped");
+            ctx.metrics.callback("invalid_url");
+            return;
+        }
+    };
+    let info = CallbackResult {
+        call_id: &call.call_id,
+        function: &call.function,
+        status: reply.status,
+        duration: reply.duration,
+        start_time: &call.start_time,
+        retry: call.attempt.saturating_sub(1),
+        retry_max: call.policy.max_attempts.saturating_sub(1),
+    };
+    let log_url = request::loggable_url(&url);
+    let retries = ctx.config.callback_retries;
+    for n in 0..=retries {
+        let cb = match request::callback_request(&url, &reply.headers, reply.body.clone(), &info) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(callId = %call.call_id, function = %call.function, url = %log_url, error = %e, "Callback skipped");
+                ctx.metrics.callback("invalid_url");
+                return;
+            }
+        };
+        let outcome = ctx.invoker.callback(cb, CALLBACK_TIMEOUT).await;
+        let (answer, detail) = match &outcome {
+            Ok(resp) => (
+                CallbackAnswer::Status(resp.status().as_u16()),
+                format!("status {}", resp.status().as_u16()),
+            ),
+            Err(e) => (CallbackAnswer::NoAnswer, e.to_string()),
+        };
+        let log = Posting {
+            call,
+            url: &log_url,
+        };
+        match plan::callback_step(answer, n, retries) {
+            CallbackStep::Delivered => return log.delivered(ctx, answer),
+            CallbackStep::Rejected => return log.rejected(ctx, &detail),
+            CallbackStep::Failed => return log.failed(ctx, &detail, n + 1),
+            CallbackStep::Retry(delay) => {
+                tracing::info!(
+                    callId = %call.call_id,
+                    function = %call.function,
+                    url = %log_url,
+                    error = %detail,
+                    delay = delay.as_secs_f64(),
+                    "Callback retry"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Logs and metrics of one callback's end.
+struct Posting<'a> {
+    call: &'a Call<'a>,
+    url: &'a str,
+}
+
+impl Posting<'_> {
+    fn delivered(&self, ctx: &Context, answer: CallbackAnswer) {
+        let status = match answer {
+            CallbackAnswer::Status(s) => s,
+            CallbackAnswer::NoAnswer => 0,
+        };
+        tracing::info!(
+            callId = %self.call.call_id,
+            function = %self.call.function,
+            url = %self.url,
+            status,
+            "Posted result"
+        );
+        ctx.metrics.callback("delivered");
+    }
+
+    /// The receiver answered for good with an error.
+    fn rejected(&self, ctx: &Context, detail: &str) {
+        tracing::warn!(callId = %self.call.call_id, function = %self.call.function, url = %self.url, error = %detail, "Callback rejected");
+        ctx.metrics.callback("rejected");
+    }
+
+    /// Every post failed.
+    fn failed(&self, ctx: &Context, detail: &str, posts: u32) {
+        tracing::warn!(
+            callId = %self.call.call_id,
+            function = %self.call.function,
+            url = %self.url,
+            error = %detail,
+            attempts = posts,
+            "Callback failed"
+        );
+        ctx.metrics.callback("failed");
+    }
+}

@@ -1,0 +1,292 @@
+//! One delivery from receipt to settlement: read the call → [`plan`] → carry the plan out
+//! (callback, dead letter, settle), keeping the lease with progress acks meanwhile.
+//! `docs/architecture.md` follows one delivery through it.
+
+use std::borrow::Cow;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use super::call::{Call, Unreadable};
+use super::callback::{self, Reply};
+use super::dead_letter;
+use super::lease::{self, Held, Lease};
+use super::plan::{self, Attempt, Plan, RetryPlan, Settle, Signal};
+use super::retry::{AttemptResult, RetryPolicy};
+use crate::broker::{Acker, Delivery};
+use crate::invoke::InvokeError;
+use crate::rng::PortJitter;
+
+/// Process one delivery to the end (settled). When `abandon` fires (the shutdown grace period
+/// is over) the work stops and the message is given back. Returns what the limiter learns.
+pub async fn run(ctx: &Context, held: Held, abandon: &CancellationToken) -> Signal {
+    let Held {
+        delivery,
+        mut lease,
+    } = held;
+    let acker: &dyn Acker = &*delivery.acker;
+    // On the heap, once: the processing future is kilobytes, and the task that runs it (and the
+    // runtime, when it spawns the task) would otherwise move it several times per message.
+    let work = Box::pin(handle(ctx, &delivery));
+    let (settle, signal) = tokio::select! {
+        biased;
+        s = lease::keep(acker, &mut lease, ctx.config.ack_wait, work) => s,
+        _ = abandon.cancelled() => (Settle::Nak(None), Signal::Other),
+    };
+    settle_delivery(&delivery, &lease, settle).await;
+    signal
+}
+
+/// Send the settlement. A `nak` goes only while the lease holds: after it may have run out,
+/// the message is (or is about to be) another worker's, and a nak would cut that worker's
+/// lease short (see [`super::lease`]); the message comes back on its own.
+async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) {
+    let acker: &dyn Acker = &*delivery.acker;
+    let result = match settle {
+        Settle::Ack => acker.ack().await,
+        Settle::Nak(_) if !lease.holds(Instant::now()) => {
+            tracing::info!(
+                seq = delivery.stream_sequence,
+                delivery = delivery.delivered,
+                "Lease lost while working: not giving the message back (it is redelivered)"
+            );
+            return;
+        }
+        Settle::Nak(delay) => acker.nak(delay).await,
+        Settle::Term => acker.term().await,
+    };
+    if let Err(e) = result {
+        // Not fatal: the message is redelivered after ack_wait (at-least-once).
+        tracing::warn!(
+            seq = delivery.stream_sequence,
+            error = %e,
+            settle = ?settle,
+            "Could not settle message; it will be redelivered"
+        );
+    }
+}
+
+/// Read → plan → carry out; the settlement and what the limiter learns.
+async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Signal) {
+    let (call, http_req) = match Call::read(ctx, delivery) {
+        Ok(read) => read,
+        Err(Unreadable { ids, error }) => {
+            let plan = plan::poison(error);
+            let ids = ids.as_ref().map(|(c, f)| (c.as_str(), f.as_str()));
+            return (
+                carry_out_unread(ctx, delivery, ids, &plan).await,
+                plan.limiter,
+            );
+        }
+    };
+    let now = ctx.clock.now();
+    if let Some(plan) = plan::expired(call.age(now), ctx.config.max_message_age) {
+        let reply = Reply {
+            status: 410,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+            duration: std::time::Duration::ZERO,
+        };
+        return (carry_out(ctx, &call, &plan, reply).await, plan.limiter);
+    }
+    if call.attempt == 1 {
+        ctx.budget().record_first_attempt(&call.function, std_now());
+        let waited = now.duration_since(delivery.published).unwrap_or_default();
+        ctx.metrics.queue_delay(waited.as_secs_f64());
+    }
+    let (plan, reply) = invoke_and_plan(ctx, &call, http_req).await;
+    (carry_out(ctx, &call, &plan, reply).await, plan.limiter)
+}
+
+/// Call the function and plan from what it answered.
+async fn invoke_and_plan(
+    ctx: &Context,
+    call: &Call<'_>,
+    http_req: http::Request<bytes::Bytes>,
+) -> (Plan, Reply) {
+    let invoked = invoke(ctx, call, http_req).await;
+    let result = match &invoked.result {
+        Ok(resp) => AttemptResult::Response {
+            status: invoked.status,
+            headers: resp.headers(),
+        },
+        Err(_) => AttemptResult::TransportError,
+    };
+    let policy = effective_policy(&call.policy);
+    let attempt = Attempt {
+        policy: &policy,
+        number: call.attempt,
+        result,
+        status: invoked.status,
+        now: ctx.clock.now(),
+    };
+    let plan = plan::after_call(&attempt, &mut PortJitter(ctx.rng.as_ref()), || {
+        ctx.budget().try_retry(&call.function, std_now())
+    });
+    (plan, invoked.into_reply())
+}
+
+/// The call's retry policy (the "teeth" check's deliberate bug may ignore its attempts).
+fn effective_policy(policy: &RetryPolicy) -> Cow<'_, RetryPolicy> {
+    #[cfg(feature = "buggify")]
+    if crate::buggify::on(crate::buggify::Bug::IgnoreMaxRetryAttempts) {
+        let mut policy = policy.clone();
+        policy.max_attempts = super::retry::MAX_ATTEMPTS_LIMIT;
+        return Cow::Owned(policy);
+    }
+    Cow::Borrowed(policy)
+}
+
+/// What one invocation gave.
+struct Invoked {
+    status: u16,
+    result: Result<http::Response<bytes::Bytes>, InvokeError>,
+    duration: std::time::Duration,
+}
+
+impl Invoked {
+    fn into_reply(self) -> Reply {
+        let (headers, body) = match self.result {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                (parts.headers, body)
+            }
+            Err(_) => (http::HeaderMap::new(), bytes::Bytes::new()),
+        };
+        Reply {
+            status: self.status,
+            headers,
+            body,
+            duration: self.duration,
+        }
+    }
+}
+
+/// Call the function once, with the logs and metrics of an invocation.
+async fn invoke(ctx: &Context, call: &Call<'_>, http_req: http::Request<bytes::Bytes>) -> Invoked {
+    tracing::info!(
+        callId = %call.call_id,
+        function = %call.function,
+        delivery = call.delivery.delivered,
+        bytes = call.req.body.len(),
+        url = %http_req.uri().path(),
+        "Invoke"
+    );
+    #[cfg(feature = "buggify")]
+    if crate::buggify::on(crate::buggify::Bug::AckBeforeInvoke) {
+        let _ = call.delivery.acker.ack().await;
+    }
+    let inflight = ctx.metrics.inflight(&call.labels);
+    inflight.inc();
+    let started = Instant::now();
+    let result = ctx
+        .invoker
+        .invoke(http_req, ctx.config.upstream_timeout)
+        .await;
+    let duration = started.elapsed();
+    inflight.dec();
+    let status = match &result {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status(),
+    };
+    log_invoked(call, status, duration, result.as_ref().err());
+    ctx.metrics
+        .invocation(&call.labels, status, duration.as_secs_f64());
+    Invoked {
+        status,
+        result,
+        duration,
+    }
+}
+
+/// Carry out the plan of a call: retry bookkeeping, callback, processed count, dead letter.
+async fn carry_out(ctx: &Context, call: &Call<'_>, plan: &Plan, reply: Reply) -> Settle {
+    if let Some(retry) = plan.retry {
+        note_retry(ctx, call, reply.status, retry);
+    }
+    if let Some(status) = plan.callback {
+        debug_assert_eq!(
+            status, reply.status,
+            "the callback reports the reply's status"
+        );
+        callback::post(ctx, call, reply).await;
+    }
+    if plan.processed {
+        ctx.metrics.processed();
+    }
+    match &plan.dead_letter {
+        Some(dl) => {
+            let ids = Some((call.call_id.as_str(), call.function.as_str()));
+            dead_letter::park(ctx, call.delivery, ids, dl).await
+        }
+        None => plan.settle,
+    }
+}
+
+/// Carry out the plan of a delivery that could not be read (poison: a dead letter only).
+async fn carry_out_unread(
+    ctx: &Context,
+    delivery: &Delivery,
+    ids: Option<(&str, &str)>,
+    plan: &Plan,
+) -> Settle {
+    debug_assert!(plan.callback.is_none() && plan.retry.is_none() && !plan.processed);
+    match &plan.dead_letter {
+        Some(dl) => dead_letter::park(ctx, delivery, ids, dl).await,
+        None => plan.settle,
+    }
+}
+
+/// The logs and metrics of a retry.
+fn note_retry(ctx: &Context, call: &Call<'_>, status: u16, retry: RetryPlan) {
+    if retry.budget_spent {
+        ctx.metrics.retry_budget_exceeded(&call.labels);
+        tracing::warn!(
+            callId = %call.call_id,
+            function = %call.function,
+            "Retry budget spent; retrying after the maximum wait"
+        );
+    }
+    tracing::info!(
+        callId = %call.call_id,
+        function = %call.function,
+        delivery = call.delivery.delivered,
+        status,
+        delay = retry.delay.as_secs_f64(),
+        "Retry"
+    );
+    ctx.metrics.retry(&call.labels, status);
+}
+
+/// `std::time::Instant` for the retry budget, from tokio's clock (simulated in tests).
+fn std_now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+fn log_invoked(
+    call: &Call<'_>,
+    status: u16,
+    duration: std::time::Duration,
+    err: Option<&InvokeError>,
+) {
+    match err {
+        None => tracing::info!(
+            callId = %call.call_id,
+            function = %call.function,
+            delivery = call.delivery.delivered,
+            status,
+            duration = duration.as_secs_f64(),
+            "Invoked"
+        ),
+        Some(e) => tracing::warn!(
+            callId = %call.call_id,
+            function = %call.function,
+            delivery = call.delivery.delivered,
+            status,
+            duration = duration.as_secs_f64(),
+            error = %e,
+            "Invoked"
+        ),
+    }
+}
