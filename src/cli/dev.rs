@@ -6,14 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
-use super::{bind, load_config, shutdown_on_signals};
+use super::{bind, load_config};
 use crate::broker::memory::{MemoryBroker, MemoryLimits};
 use crate::config::ConfigArgs;
 use crate::invoke::http::ReqwestInvoker;
-use crate::telemetry::metrics::Metrics;
-use crate::telemetry::server::Health;
 
 #[derive(Args, Debug, Clone)]
 pub struct DevArgs {
@@ -90,44 +87,30 @@ pub async fn main(mut args: DevArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
-    let broker = Arc::new(MemoryBroker::new(clock.clone(), MemoryLimits::default()));
+    let clock = Arc::new(crate::clock::SystemClock);
+    let broker = Arc::new(MemoryBroker::new(clock, MemoryLimits::default()));
 
     println!(
         "{}",
         banner(&base, &metrics_url, &config.gateway_url, own_functions)
     );
 
-    let shutdown = shutdown_on_signals();
-    let metrics = Arc::new(Metrics::new());
-    let health = Health::new();
-    let metrics_stop = CancellationToken::new();
-    let metrics_task = tokio::spawn(crate::serve_metrics(
-        metrics_listener,
-        metrics.clone(),
-        health.clone(),
-        metrics_stop.clone(),
-    ));
-    let ports = crate::Ports {
-        broker,
-        invoker,
-        clock,
-        rng: Arc::new(crate::rng::SeededRng::from_os()),
-    };
-    crate::run(
-        config,
-        ports,
-        metrics,
-        health,
-        Some(crate::IngressServer {
+    let listeners = crate::Listeners {
+        metrics: metrics_listener,
+        ingress: Some(crate::IngressServer {
             listener,
             extra_routes: Some(super::demo::router()),
         }),
+    };
+    let shutdown = crate::lifecycle::shutdown_on_signals();
+    crate::serve(
+        config,
+        crate::Backend::Ready(broker),
+        invoker,
+        listeners,
         shutdown,
     )
     .await;
-    metrics_stop.cancel();
-    let _ = metrics_task.await;
     ExitCode::SUCCESS
 }
 

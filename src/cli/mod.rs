@@ -9,12 +9,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigArgs};
 use crate::invoke::http::ReqwestInvoker;
-use crate::telemetry::metrics::Metrics;
-use crate::telemetry::server::Health;
 
 /// Exit code for invalid configuration or usage.
 pub const EXIT_USAGE: u8 = 2;
@@ -151,40 +148,6 @@ pub fn main() -> ExitCode {
     code
 }
 
-/// Cancelled on SIGTERM or SIGINT.
-pub fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("Signal received: shutting down");
-        t.cancel();
-    });
-    token
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 pub(crate) async fn bind(what: &str, addr: &str) -> Result<TcpListener, ExitCode> {
     TcpListener::bind(addr).await.map_err(|e| {
         eprintln!("queue-worker: cannot listen on {addr} for the {what}: {e}");
@@ -199,12 +162,11 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     crate::telemetry::logging::init(config.log_encoding, config.debug);
     warn_unimplemented(&config);
-    let metrics_listener = match bind("metrics", &format!("0.0.0.0:{}", config.metrics_port)).await
-    {
+    let metrics = match bind("metrics", &format!("0.0.0.0:{}", config.metrics_port)).await {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let ingress_listener = match &args.ingress {
+    let ingress = match &args.ingress {
         Some(addr) => match bind("ingress", addr).await {
             Ok(listener) => Some(crate::IngressServer {
                 listener,
@@ -221,34 +183,9 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Ok(addr) = metrics_listener.local_addr() {
-        tracing::info!(addr = %addr, "Starting metrics server");
-    }
-    let shutdown = shutdown_on_signals();
-    let metrics = Arc::new(Metrics::new());
-    let health = Health::new();
-    let metrics_stop = CancellationToken::new();
-    let metrics_task = tokio::spawn(crate::serve_metrics(
-        metrics_listener,
-        metrics.clone(),
-        health.clone(),
-        metrics_stop.clone(),
-    ));
-
-    let Some(broker) = crate::connect_nats(&config, &metrics, &shutdown).await else {
-        metrics_stop.cancel();
-        let _ = metrics_task.await;
-        return ExitCode::SUCCESS;
-    };
-    let ports = crate::Ports {
-        broker: Arc::new(broker),
-        invoker,
-        clock: Arc::new(crate::clock::SystemClock),
-        rng: Arc::new(crate::rng::SeededRng::from_os()),
-    };
-    crate::run(config, ports, metrics, health, ingress_listener, shutdown).await;
-    metrics_stop.cancel();
-    let _ = metrics_task.await;
+    let listeners = crate::Listeners { metrics, ingress };
+    let shutdown = crate::lifecycle::shutdown_on_signals();
+    crate::serve(config, crate::Backend::Nats, invoker, listeners, shutdown).await;
     ExitCode::SUCCESS
 }
 

@@ -136,7 +136,7 @@ pub async fn main(args: PublishArgs) -> ExitCode {
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         g.cancel();
     });
-    let Some(broker) = crate::connect_nats(&config, &metrics, &give_up).await else {
+    let Some(broker) = crate::lifecycle::connect_nats(&config, &metrics, &give_up).await else {
         eprintln!(
             "queue-worker publish: NATS not reachable at {}",
             config.nats_urls.join(",")

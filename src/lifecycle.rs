@@ -1,0 +1,277 @@
+//! How the process lives: it stops on SIGTERM/SIGINT ([`shutdown_on_signals`]), it keeps
+//! trying what needs NATS until it works or shutdown comes ([`retry_until`]), and [`serve`] is
+//! the one way `run` and `dev` start: metrics server first (so `/healthz` answers while NATS is
+//! still unreachable), then the broker, then the worker and the ingress ([`run`]); on
+//! shutdown, in reverse.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::broker::jetstream::{JetStreamBroker, NatsOptions};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::invoke::Invoker;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::server::Health;
+use crate::{ingress, telemetry, worker};
+
+/// The I/O the worker runs on.
+#[derive(Clone)]
+pub struct Ports {
+    pub broker: Arc<dyn Broker>,
+    pub invoker: Arc<dyn Invoker>,
+    pub clock: Arc<dyn Clock>,
+    pub rng: Arc<dyn crate::rng::Rng>,
+}
+
+/// The async ingress to serve next to the worker.
+pub struct IngressServer {
+    pub listener: TcpListener,
+    /// More routes on the same address (`dev` serves its demo functions there).
+    pub extra_routes: Option<axum::Router>,
+}
+
+/// Where the broker comes from.
+pub enum Backend {
+    /// NATS, as configured (`nats_url`, …): connected once the metrics server is up.
+    Nats,
+    /// A broker that is ready (`dev`: the embedded one).
+    Ready(Arc<dyn Broker>),
+}
+
+/// Already-bound listeners (bind errors surface before anything starts).
+pub struct Listeners {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: TcpListener,
+    pub ingress: Option<IngressServer>,
+}
+
+/// Serve until `shutdown`: the metrics server, the broker, the worker and the ingress.
+pub async fn serve(
+    config: Arc<Config>,
+    backend: Backend,
+    invoker: Arc<dyn Invoker>,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) {
+    if let Ok(addr) = listeners.metrics.local_addr() {
+        tracing::info!(addr = %addr, "Starting metrics server");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::new();
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = tokio::spawn(serve_metrics(
+        listeners.metrics,
+        metrics.clone(),
+        health.clone(),
+        metrics_stop.clone(),
+    ));
+    let broker = match backend {
+        Backend::Ready(broker) => Some(broker),
+        Backend::Nats => connect_nats(&config, &metrics, &shutdown)
+            .await
+            .map(|b| Arc::new(b) as Arc<dyn Broker>),
+    };
+    if let Some(broker) = broker {
+        let ports = Ports {
+            broker,
+            invoker,
+            clock: Arc::new(crate::clock::SystemClock),
+            rng: Arc::new(crate::rng::SeededRng::from_os()),
+        };
+        run(config, ports, metrics, health, listeners.ingress, shutdown).await;
+    }
+    metrics_stop.cancel();
+    let _ = metrics_task.await;
+}
+
+/// Run the worker (and the ingress when one is given) until `shutdown`, then drain
+/// gracefully. `health` must be the one served on the metrics listener. No globals: tests and
+/// the simulation run several in one process.
+pub async fn run(
+    config: Arc<Config>,
+    ports: Ports,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    ingress: Option<IngressServer>,
+    shutdown: CancellationToken,
+) {
+    health.set_broker(ports.broker.clone());
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(server) = ingress {
+        let state = Arc::new(ingress::Ingress {
+            config: config.clone(),
+            broker: ports.broker.clone(),
+            clock: ports.clock.clone(),
+            metrics: metrics.clone(),
+        });
+        servers.spawn(serve_ingress(state, server, shutdown.clone()));
+    }
+    let worker = worker::Worker::new(config, ports, metrics, health);
+    worker.run(shutdown).await;
+    while servers.join_next().await.is_some() {}
+}
+
+/// The ingress, until `stop` (it stops taking requests as soon as shutdown starts).
+async fn serve_ingress(
+    state: Arc<ingress::Ingress>,
+    server: IngressServer,
+    stop: CancellationToken,
+) {
+    if let Err(e) = state.ensure_streams().await {
+        tracing::warn!(error = %e, "Cannot create the queues' streams yet; the ingress retries on publish");
+    }
+    if let Ok(addr) = server.listener.local_addr() {
+        tracing::info!(addr = %addr, "Ingress listening");
+    }
+    let mut app = ingress::router(state);
+    if let Some(extra) = server.extra_routes {
+        app = app.merge(extra);
+    }
+    if let Err(e) = axum::serve(server.listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+    {
+        tracing::error!(error = %e, "Ingress server failed");
+    }
+}
+
+/// Serve `/metrics`, `/healthz`, `/readyz` until `stop`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    let app = telemetry::server::router(metrics, health);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+    {
+        tracing::error!(error = %e, "Metrics server failed");
+    }
+}
+
+/// Connect to NATS, retrying until it works or `shutdown` fires.
+pub async fn connect_nats(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> Option<JetStreamBroker> {
+    let opts = NatsOptions {
+        urls: config.nats_urls.clone(),
+        credentials_file: config.nats_credentials_file.clone(),
+        name: "queue-worker".into(),
+        request_timeout: Duration::from_secs(10),
+        publish_timeout: Duration::from_secs(5),
+    };
+    let broker = retry_until(shutdown, "NATS not reachable", || {
+        let reconnects = metrics.nats_reconnects.clone();
+        JetStreamBroker::connect(&opts, move || {
+            reconnects.inc();
+        })
+    })
+    .await?;
+    tracing::info!(url = %opts.urls.join(","), "Connected to NATS");
+    Some(broker)
+}
+
+/// First wait after a failed attempt of [`retry_until`]; it doubles up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Longest wait between attempts of [`retry_until`].
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Run `attempt` until it succeeds (`Some`) or `shutdown` fires (`None`), waiting 250 ms,
+/// 500 ms, … at most 10 s between attempts and logging each failure as `failure`.
+pub async fn retry_until<T, E, F, Fut>(
+    shutdown: &CancellationToken,
+    failure: &'static str,
+    mut attempt: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut delay = RETRY_FIRST;
+    loop {
+        let err = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            r = attempt() => match r {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            },
+        };
+        tracing::warn!(error = %err, retryIn = ?delay, "{failure}");
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+}
+
+/// Cancelled on SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Signal received: shutting down");
+        t.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_until_backs_off_and_stops_on_shutdown() {
+        let shutdown = CancellationToken::new();
+        let start = tokio::time::Instant::now();
+        let mut tries = 0;
+        let got = retry_until(&shutdown, "failing", || {
+            tries += 1;
+            let n = tries;
+            async move { if n < 4 { Err("not yet") } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(got, Some(4));
+        // 250 + 500 + 1000 ms between the four attempts.
+        assert_eq!(start.elapsed(), Duration::from_millis(1750));
+        shutdown.cancel();
+        let never: Option<()> = retry_until(&shutdown, "failing", || async { Err("down") }).await;
+        assert_eq!(never, None);
+    }
+}

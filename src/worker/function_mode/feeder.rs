@@ -1,0 +1,193 @@
+//! A feeder per function: it owns the function's consumer and pulls only what the function
+//! can start now (its limit minus what is in flight, plus a small prefetch) into its ready
+//! queue. Idle for `consumer_inactive_threshold`, it stops pulling and ends.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::consumers::{consumer_name, server_inactive_threshold};
+use super::scheduler::Sched;
+use crate::broker::{ConsumerSpec, StreamSpec};
+use crate::telemetry::metrics::QueueLabels;
+use crate::worker::Context;
+use crate::worker::lease::Held;
+
+/// Pulls one function's deliveries into its ready queue.
+pub(super) struct Feeder {
+    pub(super) ctx: Arc<Context>,
+    pub(super) stream: StreamSpec,
+    pub(super) sched: Arc<Mutex<Sched>>,
+    pub(super) dispatch: Arc<Notify>,
+    pub(super) subject: String,
+    pub(super) stop: CancellationToken,
+}
+
+impl Feeder {
+    fn sched(&self) -> std::sync::MutexGuard<'_, Sched> {
+        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) async fn run(self) {
+        let cfg = &self.ctx.config;
+        let queue = &cfg.queue_name;
+        let spec = ConsumerSpec {
+            stream: self.stream.name.clone(),
+            name: consumer_name(queue, &self.subject),
+            filter_subject: Some(self.subject.clone()),
+            ack_wait: cfg.ack_wait,
+            inactive_threshold: Some(server_inactive_threshold(
+                cfg.consumer_inactive_threshold,
+                cfg.ack_wait,
+            )),
+            pull_batch: cfg.consumer_pull_max_messages.unwrap_or(
+                cfg.max_inflight
+                    .clamp(1, crate::worker::MAX_DEFAULT_PULL_BATCH),
+            ),
+            recreate: false,
+        };
+        let sub = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => None,
+            s = self.ctx.broker.subscribe(&self.stream, &spec) => match s {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(consumer = %spec.name, error = %e, "Cannot create function consumer");
+                    None
+                }
+            },
+        };
+        if let Some(mut sub) = sub {
+            tracing::info!(consumer = %spec.name, subject = %self.subject, "Function consumer started");
+            let room = self.room();
+            let mut idle_since = tokio::time::Instant::now();
+            let idle_limit = cfg.consumer_inactive_threshold;
+            // A `next()` is never abandoned mid-way except when the feeder ends: a pull request
+            // left behind by a cancelled `next()` could deliver a message into the
+            // subscription's buffer where nobody sends progress for it.
+            'feed: loop {
+                let wanted = self.wanted();
+                if wanted == 0 {
+                    tokio::select! {
+                        biased;
+                        _ = self.stop.cancelled() => break 'feed,
+                        _ = room.notified() => continue 'feed,
+                    }
+                }
+                sub.set_demand(wanted);
+                let result = {
+                    let next = sub.next();
+                    tokio::pin!(next);
+                    loop {
+                        let idle_check = idle_since + idle_limit;
+                        tokio::select! {
+                            biased;
+                            _ = self.stop.cancelled() => break 'feed,
+                            r = &mut next => break r,
+                            _ = tokio::time::sleep_until(idle_check) => {
+                                if self.is_idle() {
+                                    // Stop pulling; the server deletes the consumer after its
+                                    // inactive threshold unless another replica still uses it.
+                                    // (Deleting it here could pull it from under a replica that
+                                    // is running one of its messages: that replica's ack would
+                                    // be lost and the call run twice.)
+                                    tracing::info!(consumer = %spec.name, "Function consumer idle; stopped pulling");
+                                    break 'feed;
+                                }
+                                idle_since = tokio::time::Instant::now();
+                            }
+                        }
+                    }
+                };
+                match result {
+                    Some(Ok(d)) => {
+                        idle_since = tokio::time::Instant::now();
+                        let held = Held::received(d, cfg.ack_wait);
+                        if let Some(f) = self.sched().functions.get_mut(&self.subject) {
+                            f.ready.push_back(held);
+                        }
+                        self.dispatch.notify_one();
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(consumer = %spec.name, error = %e, "Pull failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    // The consumer is gone (inactive threshold, deleted by hand): discovery
+                    // starts a new feeder if the function still has work.
+                    None => {
+                        tracing::info!(consumer = %spec.name, "Function consumer gone");
+                        break 'feed;
+                    }
+                }
+            }
+            for d in sub.drain_buffered() {
+                Held::received(d, cfg.ack_wait).give_back().await;
+            }
+        }
+        self.retire().await;
+    }
+
+    fn room(&self) -> Arc<Notify> {
+        self.sched()
+            .functions
+            .get(&self.subject)
+            .map(|f| f.room.clone())
+            .unwrap_or_default()
+    }
+
+    fn wanted(&self) -> usize {
+        let max = self.ctx.config.max_inflight;
+        self.sched()
+            .functions
+            .get(&self.subject)
+            .map(|f| f.wanted(max))
+            .unwrap_or(0)
+    }
+
+    /// Nothing stored, nothing ready, nothing running for this function.
+    fn is_idle(&self) -> bool {
+        self.sched()
+            .functions
+            .get(&self.subject)
+            .is_none_or(|f| f.pending == 0 && f.ready.is_empty() && f.in_flight == 0)
+    }
+
+    /// Leave the schedule once in-flight work is done (at once on shutdown); give back
+    /// anything still ready.
+    async fn retire(self) {
+        loop {
+            let removed = {
+                let mut s = self.sched();
+                match s.functions.get(&self.subject) {
+                    None => return,
+                    Some(f) if f.in_flight > 0 && !self.stop.is_cancelled() => None,
+                    Some(_) => s.functions.remove(&self.subject),
+                }
+            };
+            let Some(f) = removed else {
+                let room = self.room();
+                tokio::select! {
+                    biased;
+                    _ = room.notified() => {}
+                    _ = self.stop.cancelled() => {}
+                }
+                continue;
+            };
+            for held in f.ready {
+                held.give_back().await;
+            }
+            let consumers = self.sched().functions.len();
+            self.ctx
+                .metrics
+                .all()
+                .consumers
+                .get_or_create(&QueueLabels {
+                    queue_name: self.ctx.config.queue_name.clone(),
+                })
+                .set(consumers as i64);
+            return;
+        }
+    }
+}
