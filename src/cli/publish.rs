@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_USAGE, load_config};
 use crate::config::ConfigArgs;
-use crate::ingress::{self, Ingress, Submission, canonical_header_key};
-use crate::invoke::request::{validate_function_name, validate_path};
+use crate::ingress::{self, Ingress, Submission};
 use crate::telemetry::metrics::Metrics;
+use crate::wire::{canonical_header_key, validate_function_name, validate_path};
 
 #[derive(Args, Debug, Clone)]
 pub struct PublishArgs {

@@ -15,9 +15,11 @@ use percent_encoding::percent_decode_str;
 use crate::broker::{Broker, BrokerError, Outgoing, StreamSpec};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::invoke::request::{parse_callback_url, validate_function_name, validate_path};
 use crate::telemetry::metrics::{Metrics, QueueLabels};
 use crate::wire::{self, GoUrl, QueueRequest};
+use crate::wire::{
+    canonical_header_key, parse_callback_url, validate_function_name, validate_path,
+};
 
 /// Longest `X-Call-Id` accepted from a caller.
 pub const MAX_CALL_ID_LEN: usize = 128;
@@ -72,28 +74,6 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut body = msg.into();
     body.push('\n');
     (status, body).into_response()
-}
-
-/// Go's `textproto.CanonicalMIMEHeaderKey`: `x-call-id` → `X-Call-Id`. Names with characters
-/// outside the token set are returned unchanged, as Go does.
-pub fn canonical_header_key(name: &str) -> String {
-    let valid = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
-        return name.to_string();
-    }
-    let mut out = String::with_capacity(name.len());
-    let mut upper = true;
-    for c in name.chars() {
-        out.push(if upper {
-            c.to_ascii_uppercase()
-        } else {
-            c.to_ascii_lowercase()
-        });
-        upper = c == '-';
-    }
-    out
 }
 
 /// Inbound headers as Go's `http.Header` (canonical keys, all values in order), without `Host`

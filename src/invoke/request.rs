@@ -11,7 +11,9 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use crate::wire::QueueRequest;
+use crate::wire::{
+    InvalidName, QueueRequest, parse_callback_url, validate_function_name, validate_path,
+};
 
 /// Characters Go's `url.PathEscape`-style path encoding leaves alone, besides alphanumerics:
 /// `-_.~` and `$&+,/:;=@`. Everything else in a path is percent-encoded.
@@ -62,41 +64,12 @@ pub fn is_not_forwarded(name: &str) -> bool {
 /// A message that cannot be turned into a request: it is poison (never invocable).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BuildError {
-    #[error("invalid function name {0:?}: expected letters, digits, '-', '_' and '.'")]
-    FunctionName(String),
+    #[error(transparent)]
+    Name(#[from] InvalidName),
     #[error("invalid method {0:?}")]
     Method(String),
-    #[error("invalid path: {0}")]
-    Path(String),
     #[error("cannot build the request URL: {0}")]
     Url(String),
-}
-
-/// Function names as the OpenFaaS gateway routes them: `[-a-zA-Z_0-9.]+`, and not starting with
-/// a dot (so `..` cannot climb out of `/function/`).
-pub fn validate_function_name(function: &str) -> Result<(), BuildError> {
-    let ok = !function.is_empty()
-        && function.len() <= 253
-        && !function.starts_with('.')
-        && function
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BuildError::FunctionName(function.to_string()))
-    }
-}
-
-/// A function sub-path must not contain `.`/`..` segments (they would leave the function's
-/// URL space once a server normalises the path).
-pub fn validate_path(path: &str) -> Result<(), BuildError> {
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(BuildError::Path(
-            "'.' and '..' segments are not allowed".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// `{gateway_url}/function/{function}{escaped path}{?query}`. `gateway_url` has no trailing '/'.
@@ -198,21 +171,6 @@ pub fn callback_url(req: &QueueRequest) -> Option<Result<url::Url, String>> {
         (None, None) => return None,
     };
     Some(parse_callback_url(&raw))
-}
-
-/// An absolute `http`/`https` URL with a host.
-pub fn parse_callback_url(raw: &str) -> Result<url::Url, String> {
-    let u = url::Url::parse(raw).map_err(|e| format!("invalid callback URL: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!(
-            "invalid callback URL: scheme {:?} is not http or https",
-            u.scheme()
-        ));
-    }
-    if u.host_str().is_none_or(str::is_empty) {
-        return Err("invalid callback URL: no host".into());
-    }
-    Ok(u)
 }
 
 /// A URL as it may be logged: scheme, host, port and path only (no credentials, no query).
@@ -475,7 +433,7 @@ mod tests {
                     ).decode_utf8().unwrap().to_string();
                     prop_assert_eq!(decoded, path);
                 }
-                Err(BuildError::Path(_)) => prop_assert!(path.split('/').any(|s| s == "." || s == "..")),
+                Err(BuildError::Name(InvalidName::Path(_))) => prop_assert!(path.split('/').any(|s| s == "." || s == "..")),
                 Err(e) => prop_assert!(false, "unexpected {e}"),
             }
         }

@@ -1,0 +1,95 @@
+//! What a valid invocation names: a function the gateway can route, a sub-path that stays
+//! under it, a callback URL, header keys as Go writes them. The ingress and `publish` refuse
+//! what breaks these rules; the worker treats such a message as poison.
+
+/// A name the rules refuse.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidName {
+    #[error("invalid function name {0:?}: expected letters, digits, '-', '_' and '.'")]
+    Function(String),
+    #[error("invalid path: {0}")]
+    Path(String),
+}
+
+/// Split `name.namespace` on the last `.`, like the gateway's `getNameParts`.
+///
+/// `"dev.figlet.openfaas-fn"` gives `("dev.figlet", "openfaas-fn")`. Without a dot, with
+/// the dot first (`".x"`, as Go), or with nothing after the dot (`"fn."` gives `"fn"`),
+/// the namespace is `default_namespace`.
+pub fn split_function<'a>(function: &'a str, default_namespace: &'a str) -> (&'a str, &'a str) {
+    match function.rfind('.') {
+        Some(dot) if dot > 0 => {
+            let (name, namespace) = (&function[..dot], &function[dot + 1..]);
+            if namespace.is_empty() {
+                (name, default_namespace)
+            } else {
+                (name, namespace)
+            }
+        }
+        _ => (function, default_namespace),
+    }
+}
+
+/// Function names as the OpenFaaS gateway routes them: `[-a-zA-Z_0-9.]+`, and not starting with
+/// a dot (so `..` cannot climb out of `/function/`).
+pub fn validate_function_name(function: &str) -> Result<(), InvalidName> {
+    let ok = !function.is_empty()
+        && function.len() <= 253
+        && !function.starts_with('.')
+        && function
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidName::Function(function.to_string()))
+    }
+}
+
+/// A function sub-path must not contain `.`/`..` segments (they would leave the function's
+/// URL space once a server normalises the path).
+pub fn validate_path(path: &str) -> Result<(), InvalidName> {
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(InvalidName::Path(
+            "'.' and '..' segments are not allowed".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute `http`/`https` URL with a host.
+pub fn parse_callback_url(raw: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(raw).map_err(|e| format!("invalid callback URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid callback URL: scheme {:?} is not http or https",
+            u.scheme()
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("invalid callback URL: no host".into());
+    }
+    Ok(u)
+}
+
+/// Go's `textproto.CanonicalMIMEHeaderKey`: `x-call-id` → `X-Call-Id`. Names with characters
+/// outside the token set are returned unchanged, as Go does.
+pub fn canonical_header_key(name: &str) -> String {
+    let valid = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        return name.to_string();
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        out.push(if upper {
+            c.to_ascii_uppercase()
+        } else {
+            c.to_ascii_lowercase()
+        });
+        upper = c == '-';
+    }
+    out
+}
