@@ -75,86 +75,9 @@ pub(super) fn parse_duration_inner(orig: &str) -> Result<Duration, DurationError
     }
     let mut total: u64 = 0;
     while !rest.is_empty() {
-        let first = rest.as_bytes()[0];
-        if !(first == b'.' || first.is_ascii_digit()) {
-            return Err(DurationError::Invalid);
-        }
-
-        // Integer part: [0-9]*
-        let int_len = count_digits(rest);
-        let mut v: u64 = 0;
-        for c in rest[..int_len].bytes() {
-            v = v
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(c - b'0')))
-                .filter(|v| *v <= OVERFLOW_BOUND)
-                .ok_or(DurationError::TooLarge)?;
-        }
-        rest = &rest[int_len..];
-        let pre = int_len > 0;
-
-        // Fraction: (\.[0-9]*)?  — accumulated as Go's leadingFraction does.
-        let mut frac: u64 = 0;
-        let mut scale: f64 = 1.0;
-        let mut post = false;
-        if let Some(r) = rest.strip_prefix('.') {
-            rest = r;
-            let frac_len = count_digits(rest);
-            post = frac_len > 0;
-            let mut overflow = false;
-            for c in rest[..frac_len].bytes() {
-                if overflow {
-                    continue;
-                }
-                if frac > MAX_GO_NANOS / 10 {
-                    overflow = true;
-                    continue;
-                }
-                let y = frac * 10 + u64::from(c - b'0');
-                if y > OVERFLOW_BOUND {
-                    overflow = true;
-                    continue;
-                }
-                frac = y;
-                scale *= 10.0;
-            }
-            rest = &rest[frac_len..];
-        }
-        if !pre && !post {
-            return Err(DurationError::Invalid);
-        }
-
-        // Unit: everything up to the next '.' or digit.
-        let unit_len = rest
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if unit_len == 0 {
-            return Err(DurationError::MissingUnit);
-        }
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let unit_ns: u64 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            other => return Err(DurationError::UnknownUnit(other.to_owned())),
-        };
-        if v > OVERFLOW_BOUND / unit_ns {
-            return Err(DurationError::TooLarge);
-        }
-        v *= unit_ns;
-        if frac > 0 {
-            // Same float computation as Go: nanosecond-accurate for fractions of hours.
-            let extra = (frac as f64 * (unit_ns as f64 / scale)) as u64;
-            v = v.saturating_add(extra);
-            if v > OVERFLOW_BOUND {
-                return Err(DurationError::TooLarge);
-            }
-        }
-        total = total.saturating_add(v);
+        let (nanos, after) = parse_term(rest)?;
+        rest = after;
+        total = total.saturating_add(nanos);
         if total > OVERFLOW_BOUND {
             return Err(DurationError::TooLarge);
         }
@@ -163,6 +86,92 @@ pub(super) fn parse_duration_inner(orig: &str) -> Result<Duration, DurationError
         return Err(DurationError::TooLarge);
     }
     Ok(Duration::from_nanos(total))
+}
+
+/// One `<number><unit>` term at the start of `s`: its nanoseconds and the text after it.
+fn parse_term(s: &str) -> Result<(u64, &str), DurationError> {
+    let first = s.as_bytes()[0];
+    if !(first == b'.' || first.is_ascii_digit()) {
+        return Err(DurationError::Invalid);
+    }
+    let (v, rest) = parse_integer(s)?;
+    let pre = rest.len() < s.len();
+    let (frac, scale, post, rest) = parse_fraction(rest);
+    if !pre && !post {
+        return Err(DurationError::Invalid);
+    }
+    let (unit_ns, rest) = parse_unit(rest)?;
+    if v > OVERFLOW_BOUND / unit_ns {
+        return Err(DurationError::TooLarge);
+    }
+    let mut v = v * unit_ns;
+    if frac > 0 {
+        // Same float computation as Go: nanosecond-accurate for fractions of hours.
+        let extra = (frac as f64 * (unit_ns as f64 / scale)) as u64;
+        v = v.saturating_add(extra);
+        if v > OVERFLOW_BOUND {
+            return Err(DurationError::TooLarge);
+        }
+    }
+    Ok((v, rest))
+}
+
+/// The integer part, `[0-9]*`.
+fn parse_integer(s: &str) -> Result<(u64, &str), DurationError> {
+    let len = count_digits(s);
+    let mut v: u64 = 0;
+    for c in s[..len].bytes() {
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(c - b'0')))
+            .filter(|v| *v <= OVERFLOW_BOUND)
+            .ok_or(DurationError::TooLarge)?;
+    }
+    Ok((v, &s[len..]))
+}
+
+/// The fraction, `(\.[0-9]*)?`, accumulated as Go's `leadingFraction` does: (digits as an
+/// integer, 10^digits kept, whether there were digits, the text after it).
+fn parse_fraction(s: &str) -> (u64, f64, bool, &str) {
+    let Some(rest) = s.strip_prefix('.') else {
+        return (0, 1.0, false, s);
+    };
+    let len = count_digits(rest);
+    let (mut frac, mut scale, mut overflow) = (0u64, 1.0f64, false);
+    for c in rest[..len].bytes() {
+        if overflow || frac > MAX_GO_NANOS / 10 {
+            overflow = true;
+            continue;
+        }
+        let y = frac * 10 + u64::from(c - b'0');
+        if y > OVERFLOW_BOUND {
+            overflow = true;
+            continue;
+        }
+        frac = y;
+        scale *= 10.0;
+    }
+    (frac, scale, len > 0, &rest[len..])
+}
+
+/// The unit (everything up to the next `.` or digit) in nanoseconds, and the text after it.
+fn parse_unit(s: &str) -> Result<(u64, &str), DurationError> {
+    let len = s
+        .find(|c: char| c == '.' || c.is_ascii_digit())
+        .unwrap_or(s.len());
+    if len == 0 {
+        return Err(DurationError::MissingUnit);
+    }
+    let unit_ns = match &s[..len] {
+        "ns" => 1,
+        "us" | "µs" | "μs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        other => return Err(DurationError::UnknownUnit(other.to_owned())),
+    };
+    Ok((unit_ns, &s[len..]))
 }
 
 fn count_digits(s: &str) -> usize {
