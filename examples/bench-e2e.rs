@@ -35,7 +35,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use queue_worker::broker::jetstream::{JetStreamBroker, NatsOptions};
-use queue_worker::broker::{Broker, StreamSpec};
+use queue_worker::broker::{Admin, StreamSpec};
 use queue_worker::clock::SystemClock;
 use queue_worker::config::{Config, Storage};
 use queue_worker::ingress::{Submission, prepare};

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use queue_worker::broker::memory::{MemoryBroker, MemoryLimits};
-use queue_worker::broker::{Broker, Outgoing, StreamSpec};
+use queue_worker::broker::{Admin, Outgoing, Publish, StreamSpec};
 use queue_worker::clock::{Clock, SystemClock};
 use queue_worker::config::{Config, Storage};
 use queue_worker::ingress::{Submission, prepare};

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue_worker::broker::memory::{MemoryBroker, MemoryLimits};
-use queue_worker::broker::{Acker, Broker, Delivery, Outgoing, Subscription};
+use queue_worker::broker::{
+    Acker, Admin, Consume, Delivery, KeyValue, Outgoing, Publish, Subscription,
+};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use queue_worker::broker::{
-    Acker, Broker, BrokerError, ConsumerSpec, Delivery, KvSpec, Outgoing, PubAck, StreamInfo,
-    StreamSpec, StreamStatus, Subscription,
+    Acker, Admin, BrokerError, Consume, ConsumerSpec, Delivery, KeyValue, KvSpec, Outgoing, PubAck,
+    Publish, StreamInfo, StreamSpec, StreamStatus, Subscription,
 };
 use queue_worker::config::Storage;
 use tokio::sync::{mpsc, oneshot};
@@ -237,19 +237,7 @@ fn unexpected(r: Resp) -> BrokerError {
 }
 
 #[async_trait]
-impl Broker for RemoteBroker {
-    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError> {
-        match self
-            .c
-            .call(Req::EnsureStream(spec.into()), REQUEST_TIMEOUT)
-            .await?
-        {
-            Resp::Created(true) => Ok(StreamStatus::Created),
-            Resp::Created(false) => Ok(StreamStatus::Existing),
-            r => Err(unexpected(r)),
-        }
-    }
-
+impl Publish for RemoteBroker {
     async fn publish(&self, msg: Outgoing) -> Result<PubAck, BrokerError> {
         let dead_letter = msg.subject.contains("_DLQ.");
         let call = header(&msg.headers, CALL_HEADER).unwrap_or_default();
@@ -282,7 +270,10 @@ impl Broker for RemoteBroker {
         }
         r
     }
+}
 
+#[async_trait]
+impl Consume for RemoteBroker {
     async fn subscribe(
         &self,
         stream: &StreamSpec,
@@ -301,6 +292,21 @@ impl Broker for RemoteBroker {
         // Create the consumer now, as the port promises.
         sub.ensure().await?;
         Ok(Box::new(sub))
+    }
+}
+
+#[async_trait]
+impl Admin for RemoteBroker {
+    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError> {
+        match self
+            .c
+            .call(Req::EnsureStream(spec.into()), REQUEST_TIMEOUT)
+            .await?
+        {
+            Resp::Created(true) => Ok(StreamStatus::Created),
+            Resp::Created(false) => Ok(StreamStatus::Existing),
+            r => Err(unexpected(r)),
+        }
     }
 
     async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
@@ -381,7 +387,10 @@ impl Broker for RemoteBroker {
             r => Err(unexpected(r)),
         }
     }
+}
 
+#[async_trait]
+impl KeyValue for RemoteBroker {
     async fn ensure_kv(&self, spec: &KvSpec) -> Result<(), BrokerError> {
         self.c
             .call(

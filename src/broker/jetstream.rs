@@ -21,8 +21,8 @@ use async_trait::async_trait;
 
 use super::jetstream_pull::DemandPuller;
 use super::{
-    Acker, Broker, BrokerError, ConsumerSpec, Delivery, KvSpec, MSG_ID_HEADER, Outgoing, PubAck,
-    Retention, StreamInfo, StreamSpec, StreamStatus, Subscription,
+    Acker, Admin, BrokerError, Consume, ConsumerSpec, Delivery, KeyValue, KvSpec, MSG_ID_HEADER,
+    Outgoing, PubAck, Publish, Retention, StreamInfo, StreamSpec, StreamStatus, Subscription,
 };
 use crate::config::Storage;
 
@@ -263,11 +263,7 @@ pub(super) async fn ensure_consumer(
 }
 
 #[async_trait]
-impl Broker for JetStreamBroker {
-    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError> {
-        ensure_stream(&self.js, spec).await
-    }
-
+impl Publish for JetStreamBroker {
     async fn publish(&self, msg: Outgoing) -> Result<PubAck, BrokerError> {
         // While disconnected async-nats would buffer the publish and we would wait for a PubAck
         // until the timeout: answer at once instead (the caller maps this to 503).
@@ -312,7 +308,10 @@ impl Broker for JetStreamBroker {
             duplicate: ack.duplicate,
         })
     }
+}
 
+#[async_trait]
+impl Consume for JetStreamBroker {
     async fn subscribe(
         &self,
         stream: &StreamSpec,
@@ -326,6 +325,22 @@ impl Broker for JetStreamBroker {
         )
         .await?;
         Ok(Box::new(puller))
+    }
+
+    async fn flush(&self) -> Result<(), BrokerError> {
+        match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
+            Ok(r) => r.map_err(|e| BrokerError::other("flush", e)),
+            Err(_) => Err(BrokerError::Timeout {
+                what: "flush".into(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Admin for JetStreamBroker {
+    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError> {
+        ensure_stream(&self.js, spec).await
     }
 
     async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
@@ -394,7 +409,10 @@ impl Broker for JetStreamBroker {
         }
         Ok(Some(info))
     }
+}
 
+#[async_trait]
+impl KeyValue for JetStreamBroker {
     async fn ensure_kv(&self, spec: &KvSpec) -> Result<(), BrokerError> {
         if self.kv_store(&spec.bucket).await.is_ok() {
             return Ok(());
@@ -456,15 +474,6 @@ impl Broker for JetStreamBroker {
             .delete(key)
             .await
             .map_err(|e| self.kv_error(bucket, "key-value delete", e))
-    }
-
-    async fn flush(&self) -> Result<(), BrokerError> {
-        match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
-            Ok(r) => r.map_err(|e| BrokerError::other("flush", e)),
-            Err(_) => Err(BrokerError::Timeout {
-                what: "flush".into(),
-            }),
-        }
     }
 }
 

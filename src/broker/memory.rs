@@ -55,8 +55,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Acker, Broker, BrokerError, ConsumerSpec, Delivery, KvSpec, MSG_ID_HEADER, Outgoing, PubAck,
-    Retention, StreamInfo, StreamSpec, StreamStatus, Subscription,
+    Acker, Admin, BrokerError, Consume, ConsumerSpec, Delivery, KeyValue, KvSpec, MSG_ID_HEADER,
+    Outgoing, PubAck, Publish, Retention, StreamInfo, StreamSpec, StreamStatus, Subscription,
 };
 use crate::clock::Clock;
 
@@ -1198,11 +1198,7 @@ enum Settle {
 // ---- the port ----------------------------------------------------------------------------
 
 #[async_trait]
-impl Broker for MemoryBroker {
-    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError> {
-        self.inner.lock().ensure_stream(spec, Instant::now())
-    }
-
+impl Publish for MemoryBroker {
     async fn publish(&self, msg: Outgoing) -> Result<PubAck, BrokerError> {
         if !valid_subject(&msg.subject, false) {
             return Err(BrokerError::other(
@@ -1226,7 +1222,10 @@ impl Broker for MemoryBroker {
             .lock()
             .publish(&self.inner.limits, msg, published, Instant::now())
     }
+}
 
+#[async_trait]
+impl Consume for MemoryBroker {
     async fn subscribe(
         &self,
         stream: &StreamSpec,
@@ -1247,6 +1246,13 @@ impl Broker for MemoryBroker {
             demand: 1,
             buffer: VecDeque::new(),
         }))
+    }
+}
+
+#[async_trait]
+impl Admin for MemoryBroker {
+    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError> {
+        self.inner.lock().ensure_stream(spec, Instant::now())
     }
 
     async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
@@ -1297,7 +1303,10 @@ impl Broker for MemoryBroker {
         state.sweep_stream(stream, Instant::now());
         Ok(state.streams.get(stream).map(|s| s.info(subjects)))
     }
+}
 
+#[async_trait]
+impl KeyValue for MemoryBroker {
     async fn ensure_kv(&self, spec: &KvSpec) -> Result<(), BrokerError> {
         if !valid_bucket(&spec.bucket) {
             return Err(BrokerError::other(

@@ -220,22 +220,37 @@ pub trait Subscription: Send {
     fn drain_buffered(&mut self) -> Vec<Delivery>;
 }
 
-/// The broker port.
+/// Storing messages (the ingress, `publish`, dead letters).
 #[async_trait]
-pub trait Broker: Send + Sync + 'static {
-    /// Create the stream if missing; leave a matching one alone; report an incompatible one.
-    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError>;
-
+pub trait Publish: Send + Sync + 'static {
     /// Store a message; returns only once the broker has stored it (or dropped it as a
     /// duplicate).
     async fn publish(&self, msg: Outgoing) -> Result<PubAck, BrokerError>;
+}
 
+/// Taking deliveries from a consumer (the worker).
+#[async_trait]
+pub trait Consume: Send + Sync + 'static {
     /// Ensure the consumer exists (creating the stream too when it is missing) and start pulling.
     async fn subscribe(
         &self,
         stream: &StreamSpec,
         consumer: &ConsumerSpec,
     ) -> Result<Box<dyn Subscription>, BrokerError>;
+
+    /// Push out everything buffered (acks are sent without waiting for a reply); called before
+    /// the process exits.
+    async fn flush(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+/// Streams, consumers and the connection: setting up a queue and watching it (the worker's
+/// setup, discovery and gauges, readiness).
+#[async_trait]
+pub trait Admin: Send + Sync + 'static {
+    /// Create the stream if missing; leave a matching one alone; report an incompatible one.
+    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError>;
 
     /// Delete a consumer; `Ok(false)` when it did not exist.
     async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, BrokerError>;
@@ -246,9 +261,6 @@ pub trait Broker: Send + Sync + 'static {
     /// Names of the stream's consumers (empty when the stream does not exist).
     async fn list_consumers(&self, stream: &str) -> Result<Vec<String>, BrokerError>;
 
-    /// Whether the broker is reachable right now.
-    fn is_connected(&self) -> bool;
-
     /// Messages and bytes in `stream`, with per-subject counts for the subjects matching
     /// `subjects` (a subject filter such as `faas-request.>`; `None`: no per-subject counts).
     /// `Ok(None)` when the stream does not exist.
@@ -258,6 +270,14 @@ pub trait Broker: Send + Sync + 'static {
         subjects: Option<&str>,
     ) -> Result<Option<StreamInfo>, BrokerError>;
 
+    /// Whether the broker is reachable right now.
+    fn is_connected(&self) -> bool;
+}
+
+/// Key-value buckets whose entries expire (kept for the call status; nothing in the worker
+/// uses them yet). Checked by the conformance suite like the rest.
+#[async_trait]
+pub trait KeyValue: Send + Sync + 'static {
     /// Create the key-value bucket if missing; leave an existing one alone.
     async fn ensure_kv(&self, spec: &KvSpec) -> Result<(), BrokerError>;
 
@@ -270,13 +290,15 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Delete `key` (no error when it does not exist).
     async fn kv_delete(&self, bucket: &str, key: &str) -> Result<(), BrokerError>;
-
-    /// Push out everything buffered (acks are sent without waiting for a reply); called before
-    /// the process exits.
-    async fn flush(&self) -> Result<(), BrokerError> {
-        Ok(())
-    }
 }
+
+/// A whole broker: what an implementation provides ([`jetstream::JetStreamBroker`],
+/// [`memory::MemoryBroker`], the simulation's remote broker). Users name the capabilities
+/// they need ([`Publish`], [`Consume`], [`Admin`], [`KeyValue`]); an `Arc<dyn Broker>`
+/// converts into any of them.
+pub trait Broker: Publish + Consume + Admin + KeyValue {}
+
+impl<T: Publish + Consume + Admin + KeyValue + ?Sized> Broker for T {}
 
 /// Broker failures, phrased for operators.
 #[derive(Debug, thiserror::Error)]
