@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::SimClock;
 use crate::broker_host::{self, BrokerShared, CALL_HEADER};
+use crate::bugs::Bug;
 use crate::check::{self, Report};
 use crate::functions;
 use crate::history::{Ev, FaultKind, History};
@@ -99,17 +100,12 @@ pub fn run(config: RunConfig) -> RunResult {
 
 /// Switch the run's deliberate bug on (or, with `None`, off) for this thread.
 #[cfg(feature = "buggify")]
-fn inject_bug(bug: Option<&'static str>) {
-    queue_worker::buggify::set(bug.map(|b| match b {
-        "ack-before-invoke" => queue_worker::buggify::Bug::AckBeforeInvoke,
-        "ignore-max-retry-attempts" => queue_worker::buggify::Bug::IgnoreMaxRetryAttempts,
-        "drop-progress-acks" => queue_worker::buggify::Bug::DropProgressAcks,
-        other => panic!("unknown bug {other}"),
-    }));
+fn inject_bug(bug: Option<&'static Bug>) {
+    queue_worker::buggify::set(bug.map(|b| b.inject));
 }
 
 #[cfg(not(feature = "buggify"))]
-fn inject_bug(_bug: Option<&'static str>) {}
+fn inject_bug(_bug: Option<&'static Bug>) {}
 
 /// The turmoil simulation of `cfg`: tick, latencies, seed and host order.
 fn simulation(cfg: &RunConfig) -> turmoil::Sim<'static> {

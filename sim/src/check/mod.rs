@@ -198,8 +198,7 @@ mod tests {
     }
 
     fn config() -> RunConfig {
-        let mut cfg =
-            (crate::scenarios::find("crash").expect("scenario").build)(1, &Default::default());
+        let mut cfg = (crate::scenarios::CRASH.build)(1, &Default::default());
         cfg.calls.clear();
         cfg.faults.clear();
         cfg
