@@ -64,7 +64,7 @@ pub fn run_scenario(name: &str, seed: u64, opts: &Opts) -> Option<RunResult> {
 
 /// The command that replays scenario `name` for `seed` with `opts` (failing runs print it).
 pub fn replay_command(name: &str, seed: u64, opts: &Opts) -> String {
-    let mut cmd = String::from("cargo run --release -p sim");
+    let mut cmd = String::from("cargo run --profile sim -p sim");
     if opts.bug.is_some() {
         cmd += " --features buggify";
     }
