@@ -197,6 +197,24 @@ mod tests {
         Record { at: at(ms), ev }
     }
 
+    /// `sim/README.md` lists every invariant under "Invariants", one line each, by the name of
+    /// the function that checks it (the rule with `_` for `-`), in the order of [`RULES`].
+    #[test]
+    fn the_readme_names_every_invariant() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Invariants")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("an Invariants section in sim/README.md");
+        let listed: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("- `")?.split('`').next())
+            .collect();
+        let functions: Vec<String> = RULES.iter().map(|r| r.replace('-', "_")).collect();
+        assert_eq!(listed, functions);
+    }
+
     fn config() -> RunConfig {
         let mut cfg = (crate::scenarios::CRASH.build)(1, &Default::default());
         cfg.calls.clear();
