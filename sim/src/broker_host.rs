@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use queue_worker::broker::memory::{MemoryBroker, MemoryLimits};
 use queue_worker::broker::{
-    Acker, Admin, Consume, Delivery, KeyValue, Outgoing, Publish, Subscription,
+    Acker, Admin, BrokerError, Consume, Delivery, KeyValue, Outgoing, Publish, Subscription,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use turmoil::net::{TcpListener, TcpStream};
 
 use crate::history::{Ev, FaultKind, History, SettleKind};
-use crate::proto::{self, Frame, Req, Resp, WDelivery, WSettle};
+use crate::proto::{self, Frame, Req, Resp, WConsumer, WDelivery, WSettle, WStream};
 use crate::{SimClock, header};
 
 pub const PORT: u16 = 4222;
@@ -292,165 +292,193 @@ async fn connection(shared: Arc<BrokerShared>, stream: TcpStream) {
             }
         }
     };
-    let mut name = String::from("?");
-    let mut subs: BTreeMap<u64, (mpsc::UnboundedSender<(u64, usize)>, CancellationToken)> =
-        BTreeMap::new();
-    let mut tasks = JoinSet::new();
-    let reader =
-        async {
-            loop {
-                let frame =
-                    match tokio::time::timeout(IDLE_TIMEOUT, proto::read_frame::<_, Req>(&mut rd))
-                        .await
-                    {
-                        Ok(Ok(Some(f))) => f,
-                        _ => break,
-                    };
-                let id = frame.id;
-                let resp = match frame.body {
-                    Req::Hello { name: n } => {
-                        name = n;
-                        shared.hist.record(Ev::SConn {
-                            peer: name.clone(),
-                            up: true,
-                        });
-                        Resp::Done
-                    }
-                    Req::Ping => Resp::Pong,
-                    Req::EnsureStream(s) => match shared.broker.ensure_stream(&s.into()).await {
-                        Ok(st) => Resp::status(st),
-                        Err(e) => Resp::Err((&e).into()),
-                    },
-                    Req::Publish(o) => shared.publish(o.into()).await,
-                    Req::Subscribe {
-                        sub,
-                        stream,
-                        consumer,
-                    } => {
-                        if let Some((_, cancel)) = subs.remove(&sub) {
-                            cancel.cancel();
-                        }
-                        let stream_name = stream.name.clone();
-                        let consumer_name = consumer.name.clone();
-                        match shared
-                            .broker
-                            .subscribe(&stream.into(), &consumer.into())
-                            .await
-                        {
-                            Ok(s) => {
-                                let (tx, rx) = mpsc::unbounded_channel();
-                                let cancel = CancellationToken::new();
-                                tasks.spawn_local(pull_task(
-                                    shared.clone(),
-                                    s,
-                                    rx,
-                                    out.clone(),
-                                    (name.clone(), stream_name, consumer_name),
-                                    cancel.clone(),
-                                ));
-                                subs.insert(sub, (tx, cancel));
-                                Resp::Done
-                            }
-                            Err(e) => Resp::Err((&e).into()),
-                        }
-                    }
-                    Req::Next { sub, demand } => match subs.get(&sub) {
-                        Some((tx, _)) => {
-                            let _ = tx.send((id, demand));
-                            continue;
-                        }
-                        None => Resp::Err(proto::WError::Other(format!("no subscription {sub}"))),
-                    },
-                    Req::Unsubscribe { sub } => {
-                        if let Some((_, cancel)) = subs.remove(&sub) {
-                            cancel.cancel();
-                        }
-                        Resp::Done
-                    }
-                    Req::Settle { token, kind } => shared.settle(token, kind, &name).await,
-                    Req::DeleteConsumer { stream, name: c } => {
-                        match shared.broker.delete_consumer(&stream, &c).await {
-                            Ok(b) => {
-                                shared.hist.record(Ev::SDeleteConsumer {
-                                    name: c,
-                                    by: name.clone(),
-                                    existed: b,
-                                });
-                                Resp::Bool(b)
-                            }
-                            Err(e) => Resp::Err((&e).into()),
-                        }
-                    }
-                    Req::ConsumerExists { stream, name: c } => {
-                        match shared.broker.consumer_exists(&stream, &c).await {
-                            Ok(b) => Resp::Bool(b),
-                            Err(e) => Resp::Err((&e).into()),
-                        }
-                    }
-                    Req::ListConsumers { stream } => {
-                        match shared.broker.list_consumers(&stream).await {
-                            Ok(n) => Resp::Names(n),
-                            Err(e) => Resp::Err((&e).into()),
-                        }
-                    }
-                    Req::StreamInfo { stream, subjects } => match shared
-                        .broker
-                        .stream_info(&stream, subjects.as_deref())
-                        .await
-                    {
-                        Ok(i) => Resp::info(i),
-                        Err(e) => Resp::Err((&e).into()),
-                    },
-                    Req::EnsureKv {
-                        bucket,
-                        ttl,
-                        memory,
-                        replicas,
-                    } => match shared
-                        .broker
-                        .ensure_kv(&Req::kv_spec(bucket, ttl, memory, replicas))
-                        .await
-                    {
-                        Ok(()) => Resp::Done,
-                        Err(e) => Resp::Err((&e).into()),
-                    },
-                    Req::KvPut { bucket, key, value } => {
-                        match shared.broker.kv_put(&bucket, &key, value.into()).await {
-                            Ok(r) => Resp::Rev(r),
-                            Err(e) => Resp::Err((&e).into()),
-                        }
-                    }
-                    Req::KvGet { bucket, key } => match shared.broker.kv_get(&bucket, &key).await {
-                        Ok(v) => Resp::Value(v.map(|b| b.to_vec())),
-                        Err(e) => Resp::Err((&e).into()),
-                    },
-                    Req::KvDelete { bucket, key } => {
-                        match shared.broker.kv_delete(&bucket, &key).await {
-                            Ok(()) => Resp::Done,
-                            Err(e) => Resp::Err((&e).into()),
-                        }
-                    }
-                };
-                if out.send(Frame { id, body: resp }).is_err() {
-                    break;
-                }
+    let mut conn = Conn {
+        shared,
+        name: String::from("?"),
+        subs: BTreeMap::new(),
+        tasks: JoinSet::new(),
+        out,
+    };
+    let reader = async {
+        while let Ok(Ok(Some(frame))) =
+            tokio::time::timeout(IDLE_TIMEOUT, proto::read_frame::<_, Req>(&mut rd)).await
+        {
+            let id = frame.id;
+            let Some(body) = conn.answer(id, frame.body).await else {
+                continue;
+            };
+            if conn.out.send(Frame { id, body }).is_err() {
+                break;
             }
-        };
+        }
+    };
     tokio::select! {
         biased;
         _ = reader => {}
         _ = writer => {}
     }
-    for (_, (_, cancel)) in subs {
-        cancel.cancel();
+    conn.close().await;
+}
+
+/// A subscription's pull requests (request id, demand) go to its task; cancelling ends it.
+type Sub = (mpsc::UnboundedSender<(u64, usize)>, CancellationToken);
+
+/// The broker's side of one client connection.
+struct Conn {
+    shared: Arc<BrokerShared>,
+    /// The client's name (`?` until it says hello).
+    name: String,
+    subs: BTreeMap<u64, Sub>,
+    /// The subscriptions' pull tasks.
+    tasks: JoinSet<()>,
+    out: mpsc::UnboundedSender<Frame<Resp>>,
+}
+
+/// The answer to a broker call.
+fn reply<T>(r: Result<T, BrokerError>, ok: impl FnOnce(T) -> Resp) -> Resp {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => Resp::Err((&e).into()),
     }
-    // Let the pull tasks give back what they buffered.
-    while tasks.join_next().await.is_some() {}
-    if name != "?" {
-        shared.hist.record(Ev::SConn {
-            peer: name,
-            up: false,
-        });
+}
+
+impl Conn {
+    /// The answer to request `id`; `None` when it is answered later (a pull request, by its
+    /// subscription's task).
+    async fn answer(&mut self, id: u64, req: Req) -> Option<Resp> {
+        let broker = &self.shared.broker;
+        Some(match req {
+            Req::Hello { name } => {
+                self.name = name;
+                self.shared.hist.record(Ev::SConn {
+                    peer: self.name.clone(),
+                    up: true,
+                });
+                Resp::Done
+            }
+            Req::Ping => Resp::Pong,
+            Req::EnsureStream(s) => reply(broker.ensure_stream(&s.into()).await, Resp::status),
+            Req::Publish(o) => self.shared.publish(o.into()).await,
+            Req::Subscribe {
+                sub,
+                stream,
+                consumer,
+            } => self.subscribe(sub, stream, consumer).await,
+            Req::Next { sub, demand } => match self.subs.get(&sub) {
+                Some((tx, _)) => {
+                    let _ = tx.send((id, demand));
+                    return None;
+                }
+                None => Resp::Err(proto::WError::Other(format!("no subscription {sub}"))),
+            },
+            Req::Unsubscribe { sub } => {
+                if let Some((_, cancel)) = self.subs.remove(&sub) {
+                    cancel.cancel();
+                }
+                Resp::Done
+            }
+            Req::Settle { token, kind } => self.shared.settle(token, kind, &self.name).await,
+            Req::DeleteConsumer { stream, name } => self.delete_consumer(&stream, name).await,
+            Req::ConsumerExists { stream, name } => {
+                reply(broker.consumer_exists(&stream, &name).await, Resp::Bool)
+            }
+            Req::ListConsumers { stream } => {
+                reply(broker.list_consumers(&stream).await, Resp::Names)
+            }
+            Req::StreamInfo { stream, subjects } => reply(
+                broker.stream_info(&stream, subjects.as_deref()).await,
+                Resp::info,
+            ),
+            req @ (Req::EnsureKv { .. }
+            | Req::KvPut { .. }
+            | Req::KvGet { .. }
+            | Req::KvDelete { .. }) => self.answer_kv(req).await,
+        })
+    }
+
+    /// The answer to a key-value request.
+    async fn answer_kv(&self, req: Req) -> Resp {
+        let broker = &self.shared.broker;
+        match req {
+            Req::EnsureKv {
+                bucket,
+                ttl,
+                memory,
+                replicas,
+            } => reply(
+                broker
+                    .ensure_kv(&Req::kv_spec(bucket, ttl, memory, replicas))
+                    .await,
+                |()| Resp::Done,
+            ),
+            Req::KvPut { bucket, key, value } => {
+                reply(broker.kv_put(&bucket, &key, value.into()).await, Resp::Rev)
+            }
+            Req::KvGet { bucket, key } => reply(broker.kv_get(&bucket, &key).await, |v| {
+                Resp::Value(v.map(|b| b.to_vec()))
+            }),
+            Req::KvDelete { bucket, key } => {
+                reply(broker.kv_delete(&bucket, &key).await, |()| Resp::Done)
+            }
+            _ => unreachable!("answer() passes only key-value requests"),
+        }
+    }
+
+    /// A new subscription (replacing one with the same id): its pull requests are served by a
+    /// task of its own.
+    async fn subscribe(&mut self, sub: u64, stream: WStream, consumer: WConsumer) -> Resp {
+        if let Some((_, cancel)) = self.subs.remove(&sub) {
+            cancel.cancel();
+        }
+        let stream_name = stream.name.clone();
+        let consumer_name = consumer.name.clone();
+        let subscription = self
+            .shared
+            .broker
+            .subscribe(&stream.into(), &consumer.into())
+            .await;
+        reply(subscription, |s| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let cancel = CancellationToken::new();
+            self.tasks.spawn_local(pull_task(
+                self.shared.clone(),
+                s,
+                rx,
+                self.out.clone(),
+                (self.name.clone(), stream_name, consumer_name),
+                cancel.clone(),
+            ));
+            self.subs.insert(sub, (tx, cancel));
+            Resp::Done
+        })
+    }
+
+    async fn delete_consumer(&self, stream: &str, name: String) -> Resp {
+        let deleted = self.shared.broker.delete_consumer(stream, &name).await;
+        reply(deleted, |existed| {
+            self.shared.hist.record(Ev::SDeleteConsumer {
+                name,
+                by: self.name.clone(),
+                existed,
+            });
+            Resp::Bool(existed)
+        })
+    }
+
+    /// The connection is gone: end its subscriptions, let their pull tasks give back what
+    /// they buffered, and record the disconnection.
+    async fn close(self) {
+        for (_, (_, cancel)) in self.subs {
+            cancel.cancel();
+        }
+        let mut tasks = self.tasks;
+        while tasks.join_next().await.is_some() {}
+        if self.name != "?" {
+            self.shared.hist.record(Ev::SConn {
+                peer: self.name,
+                up: false,
+            });
+        }
     }
 }
 

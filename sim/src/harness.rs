@@ -1,12 +1,13 @@
 //! Builds the turmoil simulation of a [`RunConfig`], runs it step by step while injecting its
 //! faults, and checks the recorded history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue_worker::broker::Broker;
-use queue_worker::ingress::{self, Ingress, Submission};
+use queue_worker::broker::{Broker, BrokerError};
+use queue_worker::config::Config;
+use queue_worker::ingress::{self, Ingress, Prepared, Submission};
 use queue_worker::rng::SeededRng;
 use queue_worker::telemetry::metrics::Metrics;
 use queue_worker::telemetry::server::Health;
@@ -14,11 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::SimClock;
 use crate::broker_host::{self, BrokerShared, CALL_HEADER};
+use crate::bugs::Bug;
 use crate::check::{self, Report};
 use crate::functions;
 use crate::history::{Ev, FaultKind, History};
 use crate::http::SimInvoker;
-use crate::plan::{BROKER, Fault, GATEWAY, QUEUE, RECEIVER, RECEIVER_PORT, RunConfig, mix};
+use crate::plan::{
+    BROKER, CallPlan, Fault, GATEWAY, QUEUE, RECEIVER, RECEIVER_PORT, RunConfig, mix,
+};
 use crate::remote::RemoteBroker;
 
 /// One simulation step.
@@ -68,16 +72,43 @@ fn worker_host(i: usize) -> String {
 /// Run one configuration to the end and check it.
 pub fn run(config: RunConfig) -> RunResult {
     let wall = Instant::now();
-    #[cfg(feature = "buggify")]
-    queue_worker::buggify::set(config.bug.map(|b| match b {
-        "ack-before-invoke" => queue_worker::buggify::Bug::AckBeforeInvoke,
-        "ignore-max-retry-attempts" => queue_worker::buggify::Bug::IgnoreMaxRetryAttempts,
-        "drop-progress-acks" => queue_worker::buggify::Bug::DropProgressAcks,
-        other => panic!("unknown bug {other}"),
-    }));
+    inject_bug(config.bug);
     let hist = History::new();
     let cfg = Arc::new(config);
+    let mut sim = simulation(&cfg);
+    let hosts = add_hosts(&mut sim, &cfg, &hist);
+    let mut driver = Driver::new(cfg.clone(), hist.clone(), hosts);
+    let (steps, error) = driver.drive(&mut sim);
+    let sim_time = sim.elapsed();
+    drop(sim);
+    inject_bug(None);
 
+    let records = hist.snapshot();
+    let report = check::check(&cfg, &records);
+    RunResult {
+        config: (*cfg).clone(),
+        report,
+        digest: crate::history::digest(&records),
+        events: records.len(),
+        records,
+        error,
+        sim_time,
+        steps,
+        wall: wall.elapsed(),
+    }
+}
+
+/// Switch the run's deliberate bug on (or, with `None`, off) for this thread.
+#[cfg(feature = "buggify")]
+fn inject_bug(bug: Option<&'static Bug>) {
+    queue_worker::buggify::set(bug.map(|b| b.inject));
+}
+
+#[cfg(not(feature = "buggify"))]
+fn inject_bug(_bug: Option<&'static Bug>) {}
+
+/// The turmoil simulation of `cfg`: tick, latencies, seed and host order.
+fn simulation(cfg: &RunConfig) -> turmoil::Sim<'static> {
     let mut builder = turmoil::Builder::new();
     builder
         .simulation_duration(cfg.deadline + Duration::from_secs(120))
@@ -90,8 +121,19 @@ pub fn run(config: RunConfig) -> RunResult {
     if cfg.random_order {
         builder.enable_random_order();
     }
-    let mut sim = builder.build();
+    builder.build()
+}
 
+/// What the driver reaches into the hosts with.
+struct Hosts {
+    broker: Arc<BrokerShared>,
+    /// The receiver answers 503 while this is set.
+    receiver_errors: Arc<Mutex<bool>>,
+}
+
+/// The hosts, in the order that fixes their addresses and seeds: broker, gateway, receiver,
+/// workers, then the client.
+fn add_hosts(sim: &mut turmoil::Sim<'static>, cfg: &Arc<RunConfig>, hist: &History) -> Hosts {
     let shared = BrokerShared::new(hist.clone(), QUEUE);
     {
         let shared = shared.clone();
@@ -111,6 +153,16 @@ pub fn run(config: RunConfig) -> RunResult {
             functions::receiver(hist.clone(), errors.clone())
         });
     }
+    add_workers(sim, cfg, hist);
+    sim.client("client", workload(cfg.clone(), hist.clone()));
+    Hosts {
+        broker: shared,
+        receiver_errors,
+    }
+}
+
+/// The worker replicas; each (re)start is a new incarnation.
+fn add_workers(sim: &mut turmoil::Sim<'static>, cfg: &Arc<RunConfig>, hist: &History) {
     let incarnations = Arc::new(Mutex::new(vec![0u32; cfg.workers]));
     for i in 0..cfg.workers {
         let (cfg, hist, inc) = (cfg.clone(), hist.clone(), incarnations.clone());
@@ -123,23 +175,20 @@ pub fn run(config: RunConfig) -> RunResult {
             worker(cfg.clone(), hist.clone(), i, n)
         });
     }
-    sim.client("client", workload(cfg.clone(), hist.clone()));
+}
 
+/// The run's faults as driver actions, in time order.
+fn schedule(faults: &[Fault]) -> VecDeque<(Duration, Action)> {
     let mut actions: Vec<(Duration, Action)> = Vec::new();
-    for f in &cfg.faults {
+    for f in faults {
         match *f {
             Fault::Crash { worker, at, down } => {
                 actions.push((at, Action::Crash(worker)));
                 actions.push((at + down, Action::Restart(worker)));
             }
             Fault::CrashMidInvocation { at, down } => {
-                actions.push((
-                    at,
-                    Action::CrashMid {
-                        until: at + Duration::from_secs(20),
-                        down,
-                    },
-                ));
+                let until = at + Duration::from_secs(20);
+                actions.push((at, Action::CrashMid { until, down }));
             }
             Fault::Partition { worker, at, len } => {
                 actions.push((at, Action::Cut(worker)));
@@ -159,156 +208,187 @@ pub fn run(config: RunConfig) -> RunResult {
         }
     }
     actions.sort_by_key(|(t, _)| *t);
-    let mut actions: std::collections::VecDeque<(Duration, Action)> = actions.into();
-    // Crashed workers, so overlapping faults do not crash a dead host or restart a live one.
-    let mut down: BTreeMap<usize, u32> = BTreeMap::new();
-    // Overlapping partitions of one worker: cut on the first, heal after the last.
-    let mut cut: BTreeMap<usize, u32> = BTreeMap::new();
-    let mut receiver_down = 0u32;
-    let mut receiver_failing = 0u32;
-    let mut error = None;
-    let mut steps = 0u64;
-
-    loop {
-        let done = match sim.step() {
-            Ok(d) => d,
-            Err(e) => {
-                error = Some(e.to_string());
-                break;
-            }
-        };
-        steps += 1;
-        let now = sim.elapsed();
-        while actions.front().is_some_and(|(t, _)| *t <= now) {
-            let Some((_, action)) = actions.pop_front() else {
-                break;
-            };
-            match action {
-                Action::Crash(i) => {
-                    let n = down.entry(i).or_default();
-                    *n += 1;
-                    if *n == 1 {
-                        sim.crash(worker_host(i));
-                        hist.record_at(now, fault(FaultKind::Crash, &worker_host(i), true));
-                    }
-                }
-                Action::Restart(i) => {
-                    let n = down.entry(i).or_default();
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        sim.bounce(worker_host(i));
-                        hist.record_at(now, fault(FaultKind::Crash, &worker_host(i), false));
-                    }
-                }
-                Action::CrashMid { until, down: len } => {
-                    let busy = {
-                        let live = hist.live();
-                        (0..cfg.workers).find(|i| {
-                            live.open.get(&worker_host(*i)).copied().unwrap_or(0) > 0
-                                && !down.contains_key(i)
-                        })
-                    };
-                    let target = match busy {
-                        Some(i) => Some(i),
-                        None if now >= until => (0..cfg.workers).find(|i| !down.contains_key(i)),
-                        None => None,
-                    };
-                    match target {
-                        Some(i) => {
-                            down.insert(i, 1);
-                            sim.crash(worker_host(i));
-                            hist.record_at(now, fault(FaultKind::Crash, &worker_host(i), true));
-                            insert_action(&mut actions, now + len, Action::Restart(i));
-                        }
-                        None => insert_action(
-                            &mut actions,
-                            now + TICK,
-                            Action::CrashMid { until, down: len },
-                        ),
-                    }
-                }
-                Action::Cut(i) => {
-                    let n = cut.entry(i).or_default();
-                    *n += 1;
-                    if *n == 1 {
-                        sim.partition(worker_host(i), BROKER);
-                        hist.record_at(now, fault(FaultKind::Partition, &worker_host(i), true));
-                    }
-                }
-                Action::Heal(i) => {
-                    let n = cut.entry(i).or_default();
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        sim.repair(worker_host(i), BROKER);
-                        hist.record_at(now, fault(FaultKind::Partition, &worker_host(i), false));
-                    }
-                }
-                Action::BrokerRestart { down, keep } => {
-                    hist.record_at(now, fault(FaultKind::BrokerRestart, BROKER, true));
-                    shared.request_restart(down, keep);
-                }
-                Action::ReceiverDown => {
-                    receiver_down += 1;
-                    if receiver_down == 1 {
-                        sim.crash(RECEIVER);
-                        hist.record_at(now, fault(FaultKind::ReceiverDown, RECEIVER, true));
-                    }
-                }
-                Action::ReceiverUp => {
-                    receiver_down = receiver_down.saturating_sub(1);
-                    if receiver_down == 0 {
-                        sim.bounce(RECEIVER);
-                        hist.record_at(now, fault(FaultKind::ReceiverDown, RECEIVER, false));
-                    }
-                }
-                Action::ReceiverErrors(on) => {
-                    let before = receiver_failing;
-                    receiver_failing = if on {
-                        receiver_failing + 1
-                    } else {
-                        receiver_failing.saturating_sub(1)
-                    };
-                    if (before == 0) != (receiver_failing == 0) {
-                        *receiver_errors.lock().unwrap_or_else(|e| e.into_inner()) = on;
-                        hist.record_at(now, fault(FaultKind::ReceiverDown, "receiver-errors", on));
-                    }
-                }
-            }
-        }
-        if done {
-            break;
-        }
-    }
-    let sim_time = sim.elapsed();
-    drop(sim);
-    #[cfg(feature = "buggify")]
-    queue_worker::buggify::set(None);
-
-    let records = hist.snapshot();
-    let report = check::check(&cfg, &records);
-    RunResult {
-        config: (*cfg).clone(),
-        report,
-        digest: crate::history::digest(&records),
-        events: records.len(),
-        records,
-        error,
-        sim_time,
-        steps,
-        wall: wall.elapsed(),
-    }
+    actions.into()
 }
 
-fn insert_action(
-    actions: &mut std::collections::VecDeque<(Duration, Action)>,
-    at: Duration,
-    a: Action,
-) {
-    let pos = actions
-        .iter()
-        .position(|(t, _)| *t > at)
-        .unwrap_or(actions.len());
-    actions.insert(pos, (at, a));
+/// Steps the simulation and injects the faults between steps, recording each.
+struct Driver {
+    cfg: Arc<RunConfig>,
+    hist: History,
+    hosts: Hosts,
+    actions: VecDeque<(Duration, Action)>,
+    /// Crashed workers, so overlapping faults do not crash a dead host or restart a live one.
+    down: BTreeMap<usize, u32>,
+    /// Overlapping partitions of one worker: cut on the first, heal after the last.
+    cut: BTreeMap<usize, u32>,
+    receiver_down: u32,
+    receiver_failing: u32,
+}
+
+impl Driver {
+    fn new(cfg: Arc<RunConfig>, hist: History, hosts: Hosts) -> Driver {
+        Driver {
+            actions: schedule(&cfg.faults),
+            cfg,
+            hist,
+            hosts,
+            down: BTreeMap::new(),
+            cut: BTreeMap::new(),
+            receiver_down: 0,
+            receiver_failing: 0,
+        }
+    }
+
+    /// Steps until the simulation ends: the steps taken, and the error that ended it.
+    fn drive(&mut self, sim: &mut turmoil::Sim<'_>) -> (u64, Option<String>) {
+        let mut steps = 0u64;
+        loop {
+            let done = match sim.step() {
+                Ok(d) => d,
+                Err(e) => return (steps, Some(e.to_string())),
+            };
+            steps += 1;
+            let now = sim.elapsed();
+            while self.actions.front().is_some_and(|(t, _)| *t <= now) {
+                let Some((_, action)) = self.actions.pop_front() else {
+                    break;
+                };
+                self.act(sim, now, action);
+            }
+            if done {
+                return (steps, None);
+            }
+        }
+    }
+
+    fn act(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, action: Action) {
+        match action {
+            Action::Crash(i) => self.crash(sim, now, i),
+            Action::Restart(i) => self.restart(sim, now, i),
+            Action::CrashMid { until, down } => self.crash_mid_invocation(sim, now, until, down),
+            Action::Cut(i) => self.cut(sim, now, i),
+            Action::Heal(i) => self.heal(sim, now, i),
+            Action::BrokerRestart { down, keep } => {
+                self.record(now, FaultKind::BrokerRestart, BROKER, true);
+                self.hosts.broker.request_restart(down, keep);
+            }
+            Action::ReceiverDown => {
+                self.receiver_down += 1;
+                if self.receiver_down == 1 {
+                    sim.crash(RECEIVER);
+                    self.record(now, FaultKind::ReceiverDown, RECEIVER, true);
+                }
+            }
+            Action::ReceiverUp => {
+                self.receiver_down = self.receiver_down.saturating_sub(1);
+                if self.receiver_down == 0 {
+                    sim.bounce(RECEIVER);
+                    self.record(now, FaultKind::ReceiverDown, RECEIVER, false);
+                }
+            }
+            Action::ReceiverErrors(on) => self.receiver_errors(now, on),
+        }
+    }
+
+    fn record(&self, now: Duration, kind: FaultKind, target: &str, start: bool) {
+        self.hist.record_at(now, fault(kind, target, start));
+    }
+
+    fn crash(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, i: usize) {
+        let n = self.down.entry(i).or_default();
+        *n += 1;
+        if *n == 1 {
+            sim.crash(worker_host(i));
+            self.record(now, FaultKind::Crash, &worker_host(i), true);
+        }
+    }
+
+    fn restart(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, i: usize) {
+        let n = self.down.entry(i).or_default();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            sim.bounce(worker_host(i));
+            self.record(now, FaultKind::Crash, &worker_host(i), false);
+        }
+    }
+
+    /// Crash the first live worker with an invocation in flight (any live worker once `until`
+    /// has passed), or try again next tick.
+    fn crash_mid_invocation(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+        until: Duration,
+        down: Duration,
+    ) {
+        let busy = {
+            let live = self.hist.live();
+            (0..self.cfg.workers).find(|i| {
+                live.open.get(&worker_host(*i)).copied().unwrap_or(0) > 0
+                    && !self.down.contains_key(i)
+            })
+        };
+        let target = match busy {
+            Some(i) => Some(i),
+            None if now >= until => (0..self.cfg.workers).find(|i| !self.down.contains_key(i)),
+            None => None,
+        };
+        match target {
+            Some(i) => {
+                self.down.insert(i, 1);
+                sim.crash(worker_host(i));
+                self.record(now, FaultKind::Crash, &worker_host(i), true);
+                self.insert(now + down, Action::Restart(i));
+            }
+            None => self.insert(now + TICK, Action::CrashMid { until, down }),
+        }
+    }
+
+    fn cut(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, i: usize) {
+        let n = self.cut.entry(i).or_default();
+        *n += 1;
+        if *n == 1 {
+            sim.partition(worker_host(i), BROKER);
+            self.record(now, FaultKind::Partition, &worker_host(i), true);
+        }
+    }
+
+    fn heal(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, i: usize) {
+        let n = self.cut.entry(i).or_default();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            sim.repair(worker_host(i), BROKER);
+            self.record(now, FaultKind::Partition, &worker_host(i), false);
+        }
+    }
+
+    /// Overlapping error windows: errors from the first start to the last end.
+    fn receiver_errors(&mut self, now: Duration, on: bool) {
+        let before = self.receiver_failing;
+        self.receiver_failing = if on {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        if (before == 0) != (self.receiver_failing == 0) {
+            *self
+                .hosts
+                .receiver_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = on;
+            self.record(now, FaultKind::ReceiverDown, "receiver-errors", on);
+        }
+    }
+
+    /// Schedule `action` at `at`, after the actions already due then.
+    fn insert(&mut self, at: Duration, action: Action) {
+        let pos = self
+            .actions
+            .iter()
+            .position(|(t, _)| *t > at)
+            .unwrap_or(self.actions.len());
+        self.actions.insert(pos, (at, action));
+    }
 }
 
 fn fault(kind: FaultKind, target: &str, start: bool) -> Ev {
@@ -372,47 +452,10 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
     calls.sort_by_key(|c| c.at);
     for c in calls {
         tokio::time::sleep_until(start + c.at).await;
-        let mut header: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        header.insert("X-Call-Id".into(), vec![c.id.clone()]);
-        if c.callback {
-            header.insert(
-                "X-Callback-Url".into(),
-                vec![format!("http://{RECEIVER}:{RECEIVER_PORT}/cb/{}", c.id)],
-            );
-        }
-        let mut prepared = ingress::prepare(
-            &config,
-            &SimClock,
-            Submission {
-                function: c.function.clone(),
-                path: String::new(),
-                query: String::new(),
-                header,
-                host: GATEWAY.into(),
-                body: bytes::Bytes::from_static(b"{\"hello\":\"sim\"}"),
-            },
-        )
-        .map_err(|e| format!("prepare {}: {e}", c.id))?;
-        prepared
-            .outgoing
-            .headers
-            .push((CALL_HEADER.into(), c.id.clone()));
-        if c.poison {
-            prepared.outgoing.payload = bytes::Bytes::from_static(b"\x00 not a QueueRequest");
-        }
+        let prepared = prepare(&config, &c)?;
+        // Until the broker accepts it, or the run's deadline.
         loop {
-            let r = if c.poison {
-                match broker.publish(prepared.outgoing.clone()).await {
-                    Err(queue_worker::broker::BrokerError::NoStream { .. }) => {
-                        let _ = ingress.ensure_streams().await;
-                        broker.publish(prepared.outgoing.clone()).await.map(|_| ())
-                    }
-                    r => r.map(|_| ()),
-                }
-            } else {
-                ingress::submit(&ingress, &prepared).await
-            };
-            match r {
+            match publish(&ingress, &prepared, c.poison).await {
                 Ok(()) => {
                     hist.record(Ev::Accepted { call: c.id.clone() });
                     break;
@@ -424,6 +467,66 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
             }
         }
     }
+    settle(&cfg, &hist, start).await;
+    Ok(())
+}
+
+/// The message for call `c`, as the ingress builds it (with the simulation's call header); a
+/// poison call's payload is not a `QueueRequest` at all.
+fn prepare(config: &Config, c: &CallPlan) -> Result<Prepared, String> {
+    let mut header: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    header.insert("X-Call-Id".into(), vec![c.id.clone()]);
+    if c.callback {
+        header.insert(
+            "X-Callback-Url".into(),
+            vec![format!("http://{RECEIVER}:{RECEIVER_PORT}/cb/{}", c.id)],
+        );
+    }
+    let mut prepared = ingress::prepare(
+        config,
+        &SimClock,
+        Submission {
+            function: c.function.clone(),
+            path: String::new(),
+            query: String::new(),
+            header,
+            host: GATEWAY.into(),
+            body: bytes::Bytes::from_static(b"{\"hello\":\"sim\"}"),
+        },
+    )
+    .map_err(|e| format!("prepare {}: {e}", c.id))?;
+    prepared
+        .outgoing
+        .headers
+        .push((CALL_HEADER.into(), c.id.clone()));
+    if c.poison {
+        prepared.outgoing.payload = bytes::Bytes::from_static(b"\x00 not a QueueRequest");
+    }
+    Ok(prepared)
+}
+
+/// One attempt to publish: through the ingress code, or raw for poison (creating the streams
+/// when they are missing).
+async fn publish(ingress: &Ingress, prepared: &Prepared, poison: bool) -> Result<(), BrokerError> {
+    if !poison {
+        return ingress::submit(ingress, prepared).await;
+    }
+    match ingress.broker.publish(prepared.outgoing.clone()).await {
+        Err(BrokerError::NoStream { .. }) => {
+            let _ = ingress.ensure_streams().await;
+            ingress
+                .broker
+                .publish(prepared.outgoing.clone())
+                .await
+                .map(|_| ())
+        }
+        r => r.map(|_| ()),
+    }
+}
+
+/// Waits (checking every second) until every accepted call is done and the settle time after
+/// the last fault and the last call has passed, or the deadline.
+async fn settle(cfg: &RunConfig, hist: &History, start: tokio::time::Instant) {
     let quiet_from = cfg.faults_end().max(cfg.last_call());
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -435,5 +538,4 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
             break;
         }
     }
-    Ok(())
 }

@@ -16,6 +16,7 @@
 //! fingerprints the run. Everything that varies comes from the seed.
 
 pub mod broker_host;
+pub mod bugs;
 pub mod check;
 pub mod functions;
 pub mod harness;
@@ -59,6 +60,28 @@ pub fn header(headers: &[(String, String)], name: &str) -> Option<String> {
 pub fn run_scenario(name: &str, seed: u64, opts: &Opts) -> Option<RunResult> {
     let s = scenarios::find(name)?;
     Some(harness::run((s.build)(seed, opts)))
+}
+
+/// The command that replays scenario `name` for `seed` with `opts` (failing runs print it).
+pub fn replay_command(name: &str, seed: u64, opts: &Opts) -> String {
+    let mut cmd = String::from("cargo run --profile sim -p sim");
+    if opts.bug.is_some() {
+        cmd += " --features buggify";
+    }
+    let _ = write!(cmd, " -- --seed {seed} --scenario {name}");
+    if let Some(n) = opts.calls {
+        let _ = write!(cmd, " --calls {n}");
+    }
+    if let Some(n) = opts.faults {
+        let _ = write!(cmd, " --faults {n}");
+    }
+    if let Some(n) = opts.workers {
+        let _ = write!(cmd, " --workers {n}");
+    }
+    if let Some(bug) = opts.bug {
+        let _ = write!(cmd, " --bug {}", bug.name);
+    }
+    cmd
 }
 
 /// A human summary of a run (the CLI prints it; failing tests too).

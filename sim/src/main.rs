@@ -13,17 +13,24 @@ fn usage() -> ! {
         "usage: sim [--seed N | --seeds FROM..=TO] [--scenario NAME|all] [--steps CALLS] [--calls N] [--faults N] [--workers N] [--bug NAME]\n\
          scenarios: {}\n\
          --steps/--calls: workload size (calls); --faults: keep at most N faults;\n\
-         --bug (buggify builds): ack-before-invoke | ignore-max-retry-attempts | drop-progress-acks",
-        sim::scenarios::ALL
-            .iter()
-            .map(|s| s.name)
-            .collect::<Vec<_>>()
-            .join(", ")
+         --bug (buggify builds): {}",
+        sim::scenarios::names().collect::<Vec<_>>().join(", "),
+        sim::bugs::names().collect::<Vec<_>>().join(" | "),
     );
     std::process::exit(2);
 }
 
-fn main() {
+/// The command line.
+struct Args {
+    seed: u64,
+    /// `--seeds`: a sweep.
+    sweep: Option<(u64, u64)>,
+    /// The scenarios to run.
+    names: Vec<&'static str>,
+    opts: sim::Opts,
+}
+
+fn parse_args() -> Args {
     let mut seed: u64 = std::env::var("SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -42,34 +49,44 @@ fn main() {
             "--faults" => opts.faults = Some(val().parse().unwrap_or_else(|_| usage())),
             "--workers" => opts.workers = Some(val().parse().unwrap_or_else(|_| usage())),
             "--bug" => {
-                let b = val();
-                opts.bug = Some(match b.as_str() {
-                    "ack-before-invoke" => "ack-before-invoke",
-                    "ignore-max-retry-attempts" => "ignore-max-retry-attempts",
-                    "drop-progress-acks" => "drop-progress-acks",
-                    _ => usage(),
-                });
+                opts.bug = Some(sim::bugs::find(&val()).unwrap_or_else(|| usage()));
                 if !cfg!(feature = "buggify") {
                     eprintln!("--bug needs a build with --features buggify");
                     std::process::exit(2);
                 }
             }
-            "-h" | "--help" => usage(),
             _ => usage(),
         }
     }
+    let names = if scenario == "all" {
+        sim::scenarios::names().collect()
+    } else {
+        vec![
+            sim::scenarios::find(&scenario)
+                .unwrap_or_else(|| usage())
+                .name,
+        ]
+    };
+    Args {
+        seed,
+        sweep,
+        names,
+        opts,
+    }
+}
+
+fn main() {
+    let Args {
+        seed,
+        sweep,
+        names,
+        opts,
+    } = parse_args();
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
     }
-    let names: Vec<&str> = if scenario == "all" {
-        sim::scenarios::ALL.iter().map(|s| s.name).collect()
-    } else if sim::scenarios::find(&scenario).is_some() {
-        vec![scenario.as_str()]
-    } else {
-        usage()
-    };
     if let Some((from, to)) = sweep {
         run_sweep(&names, from, to, &opts);
     }
@@ -80,24 +97,12 @@ fn main() {
             usage()
         };
         print!("{}", sim::summary(&r));
-        // SIM_TRACE=all prints the whole history; SIM_TRACE=<text> the events mentioning it.
-        if let Ok(filter) = std::env::var("SIM_TRACE") {
-            for c in &r.config.calls {
-                if filter.contains(&c.id) {
-                    println!("  plan: {c:?}");
-                }
-            }
-            for rec in &r.records {
-                let line = format!("{:?}", rec.ev);
-                if filter == "all" || line.contains(&filter) {
-                    println!("  {:>9.3}s {line}", rec.at.as_secs_f64());
-                }
-            }
-        }
+        print_trace(&r);
         if !r.ok() {
             failed = true;
             println!(
-                "  replay: SIM_SEED={seed} cargo run --release -p sim -- --seed {seed} --scenario {name}"
+                "  replay: SIM_SEED={seed} {}",
+                sim::replay_command(name, seed, &opts)
             );
         }
         digest.update(r.digest.as_bytes());
@@ -110,6 +115,25 @@ fn main() {
     println!("trace-digest: {hex}");
     if failed {
         std::process::exit(1);
+    }
+}
+
+/// `SIM_TRACE=all` prints the whole history; `SIM_TRACE=<text>` the events mentioning it (and
+/// the plan of each call it names).
+fn print_trace(r: &sim::RunResult) {
+    let Ok(filter) = std::env::var("SIM_TRACE") else {
+        return;
+    };
+    for c in &r.config.calls {
+        if filter.contains(&c.id) {
+            println!("  plan: {c:?}");
+        }
+    }
+    for rec in &r.records {
+        let line = format!("{:?}", rec.ev);
+        if filter == "all" || line.contains(&filter) {
+            println!("  {:>9.3}s {line}", rec.at.as_secs_f64());
+        }
     }
 }
 
@@ -137,7 +161,8 @@ fn run_sweep(names: &[&str], from: u64, to: u64, opts: &sim::Opts) -> ! {
                 violations += r.report.violations.len();
                 print!("{}", sim::summary(&r));
                 println!(
-                    "  replay: SIM_SEED={seed} cargo run --release -p sim -- --seed {seed} --scenario {name}"
+                    "  replay: SIM_SEED={seed} {}",
+                    sim::replay_command(name, seed, opts)
                 );
             }
         }

@@ -135,7 +135,7 @@ pub struct RunConfig {
     /// The run stops here whatever happened (calls not done by then are reported).
     pub deadline: Duration,
     /// A deliberate bug to inject (`buggify` builds only).
-    pub bug: Option<&'static str>,
+    pub bug: Option<&'static crate::bugs::Bug>,
 }
 
 pub const QUEUE: &str = "faas-request";

@@ -2,7 +2,10 @@
 //! `SIM_SEEDS=<n>`; one seed with `SIM_SEED=<n>`), the determinism check, and a proptest swarm
 //! that shrinks failing schedules.
 
-use sim::{Opts, harness::RunResult, scenarios};
+use sim::scenarios::{
+    self, BROKER_RESTART, CALLBACK_OUTAGE, CONSUMER_EXPIRY, CRASH, RETRY_STORM, SLOW,
+};
+use sim::{Opts, harness::RunResult};
 
 /// Seeds per scenario: `SIM_SEED` (just that one), else `SIM_SEEDS` (1..=n), else `default`.
 fn seeds(default: u64) -> Vec<u64> {
@@ -17,18 +20,9 @@ fn seeds(default: u64) -> Vec<u64> {
 }
 
 fn replay(name: &str, seed: u64, opts: &Opts) -> String {
-    let mut extra = String::new();
-    if let Some(n) = opts.calls {
-        extra += &format!(" --calls {n}");
-    }
-    if let Some(n) = opts.faults {
-        extra += &format!(" --faults {n}");
-    }
-    if let Some(n) = opts.workers {
-        extra += &format!(" --workers {n}");
-    }
     format!(
-        "SIM_SEED={seed}\n  replay: cargo run --release -p sim -- --seed {seed} --scenario {name}{extra}"
+        "SIM_SEED={seed}\n  replay: {}",
+        sim::replay_command(name, seed, opts)
     )
 }
 
@@ -49,33 +43,33 @@ fn run_seeds(name: &str, default: u64, opts: Opts) {
 
 #[test]
 fn crash() {
-    run_seeds("crash", 4, Opts::default());
+    run_seeds(CRASH.name, 4, Opts::default());
 }
 
 #[test]
 fn slow() {
-    run_seeds("slow", 4, Opts::default());
+    run_seeds(SLOW.name, 4, Opts::default());
 }
 
 #[test]
 fn broker_restart() {
-    run_seeds("broker-restart", 4, Opts::default());
+    run_seeds(BROKER_RESTART.name, 4, Opts::default());
 }
 
 #[test]
 fn retry_storm() {
-    run_seeds("retry-storm", 3, Opts::default());
+    run_seeds(RETRY_STORM.name, 3, Opts::default());
 }
 
 #[test]
 fn callback_outage() {
-    run_seeds("callback-outage", 4, Opts::default());
+    run_seeds(CALLBACK_OUTAGE.name, 4, Opts::default());
 }
 
 /// Function mode: consumers expire between bursts while new messages arrive.
 #[test]
 fn consumer_expiry() {
-    run_seeds("consumer-expiry", 4, Opts::default());
+    run_seeds(CONSUMER_EXPIRY.name, 4, Opts::default());
 }
 
 /// Seeds that broke an invariant in long sweeps (`sim/README.md`, "What the simulation found"):
@@ -85,13 +79,13 @@ fn consumer_expiry() {
 fn seeds_a_long_sweep_found() {
     let found: [(&str, &[u64]); 3] = [
         (
-            "consumer-expiry",
+            CONSUMER_EXPIRY.name,
             &[
                 430, 467, 572, 613, 628, 738, 1649, 1817, 1929, 1972, 2180, 5101,
             ],
         ),
-        ("broker-restart", &[785, 1982, 4905, 9521]),
-        ("callback-outage", &[1692, 2040]),
+        (BROKER_RESTART.name, &[785, 1982, 4905, 9521]),
+        (CALLBACK_OUTAGE.name, &[1692, 2040]),
     ];
     let mut failed = Vec::new();
     for (name, seeds) in found {
@@ -118,7 +112,7 @@ fn digest_of(name: &str, seed: u64) -> RunResult {
 /// different seed a different one.
 #[test]
 fn same_seed_same_trace() {
-    for name in ["crash", "broker-restart", "consumer-expiry"] {
+    for name in [CRASH.name, BROKER_RESTART.name, CONSUMER_EXPIRY.name] {
         let a = digest_of(name, 7);
         let b = digest_of(name, 7);
         assert_eq!(a.events, b.events, "{name}: event counts differ for seed 7");
@@ -155,16 +149,6 @@ mod swarm {
             .unwrap_or(6)
     }
 
-    /// Every scenario.
-    const NAMES: &[&str] = &[
-        "consumer-expiry",
-        "crash",
-        "slow",
-        "broker-restart",
-        "retry-storm",
-        "callback-outage",
-    ];
-
     proptest! {
         #![proptest_config(Config {
             cases: cases(),
@@ -178,11 +162,11 @@ mod swarm {
         #[test]
         fn swarm(
             seed in 1u64..1_000_000,
-            scenario in 0..NAMES.len(),
+            scenario in 0..scenarios::ALL.len(),
             calls in 1usize..60,
             faults in 0usize..6,
         ) {
-            let name = NAMES[scenario];
+            let name = scenarios::ALL[scenario].name;
             let opts = Opts { calls: Some(calls), faults: Some(faults), ..Opts::default() };
             let r = sim::run_scenario(name, seed, &opts).expect("scenario exists");
             if !r.ok() {
@@ -198,8 +182,12 @@ mod swarm {
 #[cfg(feature = "buggify")]
 mod teeth {
     use super::*;
+    use sim::bugs::{self, Bug};
 
-    fn caught(bug: &'static str, name: &str, rule: &str) {
+    /// `bug` makes its scenario break its rule within seeds 1..=6, and those seeds pass
+    /// without it.
+    fn caught(bug: &'static Bug) {
+        let (name, rule) = (bug.caught_by, bug.rule);
         let seeds = 1..=6u64;
         let mut caught_by = None;
         for seed in seeds.clone() {
@@ -220,7 +208,8 @@ mod teeth {
             .expect("scenario");
             if buggy.report.violations.iter().any(|v| v.rule == rule) {
                 eprintln!(
-                    "bug {bug} caught by {name} seed {seed}:\n{}",
+                    "bug {} caught by {name} seed {seed}:\n{}",
+                    bug.name,
                     sim::summary(&buggy)
                 );
                 caught_by = Some(seed);
@@ -229,38 +218,58 @@ mod teeth {
         }
         assert!(
             caught_by.is_some(),
-            "bug {bug} was not caught by {name} ({rule}) in seeds {seeds:?}"
+            "bug {} was not caught by {name} ({rule}) in seeds {seeds:?}",
+            bug.name
         );
     }
 
     #[test]
     fn ack_before_invoke() {
-        caught("ack-before-invoke", "crash", "terminal");
+        caught(&bugs::ACK_BEFORE_INVOKE);
     }
 
     #[test]
     fn ignore_max_retry_attempts() {
-        caught("ignore-max-retry-attempts", "retry-storm", "attempts");
+        caught(&bugs::IGNORE_MAX_RETRY_ATTEMPTS);
     }
 
     #[test]
     fn drop_progress_acks() {
-        caught("drop-progress-acks", "slow", "lease");
+        caught(&bugs::DROP_PROGRESS_ACKS);
+    }
+
+    /// Each registered bug has its test above.
+    #[test]
+    fn every_bug_has_a_test() {
+        let names: Vec<&str> = bugs::names().collect();
+        assert_eq!(
+            names,
+            [
+                bugs::ACK_BEFORE_INVOKE.name,
+                bugs::IGNORE_MAX_RETRY_ATTEMPTS.name,
+                bugs::DROP_PROGRESS_ACKS.name
+            ]
+        );
     }
 }
 
+/// Each scenario of the registry has its fixed-seed test above and builds runs under its own
+/// name.
 #[test]
-fn every_scenario_is_listed() {
-    let names: Vec<&str> = scenarios::ALL.iter().map(|s| s.name).collect();
+fn every_scenario_has_its_test() {
+    let names: Vec<&str> = scenarios::names().collect();
     assert_eq!(
         names,
         [
-            "crash",
-            "slow",
-            "broker-restart",
-            "consumer-expiry",
-            "retry-storm",
-            "callback-outage"
+            CRASH.name,
+            SLOW.name,
+            BROKER_RESTART.name,
+            CONSUMER_EXPIRY.name,
+            RETRY_STORM.name,
+            CALLBACK_OUTAGE.name
         ]
     );
+    for s in scenarios::ALL {
+        assert_eq!((s.build)(1, &Opts::default()).scenario, s.name);
+    }
 }

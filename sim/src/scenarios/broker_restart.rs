@@ -7,11 +7,14 @@ use crate::plan::{Fault, RunConfig};
 use queue_worker::config::Storage;
 use rand::Rng;
 
+/// The scenario's name (it also seeds the scenario's choices).
+pub const NAME: &str = "broker-restart";
+
 pub const ABOUT: &str = "broker restarts (file storage) and worker-broker partitions from 200ms to 30s: nothing lost, workers reconnect";
 
 pub fn build(seed: u64, opts: &Opts) -> RunConfig {
-    let mut r = rng(seed, "broker-restart");
-    let mut cfg = super::base("broker-restart", seed, &mut r, opts);
+    let mut r = rng(seed, NAME);
+    let mut cfg = super::base(NAME, seed, &mut r, opts);
     let n = opts.calls.unwrap_or_else(|| r.random_range(20..=50));
     let spread = between(&mut r, 10.0, 40.0);
     let mix = Mix::swarm(&mut r);

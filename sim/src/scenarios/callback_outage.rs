@@ -6,11 +6,14 @@ use super::{Mix, Opts, between, calls, finish, rng, secs, swarm_faults};
 use crate::plan::{Fault, RunConfig};
 use rand::Rng;
 
+/// The scenario's name (it also seeds the scenario's choices).
+pub const NAME: &str = "callback-outage";
+
 pub const ABOUT: &str = "callback receiver down or failing: bounded callback retries, never re-invoked because a callback failed, every call still terminal";
 
 pub fn build(seed: u64, opts: &Opts) -> RunConfig {
-    let mut r = rng(seed, "callback-outage");
-    let mut cfg = super::base("callback-outage", seed, &mut r, opts);
+    let mut r = rng(seed, NAME);
+    let mut cfg = super::base(NAME, seed, &mut r, opts);
     cfg.callback_retries = r.random_range(0..=4);
     let n = opts.calls.unwrap_or_else(|| r.random_range(20..=40));
     let spread = between(&mut r, 10.0, 30.0);

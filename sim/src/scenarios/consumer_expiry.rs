@@ -8,11 +8,14 @@ use crate::plan::RunConfig;
 use queue_worker::config::ScalingMode;
 use rand::Rng;
 
+/// The scenario's name (it also seeds the scenario's choices).
+pub const NAME: &str = "consumer-expiry";
+
 pub const ABOUT: &str = "function mode: consumers expire after the inactive threshold between bursts and are recreated; every message runs";
 
 pub fn build(seed: u64, opts: &Opts) -> RunConfig {
-    let mut r = rng(seed, "consumer-expiry");
-    let mut cfg = super::base("consumer-expiry", seed, &mut r, opts);
+    let mut r = rng(seed, NAME);
+    let mut cfg = super::base(NAME, seed, &mut r, opts);
     cfg.mode = ScalingMode::Function;
     cfg.inactive_threshold = between(&mut r, 1.0, 3.0);
     cfg.limiter = r.random_bool(0.5);

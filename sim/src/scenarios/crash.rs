@@ -6,11 +6,14 @@ use super::{Mix, Opts, between, calls, finish, rng, secs, swarm_faults};
 use crate::plan::{Fault, RunConfig};
 use rand::Rng;
 
+/// The scenario's name (it also seeds the scenario's choices).
+pub const NAME: &str = "crash";
+
 pub const ABOUT: &str = "workers crash mid-invocation and restart: redelivery after ack_wait, nothing lost, duplicates only for the crashed worker's messages";
 
 pub fn build(seed: u64, opts: &Opts) -> RunConfig {
-    let mut r = rng(seed, "crash");
-    let mut cfg = super::base("crash", seed, &mut r, opts);
+    let mut r = rng(seed, NAME);
+    let mut cfg = super::base(NAME, seed, &mut r, opts);
     let n = opts.calls.unwrap_or_else(|| r.random_range(20..=50));
     let spread = between(&mut r, 10.0, 40.0);
     let mix = Mix::swarm(&mut r);

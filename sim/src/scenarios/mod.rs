@@ -15,6 +15,7 @@ use queue_worker::config::{Backoff, ScalingMode, Storage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::bugs::Bug;
 use crate::plan::{Behaviour, CallPlan, Fault, RunConfig};
 
 /// Overrides from the command line or the property tests (shrinking makes them smaller).
@@ -27,7 +28,7 @@ pub struct Opts {
     /// Number of worker replicas.
     pub workers: Option<usize>,
     /// A deliberate bug (`buggify` builds).
-    pub bug: Option<&'static str>,
+    pub bug: Option<&'static Bug>,
 }
 
 /// A scenario: its name, what it claims, and how to build a run from a seed.
@@ -37,41 +38,56 @@ pub struct Scenario {
     pub build: fn(u64, &Opts) -> RunConfig,
 }
 
+// The registry: the CLI, the tests and the replay commands take scenario names from here.
+// Renaming a scenario changes its runs (its name seeds its choices).
+pub const CRASH: Scenario = Scenario {
+    name: crash::NAME,
+    about: crash::ABOUT,
+    build: crash::build,
+};
+pub const SLOW: Scenario = Scenario {
+    name: slow::NAME,
+    about: slow::ABOUT,
+    build: slow::build,
+};
+pub const BROKER_RESTART: Scenario = Scenario {
+    name: broker_restart::NAME,
+    about: broker_restart::ABOUT,
+    build: broker_restart::build,
+};
+pub const CONSUMER_EXPIRY: Scenario = Scenario {
+    name: consumer_expiry::NAME,
+    about: consumer_expiry::ABOUT,
+    build: consumer_expiry::build,
+};
+pub const RETRY_STORM: Scenario = Scenario {
+    name: retry_storm::NAME,
+    about: retry_storm::ABOUT,
+    build: retry_storm::build,
+};
+pub const CALLBACK_OUTAGE: Scenario = Scenario {
+    name: callback_outage::NAME,
+    about: callback_outage::ABOUT,
+    build: callback_outage::build,
+};
+
+/// Every scenario, in the order `--scenario all` runs them.
 pub const ALL: &[Scenario] = &[
-    Scenario {
-        name: "crash",
-        about: crash::ABOUT,
-        build: crash::build,
-    },
-    Scenario {
-        name: "slow",
-        about: slow::ABOUT,
-        build: slow::build,
-    },
-    Scenario {
-        name: "broker-restart",
-        about: broker_restart::ABOUT,
-        build: broker_restart::build,
-    },
-    Scenario {
-        name: "consumer-expiry",
-        about: consumer_expiry::ABOUT,
-        build: consumer_expiry::build,
-    },
-    Scenario {
-        name: "retry-storm",
-        about: retry_storm::ABOUT,
-        build: retry_storm::build,
-    },
-    Scenario {
-        name: "callback-outage",
-        about: callback_outage::ABOUT,
-        build: callback_outage::build,
-    },
+    CRASH,
+    SLOW,
+    BROKER_RESTART,
+    CONSUMER_EXPIRY,
+    RETRY_STORM,
+    CALLBACK_OUTAGE,
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
     ALL.iter().find(|s| s.name == name)
+}
+
+/// The scenarios' names, in [`ALL`]'s order.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    ALL.iter().map(|s| s.name)
 }
 
 /// The seeded generator for a scenario's choices.

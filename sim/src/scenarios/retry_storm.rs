@@ -7,11 +7,14 @@ use super::{Mix, Opts, between, calls, finish, rng, secs};
 use crate::plan::{RunConfig, Storm};
 use rand::Rng;
 
+/// The scenario's name (it also seeds the scenario's choices).
+pub const NAME: &str = "retry-storm";
+
 pub const ABOUT: &str = "429/503 storms for a long window with many replicas: attempts within policy and budget, no tight loops, all complete or dead-letter";
 
 pub fn build(seed: u64, opts: &Opts) -> RunConfig {
-    let mut r = rng(seed, "retry-storm");
-    let mut cfg = super::base("retry-storm", seed, &mut r, opts);
+    let mut r = rng(seed, NAME);
+    let mut cfg = super::base(NAME, seed, &mut r, opts);
     cfg.workers = r.random_range(4..=6);
     cfg.max_inflight = [2, 4][r.random_range(0..2)];
     cfg.max_attempts = r.random_range(3..=8);

@@ -5,11 +5,14 @@ use super::{Mix, Opts, between, calls, finish, rng, secs};
 use crate::plan::{Fault, RunConfig};
 use rand::Rng;
 
+/// The scenario's name (it also seeds the scenario's choices).
+pub const NAME: &str = "slow";
+
 pub const ABOUT: &str = "functions slower than ack_wait: progress acks keep the lease (no duplicate while the worker lives); after a crash, duplicates bounded";
 
 pub fn build(seed: u64, opts: &Opts) -> RunConfig {
-    let mut r = rng(seed, "slow");
-    let mut cfg = super::base("slow", seed, &mut r, opts);
+    let mut r = rng(seed, NAME);
+    let mut cfg = super::base(NAME, seed, &mut r, opts);
     cfg.ack_wait = between(&mut r, 2.0, 5.0);
     cfg.upstream_timeout = secs(60.0);
     let n = opts.calls.unwrap_or_else(|| r.random_range(10..=25));

@@ -1,0 +1,98 @@
+//! The deliberate bugs a `buggify` build of queue-worker can inject (`src/buggify.rs`), each
+//! with the scenario and the rule that must catch it (`sim/README.md`, "The harness has
+//! teeth"). The CLI's `--bug`, the teeth tests and the harness take them from here.
+
+use crate::check;
+use crate::scenarios;
+
+/// A deliberate bug.
+#[derive(Debug)]
+pub struct Bug {
+    /// The name `--bug` takes.
+    pub name: &'static str,
+    pub about: &'static str,
+    /// The scenario that catches it…
+    pub caught_by: &'static str,
+    /// …with a violation of this rule.
+    pub rule: &'static str,
+    /// The bug as queue-worker knows it.
+    #[cfg(feature = "buggify")]
+    pub inject: queue_worker::buggify::Bug,
+}
+
+pub const ACK_BEFORE_INVOKE: Bug = Bug {
+    name: "ack-before-invoke",
+    about: "ack the message before invoking the function",
+    caught_by: scenarios::CRASH.name,
+    rule: check::TERMINAL,
+    #[cfg(feature = "buggify")]
+    inject: queue_worker::buggify::Bug::AckBeforeInvoke,
+};
+
+pub const IGNORE_MAX_RETRY_ATTEMPTS: Bug = Bug {
+    name: "ignore-max-retry-attempts",
+    about: "retry retryable failures forever",
+    caught_by: scenarios::RETRY_STORM.name,
+    rule: check::ATTEMPTS,
+    #[cfg(feature = "buggify")]
+    inject: queue_worker::buggify::Bug::IgnoreMaxRetryAttempts,
+};
+
+pub const DROP_PROGRESS_ACKS: Bug = Bug {
+    name: "drop-progress-acks",
+    about: "never send progress acks, so slow functions outlive their lease",
+    caught_by: scenarios::SLOW.name,
+    rule: check::LEASE,
+    #[cfg(feature = "buggify")]
+    inject: queue_worker::buggify::Bug::DropProgressAcks,
+};
+
+/// Every deliberate bug.
+pub const ALL: &[Bug] = &[
+    ACK_BEFORE_INVOKE,
+    IGNORE_MAX_RETRY_ATTEMPTS,
+    DROP_PROGRESS_ACKS,
+];
+
+pub fn find(name: &str) -> Option<&'static Bug> {
+    ALL.iter().find(|b| b.name == name)
+}
+
+/// The bugs' names, in [`ALL`]'s order.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    ALL.iter().map(|b| b.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_scenarios_and_rules_exist() {
+        for (i, b) in ALL.iter().enumerate() {
+            assert!(ALL[..i].iter().all(|o| o.name != b.name), "{}", b.name);
+            assert!(scenarios::find(b.caught_by).is_some(), "{}", b.caught_by);
+            assert!(check::RULES.contains(&b.rule), "{}", b.rule);
+        }
+    }
+
+    /// Every bug of `src/buggify.rs` is registered here (a new one does not compile until the
+    /// match below names it).
+    #[cfg(feature = "buggify")]
+    #[test]
+    fn every_bug_of_queue_worker_is_registered() {
+        use queue_worker::buggify::Bug as B;
+        let registered = |b: B| match b {
+            B::AckBeforeInvoke | B::IgnoreMaxRetryAttempts | B::DropProgressAcks => {
+                ALL.iter().filter(|r| r.inject == b).count() == 1
+            }
+        };
+        for b in [
+            B::AckBeforeInvoke,
+            B::IgnoreMaxRetryAttempts,
+            B::DropProgressAcks,
+        ] {
+            assert!(registered(b), "{b:?}");
+        }
+    }
+}

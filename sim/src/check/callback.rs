@@ -1,0 +1,60 @@
+//! **callback**: at most `callback_retries + 1` posts per invocation, none after the receiver
+//! accepted one; with a healthy receiver every finished call with a callback URL got its
+//! result.
+
+use std::collections::BTreeMap;
+
+use super::index::{Call, Calls};
+use super::{CALLBACK, Findings};
+use crate::plan::{Fault, RunConfig};
+
+/// The receiver's answers to the posts of each invocation, by (sender, `X-Retry`).
+pub(super) fn posts_per_invocation(c: &Call) -> BTreeMap<(String, String), Vec<u16>> {
+    let mut posts: BTreeMap<(String, String), Vec<u16>> = BTreeMap::new();
+    for cb in &c.callbacks {
+        posts
+            .entry((cb.from.clone(), cb.retry.clone()))
+            .or_default()
+            .push(cb.answered);
+    }
+    posts
+}
+
+/// Checks the callbacks of every finished call that asked for one; counts posts and refusals.
+pub(super) fn callback(cfg: &RunConfig, calls: &Calls, found: &mut Findings) {
+    let receiver_faults = cfg
+        .faults
+        .iter()
+        .any(|f| matches!(f, Fault::ReceiverDown { .. } | Fault::ReceiverErrors { .. }));
+    for (id, c) in calls {
+        found.stats.callbacks += c.callbacks.len();
+        found.stats.callbacks_refused += c.callbacks.iter().filter(|cb| cb.answered >= 300).count();
+        let Some(end) = c.finished() else {
+            continue;
+        };
+        if !cfg.call(id).is_some_and(|p| p.callback && !p.poison) {
+            continue;
+        }
+        for ((from, retry), posts) in &posts_per_invocation(c) {
+            if posts.len() > cfg.callback_retries as usize + 1 {
+                let detail = format!(
+                    "{} posts from {from} (X-Retry {retry}), callback_retries is {}",
+                    posts.len(),
+                    cfg.callback_retries
+                );
+                found.violation(CALLBACK, id, end.at, detail);
+            }
+            if let Some(i) = posts.iter().position(|s| *s < 300)
+                && i + 1 < posts.len()
+            {
+                let detail = format!("{from} posted again after the receiver accepted the result");
+                found.violation(CALLBACK, id, end.at, detail);
+            }
+        }
+        let delivered = c.callbacks.iter().any(|cb| cb.answered < 300);
+        if !delivered && !receiver_faults {
+            let detail = "finished but its callback never reached the receiver".to_string();
+            found.violation(CALLBACK, id, end.at, detail);
+        }
+    }
+}
