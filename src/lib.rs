@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod ingress;
 pub mod invoke;
+pub mod keep_trying;
 pub mod lifecycle;
 pub mod rng;
 pub mod telemetry;

@@ -1,10 +1,9 @@
 //! How the process lives: it stops on SIGTERM/SIGINT ([`shutdown_on_signals`]), it keeps
-//! trying what needs NATS until it works or shutdown comes ([`retry_until`]), and [`serve`] is
+//! trying what needs NATS until it works or shutdown comes ([`crate::keep_trying::retry_until`]), and [`serve`] is
 //! the one way `run` and `dev` start: metrics server first (so `/healthz` answers while NATS is
 //! still unreachable), then the broker, then the worker and the ingress ([`run`]); on
 //! shutdown, in reverse.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,7 +169,7 @@ pub async fn connect_nats(
         request_timeout: Duration::from_secs(10),
         publish_timeout: Duration::from_secs(5),
     };
-    let broker = retry_until(shutdown, "NATS not reachable", || {
+    let broker = crate::keep_trying::retry_until(shutdown, "NATS not reachable", || {
         let reconnects = metrics.nats_reconnects.clone();
         JetStreamBroker::connect(&opts, move || {
             reconnects.inc();
@@ -179,43 +178,6 @@ pub async fn connect_nats(
     .await?;
     tracing::info!(url = %opts.urls.join(","), "Connected to NATS");
     Some(broker)
-}
-
-/// First wait after a failed attempt of [`retry_until`]; it doubles up to [`RETRY_MAX`].
-pub const RETRY_FIRST: Duration = Duration::from_millis(250);
-/// Longest wait between attempts of [`retry_until`].
-pub const RETRY_MAX: Duration = Duration::from_secs(10);
-
-/// Run `attempt` until it succeeds (`Some`) or `shutdown` fires (`None`), waiting 250 ms,
-/// 500 ms, … at most 10 s between attempts and logging each failure as `failure`.
-pub async fn retry_until<T, E, F, Fut>(
-    shutdown: &CancellationToken,
-    failure: &'static str,
-    mut attempt: F,
-) -> Option<T>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut delay = RETRY_FIRST;
-    loop {
-        let err = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return None,
-            r = attempt() => match r {
-                Ok(v) => return Some(v),
-                Err(e) => e,
-            },
-        };
-        tracing::warn!(error = %err, retryIn = ?delay, "{failure}");
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(RETRY_MAX);
-    }
 }
 
 /// Cancelled on SIGTERM or SIGINT.
@@ -249,29 +211,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn retry_until_backs_off_and_stops_on_shutdown() {
-        let shutdown = CancellationToken::new();
-        let start = tokio::time::Instant::now();
-        let mut tries = 0;
-        let got = retry_until(&shutdown, "failing", || {
-            tries += 1;
-            let n = tries;
-            async move { if n < 4 { Err("not yet") } else { Ok(n) } }
-        })
-        .await;
-        assert_eq!(got, Some(4));
-        // 250 + 500 + 1000 ms between the four attempts.
-        assert_eq!(start.elapsed(), Duration::from_millis(1750));
-        shutdown.cancel();
-        let never: Option<()> = retry_until(&shutdown, "failing", || async { Err("down") }).await;
-        assert_eq!(never, None);
     }
 }

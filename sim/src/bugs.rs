@@ -3,22 +3,8 @@
 //! teeth"). The CLI's `--bug`, the teeth tests and the harness take them from here.
 
 use crate::check;
+pub use crate::plan::Bug;
 use crate::scenarios;
-
-/// A deliberate bug.
-#[derive(Debug)]
-pub struct Bug {
-    /// The name `--bug` takes.
-    pub name: &'static str,
-    pub about: &'static str,
-    /// The scenario that catches it…
-    pub caught_by: &'static str,
-    /// …with a violation of this rule.
-    pub rule: &'static str,
-    /// The bug as queue-worker knows it.
-    #[cfg(feature = "buggify")]
-    pub inject: queue_worker::buggify::Bug,
-}
 
 pub const ACK_BEFORE_INVOKE: Bug = Bug {
     name: "ack-before-invoke",

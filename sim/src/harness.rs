@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::SimClock;
 use crate::broker_host::{self, BrokerShared, CALL_HEADER};
-use crate::bugs::Bug;
 use crate::check::{self, Report};
 use crate::functions;
 use crate::history::{Ev, FaultKind, History};
 use crate::http::SimInvoker;
+use crate::plan::Bug;
 use crate::plan::{
     BROKER, CallPlan, Fault, GATEWAY, QUEUE, RECEIVER, RECEIVER_PORT, RunConfig, mix,
 };

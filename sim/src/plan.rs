@@ -103,6 +103,21 @@ impl Fault {
     }
 }
 
+/// A deliberate bug.
+#[derive(Debug)]
+pub struct Bug {
+    /// The name `--bug` takes.
+    pub name: &'static str,
+    pub about: &'static str,
+    /// The scenario that catches it…
+    pub caught_by: &'static str,
+    /// …with a violation of this rule.
+    pub rule: &'static str,
+    /// The bug as queue-worker knows it.
+    #[cfg(feature = "buggify")]
+    pub inject: queue_worker::buggify::Bug,
+}
+
 /// Everything one run needs. Built by a scenario from a seed; printable for replay.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -135,7 +150,7 @@ pub struct RunConfig {
     /// The run stops here whatever happened (calls not done by then are reported).
     pub deadline: Duration,
     /// A deliberate bug to inject (`buggify` builds only).
-    pub bug: Option<&'static crate::bugs::Bug>,
+    pub bug: Option<&'static Bug>,
 }
 
 pub const QUEUE: &str = "faas-request";

@@ -5,7 +5,6 @@
 //! is identical everywhere.
 
 pub mod jetstream;
-pub mod jetstream_pull;
 pub mod memory;
 
 use std::collections::BTreeMap;

@@ -7,11 +7,12 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::function_mode::consumer_prefix;
 use super::lease::Held;
 use super::pending::{self, PENDING_REPORT_INTERVAL};
+use super::pipeline;
 use super::shutdown::InFlight;
 use super::{Context, MAX_DEFAULT_PULL_BATCH};
-use super::{function_mode, pipeline};
 use crate::broker::{BrokerError, ConsumerSpec, StreamSpec, Subscription};
 use crate::telemetry::metrics::QueueLabels;
 use crate::telemetry::server::Health;
@@ -148,7 +149,7 @@ impl StaticMode {
         shutdown: &CancellationToken,
     ) -> Option<Box<dyn Subscription>> {
         let broker = &self.ctx.broker;
-        crate::lifecycle::retry_until(
+        crate::keep_trying::retry_until(
             shutdown,
             "Cannot set up the stream and consumer",
             || async {
@@ -163,7 +164,7 @@ impl StaticMode {
     /// A work queue forbids overlapping consumers: switching a queue from function mode to
     /// static mode removes the per-function consumers first.
     async fn remove_function_consumers(&self) -> Result<(), BrokerError> {
-        let prefix = function_mode::consumer_prefix(&self.ctx.config.queue_name);
+        let prefix = consumer_prefix(&self.ctx.config.queue_name);
         for name in self.ctx.broker.list_consumers(&self.stream.name).await? {
             if name.starts_with(&prefix) {
                 tracing::info!(consumer = %name, "Removing function-mode consumer (switching to static mode)");

@@ -2,7 +2,7 @@
 //! broken lease explains (counted).
 
 use super::index::Calls;
-use super::{AFTER_TERMINAL, Findings};
+use super::report::{AFTER_TERMINAL, Findings};
 
 /// Checks every invocation started after its call finished; counts the fault-explained ones.
 pub(super) fn after_terminal(calls: &Calls, found: &mut Findings) {

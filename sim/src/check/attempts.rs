@@ -4,7 +4,7 @@
 
 use super::index::{Call, Calls};
 use super::policy::retryable;
-use super::{ATTEMPTS, Findings};
+use super::report::{ATTEMPTS, Findings};
 use crate::history::SettleKind;
 use crate::plan::RunConfig;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::index::Calls;
 use super::policy::pow_delay;
-use super::{BUDGET, Findings};
+use super::report::{BUDGET, Findings};
 use crate::plan::RunConfig;
 
 /// Per (worker, function): the times of first attempts, and of the retries granted (the end of

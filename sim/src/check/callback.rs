@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::index::{Call, Calls};
-use super::{CALLBACK, Findings};
+use super::report::{CALLBACK, Findings};
 use crate::plan::{Fault, RunConfig};
 
 /// The receiver's answers to the posts of each invocation, by (sender, `X-Retry`).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::faults::Faults;
 use super::index::{Call, Calls};
 use super::policy::delay_allowed;
-use super::{DELAY, Findings};
+use super::report::{DELAY, Findings};
 use crate::history::SettleKind;
 use crate::plan::RunConfig;
 

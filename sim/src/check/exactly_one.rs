@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::callback::posts_per_invocation;
 use super::index::Calls;
-use super::{EXACTLY_ONE, Findings};
+use super::report::{EXACTLY_ONE, Findings};
 use crate::history::SettleKind;
 use crate::plan::RunConfig;
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Findings, INFLIGHT};
+use super::report::{Findings, INFLIGHT};
 use crate::history::{Ev, Record};
 use crate::plan::RunConfig;
 

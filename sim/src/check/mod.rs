@@ -37,11 +37,8 @@ mod index;
 mod inflight;
 mod lease;
 mod policy;
+mod report;
 mod terminal;
-
-use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
 
 use crate::history::Record;
 use crate::plan::RunConfig;
@@ -57,111 +54,11 @@ use inflight::inflight;
 use lease::lease;
 use terminal::terminal;
 
-/// The rules, as [`Violation::rule`] names them; each is checked by the function of that name.
-pub const TERMINAL: &str = "terminal";
-pub const EXACTLY_ONE: &str = "exactly-one";
-pub const LEASE: &str = "lease";
-pub const AFTER_TERMINAL: &str = "after-terminal";
-pub const ATTEMPTS: &str = "attempts";
-pub const DELAY: &str = "delay";
-pub const INFLIGHT: &str = "inflight";
-pub const BUDGET: &str = "budget";
-pub const CALLBACK: &str = "callback";
-
-/// Every rule, in the order `sim/README.md` lists them.
-pub const RULES: &[&str] = &[
-    TERMINAL,
-    EXACTLY_ONE,
-    LEASE,
-    AFTER_TERMINAL,
-    ATTEMPTS,
-    DELAY,
-    INFLIGHT,
-    BUDGET,
-    CALLBACK,
-];
-
-/// A broken invariant.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Violation {
-    pub rule: &'static str,
-    pub call: String,
-    pub at: Duration,
-    pub detail: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[{}] t={:.3}s call={} {}",
-            self.rule,
-            self.at.as_secs_f64(),
-            self.call,
-            self.detail
-        )
-    }
-}
-
-/// Counts for the summary.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Stats {
-    pub accepted: usize,
-    pub succeeded: usize,
-    pub dead_lettered: BTreeMap<String, usize>,
-    pub lost: usize,
-    pub invocations: usize,
-    pub retries: usize,
-    pub budget_denied: usize,
-    /// Redeliveries while the holder still had the message, each explained by a fault.
-    pub lease_losses: usize,
-    /// Bound on lease losses from the faults that happened.
-    pub lease_loss_bound: usize,
-    pub duplicate_invocations: usize,
-    pub max_inflight_seen: usize,
-    pub faults: usize,
-    pub crashes_mid_invocation: usize,
-    pub callbacks: usize,
-    pub callbacks_refused: usize,
-    pub consumer_deletes: usize,
-    pub reconnects: usize,
-}
-
-/// The verdict on a run.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    pub violations: Vec<Violation>,
-    pub stats: Stats,
-}
-
-/// What the invariants find, as they go: violations and the summary's counts.
-#[derive(Default)]
-struct Findings {
-    violations: Vec<Violation>,
-    stats: Stats,
-}
-
-impl Findings {
-    fn violation(&mut self, rule: &'static str, call: &str, at: Duration, detail: String) {
-        self.violations.push(Violation {
-            rule,
-            call: call.to_string(),
-            at,
-            detail,
-        });
-    }
-
-    /// The report: violations in time order, by rule at the same time (each rule's own
-    /// violations stay in the order it found them).
-    fn report(mut self) -> Report {
-        self.violations
-            .sort_by(|a, b| a.at.cmp(&b.at).then(a.rule.cmp(b.rule)));
-        Report {
-            violations: self.violations,
-            stats: self.stats,
-        }
-    }
-}
+use report::Findings;
+pub use report::{
+    AFTER_TERMINAL, ATTEMPTS, BUDGET, CALLBACK, DELAY, EXACTLY_ONE, INFLIGHT, LEASE, RULES, Report,
+    Stats, TERMINAL, Violation,
+};
 
 /// Check every invariant over `records`.
 pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
@@ -188,6 +85,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
 mod tests {
     use super::*;
     use crate::history::{Ev, FaultKind, SettleKind};
+    use std::time::Duration;
 
     fn at(ms: u64) -> Duration {
         Duration::from_millis(ms)

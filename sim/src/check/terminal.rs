@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::index::{Call, Settle, WorkerEv};
 use super::policy::retryable;
-use super::{Findings, TERMINAL};
+use super::report::{Findings, TERMINAL};
 use crate::history::SettleKind;
 use crate::plan::RunConfig;
 

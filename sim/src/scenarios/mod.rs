@@ -15,7 +15,7 @@ use queue_worker::config::{Backoff, ScalingMode, Storage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::bugs::Bug;
+use crate::plan::Bug;
 use crate::plan::{Behaviour, CallPlan, Fault, RunConfig};
 
 /// Overrides from the command line or the property tests (shrinking makes them smaller).

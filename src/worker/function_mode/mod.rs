@@ -42,7 +42,7 @@ use super::pipeline;
 use super::plan::Signal;
 use super::shutdown::InFlight;
 use crate::broker::StreamSpec;
-use crate::lifecycle::retry_until;
+use crate::keep_trying::retry_until;
 use crate::telemetry::server::Health;
 
 /// The function-mode worker of one queue.

@@ -22,8 +22,10 @@ use async_nats::jetstream;
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
-use super::jetstream::{consumer_exists, ensure_consumer, to_delivery};
-use super::{BrokerError, ConsumerSpec, Delivery, StreamSpec};
+use super::consumers::{consumer_exists, ensure_consumer};
+use super::delivery::to_delivery;
+use crate::broker::{BrokerError, ConsumerSpec, Delivery, StreamSpec, Subscription};
+use async_trait::async_trait;
 
 /// Idle heartbeat asked of the server on every pull request.
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -275,5 +277,18 @@ impl DemandPuller {
     pub fn drain_buffered(&mut self) -> Vec<Delivery> {
         self.drain_inbox();
         self.ready.drain(..).collect()
+    }
+}
+
+#[async_trait]
+impl Subscription for DemandPuller {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        DemandPuller::next(self).await
+    }
+    fn set_demand(&mut self, demand: usize) {
+        DemandPuller::set_demand(self, demand)
+    }
+    fn drain_buffered(&mut self) -> Vec<Delivery> {
+        DemandPuller::drain_buffered(self)
     }
 }

@@ -1,0 +1,118 @@
+//! Key-value buckets: JetStream streams with the KV conventions.
+
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::stream::{self as js_stream, DiscardPolicy};
+use async_nats::jetstream::{self};
+use async_trait::async_trait;
+
+use crate::broker::{BrokerError, KeyValue, KvSpec};
+use crate::config::Storage;
+
+use super::JetStreamBroker;
+use super::streams::{STREAM_NAME_IN_USE, STREAM_NOT_FOUND, api_code};
+
+#[async_trait]
+impl KeyValue for JetStreamBroker {
+    async fn ensure_kv(&self, spec: &KvSpec) -> Result<(), BrokerError> {
+        if self.kv_store(&spec.bucket).await.is_ok() {
+            return Ok(());
+        }
+        // Not `create_key_value`: async-nats 0.51 first reads the account info, whose 2.9
+        // form it cannot parse (no `reserved_memory`). The bucket is a stream with the KV
+        // conventions (what `create_key_value` would create, history 1).
+        let config = js_stream::Config {
+            name: format!("KV_{}", spec.bucket),
+            subjects: vec![format!("$KV.{}.>", spec.bucket)],
+            max_messages_per_subject: 1,
+            max_age: spec.ttl,
+            storage: match spec.storage {
+                Storage::File => js_stream::StorageType::File,
+                Storage::Memory => js_stream::StorageType::Memory,
+            },
+            num_replicas: spec.replicas.max(1),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: DiscardPolicy::New,
+            ..Default::default()
+        };
+        if let Err(e) = self.js.create_stream(config).await {
+            match e.kind() {
+                // Created meanwhile by another replica.
+                CreateStreamErrorKind::JetStream(inner)
+                    if api_code(&inner) == STREAM_NAME_IN_USE => {}
+                _ => return Err(BrokerError::other("create key-value bucket", e)),
+            }
+        }
+        self.kv_store(&spec.bucket).await.map(drop)
+    }
+
+    async fn kv_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: bytes::Bytes,
+    ) -> Result<u64, BrokerError> {
+        let store = self.kv_store(bucket).await?;
+        store
+            .put(key, value)
+            .await
+            .map_err(|e| self.kv_error(bucket, "key-value put", e))
+    }
+
+    async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<bytes::Bytes>, BrokerError> {
+        let store = self.kv_store(bucket).await?;
+        store
+            .get(key)
+            .await
+            .map_err(|e| self.kv_error(bucket, "key-value get", e))
+    }
+
+    async fn kv_delete(&self, bucket: &str, key: &str) -> Result<(), BrokerError> {
+        let store = self.kv_store(bucket).await?;
+        store
+            .delete(key)
+            .await
+            .map_err(|e| self.kv_error(bucket, "key-value delete", e))
+    }
+}
+
+impl JetStreamBroker {
+    fn kv_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, jetstream::kv::Store>> {
+        self.kv_stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The bucket's handle, looked up once; `NoBucket` when its stream does not exist.
+    async fn kv_store(&self, bucket: &str) -> Result<jetstream::kv::Store, BrokerError> {
+        if let Some(store) = self.kv_cache().get(bucket) {
+            return Ok(store.clone());
+        }
+        if let Err(e) = self.js.get_stream(format!("KV_{bucket}")).await {
+            return Err(match e.kind() {
+                GetStreamErrorKind::JetStream(inner) if api_code(&inner) == STREAM_NOT_FOUND => {
+                    BrokerError::NoBucket {
+                        bucket: bucket.to_string(),
+                    }
+                }
+                _ => BrokerError::other("get key-value bucket", e),
+            });
+        }
+        let store = self
+            .js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| BrokerError::other("get key-value bucket", e))?;
+        self.kv_cache().insert(bucket.to_string(), store.clone());
+        Ok(store)
+    }
+
+    /// Map a key-value error; forget the cached handle in case the bucket was deleted.
+    fn kv_error(&self, bucket: &str, op: &'static str, e: impl std::fmt::Display) -> BrokerError {
+        self.kv_cache().remove(bucket);
+        BrokerError::other(op, e)
+    }
+}

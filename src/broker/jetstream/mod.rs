@@ -1,0 +1,287 @@
+//! The production broker: NATS JetStream through async-nats.
+//!
+//! Works with nats-server 2.9 (Debian's) and newer: only 2.9-era stream and consumer fields are
+//! used. Facts this code relies on (checked against nats-server 2.9.10):
+//! - pulling is demand-driven ([`pull`]): a lost pull request (server restart,
+//!   disconnect) shows up as silence on the inbox, after which the puller checks that the
+//!   consumer still exists, recreates it if needed, and asks again.
+
+mod consumers;
+mod delivery;
+mod kv;
+mod pull;
+mod streams;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::{self};
+use async_trait::async_trait;
+
+use crate::broker::{
+    Admin, BrokerError, Consume, ConsumerSpec, MSG_ID_HEADER, Outgoing, PubAck, Publish,
+    StreamInfo, StreamSpec, StreamStatus, Subscription,
+};
+
+use consumers::consumer_exists;
+use pull::DemandPuller;
+use streams::CONSUMER_NOT_FOUND;
+use streams::{api_code, ensure_stream, stream_if_exists};
+
+/// How to reach NATS.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// One or more server URLs (a cluster).
+    pub urls: Vec<String>,
+    pub credentials_file: Option<PathBuf>,
+    /// Client name shown by the server (`queue-worker`).
+    pub name: String,
+    /// Bound on every JetStream API request.
+    pub request_timeout: Duration,
+    /// Bound on waiting for a PubAck (the ingress answers 503 after it).
+    pub publish_timeout: Duration,
+}
+
+/// JetStream implementation of the [`Broker`] port.
+pub struct JetStreamBroker {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    /// Bound on one whole publish (send and PubAck).
+    publish_timeout: Duration,
+    /// Key-value bucket handles already looked up (one stream-info request saved per call).
+    kv_stores: std::sync::Mutex<std::collections::HashMap<String, jetstream::kv::Store>>,
+}
+
+impl JetStreamBroker {
+    /// Connect once (the caller retries with back-off). `on_reconnect` runs each time the
+    /// connection comes back after a loss.
+    pub async fn connect(
+        opts: &NatsOptions,
+        on_reconnect: impl Fn() + Send + Sync + 'static,
+    ) -> Result<JetStreamBroker, BrokerError> {
+        let url_list = opts.urls.join(",");
+        let mut connect = match &opts.credentials_file {
+            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| BrokerError::Connect {
+                    url: url_list.clone(),
+                    reason: format!("cannot read credentials file {}: {e}", path.display()),
+                })?,
+            None => async_nats::ConnectOptions::new(),
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let on_reconnect = Arc::new(on_reconnect);
+        connect = connect
+            .name(&opts.name)
+            .connection_timeout(Duration::from_secs(5))
+            .ping_interval(Duration::from_secs(10))
+            .request_timeout(Some(opts.request_timeout))
+            .event_callback(move |event| {
+                let lost = lost.clone();
+                let on_reconnect = on_reconnect.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            lost.store(true, Ordering::SeqCst);
+                            tracing::warn!("NATS disconnected; reconnecting");
+                        }
+                        async_nats::Event::Connected => {
+                            if lost.swap(false, Ordering::SeqCst) {
+                                on_reconnect();
+                                tracing::info!("NATS reconnected");
+                            }
+                        }
+                        async_nats::Event::SlowConsumer(_) => {
+                            tracing::debug!("NATS slow consumer")
+                        }
+                        other => tracing::info!(event = %other, "NATS event"),
+                    }
+                }
+            });
+        let addrs: Vec<async_nats::ServerAddr> = opts
+            .urls
+            .iter()
+            .map(|u| {
+                u.parse().map_err(|e| BrokerError::Connect {
+                    url: u.clone(),
+                    reason: format!("invalid NATS URL: {e}"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let client = connect
+            .connect(addrs)
+            .await
+            .map_err(|e| BrokerError::Connect {
+                url: url_list,
+                reason: e.to_string(),
+            })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(opts.request_timeout)
+            .ack_timeout(opts.publish_timeout)
+            .build(client.clone());
+        Ok(JetStreamBroker {
+            client,
+            js,
+            publish_timeout: opts.publish_timeout,
+            kv_stores: Default::default(),
+        })
+    }
+
+    /// The underlying client (tests and tools).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl Publish for JetStreamBroker {
+    async fn publish(&self, msg: Outgoing) -> Result<PubAck, BrokerError> {
+        // While disconnected async-nats would buffer the publish and we would wait for a PubAck
+        // until the timeout: answer at once instead (the caller maps this to 503).
+        if !self.is_connected() {
+            return Err(BrokerError::Disconnected);
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        for (k, v) in &msg.headers {
+            headers.append(k.as_str(), v.as_str());
+        }
+        if let Some(id) = &msg.msg_id {
+            headers.insert(MSG_ID_HEADER, id.as_str());
+        }
+        let map_err =
+            |e: async_nats::jetstream::context::PublishError, subject: &str| match e.kind() {
+                PublishErrorKind::StreamNotFound => BrokerError::NoStream {
+                    subject: subject.to_string(),
+                },
+                PublishErrorKind::TimedOut => BrokerError::Timeout {
+                    what: "PubAck".into(),
+                },
+                PublishErrorKind::MaxPayloadExceeded => BrokerError::TooLarge(e.to_string()),
+                _ => BrokerError::other("publish", e),
+            };
+        // The connection can be dead before the client notices: bound the whole exchange.
+        let exchange = async {
+            let ack_future = self
+                .js
+                .publish_with_headers(msg.subject.clone(), headers, msg.payload)
+                .await
+                .map_err(|e| map_err(e, &msg.subject))?;
+            ack_future.await.map_err(|e| map_err(e, &msg.subject))
+        };
+        let ack = tokio::time::timeout(self.publish_timeout, exchange)
+            .await
+            .map_err(|_| BrokerError::Timeout {
+                what: "PubAck".into(),
+            })??;
+        Ok(PubAck {
+            stream: ack.stream,
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
+#[async_trait]
+impl Consume for JetStreamBroker {
+    async fn subscribe(
+        &self,
+        stream: &StreamSpec,
+        consumer: &ConsumerSpec,
+    ) -> Result<Box<dyn Subscription>, BrokerError> {
+        let puller = DemandPuller::start(
+            self.client.clone(),
+            self.js.clone(),
+            stream.clone(),
+            consumer.clone(),
+        )
+        .await?;
+        Ok(Box::new(puller))
+    }
+
+    async fn flush(&self) -> Result<(), BrokerError> {
+        match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
+            Ok(r) => r.map_err(|e| BrokerError::other("flush", e)),
+            Err(_) => Err(BrokerError::Timeout {
+                what: "flush".into(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Admin for JetStreamBroker {
+    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError> {
+        ensure_stream(&self.js, spec).await
+    }
+
+    async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(false);
+        };
+        match s.delete_consumer(name).await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.kind() {
+                ConsumerErrorKind::JetStream(inner) if api_code(&inner) == CONSUMER_NOT_FOUND => {
+                    Ok(false)
+                }
+                _ => Err(BrokerError::other("delete consumer", e)),
+            },
+        }
+    }
+
+    async fn consumer_exists(&self, stream: &str, name: &str) -> Result<bool, BrokerError> {
+        consumer_exists(&self.js, stream, name).await
+    }
+
+    async fn list_consumers(&self, stream: &str) -> Result<Vec<String>, BrokerError> {
+        use futures::TryStreamExt;
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(Vec::new());
+        };
+        s.consumer_names()
+            .try_collect()
+            .await
+            .map_err(|e| BrokerError::other("list consumers", e))
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    async fn stream_info(
+        &self,
+        stream: &str,
+        subjects: Option<&str>,
+    ) -> Result<Option<StreamInfo>, BrokerError> {
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(None);
+        };
+        let Some(filter) = subjects else {
+            let state = &s.cached_info().state;
+            return Ok(Some(StreamInfo {
+                messages: state.messages,
+                bytes: state.bytes,
+                subjects: Default::default(),
+            }));
+        };
+        use futures::StreamExt as _;
+        let mut pages = s
+            .info_with_subjects(filter)
+            .await
+            .map_err(|e| BrokerError::other("stream info", e))?;
+        let mut info = StreamInfo {
+            messages: pages.info.state.messages,
+            bytes: pages.info.state.bytes,
+            subjects: Default::default(),
+        };
+        while let Some(entry) = pages.next().await {
+            let (subject, count) = entry.map_err(|e| BrokerError::other("stream info", e))?;
+            info.subjects.insert(subject, count as u64);
+        }
+        Ok(Some(info))
+    }
+}
