@@ -473,111 +473,151 @@ async fn bad_publishes_are_refused() {
 /// Random operations, checking every index and total after each.
 #[tokio::test(start_paused = true)]
 async fn bookkeeping_survives_random_operations() {
-    let b = broker_with(MemoryLimits {
-        max_messages: 40,
-        max_bytes: 4000,
-        max_message_bytes: 1000,
-        max_dedup_ids: 25,
-    });
-    let dlq = StreamSpec {
-        max_bytes: Some(500),
-        ..StreamSpec::dead_letters("q", Storage::Memory, 1, 30 * SEC)
-    };
-    let kv = KvSpec {
-        bucket: "calls".into(),
-        ttl: 20 * SEC,
-        storage: Storage::Memory,
-        replicas: 1,
-    };
-    b.ensure_stream(&dlq).await.unwrap();
-    b.ensure_kv(&kv).await.unwrap();
-    let specs = [
-        consumer("a", Some("q.a.ns"), 5 * SEC),
-        consumer("b", Some("q.b.ns"), 7 * SEC),
-        ConsumerSpec {
-            inactive_threshold: Some(3 * SEC),
-            pull_batch: 3,
-            recreate: true,
-            ..consumer("c", Some("q"), 2 * SEC)
-        },
-    ];
-    let mut subs: Vec<Option<Box<dyn Subscription>>> = vec![None, None, None];
-    let mut held: Vec<Delivery> = Vec::new();
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut rand = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut run = RandomRun::new().await;
     for step in 0..3000 {
-        match rand(13) {
-            0..=2 => {
-                let subject = ["q.a.ns", "q.b.ns", "q", "q_DLQ.a.ns"][rand(4) as usize];
-                let id = (rand(2) == 0).then(|| format!("id{}", rand(40)));
-                let body = "x".repeat(rand(120) as usize);
-                let _ = b.publish(msg(subject, id.as_deref(), &body)).await;
-            }
-            3 | 4 => {
-                let i = rand(3) as usize;
-                if subs[i].is_none() {
-                    subs[i] = b.subscribe(&queue(), &specs[i]).await.ok();
-                }
-                if let Some(sub) = subs[i].as_mut() {
-                    sub.set_demand(1 + rand(3) as usize);
-                    if let Some(Some(Ok(d))) = sub.next().now_or_never() {
-                        held.push(d);
-                    }
-                }
-            }
-            5 | 6 if !held.is_empty() => {
-                let d = held.swap_remove(rand(held.len() as u64) as usize);
-                match rand(4) {
-                    0 => d.acker.ack().await.unwrap(),
-                    1 => d.acker.term().await.unwrap(),
-                    2 => d.acker.nak(None).await.unwrap(),
-                    _ => d.acker.nak(Some(SEC * rand(4) as u32)).await.unwrap(),
-                }
-            }
-            7 if !held.is_empty() => {
-                let i = rand(held.len() as u64) as usize;
-                held[i].acker.progress().await.unwrap();
-            }
-            8 => {
-                let key = format!("k{}", rand(10));
-                if rand(3) == 0 {
-                    b.kv_delete("calls", &key).await.unwrap();
-                } else {
-                    let _ = b
-                        .kv_put("calls", &key, Bytes::from(vec![0; rand(200) as usize]))
-                        .await;
-                }
-            }
-            9 => tokio::time::sleep(Duration::from_millis(rand(3000))).await,
-            10 => {
-                let i = rand(3) as usize;
-                if let Some(mut sub) = subs[i].take() {
-                    held.extend(sub.drain_buffered());
-                }
-            }
-            11 if rand(20) == 0 => {
-                let _ = b
-                    .delete_consumer("OF_q", specs[rand(3) as usize].name.as_str())
-                    .await;
-            }
-            12 if rand(40) == 0 => {
-                b.restart(rand(3) != 0);
-                b.ensure_stream(&dlq).await.unwrap();
-                b.ensure_kv(&kv).await.unwrap();
-            }
-            _ => {}
-        }
-        let state = b.inner.lock();
+        run.step().await;
+        let state = run.b.inner.lock();
         state.check_invariants();
         assert!(
             state.usage.messages <= 40 && state.usage.bytes <= 4000,
             "step {step}"
         );
         assert!(state.dedup_ids <= 25);
+    }
+}
+
+/// A broker with small limits, and what random operations on it hold.
+struct RandomRun {
+    b: MemoryBroker,
+    dlq: StreamSpec,
+    kv: KvSpec,
+    specs: [ConsumerSpec; 3],
+    subs: Vec<Option<Box<dyn Subscription>>>,
+    held: Vec<Delivery>,
+    seed: u64,
+}
+
+impl RandomRun {
+    async fn new() -> RandomRun {
+        let b = broker_with(MemoryLimits {
+            max_messages: 40,
+            max_bytes: 4000,
+            max_message_bytes: 1000,
+            max_dedup_ids: 25,
+        });
+        let dlq = StreamSpec {
+            max_bytes: Some(500),
+            ..StreamSpec::dead_letters("q", Storage::Memory, 1, 30 * SEC)
+        };
+        let kv = KvSpec {
+            bucket: "calls".into(),
+            ttl: 20 * SEC,
+            storage: Storage::Memory,
+            replicas: 1,
+        };
+        b.ensure_stream(&dlq).await.unwrap();
+        b.ensure_kv(&kv).await.unwrap();
+        let specs = [
+            consumer("a", Some("q.a.ns"), 5 * SEC),
+            consumer("b", Some("q.b.ns"), 7 * SEC),
+            ConsumerSpec {
+                inactive_threshold: Some(3 * SEC),
+                pull_batch: 3,
+                recreate: true,
+                ..consumer("c", Some("q"), 2 * SEC)
+            },
+        ];
+        RandomRun {
+            b,
+            dlq,
+            kv,
+            specs,
+            subs: vec![None, None, None],
+            held: Vec::new(),
+            seed: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    fn rand(&mut self, n: u64) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed % n
+    }
+
+    async fn step(&mut self) {
+        match self.rand(13) {
+            0..=2 => self.publish().await,
+            3 | 4 => self.pull().await,
+            5 | 6 if !self.held.is_empty() => self.settle().await,
+            7 if !self.held.is_empty() => {
+                let i = self.rand(self.held.len() as u64) as usize;
+                self.held[i].acker.progress().await.unwrap();
+            }
+            8 => self.key_value().await,
+            9 => tokio::time::sleep(Duration::from_millis(self.rand(3000))).await,
+            10 => {
+                let i = self.rand(3) as usize;
+                if let Some(mut sub) = self.subs[i].take() {
+                    self.held.extend(sub.drain_buffered());
+                }
+            }
+            11 if self.rand(20) == 0 => {
+                let name = self.specs[self.rand(3) as usize].name.clone();
+                let _ = self.b.delete_consumer("OF_q", &name).await;
+            }
+            12 if self.rand(40) == 0 => {
+                let keep = self.rand(3) != 0;
+                self.b.restart(keep);
+                self.b.ensure_stream(&self.dlq).await.unwrap();
+                self.b.ensure_kv(&self.kv).await.unwrap();
+            }
+            _ => {}
+        }
+    }
+
+    async fn publish(&mut self) {
+        let subject = ["q.a.ns", "q.b.ns", "q", "q_DLQ.a.ns"][self.rand(4) as usize];
+        let id = (self.rand(2) == 0).then(|| format!("id{}", self.rand(40)));
+        let body = "x".repeat(self.rand(120) as usize);
+        let _ = self.b.publish(msg(subject, id.as_deref(), &body)).await;
+    }
+
+    async fn pull(&mut self) {
+        let i = self.rand(3) as usize;
+        if self.subs[i].is_none() {
+            self.subs[i] = self.b.subscribe(&queue(), &self.specs[i]).await.ok();
+        }
+        let demand = 1 + self.rand(3) as usize;
+        if let Some(sub) = self.subs[i].as_mut() {
+            sub.set_demand(demand);
+            if let Some(Some(Ok(d))) = sub.next().now_or_never() {
+                self.held.push(d);
+            }
+        }
+    }
+
+    async fn settle(&mut self) {
+        let i = self.rand(self.held.len() as u64) as usize;
+        let d = self.held.swap_remove(i);
+        match self.rand(4) {
+            0 => d.acker.ack().await.unwrap(),
+            1 => d.acker.term().await.unwrap(),
+            2 => d.acker.nak(None).await.unwrap(),
+            _ => {
+                let delay = SEC * self.rand(4) as u32;
+                d.acker.nak(Some(delay)).await.unwrap()
+            }
+        }
+    }
+
+    async fn key_value(&mut self) {
+        let key = format!("k{}", self.rand(10));
+        if self.rand(3) == 0 {
+            self.b.kv_delete("calls", &key).await.unwrap();
+        } else {
+            let value = Bytes::from(vec![0; self.rand(200) as usize]);
+            let _ = self.b.kv_put("calls", &key, value).await;
+        }
     }
 }

@@ -1,0 +1,199 @@
+//! What follows an attempt: success, a retry after a delay (back-off with jitter, or
+//! `Retry-After`), or a final outcome.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+use http::header::RETRY_AFTER;
+
+use crate::config::Backoff;
+use crate::rng::Jitter;
+
+use super::policy::{RetryPolicy, is_error_status};
+
+/// A jittered delay is never below `min(d, MIN_JITTERED_DELAY)` (`d` = the computed delay), so
+/// `full` jitter cannot turn a non-zero delay into an immediate redelivery.
+pub const MIN_JITTERED_DELAY: Duration = Duration::from_millis(1);
+
+/// What an attempt produced.
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptResult<'a> {
+    /// The function (or the gateway) answered.
+    Response {
+        /// The HTTP status.
+        status: u16,
+        /// The response headers (`Retry-After`, `X-OpenFaaS-Internal`).
+        headers: &'a HeaderMap,
+    },
+    /// Connect error, timeout, reset: always retryable; reported as status 503.
+    TransportError,
+}
+
+impl AttemptResult<'_> {
+    /// The status reported for this result (503 for a transport error).
+    pub fn status(&self) -> u16 {
+        match *self {
+            AttemptResult::Response { status, .. } => status,
+            AttemptResult::TransportError => 503,
+        }
+    }
+}
+
+/// What to do with the message after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Not an error (1xx, 2xx, 3xx): done.
+    Success,
+    /// Try again: nak with this delay.
+    Retry {
+        /// How long the broker should wait before redelivering.
+        delay: Duration,
+    },
+    /// No more attempts. `exhausted` is true when the result was retryable but the attempts
+    /// are used up, false for a failure that is never retried (e.g. 400).
+    Final {
+        /// The attempts ran out (as opposed to a non-retryable failure).
+        exhausted: bool,
+    },
+}
+
+/// Decides what follows `attempt` (the JetStream delivery count of this attempt, 1 = first;
+/// 0 is treated as 1), given what it produced.
+///
+/// A retryable result with `attempt < max_attempts` gives [`Decision::Retry`] with
+/// [`backoff_delay`] or, on a 429/503 with a valid `Retry-After` (relative to `now`), that
+/// value clamped to `[min_wait, max_wait]` (no jitter; `jitter` is then not consulted). A
+/// retryable result on the last attempt gives `Final { exhausted: true }`; a non-retryable
+/// error `Final { exhausted: false }`; anything else [`Decision::Success`].
+pub fn decide(
+    policy: &RetryPolicy,
+    attempt: u32,
+    result: &AttemptResult<'_>,
+    now: SystemTime,
+    jitter: &mut dyn Jitter,
+) -> Decision {
+    if !policy.is_retryable(result) {
+        return if is_error_status(result.status()) {
+            Decision::Final { exhausted: false }
+        } else {
+            Decision::Success
+        };
+    }
+    if attempt.max(1) >= policy.max_attempts {
+        return Decision::Final { exhausted: true };
+    }
+    let delay = retry_after_delay(policy, result, now)
+        .unwrap_or_else(|| backoff_delay(policy, attempt, jitter));
+    Decision::Retry { delay }
+}
+
+/// The `Retry-After` of a 429 or 503, clamped to `[min_wait, max_wait]` (`max_wait` wins if
+/// they conflict).
+fn retry_after_delay(
+    policy: &RetryPolicy,
+    result: &AttemptResult<'_>,
+    now: SystemTime,
+) -> Option<Duration> {
+    let AttemptResult::Response { status, headers } = *result else {
+        return None;
+    };
+    if status != 429 && status != 503 {
+        return None;
+    }
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    let delay = parse_retry_after(value, now)?;
+    Some(delay.max(policy.min_wait).min(policy.max_wait))
+}
+
+/// The delay before the attempt after `attempt` (1 = first; 0 is treated as 1):
+/// `d = min_wait · 2^(attempt-1)`, capped at `max_wait`, then jittered according to
+/// `policy.backoff`:
+///
+/// - `exponential`: `d` (the jitter source is not consulted);
+/// - `full`: uniform in `[0, d]`, but at least `min(d, 1ms)`;
+/// - `equal`: uniform in `[d/2, d]`, and at least `min(d, 1ms)`.
+///
+/// Computed in integer nanoseconds: never overflows or panics, for any attempt (`u32::MAX`
+/// included), any durations and any jitter value. The result is never above `max_wait`, and is
+/// zero only when `min_wait` (or `max_wait`) is zero.
+pub fn backoff_delay(policy: &RetryPolicy, attempt: u32, jitter: &mut dyn Jitter) -> Duration {
+    let d = capped_delay(policy.min_wait, policy.max_wait, attempt);
+    if d.is_zero() {
+        return d;
+    }
+    let d_ns = d.as_nanos();
+    let jittered = match policy.backoff {
+        Backoff::Exponential => return d,
+        Backoff::Full => scale(d_ns, unit(jitter)),
+        Backoff::Equal => {
+            let low = d_ns / 2;
+            low + scale(d_ns - low, unit(jitter))
+        }
+    };
+    from_nanos(jittered.min(d_ns)).max(d.min(MIN_JITTERED_DELAY))
+}
+
+/// `min(min_wait · 2^(attempt-1), max_wait)` without overflow.
+pub(super) fn capped_delay(min_wait: Duration, max_wait: Duration, attempt: u32) -> Duration {
+    let min_ns = min_wait.as_nanos();
+    let max_ns = max_wait.as_nanos();
+    let shift = attempt.max(1) - 1;
+    // A Duration is below 2^94 ns, so shifting by less than its leading zeros cannot overflow.
+    let d_ns = if min_ns == 0 {
+        0
+    } else if shift >= min_ns.leading_zeros() {
+        u128::MAX
+    } else {
+        min_ns << shift
+    };
+    if d_ns >= max_ns {
+        max_wait
+    } else {
+        from_nanos(d_ns)
+    }
+}
+
+/// The next jitter value, forced into `[0, 1)`.
+fn unit(jitter: &mut dyn Jitter) -> f64 {
+    let u = jitter.next_unit();
+    if u.is_nan() || u <= 0.0 {
+        0.0
+    } else if u >= 1.0 {
+        1.0 - f64::EPSILON
+    } else {
+        u
+    }
+}
+
+/// `ns · u` for `u` in `[0, 1)`, never above `ns`.
+fn scale(ns: u128, u: f64) -> u128 {
+    // Float-to-int casts saturate; the min guards against rounding up.
+    ((ns as f64 * u) as u128).min(ns)
+}
+
+/// A Duration from nanoseconds (the value must fit, as every caller's does).
+fn from_nanos(ns: u128) -> Duration {
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    let secs = u64::try_from(ns / NANOS_PER_SEC).unwrap_or(u64::MAX);
+    // The remainder is below 10^9.
+    Duration::new(secs, (ns % NANOS_PER_SEC) as u32)
+}
+
+/// Parses a `Retry-After` value: delta-seconds (`120`) or an HTTP-date
+/// (`Wed, 21 Oct 2015 07:28:00 GMT`, also the obsolete RFC 850 and asctime forms), relative to
+/// `now`; a date in the past means zero. Surrounding whitespace is ignored; a huge number of
+/// seconds saturates. `None` when empty or invalid (signs, fractions, units, garbage).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if v.is_empty() {
+        return None;
+    }
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        let secs = v.bytes().fold(0u64, |acc, b| {
+            acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+        });
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
