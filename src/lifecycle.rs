@@ -105,7 +105,8 @@ pub async fn run(
     if let Some(server) = ingress {
         let state = Arc::new(ingress::Ingress {
             config: config.clone(),
-            broker: ports.broker.clone(),
+            publisher: ports.broker.clone(),
+            streams: ports.broker.clone(),
             clock: ports.clock.clone(),
             metrics: metrics.clone(),
         });

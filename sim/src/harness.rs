@@ -443,7 +443,8 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
     let config = Arc::new(cfg.worker_config());
     let ingress = Ingress {
         config: config.clone(),
-        broker: broker.clone(),
+        publisher: broker.clone(),
+        streams: broker.clone(),
         clock: Arc::new(SimClock),
         metrics: Arc::new(Metrics::new()),
     };
@@ -511,11 +512,11 @@ async fn publish(ingress: &Ingress, prepared: &Prepared, poison: bool) -> Result
     if !poison {
         return ingress::submit(ingress, prepared).await;
     }
-    match ingress.broker.publish(prepared.outgoing.clone()).await {
+    match ingress.publisher.publish(prepared.outgoing.clone()).await {
         Err(BrokerError::NoStream { .. }) => {
             let _ = ingress.ensure_streams().await;
             ingress
-                .broker
+                .publisher
                 .publish(prepared.outgoing.clone())
                 .await
                 .map(|_| ())

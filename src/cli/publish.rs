@@ -10,6 +10,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_USAGE, load_config};
+use crate::broker::Consume;
 use crate::config::ConfigArgs;
 use crate::ingress::{self, Ingress, Submission};
 use crate::telemetry::metrics::Metrics;
@@ -143,16 +144,18 @@ pub async fn main(args: PublishArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
+    let broker = Arc::new(broker);
     let state = Ingress {
         config: config.clone(),
-        broker: Arc::new(broker),
+        publisher: broker.clone(),
+        streams: broker.clone(),
         clock: Arc::new(clock),
         metrics,
     };
     match ingress::submit(&state, &prepared).await {
         Ok(()) => {
             println!("{}", prepared.call_id);
-            let _ = state.broker.flush().await;
+            let _ = broker.flush().await;
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -11,13 +11,13 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::metrics::{CONTENT_TYPE, Metrics};
-use crate::broker::Broker;
+use crate::broker::Admin;
 
 /// What `/readyz` looks at.
 #[derive(Default)]
 pub struct Health {
     /// Set once connected (the metrics server starts before the broker is reachable).
-    broker: OnceLock<Arc<dyn Broker>>,
+    broker: OnceLock<Arc<dyn Admin>>,
     /// Set by the worker once its stream and consumer exist (and by the ingress-only mode once
     /// its streams exist).
     ready: AtomicBool,
@@ -27,7 +27,7 @@ impl Health {
     pub fn new() -> Arc<Health> {
         Arc::new(Health::default())
     }
-    pub fn set_broker(&self, broker: Arc<dyn Broker>) {
+    pub fn set_broker(&self, broker: Arc<dyn Admin>) {
         let _ = self.broker.set(broker);
     }
     pub fn set_ready(&self, ready: bool) {

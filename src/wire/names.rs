@@ -93,3 +93,16 @@ pub fn canonical_header_key(name: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_keys_like_go() {
+        assert_eq!(canonical_header_key("x-call-id"), "X-Call-Id");
+        assert_eq!(canonical_header_key("content-type"), "Content-Type");
+        assert_eq!(canonical_header_key("X-CALLBACK-URL"), "X-Callback-Url");
+        assert_eq!(canonical_header_key("bad key"), "bad key");
+    }
+}

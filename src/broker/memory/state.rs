@@ -213,56 +213,7 @@ impl State {
             c.last_active = now;
             return Ok((c.id, c.notify.clone()));
         }
-        if !valid_name(&spec.name) {
-            return Err(BrokerError::other(
-                "create consumer",
-                format!("invalid consumer name {:?}", spec.name),
-            ));
-        }
-        if let Some(filter) = &spec.filter_subject {
-            let within = valid_subject(filter, true)
-                && stream
-                    .spec
-                    .subjects
-                    .iter()
-                    .any(|s| subjects_collide(s, filter));
-            if !within {
-                return Err(BrokerError::other(
-                    "create consumer",
-                    "consumer filter subject is not a valid subset of the interest subjects \
-                     (error code 10093)",
-                ));
-            }
-        }
-        if stream.spec.retention == Retention::WorkQueue && !stream.consumers.is_empty() {
-            match &spec.filter_subject {
-                None => {
-                    return Err(BrokerError::other(
-                        "create consumer",
-                        "multiple non-filtered consumers not allowed on workqueue stream \
-                         (error code 10099)",
-                    ));
-                }
-                Some(filter) => {
-                    let unique = stream
-                        .consumers
-                        .values()
-                        .all(|o| match &o.spec.filter_subject {
-                            None => false,
-                            Some(other) => {
-                                !subject_is_subset(filter, other)
-                                    && !subject_is_subset(other, filter)
-                            }
-                        });
-                    if !unique {
-                        return Err(BrokerError::other(
-                            "create consumer",
-                            "filtered consumer not unique on workqueue stream (error code 10100)",
-                        ));
-                    }
-                }
-            }
-        }
+        check_new_consumer(stream, spec)?;
         let first = stream
             .msgs
             .first_key_value()
@@ -535,4 +486,60 @@ fn stream_in<'a>(
     streams.get_mut(name).ok_or_else(|| BrokerError::NoStream {
         subject: subject.to_string(),
     })
+}
+
+/// The checks nats-server makes before it creates a consumer: a valid name, a filter within
+/// the stream's subjects, and on a work queue no two consumers that could take the same
+/// message (10099, 10100).
+fn check_new_consumer(stream: &Stream, spec: &ConsumerSpec) -> Result<(), BrokerError> {
+    if !valid_name(&spec.name) {
+        return Err(BrokerError::other(
+            "create consumer",
+            format!("invalid consumer name {:?}", spec.name),
+        ));
+    }
+    if let Some(filter) = &spec.filter_subject {
+        let within = valid_subject(filter, true)
+            && stream
+                .spec
+                .subjects
+                .iter()
+                .any(|s| subjects_collide(s, filter));
+        if !within {
+            return Err(BrokerError::other(
+                "create consumer",
+                "consumer filter subject is not a valid subset of the interest subjects \
+                 (error code 10093)",
+            ));
+        }
+    }
+    if stream.spec.retention == Retention::WorkQueue && !stream.consumers.is_empty() {
+        match &spec.filter_subject {
+            None => {
+                return Err(BrokerError::other(
+                    "create consumer",
+                    "multiple non-filtered consumers not allowed on workqueue stream \
+                     (error code 10099)",
+                ));
+            }
+            Some(filter) => {
+                let unique = stream
+                    .consumers
+                    .values()
+                    .all(|o| match &o.spec.filter_subject {
+                        None => false,
+                        Some(other) => {
+                            !subject_is_subset(filter, other) && !subject_is_subset(other, filter)
+                        }
+                    });
+                if !unique {
+                    return Err(BrokerError::other(
+                        "create consumer",
+                        "filtered consumer not unique on workqueue stream (error code 10100)",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }

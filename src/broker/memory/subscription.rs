@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::acker::delivery;
 use super::consumer::PULL_REQUEST_LIFETIME;
-use super::state::Inner;
+use super::state::{Inner, State};
 use super::time::later;
 use crate::broker::{BrokerError, ConsumerSpec, Delivery, StreamSpec, Subscription};
 
@@ -74,6 +74,7 @@ impl Drop for WaitGuard {
 }
 
 impl MemSubscription {
+    /// One look at the broker (a pull request): what the caller's `next` does now.
     pub(super) fn step(&mut self) -> Step {
         #[cfg(test)]
         self.inner
@@ -82,53 +83,60 @@ impl MemSubscription {
         let now = Instant::now();
         let inner = self.inner.clone();
         let mut state = inner.lock();
-        let stream_name = self.spec.stream.as_str();
-        let name = self.spec.name.as_str();
-        state.sweep_stream(stream_name, now);
+        state.sweep_stream(&self.spec.stream, now);
         let current = state
             .streams
-            .get(stream_name)
-            .and_then(|s| s.consumers.get(name))
+            .get(&self.spec.stream)
+            .and_then(|s| s.consumers.get(&self.spec.name))
             .map(|c| c.id);
         if current != Some(self.consumer_id) {
-            if current.is_none() && !self.spec.recreate {
-                return if self.buffer.is_empty() {
-                    Step::Gone
-                } else {
-                    Step::Ready
-                };
-            }
-            if current.is_none() {
-                let stream_exists = state.streams.contains_key(stream_name);
-                tracing::warn!(
-                    stream = %stream_name,
-                    consumer = %name,
-                    "Consumer disappeared; recreating it"
-                );
-                if !stream_exists {
-                    tracing::warn!(stream = %stream_name, "Stream was deleted; recreating it empty");
-                }
-            }
-            return match state.ensure_consumer(&self.stream_spec, &self.spec, now) {
-                Ok((id, notify)) => {
-                    self.consumer_id = id;
-                    self.notify = notify;
-                    Step::Again
-                }
-                Err(_) if !self.buffer.is_empty() => Step::Ready,
-                Err(e) => Step::Failed(e),
+            return self.consumer_changed(&mut state, current.is_some(), now);
+        }
+        self.top_up(&mut state, now);
+        if !self.buffer.is_empty() {
+            return Step::Ready;
+        }
+        self.wait(&mut state)
+    }
+
+    /// The consumer was deleted or recreated: recreate it (its spec permitting), or end.
+    fn consumer_changed(&mut self, state: &mut State, exists: bool, now: Instant) -> Step {
+        let (stream, name) = (&self.spec.stream, &self.spec.name);
+        if !exists && !self.spec.recreate {
+            return if self.buffer.is_empty() {
+                Step::Gone
+            } else {
+                Step::Ready
             };
         }
+        if !exists {
+            tracing::warn!(stream = %stream, consumer = %name, "Consumer disappeared; recreating it");
+            if !state.streams.contains_key(stream) {
+                tracing::warn!(stream = %stream, "Stream was deleted; recreating it empty");
+            }
+        }
+        match state.ensure_consumer(&self.stream_spec, &self.spec, now) {
+            Ok((id, notify)) => {
+                self.consumer_id = id;
+                self.notify = notify;
+                Step::Again
+            }
+            Err(_) if !self.buffer.is_empty() => Step::Ready,
+            Err(e) => Step::Failed(e),
+        }
+    }
+
+    /// Take deliveries up to the demand (small top-ups wait until they are worth a request,
+    /// like the JetStream puller); every look counts as activity of the consumer.
+    fn top_up(&mut self, state: &mut State, now: Instant) {
+        let (stream_name, name) = (self.spec.stream.as_str(), self.spec.name.as_str());
         let want = self.demand.min(self.spec.pull_batch).max(1);
         let have = self.buffer.len();
         let mut taken = Vec::new();
         if let Some(stream) = state.streams.get_mut(stream_name) {
-            if have < want {
-                let deficit = want - have;
-                // Small top-ups wait until they are worth a request, like the JetStream puller.
-                if have == 0 || deficit >= (want / 2).max(1) {
-                    taken = stream.take(name, deficit, now);
-                }
+            let deficit = want.saturating_sub(have);
+            if deficit > 0 && (have == 0 || deficit >= (want / 2).max(1)) {
+                taken = stream.take(name, deficit, now);
             }
             if let Some(c) = stream.consumers.get_mut(name) {
                 // Every look is a (new) pull request: activity for the inactive threshold.
@@ -137,17 +145,18 @@ impl MemSubscription {
             }
         }
         for (seq, delivered) in taken {
-            if let Some(d) = delivery(&state, &inner, stream_name, name, seq, delivered) {
+            if let Some(d) = delivery(state, &self.inner, stream_name, name, seq, delivered) {
                 self.buffer.push_back(d);
             }
         }
-        if !self.buffer.is_empty() {
-            return Step::Ready;
-        }
+    }
+
+    /// Nothing to hand out: wait as a pull request waiting on the consumer.
+    fn wait(&self, state: &mut State) -> Step {
         let Some(c) = state
             .streams
-            .get_mut(stream_name)
-            .and_then(|s| s.consumers.get_mut(name))
+            .get_mut(&self.spec.stream)
+            .and_then(|s| s.consumers.get_mut(&self.spec.name))
         else {
             return Step::Again;
         };
@@ -155,9 +164,9 @@ impl MemSubscription {
         Step::Wait(
             c.next_deadline(),
             WaitGuard {
-                inner: inner.clone(),
-                stream: stream_name.to_string(),
-                consumer: name.to_string(),
+                inner: self.inner.clone(),
+                stream: self.spec.stream.clone(),
+                consumer: self.spec.name.clone(),
                 id: c.id,
                 sub: self.sub_id,
                 woken: false,

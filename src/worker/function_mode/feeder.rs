@@ -10,9 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::consumers::{consumer_name, server_inactive_threshold};
 use super::scheduler::Sched;
-use crate::broker::{ConsumerSpec, StreamSpec};
+use tokio::time::Instant;
+
+use crate::broker::{BrokerError, ConsumerSpec, Delivery, StreamSpec, Subscription};
 use crate::telemetry::metrics::QueueLabels;
 use crate::worker::Context;
+use crate::worker::MAX_DEFAULT_PULL_BATCH;
 use crate::worker::lease::Held;
 
 /// Pulls one function's deliveries into its ready queue.
@@ -31,102 +34,121 @@ impl Feeder {
     }
 
     pub(super) async fn run(self) {
+        let spec = self.consumer_spec();
+        if let Some(mut sub) = self.subscribe(&spec).await {
+            tracing::info!(consumer = %spec.name, subject = %self.subject, "Function consumer started");
+            self.feed(&mut *sub, &spec.name).await;
+            for d in sub.drain_buffered() {
+                Held::received(d, self.ctx.config.ack_wait)
+                    .give_back()
+                    .await;
+            }
+        }
+        self.retire().await;
+    }
+
+    /// The function's consumer: filtered on its subject, ended by the server once unused.
+    fn consumer_spec(&self) -> ConsumerSpec {
         let cfg = &self.ctx.config;
-        let queue = &cfg.queue_name;
-        let spec = ConsumerSpec {
+        let threshold = server_inactive_threshold(cfg.consumer_inactive_threshold, cfg.ack_wait);
+        let default_batch = cfg.max_inflight.clamp(1, MAX_DEFAULT_PULL_BATCH);
+        ConsumerSpec {
             stream: self.stream.name.clone(),
-            name: consumer_name(queue, &self.subject),
+            name: consumer_name(&cfg.queue_name, &self.subject),
             filter_subject: Some(self.subject.clone()),
             ack_wait: cfg.ack_wait,
-            inactive_threshold: Some(server_inactive_threshold(
-                cfg.consumer_inactive_threshold,
-                cfg.ack_wait,
-            )),
-            pull_batch: cfg.consumer_pull_max_messages.unwrap_or(
-                cfg.max_inflight
-                    .clamp(1, crate::worker::MAX_DEFAULT_PULL_BATCH),
-            ),
+            inactive_threshold: Some(threshold),
+            pull_batch: cfg.consumer_pull_max_messages.unwrap_or(default_batch),
             recreate: false,
-        };
-        let sub = tokio::select! {
+        }
+    }
+
+    async fn subscribe(&self, spec: &ConsumerSpec) -> Option<Box<dyn Subscription>> {
+        tokio::select! {
             biased;
             _ = self.stop.cancelled() => None,
-            s = self.ctx.broker.subscribe(&self.stream, &spec) => match s {
+            s = self.ctx.broker.subscribe(&self.stream, spec) => match s {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tracing::warn!(consumer = %spec.name, error = %e, "Cannot create function consumer");
                     None
                 }
             },
-        };
-        if let Some(mut sub) = sub {
-            tracing::info!(consumer = %spec.name, subject = %self.subject, "Function consumer started");
-            let room = self.room();
-            let mut idle_since = tokio::time::Instant::now();
-            let idle_limit = cfg.consumer_inactive_threshold;
-            // A `next()` is never abandoned mid-way except when the feeder ends: a pull request
-            // left behind by a cancelled `next()` could deliver a message into the
-            // subscription's buffer where nobody sends progress for it.
-            'feed: loop {
-                let wanted = self.wanted();
-                if wanted == 0 {
-                    tokio::select! {
-                        biased;
-                        _ = self.stop.cancelled() => break 'feed,
-                        _ = room.notified() => continue 'feed,
-                    }
-                }
-                sub.set_demand(wanted);
-                let result = {
-                    let next = sub.next();
-                    tokio::pin!(next);
-                    loop {
-                        let idle_check = idle_since + idle_limit;
-                        tokio::select! {
-                            biased;
-                            _ = self.stop.cancelled() => break 'feed,
-                            r = &mut next => break r,
-                            _ = tokio::time::sleep_until(idle_check) => {
-                                if self.is_idle() {
-                                    // Stop pulling; the server deletes the consumer after its
-                                    // inactive threshold unless another replica still uses it.
-                                    // (Deleting it here could pull it from under a replica that
-                                    // is running one of its messages: that replica's ack would
-                                    // be lost and the call run twice.)
-                                    tracing::info!(consumer = %spec.name, "Function consumer idle; stopped pulling");
-                                    break 'feed;
-                                }
-                                idle_since = tokio::time::Instant::now();
-                            }
-                        }
-                    }
-                };
-                match result {
-                    Some(Ok(d)) => {
-                        idle_since = tokio::time::Instant::now();
-                        let held = Held::received(d, cfg.ack_wait);
-                        if let Some(f) = self.sched().functions.get_mut(&self.subject) {
-                            f.ready.push_back(held);
-                        }
-                        self.dispatch.notify_one();
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(consumer = %spec.name, error = %e, "Pull failed");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    // The consumer is gone (inactive threshold, deleted by hand): discovery
-                    // starts a new feeder if the function still has work.
-                    None => {
-                        tracing::info!(consumer = %spec.name, "Function consumer gone");
-                        break 'feed;
-                    }
+        }
+    }
+
+    /// Pull what the function can take into its ready queue, until the feeder is stopped, the
+    /// function stays idle or its consumer is gone.
+    async fn feed(&self, sub: &mut dyn Subscription, consumer: &str) {
+        let room = self.room();
+        let mut idle_since = Instant::now();
+        loop {
+            let wanted = self.wanted();
+            if wanted == 0 {
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return,
+                    _ = room.notified() => continue,
                 }
             }
-            for d in sub.drain_buffered() {
-                Held::received(d, cfg.ack_wait).give_back().await;
+            sub.set_demand(wanted);
+            let Some(next) = self.next_unless_idle(sub, &mut idle_since, consumer).await else {
+                return;
+            };
+            match next {
+                Some(Ok(d)) => {
+                    idle_since = Instant::now();
+                    let held = Held::received(d, self.ctx.config.ack_wait);
+                    if let Some(f) = self.sched().functions.get_mut(&self.subject) {
+                        f.ready.push_back(held);
+                    }
+                    self.dispatch.notify_one();
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(consumer = %consumer, error = %e, "Pull failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                // The consumer is gone (inactive threshold, deleted by hand): discovery
+                // starts a new feeder if the function still has work.
+                None => {
+                    tracing::info!(consumer = %consumer, "Function consumer gone");
+                    return;
+                }
             }
         }
-        self.retire().await;
+    }
+
+    /// What `next()` gives; `None` when the feeder stops or the function has been idle for
+    /// `consumer_inactive_threshold`. A `next()` is never abandoned mid-way otherwise: a pull
+    /// request left behind by a cancelled `next()` could deliver a message into the
+    /// subscription's buffer where nobody sends progress for it.
+    async fn next_unless_idle(
+        &self,
+        sub: &mut dyn Subscription,
+        idle_since: &mut Instant,
+        consumer: &str,
+    ) -> Option<Option<Result<Delivery, BrokerError>>> {
+        let idle_limit = self.ctx.config.consumer_inactive_threshold;
+        let next = sub.next();
+        tokio::pin!(next);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return None,
+                r = &mut next => return Some(r),
+                _ = tokio::time::sleep_until(*idle_since + idle_limit) => {
+                    if self.is_idle() {
+                        // Stop pulling; the server deletes the consumer after its inactive
+                        // threshold unless another replica still uses it. (Deleting it here
+                        // could pull it from under a replica that is running one of its
+                        // messages: that replica's ack would be lost and the call run twice.)
+                        tracing::info!(consumer = %consumer, "Function consumer idle; stopped pulling");
+                        return None;
+                    }
+                    *idle_since = Instant::now();
+                }
+            }
+        }
     }
 
     fn room(&self) -> Arc<Notify> {

@@ -1,0 +1,191 @@
+//! The HTTP route `POST /async-function/{name}[.{ns}][/{path}]`: read and check the request,
+//! prepare the message, store it, answer `202` only once the broker has it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use percent_encoding::percent_decode_str;
+
+use super::{Ingress, Prepared, Submission, prepare, submit};
+use crate::broker::BrokerError;
+use crate::wire::{canonical_header_key, validate_function_name, validate_path};
+
+pub(super) async fn async_function(State(state): State<Arc<Ingress>>, req: Request) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(axum::http::header::ALLOW, "POST")],
+            "async invocations use POST\n",
+        )
+            .into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let (function, path) = match read_target(&parts) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let body = match read_body(&parts, body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let host = parts
+        .headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let submission = Submission {
+        function,
+        path,
+        query: parts.uri.query().unwrap_or("").to_string(),
+        header: go_headers(&parts.headers),
+        host,
+        body,
+    };
+    let prepared = match prepare(&state.config, state.clock.as_ref(), submission) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match submit(&state, &prepared).await {
+        Ok(()) => accepted(&prepared),
+        Err(e) => not_stored(&prepared, e),
+    }
+}
+
+/// The function and sub-path the request names, checked.
+fn read_target(parts: &Parts) -> Result<(String, String), String> {
+    let (function, path) = split_target(parts.uri.path())?;
+    validate_function_name(&function).map_err(|e| e.to_string())?;
+    validate_path(&path).map_err(|e| e.to_string())?;
+    Ok((function, path))
+}
+
+/// The body, bounded by `limit`: refused early on a declared length, and while reading
+/// otherwise (`413`).
+async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body too large: the limit is {limit} bytes (max_body_bytes)"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // to_bytes reports the limit through a LengthLimitError source.
+        let mut src: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = src {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            src = s.source();
+        }
+        error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
+    })
+}
+
+/// `202` with the call's id and start time.
+fn accepted(prepared: &Prepared) -> Response {
+    let mut resp = StatusCode::ACCEPTED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&prepared.call_id) {
+        resp.headers_mut().insert("x-call-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&prepared.start_time) {
+        resp.headers_mut().insert("x-start-time", v);
+    }
+    resp
+}
+
+/// The broker did not store the message: `413` when it is too large, else `503`.
+fn not_stored(prepared: &Prepared, e: BrokerError) -> Response {
+    if let BrokerError::TooLarge(why) = e {
+        let msg = format!("message too large for the queue: {why}");
+        return error(StatusCode::PAYLOAD_TOO_LARGE, msg);
+    }
+    tracing::warn!(callId = %prepared.call_id, function = %prepared.function, error = %e, "Cannot queue request");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("cannot queue the request, try again later: {e}"),
+    )
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut body = msg.into();
+    body.push('\n');
+    (status, body).into_response()
+}
+
+/// Inbound headers as Go's `http.Header` (canonical keys, all values in order), without `Host`
+/// (Go keeps it in `r.Host`).
+fn go_headers(headers: &HeaderMap) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers {
+        if name == axum::http::header::HOST {
+            continue;
+        }
+        // Non-UTF-8 header values cannot be carried in the JSON message; drop them.
+        if let Ok(v) = value.to_str() {
+            out.entry(canonical_header_key(name.as_str()))
+                .or_default()
+                .push(v.to_string());
+        }
+    }
+    out
+}
+
+/// Split `/async-function/<rest>` into the function (decoded) and the sub-path (decoded, as
+/// Go's `r.URL.Path`).
+fn split_target(raw_path: &str) -> Result<(String, String), String> {
+    let rest = raw_path
+        .strip_prefix("/async-function/")
+        .ok_or_else(|| "expected /async-function/<name>".to_string())?;
+    let (name_raw, sub_raw) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let name = percent_decode_str(name_raw)
+        .decode_utf8()
+        .map_err(|_| "function name is not UTF-8".to_string())?
+        .into_owned();
+    let sub = percent_decode_str(sub_raw)
+        .decode_utf8()
+        .map_err(|_| "path is not UTF-8".to_string())?
+        .into_owned();
+    // `/async-function/fn/` is the function root, as the gateway's route for it.
+    let sub = if sub == "/" { String::new() } else { sub };
+    Ok((name, sub))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_split_into_function_and_decoded_path() {
+        assert_eq!(
+            split_target("/async-function/figlet").unwrap(),
+            ("figlet".into(), "".into())
+        );
+        assert_eq!(
+            split_target("/async-function/figlet/").unwrap(),
+            ("figlet".into(), "".into())
+        );
+        assert_eq!(
+            split_target("/async-function/figlet.ns/a/b%20c").unwrap(),
+            ("figlet.ns".into(), "/a/b c".into())
+        );
+        assert!(split_target("/other").is_err());
+    }
+}
