@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_USAGE, load_config};
 use crate::broker::Consume;
-use crate::config::ConfigArgs;
-use crate::ingress::{self, Ingress, Submission};
+use crate::config::{Config, ConfigArgs};
+use crate::ingress::{self, Ingress, Prepared, Submission};
 use crate::telemetry::metrics::Metrics;
 use crate::wire::{canonical_header_key, validate_function_name, validate_path};
 
@@ -77,31 +77,38 @@ pub async fn main(args: PublishArgs) -> ExitCode {
         Err(code) => return code,
     };
     crate::telemetry::logging::init(config.log_encoding, config.debug);
-    if let Err(e) = validate_function_name(&args.function) {
-        return usage(e);
-    }
-    let path = if args.path.is_empty() || args.path.starts_with('/') {
-        args.path.clone()
-    } else {
-        format!("/{}", args.path)
-    };
-    if let Err(e) = validate_path(&path) {
-        return usage(e);
-    }
     if let Some(q) = &args.queue {
         // An explicit queue wins over routing.
         config
             .function_queues
             .insert(args.function.clone(), q.clone());
     }
-    let body = match read_data(&args.data, config.max_body_bytes) {
-        Ok(b) => b,
+    let submission = match submission(&args, config.max_body_bytes) {
+        Ok(s) => s,
         Err(e) => return usage(e),
     };
+    let clock = crate::clock::SystemClock;
+    let prepared = match ingress::prepare(&config, &clock, submission) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    publish(Arc::new(config), prepared).await
+}
+
+/// The invocation the arguments describe, checked as the ingress checks a request.
+fn submission(args: &PublishArgs, max_body_bytes: usize) -> Result<Submission, String> {
+    validate_function_name(&args.function).map_err(|e| e.to_string())?;
+    let path = if args.path.is_empty() || args.path.starts_with('/') {
+        args.path.clone()
+    } else {
+        format!("/{}", args.path)
+    };
+    validate_path(&path).map_err(|e| e.to_string())?;
+    let body = read_data(&args.data, max_body_bytes)?;
     let mut header: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for h in &args.headers {
         let Some((k, v)) = h.split_once(':') else {
-            return usage(format!("invalid --header {h:?}: expected Key: Value"));
+            return Err(format!("invalid --header {h:?}: expected Key: Value"));
         };
         header
             .entry(canonical_header_key(k.trim()))
@@ -111,26 +118,19 @@ pub async fn main(args: PublishArgs) -> ExitCode {
     if let Some(cb) = &args.callback {
         header.insert("X-Callback-Url".into(), vec![cb.clone()]);
     }
-    let clock = crate::clock::SystemClock;
-    let prepared = match ingress::prepare(
-        &config,
-        &clock,
-        Submission {
-            function: args.function.clone(),
-            path,
-            query: args.query.trim_start_matches('?').to_string(),
-            header,
-            host: String::new(),
-            body,
-        },
-    ) {
-        Ok(p) => p,
-        Err(e) => return usage(e),
-    };
+    Ok(Submission {
+        function: args.function.clone(),
+        path,
+        query: args.query.trim_start_matches('?').to_string(),
+        header,
+        host: String::new(),
+        body,
+    })
+}
 
-    let config = Arc::new(config);
+/// Connect (giving up after 30 s), store the message, print its call id.
+async fn publish(config: Arc<Config>, prepared: Prepared) -> ExitCode {
     let metrics = Arc::new(Metrics::new());
-    // Give up after a while instead of waiting forever for an unreachable server.
     let give_up = CancellationToken::new();
     let g = give_up.clone();
     tokio::spawn(async move {
@@ -149,7 +149,7 @@ pub async fn main(args: PublishArgs) -> ExitCode {
         config: config.clone(),
         publisher: broker.clone(),
         streams: broker.clone(),
-        clock: Arc::new(clock),
+        clock: Arc::new(crate::clock::SystemClock),
         metrics,
     };
     match ingress::submit(&state, &prepared).await {

@@ -85,7 +85,6 @@ impl RetryPolicy {
                 .map(|v| v.trim())
                 .filter(|v| !v.is_empty())
         };
-
         if let Some(v) = get(ANNOTATION_ATTEMPTS) {
             match v.parse::<u32>() {
                 Ok(n) if (1..=MAX_ATTEMPTS_LIMIT).contains(&n) => policy.max_attempts = n,
@@ -97,7 +96,6 @@ impl RetryPolicy {
                 )),
             }
         }
-
         if let Some(v) = get(ANNOTATION_CODES) {
             match parse_codes(v) {
                 Some(codes) => policy.retry_codes = codes,
@@ -110,67 +108,79 @@ impl RetryPolicy {
                 )),
             }
         }
+        let min = self.wait_override(
+            get(ANNOTATION_MIN_WAIT),
+            ANNOTATION_MIN_WAIT,
+            self.min_wait,
+            &mut warnings,
+        );
+        let max = self.wait_override(
+            get(ANNOTATION_MAX_WAIT),
+            ANNOTATION_MAX_WAIT,
+            self.max_wait,
+            &mut warnings,
+        );
+        self.apply_waits(&mut policy, min, max, &mut warnings);
+        (policy, warnings)
+    }
 
-        let mut wait = |key: &'static str, default: Duration| -> Option<(Duration, &str)> {
-            let v = get(key)?;
-            match parse_go_duration(v) {
-                Ok(d) => Some((d, v)),
-                Err(why) => {
-                    warnings.push(ignored(key, v, &why, &format_go_duration(default)));
-                    None
-                }
+    /// A wait annotation as a duration (with its text); a bad one is ignored with a warning.
+    fn wait_override<'a>(
+        &self,
+        value: Option<&'a str>,
+        key: &'static str,
+        default: Duration,
+        warnings: &mut Vec<String>,
+    ) -> Option<(Duration, &'a str)> {
+        let v = value?;
+        match parse_go_duration(v) {
+            Ok(d) => Some((d, v)),
+            Err(why) => {
+                warnings.push(ignored(key, v, &why, &format_go_duration(default)));
+                None
             }
-        };
-        let min_override = wait(ANNOTATION_MIN_WAIT, self.min_wait);
-        let max_override = wait(ANNOTATION_MAX_WAIT, self.max_wait);
+        }
+    }
+
+    /// Apply the wait overrides when `min_wait <= max_wait` holds with them; otherwise ignore
+    /// the conflicting one(s) with a warning.
+    fn apply_waits(
+        &self,
+        policy: &mut RetryPolicy,
+        min_override: Option<(Duration, &str)>,
+        max_override: Option<(Duration, &str)>,
+        warnings: &mut Vec<String>,
+    ) {
         let min = min_override.map_or(self.min_wait, |(d, _)| d);
         let max = max_override.map_or(self.max_wait, |(d, _)| d);
         if min <= max {
             policy.min_wait = min;
             policy.max_wait = max;
-        } else {
-            match (min_override, max_override) {
-                (Some((_, min_raw)), Some((_, max_raw))) => {
-                    let why = format!(
-                        "{ANNOTATION_MIN_WAIT} ({min_raw}) must not exceed {ANNOTATION_MAX_WAIT} ({max_raw})"
-                    );
-                    warnings.push(ignored(
-                        ANNOTATION_MIN_WAIT,
-                        min_raw,
-                        &why,
-                        &format_go_duration(self.min_wait),
-                    ));
-                    warnings.push(ignored(
-                        ANNOTATION_MAX_WAIT,
-                        max_raw,
-                        &why,
-                        &format_go_duration(self.max_wait),
-                    ));
-                }
-                (Some((_, min_raw)), None) => warnings.push(ignored(
-                    ANNOTATION_MIN_WAIT,
-                    min_raw,
-                    &format!(
-                        "must not exceed the maximum retry wait ({})",
-                        format_go_duration(self.max_wait)
-                    ),
-                    &format_go_duration(self.min_wait),
-                )),
-                (None, Some((_, max_raw))) => warnings.push(ignored(
-                    ANNOTATION_MAX_WAIT,
-                    max_raw,
-                    &format!(
-                        "must be at least the minimum retry wait ({})",
-                        format_go_duration(self.min_wait)
-                    ),
-                    &format_go_duration(self.max_wait),
-                )),
-                // The base policy itself is inconsistent: not the annotations' doing.
-                (None, None) => {}
-            }
+            return;
         }
-
-        (policy, warnings)
+        let (min_default, max_default) = (
+            format_go_duration(self.min_wait),
+            format_go_duration(self.max_wait),
+        );
+        match (min_override, max_override) {
+            (Some((_, min_raw)), Some((_, max_raw))) => {
+                let why = format!(
+                    "{ANNOTATION_MIN_WAIT} ({min_raw}) must not exceed {ANNOTATION_MAX_WAIT} ({max_raw})"
+                );
+                warnings.push(ignored(ANNOTATION_MIN_WAIT, min_raw, &why, &min_default));
+                warnings.push(ignored(ANNOTATION_MAX_WAIT, max_raw, &why, &max_default));
+            }
+            (Some((_, min_raw)), None) => {
+                let why = format!("must not exceed the maximum retry wait ({max_default})");
+                warnings.push(ignored(ANNOTATION_MIN_WAIT, min_raw, &why, &min_default));
+            }
+            (None, Some((_, max_raw))) => {
+                let why = format!("must be at least the minimum retry wait ({min_default})");
+                warnings.push(ignored(ANNOTATION_MAX_WAIT, max_raw, &why, &max_default));
+            }
+            // The base policy itself is inconsistent: not the annotations' doing.
+            (None, None) => {}
+        }
     }
 
     /// Whether `result` is worth another attempt (ignoring how many attempts are left).
