@@ -198,7 +198,7 @@ fn deploy_dockerfile_is_multi_stage_and_non_root() {
     assert!(last.contains("ENTRYPOINT"));
 }
 
-/// Every metric the Grafana dashboard queries is one the worker registers (SPEC §8), and the
+/// Every metric the Grafana dashboard queries is one the worker registers (README: "Metrics"), and the
 /// dashboard covers intake, processing, pending, in-flight, retries, dead letters and delay.
 #[test]
 fn grafana_dashboard_queries_only_exported_metrics() {

@@ -114,7 +114,7 @@ pub struct ConsumerSpec {
     pub recreate: bool,
 }
 
-/// A key-value bucket whose entries expire (call status, SPEC §3).
+/// A key-value bucket whose entries expire (the call status).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvSpec {
     /// Bucket name: letters, digits, `_` and `-` (JetStream stores it in stream `KV_<bucket>`).

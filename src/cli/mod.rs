@@ -1,4 +1,4 @@
-//! The command line (SPEC §11): `queue-worker [run]`, `run --ingress ADDR`, `publish`.
+//! The command line: `queue-worker [run]`, `run --ingress ADDR`, `publish`.
 
 pub mod demo;
 pub mod dev;

@@ -1,4 +1,4 @@
-//! The async ingress (SPEC §7): `POST /async-function/{name}[.{ns}][/{path}]` stores an
+//! The async ingress (README: "HTTP endpoints"): `POST /async-function/{name}[.{ns}][/{path}]` stores an
 //! invocation in JetStream and answers `202 Accepted` only once the broker has stored it.
 
 mod route;

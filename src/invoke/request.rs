@@ -1,9 +1,9 @@
 //! Building the HTTP requests the worker sends (pure code, no I/O).
 //!
 //! - The function request: `{gateway_url}/function/{Function}{Path}{?QueryString}` with the
-//!   message's method, headers and body (SPEC §4).
+//!   message's method, headers and body (README: "How it works").
 //! - The callback request: the function's response posted to the caller's callback URL with the
-//!   `X-*` result headers (SPEC §6).
+//!   `X-*` result headers (README: "Retries").
 
 use std::time::Duration;
 
@@ -198,7 +198,7 @@ pub struct CallbackResult<'a> {
 }
 
 /// The callback request: the function's response body and headers (minus hop-by-hop ones)
-/// plus the result headers of SPEC §6.
+/// plus the result headers the README lists ("Quick start").
 pub fn callback_request(
     url: &url::Url,
     response_headers: &HeaderMap,

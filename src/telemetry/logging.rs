@@ -1,4 +1,4 @@
-//! Logs (SPEC §9): `console` (human) or `json` (one object per line with `ts`, `level`, `msg`
+//! Logs (README: "Logs"): `console` (human) or `json` (one object per line with `ts`, `level`, `msg`
 //! and the event's fields). `debug=true` adds the debug level; `RUST_LOG` overrides both.
 //!
 //! The vocabulary follows the OpenFaaS queue-worker: `Starting`, `Invoke`, `Invoked`, `Retry`,

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §8): the OpenFaaS queue-worker names plus ours.
+//! Prometheus metrics (README: "Metrics"): the OpenFaaS queue-worker names plus ours.
 //!
 //! One [`Metrics`] per process (or per simulated worker), passed in: no globals.
 

@@ -1,6 +1,6 @@
 //! Dead letters: messages that will never be invoked (again) are copied, with their original
 //! bytes and headers, to the stream `OF_<queue>_DLQ` on `<queue>_DLQ.<name>.<namespace>`, with
-//! `Qw-*` headers saying why (SPEC §3). Only once the copy is stored is the original terminated.
+//! `Qw-*` headers saying why (README: "How it works"). Only once the copy is stored is the original terminated.
 
 use std::time::Duration;
 

@@ -17,7 +17,7 @@ pub const DEFAULT_BUDGET_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_BUDGET_FUNCTIONS: usize = 10_000;
 
 /// Per-function retry budget: retries are limited to a fraction of recent first attempts, so a
-/// failing downstream gets back-pressure, not a retry storm (SPEC §5, `retry_budget_ratio`).
+/// failing downstream gets back-pressure, not a retry storm (`retry_budget_ratio`; README: "Retries").
 ///
 /// # Semantics
 ///
