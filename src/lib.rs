@@ -1,10 +1,31 @@
 //! queue-worker: a scale-out queue for invoking HTTP functions asynchronously on NATS
 //! JetStream, compatible with the OpenFaaS JetStream queue-worker.
 //!
-//! The worker's decisions live in plain functions; I/O goes through four ports:
-//! [`broker::Broker`], [`invoke::Invoker`], [`clock::Clock`] (and, with retries, an RNG).
-//! [`run`] wires a worker (plus optionally the ingress) to ports and listeners it is given: no
-//! globals, so tests and the simulation run several in one process.
+//! # Layout
+//!
+//! `docs/architecture.md` is the map (what each folder owns and must not do, the invariants,
+//! one delivery followed end to end). In short:
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`worker`] | the worker: [`worker::Worker`] picks static or function mode; one delivery goes read → plan (pure, `worker/plan.rs`) → carry out |
+//! | [`broker`] | the broker port as small capabilities ([`broker::Publish`], [`broker::Consume`], [`broker::Admin`], [`broker::KeyValue`]) and two brokers: [`broker::jetstream`] (NATS) and [`broker::memory`] (in process: `dev` and the simulation) |
+//! | [`invoke`] | the HTTP port ([`invoke::Invoker`]): calls to functions and callbacks, and building those requests |
+//! | [`wire`] | the OpenFaaS `QueueRequest` as Go writes it, and the names a valid one carries |
+//! | [`ingress`] | `POST /async-function/…`: a request becomes a stored message |
+//! | [`config`] | every variable, validated at once |
+//! | [`telemetry`] | metrics, logs, `/metrics`, `/healthz`, `/readyz` |
+//! | [`lifecycle`] | [`serve`] and [`run`]: the process from start to drained stop |
+//! | [`cli`] | the command line: `run`, `dev`, `publish` |
+//! | [`clock`], [`rng`] | the time and randomness ports (simulated in the simulation) |
+//!
+//! # Public surface
+//!
+//! The binary calls [`cli::main`]. Everything else public is for the simulation (`sim/`), the
+//! integration suites and the benchmarks: [`run`] with [`Ports`] runs a worker (and an
+//! ingress) on any broker, HTTP client, clock and RNG, with no globals, so several run in one
+//! process; [`serve`] is what `run` and `dev` start. The modules that only the worker uses
+//! inside (`worker::plan`, `worker::pipeline`, the modes, leases, shutdown) are not public.
 
 pub mod broker;
 #[cfg(feature = "buggify")]
@@ -14,7 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod ingress;
 pub mod invoke;
-pub mod keep_trying;
+mod keep_trying;
 pub mod lifecycle;
 pub mod rng;
 pub mod telemetry;

@@ -62,6 +62,7 @@ impl Lease {
     }
 
     /// When the lease runs out unless renewed.
+    #[cfg(test)]
     pub fn until(&self) -> Instant {
         self.until
     }

@@ -3,18 +3,18 @@
 //! Shape: [`Worker::run`] is the delivery loop (concurrency, shutdown); [`pipeline`] takes one
 //! delivery from receipt to settlement; what happens to it is decided by [`plan`] (pure).
 
-pub mod call;
-pub mod callback;
-pub mod dead_letter;
-pub mod function_mode;
-pub mod lease;
-pub mod limiter;
-pub mod pending;
-pub mod pipeline;
-pub mod plan;
+pub(crate) mod call;
+pub(crate) mod callback;
+pub(crate) mod dead_letter;
+pub(crate) mod function_mode;
+pub(crate) mod lease;
+pub(crate) mod limiter;
+pub(crate) mod pending;
+pub(crate) mod pipeline;
+pub(crate) mod plan;
 pub mod retry;
-pub mod shutdown;
-pub mod static_mode;
+pub(crate) mod shutdown;
+pub(crate) mod static_mode;
 
 use std::sync::{Arc, Mutex};
 

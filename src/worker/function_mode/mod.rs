@@ -29,9 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use consumers::{
-    SERVER_INACTIVE_GRACE, consumer_name, consumer_prefix, server_inactive_threshold,
-};
+pub(crate) use consumers::consumer_prefix;
 pub use discovery::DISCOVERY_INTERVAL;
 use scheduler::Sched;
 
