@@ -1,5 +1,5 @@
 //! How the process lives: it stops on SIGTERM/SIGINT ([`shutdown_on_signals`]), it keeps
-//! trying what needs NATS until it works or shutdown comes ([`crate::keep_trying::retry_until`]), and [`serve`] is
+//! trying what needs NATS until it works or shutdown comes (`keep_trying.rs`), and [`serve`] is
 //! the one way `run` and `dev` start: metrics server first (so `/healthz` answers while NATS is
 //! still unreachable), then the broker, then the worker and the ingress ([`run`]); on
 //! shutdown, in reverse.

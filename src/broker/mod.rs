@@ -125,7 +125,7 @@ pub struct KvSpec {
     pub replicas: usize,
 }
 
-/// The state of a stream, from [`Broker::stream_info`].
+/// The state of a stream, from [`Admin::stream_info`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamInfo {
     /// Messages stored now.
@@ -136,7 +136,7 @@ pub struct StreamInfo {
     pub subjects: BTreeMap<String, u64>,
 }
 
-/// Result of [`Broker::ensure_stream`].
+/// Result of [`Admin::ensure_stream`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamStatus {
     Created,

@@ -49,7 +49,7 @@ pub const ENV_VARS: [&str; 41] = [
 
 /// The raw text of every configuration variable, read by clap from a flag (`--max-inflight 5`)
 /// or, when the flag is absent, from the environment variable of the same name
-/// (`max_inflight=5`). Nothing is validated here: [`Config::from_args`] does that.
+/// (`max_inflight=5`). Nothing is validated here: [`super::Config::from_args`] does that.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
 #[command(next_help_heading = "Configuration (each flag also reads the env var of the same name)")]
 pub struct ConfigArgs {

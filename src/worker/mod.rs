@@ -1,7 +1,7 @@
 //! The worker: pulls deliveries, invokes functions, posts callbacks, settles messages.
 //!
-//! Shape: [`Worker::run`] is the delivery loop (concurrency, shutdown); [`pipeline`] takes one
-//! delivery from receipt to settlement; what happens to it is decided by [`plan`] (pure).
+//! Shape: [`Worker::run`] is the delivery loop (concurrency, shutdown); `pipeline.rs` takes one
+//! delivery from receipt to settlement; what happens to it is decided by `plan.rs` (pure).
 
 pub(crate) mod call;
 pub(crate) mod callback;
@@ -97,7 +97,7 @@ impl Worker {
         }
     }
 
-    /// Run the configured mode until `shutdown`, then drain (see [`shutdown`]).
+    /// Run the configured mode until `shutdown`, then drain (see `shutdown.rs`).
     pub async fn run(self, shutdown: CancellationToken) {
         match self.ctx.config.scaling_mode {
             ScalingMode::Function => {

@@ -2,7 +2,7 @@
 //!
 //! Works with nats-server 2.9 (Debian's) and newer: only 2.9-era stream and consumer fields are
 //! used. Facts this code relies on (checked against nats-server 2.9.10):
-//! - pulling is demand-driven ([`pull`]): a lost pull request (server restart,
+//! - pulling is demand-driven (`pull.rs`): a lost pull request (server restart,
 //!   disconnect) shows up as silence on the inbox, after which the puller checks that the
 //!   consumer still exists, recreates it if needed, and asks again.
 
@@ -46,7 +46,7 @@ pub struct NatsOptions {
     pub publish_timeout: Duration,
 }
 
-/// JetStream implementation of the [`Broker`] port.
+/// JetStream implementation of the [`crate::broker::Broker`] port.
 pub struct JetStreamBroker {
     client: async_nats::Client,
     js: jetstream::Context,

@@ -1,6 +1,6 @@
 //! The embedded in-process broker: JetStream semantics without NATS.
 //!
-//! Backs `queue-worker dev` and the deterministic simulation. It implements the [`Broker`] port
+//! Backs `queue-worker dev` and the deterministic simulation. It implements the [`crate::broker::Broker`] port
 //! with the behaviour of nats-server 2.9.10 for everything the worker relies on; the conformance
 //! suite (`tests/broker_conformance.rs`) runs the same tests against it and a real server.
 //!
@@ -40,7 +40,7 @@
 //!
 //! Time: timers use `tokio::time` (paused-time tests and turmoil control them); publish times
 //! come from the [`Clock`] port. Nothing polls: waiting subscriptions sleep on a
-//! [`Notify`] and on their consumer's next ack-wait deadline. Expiry of ages, TTLs, duplicate
+//! `Notify` and on their consumer's next ack-wait deadline. Expiry of ages, TTLs, duplicate
 //! ids and idle consumers is applied lazily whenever the state is looked at, which no caller
 //! can tell apart from a background sweeper. All maps that are iterated are ordered, so a run
 //! is deterministic for a given schedule.
