@@ -53,7 +53,6 @@ impl Limiter {
         (self.limit.floor() as usize).max(1)
     }
 
-    /// A 2xx (or any non-429 answer that shows the function had room).
     /// Learn from one attempt (see [`Signal`]).
     pub fn learn(&mut self, signal: Signal) {
         match signal {
@@ -61,8 +60,13 @@ impl Limiter {
             Signal::Rejected => self.on_rejected(),
             Signal::Other => self.on_other(),
         }
+        debug_assert!(
+            (1.0..=self.max).contains(&self.limit),
+            "the limit stays within 1..=max_inflight"
+        );
     }
 
+    /// A 2xx (or any non-429 answer that shows the function had room).
     pub fn on_success(&mut self) {
         self.consecutive_rejections = 0;
         self.since_decrease = self.since_decrease.saturating_add(1);

@@ -108,6 +108,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The rules every plan keeps: a dead letter exactly when the message is terminated, a
+    /// retry exactly when it is nak'd (with the retry's delay), an ack otherwise; a callback
+    /// exactly when the call counts as processed (its outcome is final).
+    fn consistent(&self) -> bool {
+        let settle_fits = match (&self.dead_letter, self.retry) {
+            (Some(_), None) => self.settle == Settle::Term,
+            (None, Some(r)) => self.settle == Settle::Nak(Some(r.delay)),
+            (None, None) => self.settle == Settle::Ack,
+            (Some(_), Some(_)) => false,
+        };
+        settle_fits && self.callback.is_some() == self.processed
+    }
+
     fn dead_letter(callback: Option<u16>, dl: DeadLetterPlan, limiter: Signal) -> Plan {
         Plan {
             callback,
@@ -127,7 +140,9 @@ pub fn poison(error: String) -> Plan {
         status: None,
         error,
     };
-    Plan::dead_letter(None, dl, Signal::Other)
+    let plan = Plan::dead_letter(None, dl, Signal::Other);
+    debug_assert!(plan.consistent());
+    plan
 }
 
 /// The plan for a message enqueued `age` ago when it may not be older than `max_age`; `None`
@@ -143,7 +158,9 @@ pub fn expired(age: Duration, max_age: Option<Duration>) -> Option<Plan> {
             max_age
         ),
     };
-    Some(Plan::dead_letter(Some(410), dl, Signal::Other))
+    let plan = Plan::dead_letter(Some(410), dl, Signal::Other);
+    debug_assert!(plan.consistent());
+    Some(plan)
 }
 
 /// What one call produced, and what is needed to judge it.
@@ -175,7 +192,7 @@ pub fn after_call(
         attempt.now,
         jitter,
     );
-    match decision {
+    let plan = match decision {
         Decision::Success => Plan {
             callback: Some(status),
             dead_letter: None,
@@ -197,6 +214,10 @@ pub fn after_call(
                     budget_spent: true,
                 }
             };
+            debug_assert!(
+                retry.delay <= attempt.policy.max_wait.max(attempt.policy.min_wait),
+                "a retry never waits longer than the policy allows"
+            );
             Plan {
                 callback: None,
                 dead_letter: None,
@@ -210,7 +231,9 @@ pub fn after_call(
             let dl = final_dead_letter(attempt, status, exhausted);
             Plan::dead_letter(Some(status), dl, limiter)
         }
-    }
+    };
+    debug_assert!(plan.consistent(), "{plan:?}");
+    plan
 }
 
 fn final_dead_letter(attempt: &Attempt<'_>, status: u16, exhausted: bool) -> DeadLetterPlan {

@@ -92,6 +92,10 @@ impl Sched {
         let f = self.functions.get_mut(&chosen)?;
         let d = f.ready.pop_front()?;
         f.in_flight += 1;
+        debug_assert!(
+            f.in_flight <= f.limit(max_inflight) && f.limit(max_inflight) <= max_inflight.max(1),
+            "a function never runs more than its limit, nor the limit exceed max_inflight"
+        );
         // Its ready queue has room again: let the feeder pull the next one.
         f.room.notify_one();
         self.last = Some(chosen.clone());

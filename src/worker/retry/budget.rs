@@ -136,6 +136,10 @@ impl RetryBudget {
         }
         let b = entry.bucket(epoch);
         b.retries = b.retries.saturating_add(1);
+        debug_assert!(
+            entry.totals(epoch).1 <= allowed,
+            "granted retries stay within the budget"
+        );
         true
     }
 
