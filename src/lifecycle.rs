@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
 use crate::broker::jetstream::{JetStreamBroker, NatsOptions};
+use crate::broker::{Admin, Broker};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::invoke::Invoker;
@@ -177,7 +177,10 @@ pub async fn connect_nats(
         })
     })
     .await?;
-    tracing::info!(url = %opts.urls.join(","), "Connected to NATS");
+    let server = broker
+        .server_version()
+        .map_or_else(|| "unknown".to_string(), |v| v.to_string());
+    tracing::info!(url = %opts.urls.join(","), server = %server, "Connected to NATS");
     Some(broker)
 }
 

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use queue_worker::broker::memory::{MemoryBroker, MemoryLimits};
 use queue_worker::broker::{
-    Acker, Admin, BrokerError, Consume, Delivery, KeyValue, Outgoing, Publish, Subscription,
+    Acker, Admin, BrokerError, Consume, Delivery, KeyValue, Outgoing, Publish, ServerVersion,
+    Subscription,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -68,9 +69,11 @@ pub struct BrokerShared {
 }
 
 impl BrokerShared {
-    pub fn new(hist: History, queue: &str) -> Arc<BrokerShared> {
+    /// `server`: the nats-server the in-process broker behaves as.
+    pub fn new(hist: History, queue: &str, server: ServerVersion) -> Arc<BrokerShared> {
+        let clock = Arc::new(SimClock);
         Arc::new(BrokerShared {
-            broker: MemoryBroker::new(Arc::new(SimClock), MemoryLimits::default()),
+            broker: MemoryBroker::modelling(clock, MemoryLimits::default(), server),
             hist,
             queue: queue.to_string(),
             acks: Mutex::new(BTreeMap::new()),
@@ -146,7 +149,9 @@ impl BrokerShared {
         let Some((acker, call, delivered, seq, stream, consumer)) = entry else {
             return Resp::Done;
         };
-        // An ack to a consumer that was deleted meanwhile goes nowhere: the message stays.
+        // An ack to a consumer that was deleted meanwhile goes nowhere (nats-server 2.11 and
+        // later also ignore it once the consumer is recreated): the message stays. Whether a
+        // settle removed the message is read off the broker.
         let applies = self
             .broker
             .consumer_exists(&stream, &consumer)
@@ -165,7 +170,8 @@ impl BrokerShared {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&token);
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-            if applies && live.get(&seq) == Some(&call) {
+            let gone = !self.broker.has_message(&stream, seq);
+            if applies && gone && live.get(&seq) == Some(&call) {
                 live.remove(&seq);
                 removed = true;
             }

@@ -134,7 +134,7 @@ struct Hosts {
 /// The hosts, in the order that fixes their addresses and seeds: broker, gateway, receiver,
 /// workers, then the client.
 fn add_hosts(sim: &mut turmoil::Sim<'static>, cfg: &Arc<RunConfig>, hist: &History) -> Hosts {
-    let shared = BrokerShared::new(hist.clone(), QUEUE);
+    let shared = BrokerShared::new(hist.clone(), QUEUE, cfg.server);
     {
         let shared = shared.clone();
         sim.host(BROKER, move || broker_host::serve(shared.clone()));
@@ -410,6 +410,7 @@ async fn worker(cfg: Arc<RunConfig>, hist: History, i: usize, incarnation: u32) 
             &format!("{BROKER}:{}", broker_host::PORT),
             &name,
             hist.clone(),
+            cfg.server,
         )),
         invoker: Arc::new(SimInvoker {
             worker: name.clone(),
@@ -439,6 +440,7 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         &format!("{BROKER}:{}", broker_host::PORT),
         "client",
         hist.clone(),
+        cfg.server,
     ));
     let config = Arc::new(cfg.worker_config());
     let ingress = Ingress {

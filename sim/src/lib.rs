@@ -91,10 +91,12 @@ pub fn summary(r: &RunResult) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "scenario {} seed {}: {} workers x max_inflight {}, {:?} mode, {:?} storage, ack_wait {:?}, \
-         attempts {}, {:?} backoff {:?}..{:?}, {} calls, {} storms, {} faults",
+        "scenario {} seed {}: nats-server {} model, {} workers x max_inflight {}, {:?} mode, \
+         {:?} storage, ack_wait {:?}, attempts {}, {:?} backoff {:?}..{:?}, {} calls, {} storms, \
+         {} faults",
         c.scenario,
         c.seed,
+        c.server,
         c.workers,
         c.max_inflight,
         c.mode,

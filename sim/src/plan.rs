@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use queue_worker::broker::ServerVersion;
 use queue_worker::config::{Backoff, Config, ScalingMode, Storage};
 
 /// How a function answers one call.
@@ -127,6 +128,8 @@ pub struct RunConfig {
     pub max_inflight: usize,
     pub mode: ScalingMode,
     pub storage: Storage,
+    /// The nats-server the broker behaves as where versions differ (the seed picks one).
+    pub server: ServerVersion,
     pub ack_wait: Duration,
     pub upstream_timeout: Duration,
     pub max_attempts: u32,

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use queue_worker::broker::{
     Acker, Admin, BrokerError, Consume, ConsumerSpec, Delivery, KeyValue, KvSpec, Outgoing, PubAck,
-    Publish, StreamInfo, StreamSpec, StreamStatus, Subscription,
+    Publish, ServerVersion, StreamInfo, StreamSpec, StreamStatus, Subscription,
 };
 use queue_worker::config::Storage;
 use tokio::sync::{mpsc, oneshot};
@@ -69,12 +69,15 @@ impl Drop for Client {
 #[derive(Clone)]
 pub struct RemoteBroker {
     c: Arc<Client>,
+    server: ServerVersion,
 }
 
 impl RemoteBroker {
     /// `addr`: `host:port` of the broker host; `name`: how this client appears in the history.
-    pub fn new(addr: &str, name: &str, hist: History) -> RemoteBroker {
+    /// `server`: the nats-server the broker host behaves as (what `server_version` says).
+    pub fn new(addr: &str, name: &str, hist: History, server: ServerVersion) -> RemoteBroker {
         RemoteBroker {
+            server,
             c: Arc::new(Client {
                 addr: addr.to_string(),
                 name: name.to_string(),
@@ -361,6 +364,10 @@ impl Admin for RemoteBroker {
 
     fn is_connected(&self) -> bool {
         self.c.current().is_some()
+    }
+
+    fn server_version(&self) -> Option<ServerVersion> {
+        Some(self.server)
     }
 
     async fn stream_info(

@@ -219,6 +219,71 @@ pub trait Subscription: Send {
     fn drain_buffered(&mut self) -> Vec<Delivery>;
 }
 
+/// A nats-server version, as the server announces itself. Where versions behave differently
+/// for what the worker relies on, the difference is a method here (checked against 2.9.10 and
+/// 2.15.1 by the conformance suite; the version each change came with is from nats-server's
+/// history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl ServerVersion {
+    /// Debian's nats-server, the oldest the worker supports and tests.
+    pub const NATS_2_9: ServerVersion = ServerVersion::new(2, 9, 10);
+    /// The newest nats-server tested (the in-process broker's default model).
+    pub const NEWEST: ServerVersion = ServerVersion::new(2, 15, 1);
+
+    pub const fn new(major: u32, minor: u32, patch: u32) -> ServerVersion {
+        ServerVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// `2.9.10`, `v2.15.1`, `2.11.0-beta.1` (the suffix is ignored); `None` otherwise.
+    pub fn parse(text: &str) -> Option<ServerVersion> {
+        let text = text.trim().trim_start_matches('v');
+        let core = text.split(['-', '+']).next()?;
+        let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+        let (major, minor) = (parts.next()??, parts.next()??);
+        let patch = parts.next().flatten().unwrap_or(0);
+        Some(ServerVersion::new(major, minor, patch))
+    }
+
+    fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+
+    /// A pull consumer with acks pending is kept past its inactive threshold until the last
+    /// ack deadline plus the threshold (2.12 and later); before, it was deleted with them.
+    pub fn keeps_consumers_with_pending_acks(&self) -> bool {
+        self.at_least(2, 12)
+    }
+
+    /// On a work queue, a filtered consumer whose filter overlaps another's is refused (2.11
+    /// and later); before, only a filter that was a subset or superset of another's.
+    pub fn refuses_overlapping_filters(&self) -> bool {
+        self.at_least(2, 11)
+    }
+
+    /// An ack for a message the consumer has not delivered yet (an ack from before the
+    /// consumer was deleted and recreated) is ignored (2.11 and later); before, it removed the
+    /// message from a work queue.
+    pub fn ignores_acks_ahead_of_the_consumer(&self) -> bool {
+        self.at_least(2, 11)
+    }
+}
+
+impl std::fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
 /// Storing messages (the ingress, `publish`, dead letters).
 #[async_trait]
 pub trait Publish: Send + Sync + 'static {
@@ -271,6 +336,9 @@ pub trait Admin: Send + Sync + 'static {
 
     /// Whether the broker is reachable right now.
     fn is_connected(&self) -> bool;
+
+    /// The server's version (the one the in-process broker models), when known.
+    fn server_version(&self) -> Option<ServerVersion>;
 }
 
 /// Key-value buckets whose entries expire (kept for the call status; nothing in the worker
@@ -340,5 +408,37 @@ impl BrokerError {
             op,
             reason: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_compare() {
+        assert_eq!(
+            ServerVersion::parse("2.9.10"),
+            Some(ServerVersion::NATS_2_9)
+        );
+        assert_eq!(ServerVersion::parse("v2.15.1"), Some(ServerVersion::NEWEST));
+        assert_eq!(
+            ServerVersion::parse("2.11.0-beta.1"),
+            Some(ServerVersion::new(2, 11, 0))
+        );
+        assert_eq!(
+            ServerVersion::parse("2.10"),
+            Some(ServerVersion::new(2, 10, 0))
+        );
+        assert_eq!(ServerVersion::parse("nats"), None);
+        assert!(ServerVersion::NATS_2_9 < ServerVersion::NEWEST);
+        let old = ServerVersion::NATS_2_9;
+        let new = ServerVersion::NEWEST;
+        assert!(
+            !old.keeps_consumers_with_pending_acks() && new.keeps_consumers_with_pending_acks()
+        );
+        assert!(!old.refuses_overlapping_filters() && new.refuses_overlapping_filters());
+        assert!(!ServerVersion::new(2, 11, 0).keeps_consumers_with_pending_acks());
+        assert!(ServerVersion::new(2, 11, 0).ignores_acks_ahead_of_the_consumer());
     }
 }

@@ -11,6 +11,7 @@ pub mod slow;
 
 use std::time::Duration;
 
+use queue_worker::broker::ServerVersion;
 use queue_worker::config::{Backoff, ScalingMode, Storage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -29,6 +30,8 @@ pub struct Opts {
     pub workers: Option<usize>,
     /// A deliberate bug (`buggify` builds).
     pub bug: Option<&'static Bug>,
+    /// The nats-server the broker behaves as (otherwise the seed picks one).
+    pub server: Option<ServerVersion>,
 }
 
 /// A scenario: its name, what it claims, and how to build a run from a seed.
@@ -104,6 +107,15 @@ pub fn between(rng: &mut StdRng, lo: f64, hi: f64) -> Duration {
     Duration::from_millis(rng.random_range((lo * 1000.0) as u64..=(hi * 1000.0) as u64))
 }
 
+/// The servers the broker's model follows: a seed runs one of them (half the seeds each),
+/// chosen apart from the scenario's other choices so that those stay the same.
+pub const SERVERS: [ServerVersion; 2] = [ServerVersion::NATS_2_9, ServerVersion::NEWEST];
+
+/// The server `seed` runs its broker as.
+pub fn server_for(seed: u64) -> ServerVersion {
+    SERVERS[(crate::plan::mix(seed ^ crate::plan::fnv("nats-server")) % 2) as usize]
+}
+
 /// The common starting point: small timeouts so a run covers minutes of simulated time.
 pub fn base(scenario: &'static str, seed: u64, rng: &mut StdRng, opts: &Opts) -> RunConfig {
     let backoff = match rng.random_range(0..3) {
@@ -118,6 +130,7 @@ pub fn base(scenario: &'static str, seed: u64, rng: &mut StdRng, opts: &Opts) ->
         max_inflight: [1, 2, 4][rng.random_range(0..3)],
         mode: ScalingMode::Static,
         storage: Storage::File,
+        server: opts.server.unwrap_or_else(|| server_for(seed)),
         ack_wait: secs(4.0),
         upstream_timeout: secs(8.0),
         max_attempts: rng.random_range(3..=6),

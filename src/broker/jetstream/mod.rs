@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use crate::broker::{
     Admin, BrokerError, Consume, ConsumerSpec, MSG_ID_HEADER, Outgoing, PubAck, Publish,
-    StreamInfo, StreamSpec, StreamStatus, Subscription,
+    ServerVersion, StreamInfo, StreamSpec, StreamStatus, Subscription,
 };
 
 use consumers::consumer_exists;
@@ -250,6 +250,11 @@ impl Admin for JetStreamBroker {
 
     fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn server_version(&self) -> Option<ServerVersion> {
+        let info = self.client.try_server_info()?;
+        ServerVersion::parse(&info.version)
     }
 
     async fn stream_info(

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::subjects::subject_matches;
+use super::time::later;
 use crate::broker::ConsumerSpec;
 
 /// JetStream's default ack wait, used when a consumer asks for zero.
@@ -45,6 +46,9 @@ pub(super) struct Pending {
     /// Deliveries so far.
     pub(super) delivered: u64,
     pub(super) state: PendingState,
+    /// When its ack wait (or nak delay) ran or runs out: the server's timestamp of the
+    /// delivery plus `ack_wait`; kept while it waits for redelivery.
+    pub(super) deadline: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,17 +84,23 @@ impl Consumer {
         }
     }
 
-    /// Idle past the inactive threshold (strictly, as the server compares).
-    pub(super) fn is_inactive(&mut self, now: Instant) -> bool {
+    /// Idle past the inactive threshold (strictly, as the server compares). When
+    /// `keeps_pending` (nats-server 2.12 and later), also past the last ack deadline of its
+    /// pending messages plus the threshold.
+    pub(super) fn is_inactive(&mut self, now: Instant, keeps_pending: bool) -> bool {
         self.lingering.retain(|_, until| *until > now);
-        match self.spec.inactive_threshold.filter(|t| !t.is_zero()) {
-            Some(threshold) => {
-                self.waiting == 0
-                    && self.lingering.is_empty()
-                    && now.saturating_duration_since(self.last_active) > threshold
-            }
-            None => false,
-        }
+        let Some(threshold) = self.spec.inactive_threshold.filter(|t| !t.is_zero()) else {
+            return false;
+        };
+        let idle = self.waiting == 0
+            && self.lingering.is_empty()
+            && now.saturating_duration_since(self.last_active) > threshold;
+        let held = keeps_pending
+            && self
+                .pending
+                .values()
+                .any(|p| later(p.deadline, threshold) > now);
+        idle && !held
     }
 
     /// Stop whatever is scheduled for `seq` (timer or queue slot).
@@ -112,6 +122,7 @@ impl Consumer {
         self.unschedule(seq);
         if let Some(p) = self.pending.get_mut(&seq) {
             p.state = PendingState::Timer(at);
+            p.deadline = at;
             self.timers.insert((at, seq));
         }
     }

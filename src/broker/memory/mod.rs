@@ -70,7 +70,7 @@ pub use limits::{MemoryLimits, MemoryUsage};
 
 use crate::broker::{
     Admin, BrokerError, Consume, ConsumerSpec, KeyValue, KvSpec, MSG_ID_HEADER, Outgoing, PubAck,
-    Publish, StreamInfo, StreamSpec, StreamStatus, Subscription,
+    Publish, ServerVersion, StreamInfo, StreamSpec, StreamStatus, Subscription,
 };
 use crate::clock::Clock;
 use kv::{Bucket, KvEntry};
@@ -87,12 +87,23 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
+    /// A broker that behaves as the newest nats-server tested ([`ServerVersion::NEWEST`]).
     pub fn new(clock: Arc<dyn Clock>, limits: MemoryLimits) -> MemoryBroker {
+        MemoryBroker::modelling(clock, limits, ServerVersion::NEWEST)
+    }
+
+    /// A broker that behaves as nats-server `version` where versions differ (see the
+    /// methods of [`ServerVersion`]).
+    pub fn modelling(
+        clock: Arc<dyn Clock>,
+        limits: MemoryLimits,
+        version: ServerVersion,
+    ) -> MemoryBroker {
         MemoryBroker {
             inner: Arc::new(Inner {
                 clock,
                 limits,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State::modelling(version)),
                 #[cfg(test)]
                 polls: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -101,6 +112,15 @@ impl MemoryBroker {
 
     pub fn limits(&self) -> &MemoryLimits {
         &self.inner.limits
+    }
+
+    /// Whether message `seq` is still stored in `stream` (the simulation's bookkeeping).
+    pub fn has_message(&self, stream: &str, seq: u64) -> bool {
+        let state = self.inner.lock();
+        state
+            .streams
+            .get(stream)
+            .is_some_and(|s| s.msgs.contains_key(&seq))
     }
 
     /// Messages and bytes held now (expired ones already dropped).
@@ -254,6 +274,10 @@ impl Admin for MemoryBroker {
             .get(stream)
             .map(|s| s.consumers.keys().cloned().collect())
             .unwrap_or_default())
+    }
+
+    fn server_version(&self) -> Option<ServerVersion> {
+        Some(self.inner.lock().version)
     }
 
     fn is_connected(&self) -> bool {

@@ -15,7 +15,8 @@ use super::stream::{Stored, Stream};
 use super::subjects::{subject_is_subset, subjects_collide, valid_name, valid_subject};
 use super::time::later;
 use crate::broker::{
-    BrokerError, ConsumerSpec, MSG_ID_HEADER, Outgoing, PubAck, Retention, StreamSpec, StreamStatus,
+    BrokerError, ConsumerSpec, MSG_ID_HEADER, Outgoing, PubAck, Retention, ServerVersion,
+    StreamSpec, StreamStatus,
 };
 use crate::clock::Clock;
 
@@ -61,8 +62,9 @@ impl Drop for StateGuard<'_> {
     }
 }
 
-#[derive(Default)]
 pub(super) struct State {
+    /// The nats-server whose behaviour is modelled where versions differ.
+    pub(super) version: ServerVersion,
     pub(super) streams: BTreeMap<String, Stream>,
     pub(super) buckets: BTreeMap<String, Bucket>,
     pub(super) usage: MemoryUsage,
@@ -78,6 +80,17 @@ pub(super) fn retention_name(r: Retention) -> &'static str {
 }
 
 impl State {
+    pub(super) fn modelling(version: ServerVersion) -> State {
+        State {
+            version,
+            streams: BTreeMap::new(),
+            buckets: BTreeMap::new(),
+            usage: MemoryUsage::default(),
+            dedup_ids: 0,
+            next_id: 0,
+        }
+    }
+
     pub(super) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
@@ -90,7 +103,7 @@ impl State {
         };
         let (n, b) = stream.expire_aged(now);
         self.dedup_ids -= stream.expire_dedup(now);
-        stream.expire_consumers(now);
+        stream.expire_consumers(now, self.version);
         self.usage.messages -= n;
         self.usage.bytes -= b;
     }
@@ -213,7 +226,7 @@ impl State {
             c.last_active = now;
             return Ok((c.id, c.notify.clone()));
         }
-        check_new_consumer(stream, spec)?;
+        check_new_consumer(stream, spec, self.version)?;
         let first = stream
             .msgs
             .first_key_value()
@@ -414,6 +427,9 @@ impl State {
         // then no longer stops the redelivery).
         c.fire_timers(now);
         match how {
+            // Not delivered by this consumer yet: from one deleted before it was recreated.
+            Settle::Ack | Settle::Term
+                if seq >= c.cursor && self.version.ignores_acks_ahead_of_the_consumer() => {}
             Settle::Ack | Settle::Term => {
                 c.remove_pending(seq);
                 // The server removes the message from a work queue whether or not this
@@ -491,7 +507,11 @@ fn stream_in<'a>(
 /// The checks nats-server makes before it creates a consumer: a valid name, a filter within
 /// the stream's subjects, and on a work queue no two consumers that could take the same
 /// message (10099, 10100).
-fn check_new_consumer(stream: &Stream, spec: &ConsumerSpec) -> Result<(), BrokerError> {
+fn check_new_consumer(
+    stream: &Stream,
+    spec: &ConsumerSpec,
+    version: ServerVersion,
+) -> Result<(), BrokerError> {
     if !valid_name(&spec.name) {
         return Err(BrokerError::other(
             "create consumer",
@@ -523,15 +543,17 @@ fn check_new_consumer(stream: &Stream, spec: &ConsumerSpec) -> Result<(), Broker
                 ));
             }
             Some(filter) => {
+                let apart = |other: &str| {
+                    if version.refuses_overlapping_filters() {
+                        !subjects_collide(filter, other)
+                    } else {
+                        !subject_is_subset(filter, other) && !subject_is_subset(other, filter)
+                    }
+                };
                 let unique = stream
                     .consumers
                     .values()
-                    .all(|o| match &o.spec.filter_subject {
-                        None => false,
-                        Some(other) => {
-                            !subject_is_subset(filter, other) && !subject_is_subset(other, filter)
-                        }
-                    });
+                    .all(|o| o.spec.filter_subject.as_deref().is_some_and(apart));
                 if !unique {
                     return Err(BrokerError::other(
                         "create consumer",

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::consumer::{Consumer, Pending, PendingState};
 use super::subjects::{has_wildcard, subject_matches};
 use super::time::later;
-use crate::broker::{MSG_ID_HEADER, StreamInfo, StreamSpec};
+use crate::broker::{MSG_ID_HEADER, ServerVersion, StreamInfo, StreamSpec};
 
 pub(super) struct Stream {
     pub(super) spec: StreamSpec,
@@ -136,10 +136,11 @@ impl Stream {
     }
 
     /// Delete consumers idle past their inactive threshold.
-    pub(super) fn expire_consumers(&mut self, now: Instant) {
+    pub(super) fn expire_consumers(&mut self, now: Instant, version: ServerVersion) {
         let stream = &self.spec.name;
+        let keeps_pending = version.keeps_consumers_with_pending_acks();
         self.consumers.retain(|name, c| {
-            if c.is_inactive(now) {
+            if c.is_inactive(now, keeps_pending) {
                 tracing::debug!(stream = %stream, consumer = %name, "Consumer deleted after its inactive threshold");
                 c.notify.notify_waiters();
                 false
@@ -190,6 +191,7 @@ impl Stream {
                 if let Some(p) = c.pending.get_mut(&seq) {
                     p.delivered += 1;
                     p.state = PendingState::Timer(deadline);
+                    p.deadline = deadline;
                     c.timers.insert((deadline, seq));
                     out.push((seq, p.delivered));
                 }
@@ -209,6 +211,7 @@ impl Stream {
                 Pending {
                     delivered: 1,
                     state: PendingState::Timer(deadline),
+                    deadline,
                 },
             );
             c.timers.insert((deadline, seq));

@@ -3,18 +3,34 @@
 
 use std::time::Duration;
 
-/// Extra time the server gives an unused function consumer before deleting it, beyond
-/// `max(consumer_inactive_threshold, ack_wait)`: room for workers to reconnect after a NATS
-/// outage. A consumer deleted while it still holds messages would restart their delivery
+use crate::broker::ServerVersion;
+
+/// Extra time a server before 2.12 gives an unused function consumer before deleting it,
+/// beyond `max(consumer_inactive_threshold, ack_wait)`: room for workers to reconnect after a
+/// NATS outage. A consumer deleted while it still holds messages would restart their delivery
 /// counts (and so their attempts).
 pub const SERVER_INACTIVE_GRACE: Duration = Duration::from_secs(15);
 
-/// The inactive threshold set on function consumers (the server's backstop; workers stop
-/// pulling after `consumer_inactive_threshold` idle). Never shorter than `ack_wait`, so that
-/// progress acks (every `ack_wait/2`) for messages in flight or waiting in a ready queue always
-/// count as activity, plus [`SERVER_INACTIVE_GRACE`].
-pub fn server_inactive_threshold(configured: Duration, ack_wait: Duration) -> Duration {
-    configured.max(ack_wait) + SERVER_INACTIVE_GRACE
+/// The inactive threshold set on function consumers (the server deletes a consumer nobody
+/// pulls from for that long; workers stop pulling after `consumer_inactive_threshold` idle).
+///
+/// - nats-server 2.12 and later keep a consumer while it has acks pending, until the last ack
+///   deadline plus the threshold: `consumer_inactive_threshold` itself.
+/// - Older servers delete a consumer with acks pending (its messages then start over with
+///   delivery count 1, and retries never run out; found by the simulation): never shorter than
+///   `ack_wait`, so that progress acks (every `ack_wait/2`) for messages in flight or waiting
+///   in a ready queue always count as activity, plus [`SERVER_INACTIVE_GRACE`]. So is an
+///   unknown server.
+pub fn server_inactive_threshold(
+    configured: Duration,
+    ack_wait: Duration,
+    server: Option<ServerVersion>,
+) -> Duration {
+    if server.is_some_and(|v| v.keeps_consumers_with_pending_acks()) {
+        configured
+    } else {
+        configured.max(ack_wait) + SERVER_INACTIVE_GRACE
+    }
 }
 
 /// FNV-1a, for short stable suffixes of consumer names.

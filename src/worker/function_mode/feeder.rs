@@ -50,7 +50,9 @@ impl Feeder {
     /// The function's consumer: filtered on its subject, ended by the server once unused.
     fn consumer_spec(&self) -> ConsumerSpec {
         let cfg = &self.ctx.config;
-        let threshold = server_inactive_threshold(cfg.consumer_inactive_threshold, cfg.ack_wait);
+        let server = self.ctx.broker.server_version();
+        let threshold =
+            server_inactive_threshold(cfg.consumer_inactive_threshold, cfg.ack_wait, server);
         let default_batch = cfg.max_inflight.clamp(1, MAX_DEFAULT_PULL_BATCH);
         ConsumerSpec {
             stream: self.stream.name.clone(),

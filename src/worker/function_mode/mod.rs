@@ -9,7 +9,7 @@
 //!   and pull from it only what the function can start now — at most its limiter's limit minus
 //!   what is in flight, and a small prefetch — into the function's ready queue; a feeder whose
 //!   function stays idle for `consumer_inactive_threshold` stops pulling and ends, and the
-//!   server deletes the consumer after [`server_inactive_threshold`] once no replica pulls from
+//!   server deletes the consumer after its inactive threshold (`consumers.rs`) once no replica pulls from
 //!   it or acknowledges its messages;
 //! - **dispatcher**: gives each free slot (`max_inflight`) to the next function in round-robin
 //!   order that has a ready delivery and room under its limit, so a backlog of thousands for one
