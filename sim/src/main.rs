@@ -150,12 +150,20 @@ fn parse_range(s: &str) -> Option<(u64, u64)> {
 /// command. Exits 1 when any failed.
 fn run_sweep(names: &[&str], from: u64, to: u64, opts: &sim::Opts) -> ! {
     let (mut runs, mut failed, mut violations) = (0u64, 0u64, 0usize);
+    // Per modelled nats-server: runs, invocations, duplicate invocations, broken leases.
+    let mut by_server: std::collections::BTreeMap<String, [usize; 4]> = Default::default();
     for seed in from..=to {
         for name in names {
             let Some(r) = sim::run_scenario(name, seed, opts) else {
                 usage()
             };
             runs += 1;
+            let st = &r.report.stats;
+            let t = by_server.entry(r.config.server.to_string()).or_default();
+            t[0] += 1;
+            t[1] += st.invocations;
+            t[2] += st.duplicate_invocations;
+            t[3] += st.lease_losses;
             if !r.ok() {
                 failed += 1;
                 violations += r.report.violations.len();
@@ -166,6 +174,12 @@ fn run_sweep(names: &[&str], from: u64, to: u64, opts: &sim::Opts) -> ! {
                 );
             }
         }
+    }
+    for (server, [n, invocations, duplicates, lost]) in by_server {
+        println!(
+            "sweep-server: {server} {n} runs, {invocations} invocations, {duplicates} duplicate \
+             invocations, {lost} broken leases"
+        );
     }
     println!("sweep: {runs} runs, {failed} failed, {violations} violations");
     std::process::exit(i32::from(failed > 0));
