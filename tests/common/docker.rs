@@ -479,15 +479,15 @@ pub fn worker_image() -> (String, String) {
         .clone()
 }
 
-/// `localhost/queue-worker-test-function:test`: `examples/test-function.rs` in a `FROM scratch`
-/// image, built once per process.
+/// `localhost/queue-worker-test-function:test`: the `test-function` crate (`testdata/test-function`)
+/// in a `FROM scratch` image, built once per process.
 pub fn test_function_image() -> (String, String) {
     static IMAGE: OnceLock<(String, String)> = OnceLock::new();
     IMAGE
         .get_or_init(|| {
             scratch_image_with(
                 "localhost/queue-worker-test-function:test",
-                &example_bin("test-function"),
+                &test_function_bin(),
                 "ci/test-function-image/Dockerfile",
                 &["--strip", "--name", "test-function"],
             )
@@ -515,44 +515,31 @@ fn scratch_image_with(
     split_image(image)
 }
 
-/// `examples/<name>.rs` compiled with `rustc` alone (the test function is std-only), cached
-/// under `target/qw-test-bin/` by a hash of its source. Unlike `cargo build --example`, this
-/// neither waits for cargo's lock nor relinks the library when `src/` changed.
-pub fn example_bin(name: &str) -> PathBuf {
-    use std::hash::{Hash, Hasher};
-    let src = repo_path(&format!("examples/{name}.rs"));
-    let code = std::fs::read(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    code.hash(&mut h);
+/// The `test-function` binary: `cargo build -p test-function` (std only, no dependencies: a few
+/// seconds the first time, a no-op after), in the target directory of this test binary
+/// (`CARGO_TARGET_DIR` or `target/`), i.e. `<target>/debug/test-function`.
+pub fn test_function_bin() -> PathBuf {
     // This test binary is <target>/<profile>/deps/<test>-<hash>.
     let exe = std::env::current_exe().expect("current_exe");
     let target = exe
         .ancestors()
         .nth(3)
         .expect("test binary under <target>/<profile>/deps")
-        .join("qw-test-bin");
-    let bin = target.join(format!("{name}-{:016x}", h.finish()));
-    if bin.is_file() {
-        return bin;
-    }
-    std::fs::create_dir_all(&target).expect("create target/qw-test-bin");
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let tmp = target.join(format!("{name}.{}.tmp", std::process::id()));
-    let out = Command::new(&rustc)
-        .args(["--edition", "2024", "-C", "opt-level=1", "-o"])
-        .arg(&tmp)
-        .arg(&src)
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["build", "--quiet", "-p", "test-function", "--target-dir"])
+        .arg(&target)
+        .current_dir(repo_path(""))
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run {rustc}: {e}"));
+        .unwrap_or_else(|e| panic!("run {cargo}: {e}"));
     assert!(
         out.status.success(),
-        "rustc {}: {}",
-        src.display(),
+        "cargo build -p test-function: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::rename(&tmp, &bin).expect("move the compiled test function in place");
-    bin
+    target.join("debug/test-function")
 }
 
 /// Starts `req` (whose container is named `name`); when it fails, prints the container's log,
