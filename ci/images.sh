@@ -2,7 +2,9 @@
 # Prepares Docker for the container and cluster suites, without any registry:
 # - removes containers and networks an interrupted test run left behind (label qw-test=1) and
 #   superseded test images;
-# - builds the local NATS image (ci/nats-image/build.sh: Debian's nats-server, FROM scratch).
+# - installs both nats-server versions (ci/install-nats: 2.9 from apt, the newest from pip) and
+#   builds their local images, localhost/queue-worker-nats:2.9 and :2.15 (ci/nats-image/build.sh
+#   --all, FROM scratch).
 # The worker and test-function images are built by the suites themselves, from the very
 # binaries under test (ci/scratch-image.sh, a no-op when unchanged).
 #
@@ -30,7 +32,8 @@ fi
 docker network prune -f --filter label=qw-test=1 >/dev/null
 docker image prune -f --filter label=qw.content >/dev/null
 
-ci/nats-image/build.sh
+ci/install-nats
+ci/nats-image/build.sh --all
 if [ "${1:-}" = "--worker" ]; then
   ci/worker-image/build.sh
 fi

@@ -12,43 +12,40 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::bed::{Bed, TestBed};
 use common::cluster::NatsCluster;
-use common::http::{CallbackReceiver, FunctionServer};
-use common::load::{Tally, call_ids, client, post_load, wait_all_called_back};
-use common::worker::{Worker, WorkerProcess, get_text, wait_http_ok};
+use common::load::{Tally, call_ids, client, ids};
+use common::worker::{Worker, get_text, wait_http_ok};
 use futures::StreamExt;
 
 /// One cluster at a time: three servers and three workers already fill two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Starts `queue-worker run --ingress` against every node of `cluster`.
-async fn start_worker(cluster: &NatsCluster, queue: &str, gateway: &str) -> Worker {
-    let metrics_port = common::free_port();
-    let ingress = format!("127.0.0.1:{}", common::free_port());
-    let env: Vec<(&str, String)> = vec![
-        ("nats_url", cluster.urls()),
-        ("queue_name", queue.to_string()),
-        ("gateway_url", gateway.to_string()),
-        ("metrics_port", metrics_port.to_string()),
-        ("nats_stream_replicas", "3".to_string()),
-        ("max_inflight", "16".to_string()),
-        ("ack_wait", "10s".to_string()),
-        ("upstream_timeout", "5s".to_string()),
-        ("initial_retry_wait", "200ms".to_string()),
-        ("max_retry_wait", "1s".to_string()),
-    ];
-    let proc = WorkerProcess::spawn(
-        &common::worker_bin(),
-        &["run", "--ingress", ingress.as_str()],
-        &env,
-    );
-    let metrics = format!("http://127.0.0.1:{metrics_port}");
-    wait_http_ok(&format!("{metrics}/readyz"), Duration::from_secs(60)).await;
-    Worker {
-        proc,
-        metrics,
-        ingress: Some(format!("http://{ingress}")),
+/// A three-node cluster, an echo function, a callback receiver, and `workers` workers with
+/// their ingresses against every node; `None` (skip) as `NatsCluster::start`.
+async fn cluster_bed(name: &str, workers: usize) -> Option<(TestBed<NatsCluster>, Vec<Worker>)> {
+    let bed = Bed::new(name)
+        .cluster()
+        .callback_receiver()
+        .ingress()
+        .envs(&[
+            ("nats_stream_replicas", "3"),
+            ("max_inflight", "16"),
+            ("ack_wait", "10s"),
+            ("upstream_timeout", "5s"),
+            ("initial_retry_wait", "200ms"),
+            ("max_retry_wait", "1s"),
+        ])
+        .start_without_worker()
+        .await?;
+    let mut started = Vec::new();
+    for _ in 0..workers {
+        started.push(bed.start_worker().await);
     }
+    bed.nats
+        .wait_stream_healthy(&bed.stream(), true, Duration::from_secs(30))
+        .await;
+    Some((bed, started))
 }
 
 async fn stream_messages(cluster: &NatsCluster, stream: &str) -> u64 {
@@ -123,47 +120,21 @@ async fn wait_drained(cluster: &NatsCluster, stream: &str, timeout: Duration) {
     }
 }
 
-async fn processed(w: &Worker, queue: &str) -> f64 {
-    w.metric(&format!(
-        "queue_worker_messages_processed_total{{queue_name=\"{queue}\"}}"
-    ))
-    .await
-    .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn every_accepted_invocation_completes_through_node_loss_and_partition() {
     let _serial = SERIAL.lock().await;
-    let Some(mut cluster) = NatsCluster::start().await else {
+    let Some((mut bed, mut workers)) = cluster_bed("cl", 3).await else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let receiver = CallbackReceiver::start().await;
-    let queue = common::unique_name("cl");
-    let stream = format!("OF_{queue}");
-    let mut workers = Vec::new();
-    for _ in 0..3 {
-        workers.push(start_worker(&cluster, &queue, &function.base_url()).await);
-    }
-    cluster
-        .wait_stream_healthy(&stream, true, Duration::from_secs(30))
-        .await;
-    let ingresses: Vec<String> = workers.iter().filter_map(|w| w.ingress.clone()).collect();
-    let callback = receiver.url("/done");
+    let (queue, stream) = (bed.queue.clone(), bed.stream());
+    let target = bed.target(&workers);
+    let cluster = &mut bed.nats;
 
     // 2,000 invocations at 100/s (20 s), with faults along the way.
     const TOTAL: usize = 2000;
-    let ids: Vec<String> = (0..TOTAL).map(|i| format!("load-{i:04}")).collect();
     let tally = Tally::default();
     let t0 = Instant::now();
-    let load = post_load(
-        &ingresses,
-        &callback,
-        ids,
-        100,
-        &tally,
-        Duration::from_secs(60),
-    );
+    let load = target.post(ids("load", TOTAL, 4), 100, &tally, Duration::from_secs(60));
     let faults = async {
         let at = |s: u64| tokio::time::sleep_until((t0 + Duration::from_secs(s)).into());
         at(3).await;
@@ -210,8 +181,10 @@ async fn every_accepted_invocation_completes_through_node_loss_and_partition() {
     assert_eq!(accepted.len(), TOTAL);
 
     // Every accepted invocation ran and was called back; the queue drains.
-    wait_all_called_back(&receiver, &accepted, Duration::from_secs(120)).await;
-    let invoked = call_ids(&function.requests());
+    let cluster = &bed.nats;
+    bed.wait_all_called_back(&accepted, Duration::from_secs(120))
+        .await;
+    let invoked = call_ids(&bed.function.requests());
     let not_invoked: Vec<&String> = accepted
         .iter()
         .filter(|id| !invoked.contains_key(*id))
@@ -225,31 +198,24 @@ async fn every_accepted_invocation_completes_through_node_loss_and_partition() {
     cluster
         .wait_stream_healthy(&stream, true, Duration::from_secs(60))
         .await;
-    wait_drained(&cluster, &stream, Duration::from_secs(60)).await;
+    wait_drained(cluster, &stream, Duration::from_secs(60)).await;
 
     // The workers (never restarted) are all connected and working: a last batch, with every
     // node up, runs to completion and every worker takes part.
     let before: Vec<f64> =
-        futures::future::join_all(workers.iter().map(|w| processed(w, &queue))).await;
+        futures::future::join_all(workers.iter().map(|w| w.processed(&queue))).await;
     for w in &workers {
         wait_http_ok(&format!("{}/readyz", w.metrics), Duration::from_secs(30)).await;
     }
-    let final_ids: Vec<String> = (0..300).map(|i| format!("final-{i:03}")).collect();
-    let tally2 = Tally::default();
-    post_load(
-        &ingresses,
-        &callback,
-        final_ids,
-        200,
-        &tally2,
-        Duration::from_secs(30),
-    )
-    .await;
+    let tally2 = target
+        .post_all(ids("final", 300, 3), 200, Duration::from_secs(30))
+        .await;
     let accepted2 = tally2.accepted();
     assert_eq!(accepted2.len(), 300, "all nodes up: every post is accepted");
-    wait_all_called_back(&receiver, &accepted2, Duration::from_secs(60)).await;
+    bed.wait_all_called_back(&accepted2, Duration::from_secs(60))
+        .await;
     let after: Vec<f64> =
-        futures::future::join_all(workers.iter().map(|w| processed(w, &queue))).await;
+        futures::future::join_all(workers.iter().map(|w| w.processed(&queue))).await;
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
         assert!(
             a > b,
@@ -277,50 +243,32 @@ async fn every_accepted_invocation_completes_through_node_loss_and_partition() {
 #[tokio::test]
 async fn without_quorum_the_ingress_answers_503_and_service_resumes_after() {
     let _serial = SERIAL.lock().await;
-    let Some(mut cluster) = NatsCluster::start().await else {
+    let Some((mut bed, mut workers)) = cluster_bed("quorum", 2).await else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let receiver = CallbackReceiver::start().await;
-    let queue = common::unique_name("quorum");
-    let stream = format!("OF_{queue}");
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        workers.push(start_worker(&cluster, &queue, &function.base_url()).await);
-    }
-    cluster
-        .wait_stream_healthy(&stream, true, Duration::from_secs(30))
-        .await;
-    let ingresses: Vec<String> = workers.iter().filter_map(|w| w.ingress.clone()).collect();
-    let callback = receiver.url("/done");
+    let stream = bed.stream();
+    let target = bed.target(&workers);
 
     // Baseline.
-    let tally = Tally::default();
-    let ids: Vec<String> = (0..100).map(|i| format!("before-{i:03}")).collect();
-    post_load(
-        &ingresses,
-        &callback,
-        ids,
-        200,
-        &tally,
-        Duration::from_secs(30),
-    )
-    .await;
+    let tally = target
+        .post_all(ids("before", 100, 3), 200, Duration::from_secs(30))
+        .await;
     let before = tally.accepted();
     assert_eq!(before.len(), 100);
-    wait_all_called_back(&receiver, &before, Duration::from_secs(60)).await;
+    bed.wait_all_called_back(&before, Duration::from_secs(60))
+        .await;
 
     // Two of three down: nothing can be stored, so nothing may be accepted.
-    cluster.kill(1);
-    cluster.kill(2);
+    bed.nats.kill(1);
+    bed.nats.kill(2);
     let http = client();
     let mut statuses = Vec::new();
-    for (n, ingress) in ingresses.iter().cycle().take(4).enumerate() {
+    for (n, ingress) in target.ingresses.iter().cycle().take(4).enumerate() {
         let started = Instant::now();
         let resp = http
             .post(format!("{ingress}/async-function/echo"))
             .header("X-Call-Id", format!("noquorum-{n}"))
-            .header("X-Callback-Url", callback.as_str())
+            .header("X-Callback-Url", target.callback.as_str())
             .body("must not be accepted")
             .send()
             .await
@@ -339,35 +287,28 @@ async fn without_quorum_the_ingress_answers_503_and_service_resumes_after() {
     );
 
     // Quorum back: the same workers (not restarted) reconnect and accept and run new work.
-    cluster.restart(1).await;
-    cluster.restart(2).await;
-    cluster
+    bed.nats.restart(1).await;
+    bed.nats.restart(2).await;
+    bed.nats
         .wait_stream_healthy(&stream, false, Duration::from_secs(60))
         .await;
     for w in &workers {
         wait_http_ok(&format!("{}/readyz", w.metrics), Duration::from_secs(60)).await;
     }
-    let tally = Tally::default();
-    let ids: Vec<String> = (0..200).map(|i| format!("after-{i:03}")).collect();
-    post_load(
-        &ingresses,
-        &callback,
-        ids,
-        200,
-        &tally,
-        Duration::from_secs(60),
-    )
-    .await;
+    let tally = target
+        .post_all(ids("after", 200, 3), 200, Duration::from_secs(60))
+        .await;
     let after = tally.accepted();
     assert_eq!(
         after.len(),
         200,
         "quorum is back: every post is accepted in the end"
     );
-    wait_all_called_back(&receiver, &after, Duration::from_secs(60)).await;
+    bed.wait_all_called_back(&after, Duration::from_secs(60))
+        .await;
     let (status, _) = get_text(&format!("{}/readyz", workers[0].metrics)).await;
     assert_eq!(status, 200);
-    wait_drained(&cluster, &stream, Duration::from_secs(60)).await;
+    wait_drained(&bed.nats, &stream, Duration::from_secs(60)).await;
     for w in &mut workers {
         assert!(
             w.proc.try_exit().is_none(),

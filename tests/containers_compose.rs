@@ -1,6 +1,6 @@
 //! The deployment as containers, compose-style: the worker image (the binary under test in a
 //! `FROM scratch` image, non-root), a NATS container and a function container
-//! (`examples/test-function.rs`) on a private Docker network. The test posts to the worker's
+//! (`testdata/test-function`) on a private Docker network. The test posts to the worker's
 //! published ingress port; the callback comes back to this process over the network's gateway.
 //!
 //! Also checks the deployment files that cannot be run here: `deploy/Dockerfile` (multi-stage,

@@ -11,34 +11,17 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use common::bed::Bed;
 use common::docker;
-use common::http::{CallbackReceiver, FunctionServer};
-use common::load::{Tally, call_ids, client, post_load, wait_all_called_back};
+use common::load::{Tally, call_ids, client, ids};
 use common::nats::NatsServer;
-use common::worker::{Worker, stream_messages, wait_http_ok};
+use common::worker::wait_http_ok;
 
 const T: Duration = Duration::from_secs(30);
 
-/// A NATS container, or `None` (skip) without Docker when `CI` is unset.
-async fn nats_container(restartable: bool) -> Option<NatsServer> {
-    match docker::nats_image() {
-        Ok(_) => Some(NatsServer::start_container(restartable).await),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but the container suite cannot run: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: {e}");
-            None
-        }
-    }
-}
-
-async fn processed(w: &Worker, queue: &str) -> f64 {
-    w.metric(&format!(
-        "queue_worker_messages_processed_total{{queue_name=\"{queue}\"}}"
-    ))
-    .await
-    .unwrap_or(0.0)
+/// A bed in a NATS container whose workers run the ingress, with a callback receiver.
+fn container_bed(name: &str) -> Bed {
+    Bed::new(name).in_container().callback_receiver().ingress()
 }
 
 /// With Docker answering and neither `NATS_URL` nor `QW_NATS_BACKEND` set, the shared harness
@@ -49,9 +32,14 @@ async fn the_harness_picks_a_container_when_docker_answers() {
         eprintln!("SKIPPED: NATS_URL or QW_NATS_BACKEND chooses the backend for this run");
         return;
     }
-    if nats_container(false).await.is_none() {
+    let Some(probe) = Bed::new("probe")
+        .in_container()
+        .start_without_worker()
+        .await
+    else {
         return;
-    }
+    };
+    drop(probe);
     let nats = NatsServer::start().await.expect("a server");
     assert!(nats.is_container(), "Docker answers, so a container");
     let name = nats.container_name().unwrap().to_string();
@@ -76,24 +64,21 @@ async fn the_harness_picks_a_container_when_docker_answers() {
 
 #[tokio::test]
 async fn two_workers_run_every_invocation_through_a_nats_container() {
-    let Some(nats) = nats_container(false).await else {
+    let Some((bed, w1)) = container_bed("ctr").env("max_inflight", "8").start().await else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let receiver = CallbackReceiver::start().await;
-    let queue = common::unique_name("ctr");
-    let extra = [("max_inflight", "8")];
-    let w1 = Worker::start(&nats, &queue, &function.base_url(), true, &extra).await;
-    let w2 = Worker::start(&nats, &queue, &function.base_url(), true, &extra).await;
-    let ingresses = vec![w1.ingress.clone().unwrap(), w2.ingress.clone().unwrap()];
+    let (receiver, queue) = (bed.receiver(), &bed.queue);
+    let w2 = bed.start_worker().await;
 
-    let ids: Vec<String> = (0..400).map(|i| format!("ctr-{i:03}")).collect();
-    let tally = Tally::default();
-    post_load(&ingresses, &receiver.url("/done"), ids, 400, &tally, T).await;
+    let tally = bed
+        .target([&w1, &w2])
+        .post_all(ids("ctr", 400, 3), 400, T)
+        .await;
     let accepted = tally.accepted();
     assert_eq!(accepted.len(), 400, "a healthy broker accepts everything");
     assert_eq!(tally.refused(), 0, "no 503 from a healthy broker");
-    wait_all_called_back(&receiver, &accepted, Duration::from_secs(60)).await;
+    bed.wait_all_called_back(&accepted, Duration::from_secs(60))
+        .await;
 
     // Each callback carries its own invocation's response.
     for cb in receiver.requests() {
@@ -105,48 +90,31 @@ async fn two_workers_run_every_invocation_through_a_nats_container() {
         );
         assert_eq!(cb.header("x-function-name"), Some("echo.openfaas-fn"));
     }
-    let invoked = call_ids(&function.requests());
+    let invoked = call_ids(&bed.function.requests());
     assert!(accepted.iter().all(|id| invoked.contains_key(id)));
-    common::eventually(T, "work queue drained", || async {
-        stream_messages(&nats, &format!("OF_{queue}")).await == 0
-    })
-    .await;
-    let (p1, p2) = (processed(&w1, &queue).await, processed(&w2, &queue).await);
+    bed.wait_drained(T).await;
+    let (p1, p2) = (w1.processed(queue).await, w2.processed(queue).await);
     assert!(p1 > 0.0 && p2 > 0.0, "both workers took part: {p1} + {p2}");
     assert!(p1 + p2 >= 400.0);
 }
 
 #[tokio::test]
 async fn a_nats_container_killed_and_restarted_mid_load_loses_nothing() {
-    let Some(mut nats) = nats_container(true).await else {
+    let Some((mut bed, w)) = container_bed("ctr-restart")
+        .restartable()
+        .env("max_inflight", "8")
+        .start()
+        .await
+    else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let receiver = CallbackReceiver::start().await;
-    let queue = common::unique_name("ctr-restart");
-    let w = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        true,
-        &[("max_inflight", "8")],
-    )
-    .await;
-    let ingresses = vec![w.ingress.clone().unwrap()];
 
     // 300 invocations at 100/s; the broker is killed at 1 s and started again at 2.5 s.
-    let ids: Vec<String> = (0..300).map(|i| format!("rs-{i:03}")).collect();
     let tally = Tally::default();
-    let callback = receiver.url("/done");
+    let target = bed.target([&w]);
+    let nats = &mut bed.nats;
     let t0 = Instant::now();
-    let load = post_load(
-        &ingresses,
-        &callback,
-        ids,
-        100,
-        &tally,
-        Duration::from_secs(60),
-    );
+    let load = target.post(ids("rs", 300, 3), 100, &tally, Duration::from_secs(60));
     let fault = async {
         tokio::time::sleep_until((t0 + Duration::from_secs(1)).into()).await;
         nats.kill();
@@ -169,11 +137,9 @@ async fn a_nats_container_killed_and_restarted_mid_load_loses_nothing() {
         tally.refused() > 0,
         "the ingress refused (503) while the broker was down"
     );
-    wait_all_called_back(&receiver, &accepted, Duration::from_secs(60)).await;
-    common::eventually(T, "work queue drained", || async {
-        stream_messages(&nats, &format!("OF_{queue}")).await == 0
-    })
-    .await;
+    bed.wait_all_called_back(&accepted, Duration::from_secs(60))
+        .await;
+    bed.wait_drained(T).await;
     wait_http_ok(&format!("{}/readyz", w.metrics), T).await;
     let reconnects = w.metric("queue_worker_nats_reconnect_total").await;
     assert!(
@@ -184,14 +150,11 @@ async fn a_nats_container_killed_and_restarted_mid_load_loses_nothing() {
 
 #[tokio::test]
 async fn a_paused_nats_container_gets_503_not_202_then_work_resumes() {
-    let Some(nats) = nats_container(false).await else {
+    let Some((bed, w)) = container_bed("ctr-pause").start().await else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let receiver = CallbackReceiver::start().await;
-    let queue = common::unique_name("ctr-pause");
-    let w = Worker::start(&nats, &queue, &function.base_url(), true, &[]).await;
-    let ingress = w.ingress.clone().unwrap();
+    let (nats, receiver) = (&bed.nats, bed.receiver());
+    let ingress = w.ingress().to_string();
     let http = client();
 
     // Frozen broker (cgroup freezer): the connection stays open, nothing is answered.
@@ -211,10 +174,8 @@ async fn a_paused_nats_container_gets_503_not_202_then_work_resumes() {
     assert_eq!(status, 503, "no 202 for a message that was not stored");
 
     // Thawed: accepted and run, no worker restart.
-    let tally = Tally::default();
-    let ids: Vec<String> = (0..20).map(|i| format!("thawed-{i:02}")).collect();
-    post_load(&[ingress], &receiver.url("/done"), ids, 50, &tally, T).await;
+    let tally = bed.target([&w]).post_all(ids("thawed", 20, 2), 50, T).await;
     let accepted: HashSet<String> = tally.accepted();
     assert_eq!(accepted.len(), 20);
-    wait_all_called_back(&receiver, &accepted, T).await;
+    bed.wait_all_called_back(&accepted, T).await;
 }

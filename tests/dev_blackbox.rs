@@ -6,11 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::http::CallbackReceiver;
-use common::worker::{WorkerProcess, get_text, http_client, wait_http_ok};
+use common::worker::{Worker, WorkerProcess, get_text, wait_http_ok};
 
 const T: Duration = Duration::from_secs(20);
 
-async fn start_dev() -> (WorkerProcess, String, String) {
+/// `queue-worker dev --ingress …`, ready; its ingress is the base URL of everything dev serves.
+async fn start_dev() -> Worker {
     let ingress = format!("127.0.0.1:{}", common::free_port());
     let metrics_port = common::free_port();
     // A NATS URL that nothing listens on: dev must not need it.
@@ -23,20 +24,21 @@ async fn start_dev() -> (WorkerProcess, String, String) {
     proc.wait_log("Try:", T).await;
     let metrics = format!("http://127.0.0.1:{metrics_port}");
     wait_http_ok(&format!("{metrics}/readyz"), T).await;
-    (proc, format!("http://{ingress}"), metrics)
+    Worker::new(proc, metrics, Some(format!("http://{ingress}")))
 }
 
 #[tokio::test]
 async fn dev_runs_an_async_invocation_with_a_callback_end_to_end() {
-    let (proc, base, metrics) = start_dev().await;
-    let log = proc.log();
+    let dev = start_dev().await;
+    let (base, metrics) = (dev.ingress(), &dev.metrics);
+    let log = dev.proc.log();
     assert!(
         log.contains(&format!("curl -i -X POST {base}/async-function/echo")),
         "the banner tells a newcomer what to curl:\n{log}"
     );
     let receiver = CallbackReceiver::start().await;
-    let r = http_client()
-        .post(format!("{base}/async-function/echo"))
+    let r = dev
+        .post("echo")
         .header("X-Callback-Url", receiver.url("/done"))
         .header("Content-Type", "text/plain")
         .body("hello dev")
@@ -54,8 +56,8 @@ async fn dev_runs_an_async_invocation_with_a_callback_end_to_end() {
 
     // The flaky demo function fails twice with 429, then the retry succeeds; the built-in
     // callback inbox records the result.
-    let r = http_client()
-        .post(format!("{base}/async-function/flaky?fail=2"))
+    let r = dev
+        .post("flaky?fail=2")
         .header("X-Callback-Url", format!("{base}/callback"))
         .send()
         .await
@@ -85,14 +87,12 @@ async fn dev_runs_an_async_invocation_with_a_callback_end_to_end() {
 
 #[tokio::test]
 async fn dev_sleep_function_and_graceful_stop() {
-    let (mut proc, base, _metrics) = start_dev().await;
+    let mut dev = start_dev().await;
     let receiver = CallbackReceiver::start().await;
-    let r = http_client()
-        .post(format!("{base}/async-function/sleep?ms=300"))
-        .header("X-Callback-Url", receiver.url("/cb"))
-        .send()
-        .await
-        .unwrap();
+    let r = dev
+        .post("sleep?ms=300")
+        .header("X-Callback-Url", receiver.url("/cb"));
+    let r = r.send().await.unwrap();
     assert_eq!(r.status(), 202);
     let cbs = receiver.wait_for(1, T).await;
     assert_eq!(cbs[0].body_str(), "slept 300 ms\n");
@@ -102,7 +102,7 @@ async fn dev_sleep_function_and_graceful_stop() {
         .parse()
         .unwrap();
     assert!(secs >= 0.3, "{secs}");
-    proc.sigterm();
-    let status = proc.wait_exit(T).await.expect("exits");
+    dev.proc.sigterm();
+    let status = dev.proc.wait_exit(T).await.expect("exits");
     assert!(status.success());
 }

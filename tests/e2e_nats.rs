@@ -7,28 +7,30 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::http::{CallbackReceiver, FunctionServer, Reply};
-use common::nats::NatsServer;
-use common::worker::{Worker, http_client, raw_post_status, stream_messages};
+use common::bed::Bed;
+use common::http::Reply;
+use common::worker::{http_client, raw_post_status};
 
 const T: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn ingress_invokes_function_and_posts_callback_with_every_header() {
-    let Some(nats) = NatsServer::start().await else {
+    let Some((bed, mut w)) = Bed::new("e2e")
+        .function(|r, _| {
+            Reply::ok(r.body.clone())
+                .with_header("Content-Type", "application/x-test")
+                .with_header("X-Echo", "yes")
+                .with_status(201)
+        })
+        .callback_receiver()
+        .ingress()
+        .start()
+        .await
+    else {
         return;
     };
-    let function = FunctionServer::start(|r, _| {
-        Reply::ok(r.body.clone())
-            .with_header("Content-Type", "application/x-test")
-            .with_header("X-Echo", "yes")
-            .with_status(201)
-    })
-    .await;
-    let receiver = CallbackReceiver::start().await;
-    let queue = common::unique_name("e2e");
-    let mut w = Worker::start(&nats, &queue, &function.base_url(), true, &[]).await;
-    let ingress = w.ingress.clone().unwrap();
+    let (function, receiver, queue) = (&bed.function, bed.receiver(), &bed.queue);
+    let ingress = w.ingress().to_string();
     let client = http_client();
 
     let body = Bytes::from_static(b"\x00\x01binary body\xff");
@@ -97,17 +99,8 @@ async fn ingress_invokes_function_and_posts_callback_with_every_header() {
     );
 
     // The message is acknowledged: the work queue is empty.
-    common::eventually(T, "work queue drained", || async {
-        stream_messages(&nats, &format!("OF_{queue}")).await == 0
-    })
-    .await;
-    assert_eq!(
-        w.metric(&format!(
-            "queue_worker_messages_processed_total{{queue_name=\"{queue}\"}}"
-        ))
-        .await,
-        Some(1.0)
-    );
+    bed.wait_drained(T).await;
+    assert_eq!(w.processed(queue).await, 1.0);
     assert_eq!(
         w.metric(&format!(
             "queue_worker_invocations_total{{queue_name=\"{queue}\",function_name=\"echo.ns1\",code=\"201\"}}"
@@ -124,13 +117,8 @@ async fn ingress_invokes_function_and_posts_callback_with_every_header() {
     );
 
     // A caller-supplied X-Call-Id is kept; the bare function name gets the default namespace.
-    let resp = client
-        .post(format!("{ingress}/async-function/plain"))
-        .header("X-Call-Id", "my-own-id")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let resp = w.post("plain").header("X-Call-Id", "my-own-id");
+    let resp = resp.body("x").send().await.unwrap();
     assert_eq!(resp.status(), 202);
     assert_eq!(resp.headers()["x-call-id"], "my-own-id");
     let calls = function.wait_for(2, T).await;
@@ -142,60 +130,32 @@ async fn ingress_invokes_function_and_posts_callback_with_every_header() {
 
 #[tokio::test]
 async fn ingress_refuses_bad_requests_clearly() {
-    let Some(nats) = NatsServer::start().await else {
+    let Some((bed, w)) = Bed::new("refuse")
+        .ingress()
+        .env("max_body_bytes", "1024")
+        .start()
+        .await
+    else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let queue = common::unique_name("refuse");
-    let w = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        true,
-        &[("max_body_bytes", "1024")],
-    )
-    .await;
-    let ingress = w.ingress.clone().unwrap();
-    let client = http_client();
+    let (function, ingress) = (&bed.function, w.ingress());
 
-    let r = client
-        .post(format!("{ingress}/async-function/f"))
-        .header("X-Callback-Url", "not a url")
-        .send()
-        .await
-        .unwrap();
+    let r = w.post("f").header("X-Callback-Url", "not a url");
+    let r = r.send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("callback URL"));
 
-    let r = client
-        .post(format!("{ingress}/async-function/f"))
-        .body(vec![b'x'; 1025])
-        .send()
-        .await
-        .unwrap();
+    let r = w.post("f").body(vec![b'x'; 1025]).send().await.unwrap();
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().contains("1024"));
 
-    let r = client
-        .post(format!("{ingress}/async-function/f"))
-        .body(vec![b'x'; 1024])
-        .send()
-        .await
-        .unwrap();
+    let r = w.post("f").body(vec![b'x'; 1024]).send().await.unwrap();
     assert_eq!(r.status(), 202, "exactly the limit is accepted");
 
-    let r = client
-        .get(format!("{ingress}/async-function/f"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 405);
+    let r = http_client().get(format!("{ingress}/async-function/f"));
+    assert_eq!(r.send().await.unwrap().status(), 405);
 
-    let r = client
-        .post(format!("{ingress}/async-function/..%2Fsystem"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.post("..%2Fsystem").send().await.unwrap();
     assert_eq!(r.status(), 400);
 
     // HTTP clients normalise `..` away, so speak raw HTTP to send it as is.
@@ -213,30 +173,18 @@ async fn ingress_refuses_bad_requests_clearly() {
 
 #[tokio::test]
 async fn function_queues_route_to_another_queue_with_queue_name_set() {
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
-    let function = FunctionServer::echo().await;
-    let queue = common::unique_name("main");
     let other = common::unique_name("other");
     let routing = format!("pdf-gen={other}");
-    let w = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        true,
-        &[("function_queues", routing.as_str())],
-    )
-    .await;
-    let r = http_client()
-        .post(format!(
-            "{}/async-function/pdf-gen",
-            w.ingress.as_ref().unwrap()
-        ))
-        .body("doc")
-        .send()
+    let Some((bed, w)) = Bed::new("main")
+        .ingress()
+        .env("function_queues", &routing)
+        .start()
         .await
-        .unwrap();
+    else {
+        return;
+    };
+    let (nats, function) = (&bed.nats, &bed.function);
+    let r = w.post("pdf-gen").body("doc").send().await.unwrap();
     assert_eq!(r.status(), 202);
 
     // Stored in the other queue's stream, on <other>.pdf-gen.openfaas-fn, with QueueName set;
@@ -254,7 +202,7 @@ async fn function_queues_route_to_another_queue_with_queue_name_set() {
     assert_eq!(function.count(), 0);
 
     // A worker for the other queue runs it.
-    let _w2 = Worker::start(&nats, &other, &function.base_url(), false, &[]).await;
+    let _w2 = bed.worker().queue(&other).start().await;
     let calls = function.wait_for(1, T).await;
     assert_eq!(calls[0].path, "/function/pdf-gen");
     assert_eq!(calls[0].body, Bytes::from_static(b"doc"));
@@ -262,37 +210,18 @@ async fn function_queues_route_to_another_queue_with_queue_name_set() {
 
 #[tokio::test]
 async fn go_encoded_messages_from_nats_are_invoked_on_both_subjects() {
-    let Some(nats) = NatsServer::start().await else {
+    let Some((bed, _w)) = Bed::new("go").start().await else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let queue = common::unique_name("go");
-    let _w = Worker::start(&nats, &queue, &function.base_url(), false, &[]).await;
-    let js = nats.jetstream().await;
-    js.publish(
-        format!("{queue}.figlet.openfaas-fn"),
-        common::fixture("full.json"),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    bed.publish_to("figlet.openfaas-fn", common::fixture("full.json"))
+        .await;
     // Older gateways publish to the bare queue subject.
-    js.publish(queue.clone(), common::fixture("legacy-2020.json"))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    js.publish(
-        format!("{queue}.resize.openfaas-fn"),
-        common::fixture("binary-body.json"),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    bed.publish(&bed.queue, common::fixture("legacy-2020.json"))
+        .await;
+    bed.publish_to("resize.openfaas-fn", common::fixture("binary-body.json"))
+        .await;
 
-    let calls = function.wait_for(3, T).await;
+    let calls = bed.function.wait_for(3, T).await;
     let full = calls
         .iter()
         .find(|c| c.path.starts_with("/function/figlet"))
@@ -325,44 +254,26 @@ async fn go_encoded_messages_from_nats_are_invoked_on_both_subjects() {
 
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_the_worker_keeps_working() {
-    let Some(nats) = NatsServer::start().await else {
+    let Some((bed, w)) = Bed::new("poison").start().await else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let queue = common::unique_name("poison");
-    let w = Worker::start(&nats, &queue, &function.base_url(), false, &[]).await;
-    let js = nats.jetstream().await;
+    let (function, queue) = (&bed.function, &bed.queue);
     for (i, f) in ["bad-base64.json", "missing-function.json", "not-json.txt"]
         .iter()
         .enumerate()
     {
-        js.publish(format!("{queue}.p{i}.openfaas-fn"), common::fixture(f))
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        bed.publish_to(&format!("p{i}.openfaas-fn"), common::fixture(f))
+            .await;
     }
-    js.publish(
-        format!("{queue}.figlet.openfaas-fn"),
-        common::fixture("minimal.json"),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    bed.publish_to("figlet.openfaas-fn", common::fixture("minimal.json"))
+        .await;
     let calls = function.wait_for(1, T).await;
     assert_eq!(calls[0].path, "/function/figlet");
 
-    let dlq = format!("OF_{queue}_DLQ");
-    common::eventually(T, "three dead letters", || async {
-        stream_messages(&nats, &dlq).await == 3
-    })
-    .await;
-    common::eventually(T, "work queue empty", || async {
-        stream_messages(&nats, &format!("OF_{queue}")).await == 0
-    })
-    .await;
-    let stream = js.get_stream(&dlq).await.unwrap();
+    bed.wait_dead_letters(3, T).await;
+    bed.wait_drained(T).await;
+    let js = bed.nats.jetstream().await;
+    let stream = js.get_stream(bed.dlq()).await.unwrap();
     for (i, f) in ["bad-base64.json", "missing-function.json", "not-json.txt"]
         .iter()
         .enumerate()
@@ -398,44 +309,14 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_working() {
 /// simulation (broker-restart seeds 4905 and 9521, memory storage).
 #[tokio::test]
 async fn dead_letters_survive_a_queue_reset() {
-    let Some(nats) = NatsServer::start().await else {
+    let Some((bed, mut w)) = Bed::new("reset").start().await else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let queue = common::unique_name("reset");
-    let mut w = Worker::start(&nats, &queue, &function.base_url(), false, &[]).await;
-    let js = nats.jetstream().await;
-    let work = format!("OF_{queue}");
-    let dlq = format!("OF_{queue}_DLQ");
-    // A stream recreated a moment ago may refuse a publish for a little while (nats-server
-    // 2.9: "error opening msg block file"): publish until it is stored.
-    let poison = |n: u32| {
-        let js = js.clone();
-        let subject = format!("{queue}.p{n}.openfaas-fn");
-        async move {
-            let deadline = std::time::Instant::now() + T;
-            loop {
-                let body = Bytes::from(format!("not json {n}"));
-                let stored = match js.publish(subject.clone(), body).await {
-                    Ok(ack) => ack.await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                match stored {
-                    Ok(ack) => return ack.sequence,
-                    Err(e) if std::time::Instant::now() < deadline => {
-                        eprintln!("publish not stored yet: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => panic!("publish {n}: {e}"),
-                }
-            }
-        }
-    };
+    let js = bed.nats.jetstream().await;
+    let (work, queue) = (bed.stream(), &bed.queue);
+    let poison = |n: u32| bed.publish_to(&format!("p{n}.openfaas-fn"), format!("not json {n}"));
     assert_eq!(poison(1).await, 1);
-    common::eventually(T, "first dead letter", || async {
-        stream_messages(&nats, &dlq).await == 1
-    })
-    .await;
+    bed.wait_dead_letters(1, T).await;
     // The reset as the README describes it: stop the workers, delete the stream, start them
     // again. (nats-server 2.9 can fail every write to a stream recreated the moment it was
     // deleted, "error opening msg block file": give the deletion a second.)
@@ -445,17 +326,14 @@ async fn dead_letters_survive_a_queue_reset() {
         .await
         .expect("delete the work stream");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _w = Worker::start(&nats, &queue, &function.base_url(), false, &[]).await;
+    let _w = bed.start_worker().await;
     assert_eq!(
         poison(2).await,
         1,
         "the recreated stream numbers from 1 again"
     );
-    common::eventually(T, "second dead letter", || async {
-        stream_messages(&nats, &dlq).await == 2
-    })
-    .await;
-    let stream = js.get_stream(&dlq).await.unwrap();
+    bed.wait_dead_letters(2, T).await;
+    let stream = js.get_stream(bed.dlq()).await.unwrap();
     let m = stream
         .get_last_raw_message_by_subject(&format!("{queue}_DLQ.p2.openfaas-fn"))
         .await
@@ -465,74 +343,46 @@ async fn dead_letters_survive_a_queue_reset() {
 
 #[tokio::test]
 async fn nats_restart_mid_run_loses_nothing() {
-    let Some(mut nats) = NatsServer::start_restartable().await else {
+    let Some((mut bed, w)) = Bed::new("restart")
+        .restartable()
+        .function(|_, _| Reply::ok("ok").with_delay(Duration::from_millis(100)))
+        .ingress()
+        .env("max_inflight", "2")
+        .start()
+        .await
+    else {
         return;
     };
-    let function =
-        FunctionServer::start(|_, _| Reply::ok("ok").with_delay(Duration::from_millis(100))).await;
-    let queue = common::unique_name("restart");
-    let w = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        true,
-        &[("max_inflight", "2")],
-    )
-    .await;
-    let ingress = w.ingress.clone().unwrap();
-    let client = http_client();
+    let post = |id: &str| w.post("f").header("X-Call-Id", id).send();
     let mut accepted = HashSet::new();
     for i in 0..20 {
-        let r = client
-            .post(format!("{ingress}/async-function/f"))
-            .header("X-Call-Id", format!("before-{i}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        accepted.insert(format!("before-{i}"));
+        let id = format!("before-{i}");
+        assert_eq!(post(&id).await.unwrap().status(), 202);
+        accepted.insert(id);
     }
-    function.wait_for(3, T).await;
-    nats.kill();
+    bed.function.wait_for(3, T).await;
+    bed.nats.kill();
     // While NATS is down the ingress refuses (503), never a silent 202.
-    let r = client
-        .post(format!("{ingress}/async-function/f"))
-        .header("X-Call-Id", "during")
-        .send()
-        .await
-        .unwrap();
+    let r = post("during").await.unwrap();
     assert_eq!(r.status(), 503, "{}", r.text().await.unwrap_or_default());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    nats.restart().await;
-    common::eventually(T, "ingress accepts again", || {
-        let client = client.clone();
-        let ingress = ingress.clone();
-        async move {
-            client
-                .post(format!("{ingress}/async-function/f"))
-                .header("X-Call-Id", "after-0")
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 202)
-        }
+    bed.nats.restart().await;
+    common::eventually(T, "ingress accepts again", || async {
+        post("after-0").await.is_ok_and(|r| r.status() == 202)
     })
     .await;
     accepted.insert("after-0".into());
     for i in 1..5 {
-        let r = client
-            .post(format!("{ingress}/async-function/f"))
-            .header("X-Call-Id", format!("after-{i}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        accepted.insert(format!("after-{i}"));
+        let id = format!("after-{i}");
+        assert_eq!(post(&id).await.unwrap().status(), 202);
+        accepted.insert(id);
     }
     common::eventually(
         Duration::from_secs(40),
         "every accepted call invoked",
         || {
-            let seen: HashSet<String> = function
+            let seen: HashSet<String> = bed
+                .function
                 .requests()
                 .iter()
                 .filter_map(|r| r.header("x-call-id").map(str::to_string))
@@ -542,10 +392,7 @@ async fn nats_restart_mid_run_loses_nothing() {
         },
     )
     .await;
-    common::eventually(T, "work queue drained", || async {
-        stream_messages(&nats, &format!("OF_{queue}")).await == 0
-    })
-    .await;
+    bed.wait_drained(T).await;
     assert!(
         w.metric("queue_worker_nats_reconnect_total").await >= Some(1.0),
         "reconnect counted"
@@ -554,26 +401,20 @@ async fn nats_restart_mid_run_loses_nothing() {
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_calls_finish_and_exits_zero() {
-    let Some(nats) = NatsServer::start().await else {
+    let Some((bed, mut w)) = Bed::new("term")
+        .function(|_, _| Reply::ok("done").with_delay(Duration::from_millis(1500)))
+        .callback_receiver()
+        .ingress()
+        .env("max_inflight", "3")
+        .start()
+        .await
+    else {
         return;
     };
-    let function =
-        FunctionServer::start(|_, _| Reply::ok("done").with_delay(Duration::from_millis(1500)))
-            .await;
-    let receiver = CallbackReceiver::start().await;
-    let queue = common::unique_name("term");
-    let mut w = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        true,
-        &[("max_inflight", "3")],
-    )
-    .await;
-    let ingress = w.ingress.clone().unwrap();
+    let (function, receiver) = (&bed.function, bed.receiver());
     for _ in 0..3 {
-        let r = http_client()
-            .post(format!("{ingress}/async-function/slow"))
+        let r = w
+            .post("slow")
             .header("X-Callback-Url", receiver.url("/cb"))
             .send()
             .await
@@ -591,7 +432,7 @@ async fn sigterm_lets_in_flight_calls_finish_and_exits_zero() {
     assert_eq!(function.count(), 3);
     assert_eq!(receiver.count(), 3, "every finished call got its callback");
     assert_eq!(
-        stream_messages(&nats, &format!("OF_{queue}")).await,
+        bed.stream_messages().await,
         0,
         "finished calls were acknowledged before exit"
     );
@@ -599,38 +440,27 @@ async fn sigterm_lets_in_flight_calls_finish_and_exits_zero() {
 
 #[tokio::test]
 async fn shutdown_timeout_gives_unfinished_work_back_at_once() {
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
-    let function = FunctionServer::start(|_, n| {
-        if n == 0 {
-            Reply::ok("slow").with_delay(Duration::from_secs(30))
-        } else {
-            Reply::ok("fast")
-        }
-    })
-    .await;
-    let queue = common::unique_name("grace");
     // ack_wait is long: the message must come back because it was given back (nak), not
     // because the lease expired.
-    let mut w = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        true,
-        &[("shutdown_timeout", "500ms"), ("ack_wait", "60s")],
-    )
-    .await;
-    let r = http_client()
-        .post(format!(
-            "{}/async-function/long",
-            w.ingress.as_ref().unwrap()
-        ))
-        .send()
+    let Some((bed, mut w)) = Bed::new("grace")
+        .function(|_, n| {
+            if n == 0 {
+                Reply::ok("slow").with_delay(Duration::from_secs(30))
+            } else {
+                Reply::ok("fast")
+            }
+        })
+        .ingress()
+        .env("shutdown_timeout", "500ms")
+        .env("ack_wait", "60s")
+        .start()
         .await
-        .unwrap();
+    else {
+        return;
+    };
+    let r = w.post("long").send().await.unwrap();
     assert_eq!(r.status(), 202);
-    function.wait_for(1, T).await;
+    bed.function.wait_for(1, T).await;
     w.proc.sigterm();
     let status = w
         .proc
@@ -641,15 +471,8 @@ async fn shutdown_timeout_gives_unfinished_work_back_at_once() {
     assert!(w.proc.log().contains("Shutdown timeout reached"));
 
     let started = std::time::Instant::now();
-    let _w2 = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        false,
-        &[("ack_wait", "60s")],
-    )
-    .await;
-    let calls = function.wait_for(2, T).await;
+    let _w2 = bed.worker().env("ack_wait", "60s").start().await;
+    let calls = bed.function.wait_for(2, T).await;
     assert_eq!(calls[1].path, "/function/long");
     assert!(
         started.elapsed() < Duration::from_secs(15),
@@ -663,56 +486,41 @@ async fn shutdown_timeout_gives_unfinished_work_back_at_once() {
 /// (`src/worker/lease.rs`; the simulation found the sequence, consumer-expiry seed 430).
 #[tokio::test]
 async fn a_worker_whose_lease_ran_out_does_not_give_the_message_back() {
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
-    let function = FunctionServer::start(|_, n| match n {
-        // Worker A's call: still running when A stops.
-        0 => Reply::ok("first").with_delay(Duration::from_secs(30)),
-        // Worker B's, after A's lease ran out.
-        1 => Reply::ok("second").with_delay(Duration::from_secs(4)),
-        _ => Reply::ok("third"),
-    })
-    .await;
-    let queue = common::unique_name("lease");
-    let proxy = common::proxy::Proxy::start(nats.port()).await;
-    let via_proxy = proxy.nats_url();
-    let mut a = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        true,
-        &[
-            ("nats_url", via_proxy.as_str()),
+    // Worker A reaches NATS through the proxy.
+    let Some((bed, mut a)) = Bed::new("lease")
+        .function(|_, n| match n {
+            // Worker A's call: still running when A stops.
+            0 => Reply::ok("first").with_delay(Duration::from_secs(30)),
+            // Worker B's, after A's lease ran out.
+            1 => Reply::ok("second").with_delay(Duration::from_secs(4)),
+            _ => Reply::ok("third"),
+        })
+        .proxy()
+        .ingress()
+        .envs(&[
             ("ack_wait", "2s"),
             ("max_inflight", "1"),
             ("shutdown_timeout", "500ms"),
-        ],
-    )
-    .await;
-    let r = http_client()
-        .post(format!(
-            "{}/async-function/cut",
-            a.ingress.as_ref().unwrap()
-        ))
-        .send()
+        ])
+        .start()
         .await
-        .unwrap();
+    else {
+        return;
+    };
+    let function = &bed.function;
+    let r = a.post("cut").send().await.unwrap();
     assert_eq!(r.status(), 202);
     function.wait_for(1, T).await;
     // A is cut off: its progress acks do not get through and its lease runs out.
-    proxy.freeze();
-    let _b = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        false,
-        &[("ack_wait", "2s"), ("max_inflight", "2")],
-    )
-    .await;
+    bed.proxy().freeze();
+    let _b = bed
+        .worker()
+        .envs(&[("ack_wait", "2s"), ("max_inflight", "2")])
+        .start()
+        .await;
     function.wait_for(2, T).await;
     // A is back and stops while B works on the call, with a slot free for more.
-    proxy.thaw();
+    bed.proxy().thaw();
     a.proc.sigterm();
     let status = a
         .proc
@@ -720,10 +528,8 @@ async fn a_worker_whose_lease_ran_out_does_not_give_the_message_back() {
         .await
         .expect("exits");
     assert!(status.success());
-    common::eventually(T, "B finished the call", || async {
-        stream_messages(&nats, &format!("OF_{queue}")).await == 0
-    })
-    .await;
+    // B finished the call.
+    bed.wait_drained(T).await;
     // Longer than an ack wait: a third run would have started by now.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -740,28 +546,19 @@ async fn a_worker_whose_lease_ran_out_does_not_give_the_message_back() {
 
 #[tokio::test]
 async fn a_consumer_deleted_by_hand_is_recreated() {
-    let Some(nats) = NatsServer::start().await else {
+    let Some((bed, mut w)) = Bed::new("recreate").start().await else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let queue = common::unique_name("recreate");
-    let mut w = Worker::start(&nats, &queue, &function.base_url(), false, &[]).await;
-    let js = nats.jetstream().await;
-    let stream = js.get_stream(format!("OF_{queue}")).await.unwrap();
+    let js = bed.nats.jetstream().await;
+    let stream = js.get_stream(bed.stream()).await.unwrap();
     stream
-        .delete_consumer(&format!("{queue}-workers"))
+        .delete_consumer(&format!("{}-workers", bed.queue))
         .await
         .expect("delete consumer");
     w.proc.wait_log("recreating", Duration::from_secs(30)).await;
-    js.publish(
-        format!("{queue}.figlet.openfaas-fn"),
-        common::fixture("minimal.json"),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    let calls = function.wait_for(1, T).await;
+    bed.publish_to("figlet.openfaas-fn", common::fixture("minimal.json"))
+        .await;
+    let calls = bed.function.wait_for(1, T).await;
     assert_eq!(calls[0].path, "/function/figlet");
 }
 
@@ -769,27 +566,19 @@ async fn a_consumer_deleted_by_hand_is_recreated() {
 async fn slow_functions_past_ack_wait_run_exactly_once() {
     // Functions run 2.5x the ack wait while more work waits: progress acks keep the running
     // message leased, and nothing is pulled ahead of a free slot, so nothing runs twice.
-    let Some(nats) = NatsServer::start().await else {
+    let Some((bed, w)) = Bed::new("slow")
+        .function(|_, _| Reply::ok("slow").with_delay(Duration::from_millis(2500)))
+        .ingress()
+        .envs(&[("ack_wait", "1s"), ("max_inflight", "1")])
+        .start()
+        .await
+    else {
         return;
     };
-    let function =
-        FunctionServer::start(|_, _| Reply::ok("slow").with_delay(Duration::from_millis(2500)))
-            .await;
-    let queue = common::unique_name("slow");
-    let w = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        true,
-        &[("ack_wait", "1s"), ("max_inflight", "1")],
-    )
-    .await;
+    let function = &bed.function;
     for i in 0..3 {
-        let r = http_client()
-            .post(format!(
-                "{}/async-function/slow",
-                w.ingress.as_ref().unwrap()
-            ))
+        let r = w
+            .post("slow")
             .header("X-Call-Id", format!("slow-{i}"))
             .send()
             .await
@@ -797,10 +586,7 @@ async fn slow_functions_past_ack_wait_run_exactly_once() {
         assert_eq!(r.status(), 202);
     }
     function.wait_for(3, Duration::from_secs(30)).await;
-    common::eventually(T, "work queue drained", || async {
-        stream_messages(&nats, &format!("OF_{queue}")).await == 0
-    })
-    .await;
+    bed.wait_drained(T).await;
     // Longer than an ack wait after the last call: any redelivery would have shown up.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let ids: Vec<String> = function
@@ -818,24 +604,19 @@ async fn slow_functions_past_ack_wait_run_exactly_once() {
 
 #[tokio::test]
 async fn publish_command_enqueues_like_the_ingress_and_json_logs_are_json() {
-    let Some(nats) = NatsServer::start().await else {
+    let Some((bed, mut w)) = Bed::new("cli")
+        .callback_receiver()
+        .env("log_encoding", "json")
+        .start()
+        .await
+    else {
         return;
     };
-    let function = FunctionServer::echo().await;
-    let receiver = CallbackReceiver::start().await;
-    let queue = common::unique_name("cli");
-    let mut w = Worker::start(
-        &nats,
-        &queue,
-        &function.base_url(),
-        false,
-        &[("log_encoding", "json")],
-    )
-    .await;
+    let (function, receiver) = (&bed.function, bed.receiver());
     let out = std::process::Command::new(common::worker_bin())
         .env_clear()
-        .env("nats_url", nats.url())
-        .env("queue_name", &queue)
+        .env("nats_url", bed.nats.url())
+        .env("queue_name", &bed.queue)
         .args([
             "publish",
             "figlet.ns2",
@@ -917,32 +698,27 @@ fn invalid_configuration_exits_2_with_one_line_per_bad_value() {
 
 #[tokio::test]
 async fn static_mode_reports_pending_messages_per_function() {
-    let Some(nats) = NatsServer::start().await else {
+    let Some((bed, w)) = Bed::new("pending")
+        .function(|_, _| Reply::ok("ok").with_delay(Duration::from_millis(1000)))
+        .ingress()
+        .start()
+        .await
+    else {
         return;
     };
-    let function =
-        FunctionServer::start(|_, _| Reply::ok("ok").with_delay(Duration::from_millis(1000))).await;
-    let queue = common::unique_name("pending");
-    let w = Worker::start(&nats, &queue, &function.base_url(), true, &[]).await;
     for _ in 0..7 {
-        let r = http_client()
-            .post(format!(
-                "{}/async-function/backlog",
-                w.ingress.as_ref().unwrap()
-            ))
-            .send()
-            .await
-            .unwrap();
+        let r = w.post("backlog").send().await.unwrap();
         assert_eq!(r.status(), 202);
     }
     let line = format!(
-        "queue_worker_pending_messages{{queue_name=\"{queue}\",function_name=\"backlog.openfaas-fn\"}}"
+        "queue_worker_pending_messages{{queue_name=\"{}\",function_name=\"backlog.openfaas-fn\"}}",
+        bed.queue
     );
     common::eventually(Duration::from_secs(15), "pending > 0 reported", || async {
         w.metric(&line).await.is_some_and(|v| v > 0.0)
     })
     .await;
-    function.wait_for(7, T).await;
+    bed.function.wait_for(7, T).await;
     common::eventually(Duration::from_secs(15), "pending back to 0", || async {
         w.metric(&line).await == Some(0.0)
     })

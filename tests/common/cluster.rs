@@ -19,7 +19,7 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use super::docker::{self, Network};
-use super::nats::wait_nats_info;
+use super::nats::{describe_binary, server_binary, wait_nats_info};
 use super::{free_port, tail};
 
 const CLUSTER_NAME: &str = "qw";
@@ -68,18 +68,13 @@ impl NatsCluster {
         let cluster = if use_containers {
             Self::start_containers().await
         } else {
-            match find_binary() {
-                Some(bin) => Self::start_processes(bin).await,
-                None => {
-                    let why = format!(
-                        "a NATS cluster needs Docker ({}) or nats-server on PATH",
+            match server_binary() {
+                Ok(bin) => Self::start_processes(bin.path.clone()).await,
+                Err(no_bin) => {
+                    return super::skip_or_panic(&format!(
+                        "a NATS cluster needs Docker ({}) or nats-server ({no_bin})",
                         docker::nats_image().err().unwrap_or_default()
-                    );
-                    if std::env::var_os("CI").is_some() {
-                        panic!("CI is set but {why}");
-                    }
-                    eprintln!("SKIPPED: {why}");
-                    return None;
+                    ));
                 }
             }
         };
@@ -153,7 +148,8 @@ impl NatsCluster {
             cluster.wait_client_port(i).await;
         }
         eprintln!(
-            "cluster harness: 3 containers of {image}:{tag} on network {}",
+            "cluster harness: 3 containers of {image}:{tag}{} on network {}",
+            docker::nats_image_version(),
             cluster
                 .network
                 .as_ref()
@@ -198,7 +194,10 @@ impl NatsCluster {
         for i in 0..3 {
             cluster.wait_process_ready(i, 0).await;
         }
-        eprintln!("cluster harness: 3 nats-server processes on loopback");
+        eprintln!(
+            "cluster harness: 3 nats-server processes on loopback ({})",
+            describe_binary()
+        );
         cluster
     }
 
@@ -221,17 +220,8 @@ impl NatsCluster {
     pub fn kill(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         match &mut node.kind {
-            NodeKind::Process { child, .. } => {
-                if let Some(mut c) = child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-            }
-            NodeKind::Container { name, .. } => {
-                if let Err(e) = docker::cli(&["kill", name.as_str()], 60) {
-                    assert!(e.contains("is not running"), "{e}");
-                }
-            }
+            NodeKind::Process { child, .. } => super::kill_child(child),
+            NodeKind::Container { name, .. } => docker::kill(name),
         }
         node.running = false;
         node.partitioned = false;
@@ -466,11 +456,8 @@ impl Drop for NatsCluster {
                 );
             }
             // SIGKILL also ends a frozen (SIGSTOP) process.
-            if let NodeKind::Process { child, .. } = &mut self.nodes[i].kind
-                && let Some(mut c) = child.take()
-            {
-                let _ = c.kill();
-                let _ = c.wait();
+            if let NodeKind::Process { child, .. } = &mut self.nodes[i].kind {
+                super::kill_child(child);
             }
         }
         // Containers go first (their drop removes them), then the network.
@@ -509,23 +496,7 @@ fn node_args(
 }
 
 fn signal(child: &Option<Child>, sig: &str) {
-    let Some(c) = child else {
-        return;
-    };
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -{sig} {}", c.id()))
-        .status()
-        .expect("run sh -c kill");
-    assert!(status.success(), "kill -{sig} {} failed", c.id());
-}
-
-fn find_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
+    if let Some(c) = child {
+        super::send_signal(c.id(), sig);
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
 }

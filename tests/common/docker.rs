@@ -5,11 +5,14 @@
 //!   it for testcontainers (see "API shim" below). `QW_NATS_BACKEND=process` turns Docker off
 //!   for the NATS harness; this module is still usable by the container suites.
 //! - [`nats_image`] is the NATS image to run: `$QW_NATS_IMAGE`, by default the local
-//!   `localhost/queue-worker-nats:2.9` that `ci/nats-image/build.sh` builds without any registry
-//!   (this module runs that script, which is a no-op when the image is up to date). On a laptop
-//!   that can pull, `QW_NATS_IMAGE=nats:2.10` uses the official image.
-//! - [`worker_image`] and [`test_function_image`] bundle binaries of this build into `FROM scratch` images
-//!   (`ci/scratch-image.sh`): the worker and the test function run as containers that way.
+//!   `localhost/queue-worker-nats:<2.9|2.15>` that `ci/nats-image/build.sh` builds without any
+//!   registry from the nats-server binary of the selected version (`QW_NATS_VERSION`, see
+//!   [`super::nats::server_binary`]); this module runs that script, which is a no-op when the
+//!   image is up to date. On a laptop that can pull, `QW_NATS_IMAGE=nats:2.10` uses the
+//!   official image.
+//! - [`worker_image`] and [`test_function_image`] bundle binaries of this build (the worker and
+//!   `testdata/test-function`) into `FROM scratch` images (`ci/scratch-image.sh`): the worker
+//!   and the test function run as containers that way.
 //!
 //! API shim: testcontainers 0.27 (bollard 0.20) speaks Docker API 1.52 and does not negotiate;
 //! an engine older than Docker 29 refuses it ("client version 1.52 is too new"). When the engine
@@ -29,8 +32,8 @@ use std::time::{Duration, Instant};
 const CLIENT_API: (u32, u32) = (1, 52);
 /// Label on every container and network the tests create.
 pub const LABEL: &str = "qw-test";
-/// Default NATS image: built locally by `ci/nats-image/build.sh`.
-pub const DEFAULT_NATS_IMAGE: &str = "localhost/queue-worker-nats:2.9";
+/// The local NATS images (`<repo>:<major.minor>`): built by `ci/nats-image/build.sh`.
+pub const NATS_IMAGE_REPO: &str = "localhost/queue-worker-nats";
 
 /// A Docker engine that answered.
 #[derive(Clone, Debug)]
@@ -87,18 +90,37 @@ pub fn nats_image() -> Result<(String, String), String> {
     IMAGE
         .get_or_init(|| {
             docker()?;
-            let image = std::env::var("QW_NATS_IMAGE")
+            let image = match std::env::var("QW_NATS_IMAGE")
                 .ok()
                 .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| DEFAULT_NATS_IMAGE.to_string());
+            {
+                Some(image) => image,
+                None => format!("{NATS_IMAGE_REPO}:{}", super::nats::server_binary()?.line()),
+            };
             if image.starts_with("localhost/") {
+                let bin = super::nats::server_binary()?.path.to_string_lossy();
                 let script = repo_path("ci/nats-image/build.sh");
-                run_script(&script, &[], &[("QW_NATS_IMAGE", image.as_str())])
+                let env = [
+                    ("QW_NATS_IMAGE", image.as_str()),
+                    ("NATS_SERVER_BIN", &*bin),
+                ];
+                run_script(&script, &[], &env)
                     .map_err(|e| format!("cannot build the local NATS image {image}: {e}"))?;
             }
             Ok(split_image(&image))
         })
         .clone()
+}
+
+/// ` (nats-server v2.9.10)` when the NATS image is a local one built from [`super::nats::server_binary`];
+/// empty for an image named by `QW_NATS_IMAGE` elsewhere.
+pub fn nats_image_version() -> String {
+    match (nats_image(), super::nats::server_binary()) {
+        (Ok((name, _)), Ok(bin)) if name.starts_with("localhost/") => {
+            format!(" (nats-server v{})", bin.version)
+        }
+        _ => String::new(),
+    }
 }
 
 /// `repo/name:tag` → `("repo/name", "tag")` (tag `latest` when absent).
@@ -176,6 +198,13 @@ pub fn cli(args: &[&str], timeout_s: u64) -> Result<String, String> {
             args.join(" "),
             stderr.trim()
         ))
+    }
+}
+
+/// `docker kill <container>`; a container that is not running (killed already) is fine.
+pub fn kill(container: &str) {
+    if let Err(e) = cli(&["kill", container], 60) {
+        assert!(e.contains("is not running"), "{e}");
     }
 }
 
@@ -479,15 +508,15 @@ pub fn worker_image() -> (String, String) {
         .clone()
 }
 
-/// `localhost/queue-worker-test-function:test`: `examples/test-function.rs` in a `FROM scratch`
-/// image, built once per process.
+/// `localhost/queue-worker-test-function:test`: the `test-function` crate (`testdata/test-function`)
+/// in a `FROM scratch` image, built once per process.
 pub fn test_function_image() -> (String, String) {
     static IMAGE: OnceLock<(String, String)> = OnceLock::new();
     IMAGE
         .get_or_init(|| {
             scratch_image_with(
                 "localhost/queue-worker-test-function:test",
-                &example_bin("test-function"),
+                &test_function_bin(),
                 "ci/test-function-image/Dockerfile",
                 &["--strip", "--name", "test-function"],
             )
@@ -515,44 +544,31 @@ fn scratch_image_with(
     split_image(image)
 }
 
-/// `examples/<name>.rs` compiled with `rustc` alone (the test function is std-only), cached
-/// under `target/qw-test-bin/` by a hash of its source. Unlike `cargo build --example`, this
-/// neither waits for cargo's lock nor relinks the library when `src/` changed.
-pub fn example_bin(name: &str) -> PathBuf {
-    use std::hash::{Hash, Hasher};
-    let src = repo_path(&format!("examples/{name}.rs"));
-    let code = std::fs::read(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    code.hash(&mut h);
+/// The `test-function` binary: `cargo build -p test-function` (std only, no dependencies: a few
+/// seconds the first time, a no-op after), in the target directory of this test binary
+/// (`CARGO_TARGET_DIR` or `target/`), i.e. `<target>/debug/test-function`.
+pub fn test_function_bin() -> PathBuf {
     // This test binary is <target>/<profile>/deps/<test>-<hash>.
     let exe = std::env::current_exe().expect("current_exe");
     let target = exe
         .ancestors()
         .nth(3)
         .expect("test binary under <target>/<profile>/deps")
-        .join("qw-test-bin");
-    let bin = target.join(format!("{name}-{:016x}", h.finish()));
-    if bin.is_file() {
-        return bin;
-    }
-    std::fs::create_dir_all(&target).expect("create target/qw-test-bin");
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let tmp = target.join(format!("{name}.{}.tmp", std::process::id()));
-    let out = Command::new(&rustc)
-        .args(["--edition", "2024", "-C", "opt-level=1", "-o"])
-        .arg(&tmp)
-        .arg(&src)
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["build", "--quiet", "-p", "test-function", "--target-dir"])
+        .arg(&target)
+        .current_dir(repo_path(""))
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run {rustc}: {e}"));
+        .unwrap_or_else(|e| panic!("run {cargo}: {e}"));
     assert!(
         out.status.success(),
-        "rustc {}: {}",
-        src.display(),
+        "cargo build -p test-function: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::rename(&tmp, &bin).expect("move the compiled test function in place");
-    bin
+    target.join("debug/test-function")
 }
 
 /// Starts `req` (whose container is named `name`); when it fails, prints the container's log,

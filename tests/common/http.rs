@@ -103,12 +103,13 @@ impl Reply {
         self
     }
 
-    /// Answers after `d`.
+    /// Replaces the status.
     pub fn with_status(mut self, status: u16) -> Reply {
         self.status = status;
         self
     }
 
+    /// Answers after `d`.
     pub fn with_delay(mut self, d: Duration) -> Reply {
         self.delay = d;
         self
@@ -118,7 +119,9 @@ impl Reply {
 /// Decides the reply from the request and its 0-based call number for that path.
 pub type Responder = Arc<dyn Fn(&Recorded, usize) -> Reply + Send + Sync>;
 
-/// A fake OpenFaaS gateway: requests arrive at `/function/<name>[/path][?query]`.
+/// A fake OpenFaaS gateway: requests arrive at `/function/<name>[/path][?query]`. The
+/// recording methods (`requests`, `count`, `wait_for`, `base_url`, `set_responder`) are
+/// [`Recorder`]'s.
 pub struct FunctionServer(Recorder);
 
 impl FunctionServer {
@@ -132,47 +135,12 @@ impl FunctionServer {
 
     /// 200 echoing the body and its `Content-Type`, plus `X-Echo: yes`.
     pub async fn echo() -> FunctionServer {
-        Self::start(|req, _| {
-            let mut reply = Reply::ok(req.body.clone()).with_header("X-Echo", "yes");
-            if let Some(ct) = req.header("content-type") {
-                reply = reply.with_header("Content-Type", ct);
-            }
-            reply
-        })
-        .await
-    }
-
-    /// `http://127.0.0.1:PORT`, to be used as the gateway URL.
-    pub fn base_url(&self) -> String {
-        self.0.base_url()
+        Self::start(echo).await
     }
 
     /// Address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.0.addr
-    }
-
-    /// Replaces the responder; per-path call numbers keep counting.
-    pub fn set_responder<F>(&self, responder: F)
-    where
-        F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
-    {
-        self.0.set_responder(Arc::new(responder));
-    }
-
-    /// Every request so far, in arrival order.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.0.requests()
-    }
-
-    /// Number of requests so far.
-    pub fn count(&self) -> usize {
-        self.0.count()
-    }
-
-    /// Waits until at least `n` requests arrived; returns all of them. Panics on timeout.
-    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
-        self.0.wait_for(n, timeout).await
     }
 
     /// Requests being answered right now.
@@ -186,7 +154,24 @@ impl FunctionServer {
     }
 }
 
-/// A callback target (`X-Callback-Url`); answers 200 unless told otherwise.
+impl std::ops::Deref for FunctionServer {
+    type Target = Recorder;
+    fn deref(&self) -> &Recorder {
+        &self.0
+    }
+}
+
+/// The responder of [`FunctionServer::echo`].
+pub fn echo(req: &Recorded, _call: usize) -> Reply {
+    let mut reply = Reply::ok(req.body.clone()).with_header("X-Echo", "yes");
+    if let Some(ct) = req.header("content-type") {
+        reply = reply.with_header("Content-Type", ct);
+    }
+    reply
+}
+
+/// A callback target (`X-Callback-Url`); answers 200 unless told otherwise. The recording
+/// methods are [`Recorder`]'s.
 pub struct CallbackReceiver(Recorder);
 
 impl CallbackReceiver {
@@ -210,37 +195,16 @@ impl CallbackReceiver {
         CallbackReceiver(Recorder::start_on("CallbackReceiver", responder, ip).await)
     }
 
-    /// `http://127.0.0.1:PORT`.
-    pub fn base_url(&self) -> String {
-        self.0.base_url()
-    }
-
     /// `base_url()` + `path` (which should start with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.0.base_url())
     }
+}
 
-    /// Replaces the responder; per-path call numbers keep counting.
-    pub fn set_responder<F>(&self, responder: F)
-    where
-        F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
-    {
-        self.0.set_responder(Arc::new(responder));
-    }
-
-    /// Every request so far, in arrival order.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.0.requests()
-    }
-
-    /// Number of requests so far.
-    pub fn count(&self) -> usize {
-        self.0.count()
-    }
-
-    /// Waits until at least `n` requests arrived; returns all of them. Panics on timeout.
-    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
-        self.0.wait_for(n, timeout).await
+impl std::ops::Deref for CallbackReceiver {
+    type Target = Recorder;
+    fn deref(&self) -> &Recorder {
+        &self.0
     }
 }
 
@@ -254,7 +218,7 @@ struct Shared {
 }
 
 /// The recording server behind both fakes.
-struct Recorder {
+pub struct Recorder {
     label: &'static str,
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -302,23 +266,31 @@ impl Recorder {
         }
     }
 
-    fn base_url(&self) -> String {
+    /// `http://IP:PORT` (for a function server: the gateway URL).
+    pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn set_responder(&self, responder: Responder) {
-        *lock(&self.shared.responder) = responder;
+    /// Replaces the responder; per-path call numbers keep counting.
+    pub fn set_responder<F>(&self, responder: F)
+    where
+        F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    {
+        *lock(&self.shared.responder) = Arc::new(responder);
     }
 
-    fn requests(&self) -> Vec<Recorded> {
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.shared.requests).clone()
     }
 
-    fn count(&self) -> usize {
+    /// Number of requests so far.
+    pub fn count(&self) -> usize {
         lock(&self.shared.requests).len()
     }
 
-    async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
+    /// Waits until at least `n` requests arrived; returns all of them. Panics on timeout.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
         let mut rx = self.shared.arrived.subscribe();
         if tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
             .await

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::http::{CallbackReceiver, Recorded};
+use super::worker::Worker;
 
 /// A client that waits long enough for a 503 after the PubAck timeout.
 pub fn client() -> reqwest::Client {
@@ -46,56 +47,79 @@ impl Tally {
     }
 }
 
-/// Posts invocations `ids` at `per_second`, `concurrency` at a time, round-robin over the
-/// ingresses. A 503 or transport error is retried (same `X-Call-Id`, next ingress) for up to
-/// `give_up`; any other status than 202/503 fails the test.
-pub async fn post_load(
-    ingresses: &[String],
-    callback: &str,
-    ids: Vec<String>,
-    per_second: u32,
-    tally: &Tally,
-    give_up: Duration,
-) {
-    let http = client();
-    let start = tokio::time::Instant::now();
-    let interval = Duration::from_secs(1) / per_second;
-    futures::stream::iter(ids.into_iter().enumerate())
-        .for_each_concurrent(32, |(n, id)| {
-            let http = http.clone();
-            async move {
-                tokio::time::sleep_until(start + interval * n as u32).await;
-                let deadline = Instant::now() + give_up;
-                let mut attempt = n;
-                loop {
-                    let ingress = &ingresses[attempt % ingresses.len()];
-                    attempt += 1;
-                    let resp = http
-                        .post(format!("{ingress}/async-function/echo"))
-                        .header("X-Call-Id", id.as_str())
-                        .header("X-Callback-Url", callback)
-                        .body(id.clone())
-                        .send()
-                        .await;
-                    match resp.map(|r| r.status().as_u16()) {
-                        Ok(202) => {
-                            tally.accepted.lock().unwrap().insert(id);
+/// `<prefix>-<i>` for `i` in `0..n`, `i` zero-padded to `width` digits: call ids for a load.
+pub fn ids(prefix: &str, n: usize, width: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:0width$}")).collect()
+}
+
+/// Where a load goes: worker ingresses (round-robin) and the callback URL of every invocation.
+pub struct Target {
+    pub ingresses: Vec<String>,
+    pub callback: String,
+}
+
+impl Target {
+    /// The ingresses of `workers`; every invocation names `callback`.
+    pub fn new<'a>(workers: impl IntoIterator<Item = &'a Worker>, callback: String) -> Target {
+        let ingresses = workers.into_iter().map(|w| w.ingress().to_string());
+        Target {
+            ingresses: ingresses.collect(),
+            callback,
+        }
+    }
+
+    /// [`Target::post`] with a tally of its own, returned.
+    pub async fn post_all(&self, ids: Vec<String>, per_second: u32, give_up: Duration) -> Tally {
+        let tally = Tally::default();
+        self.post(ids, per_second, &tally, give_up).await;
+        tally
+    }
+
+    /// Posts invocations `ids` at `per_second`, 32 at a time, round-robin over the ingresses.
+    /// A 503 or transport error is retried (same `X-Call-Id`, next ingress) for up to
+    /// `give_up`; any other status than 202/503 fails the test.
+    pub async fn post(&self, ids: Vec<String>, per_second: u32, tally: &Tally, give_up: Duration) {
+        let (ingresses, callback) = (&self.ingresses, self.callback.as_str());
+        let http = client();
+        let start = tokio::time::Instant::now();
+        let interval = Duration::from_secs(1) / per_second;
+        futures::stream::iter(ids.into_iter().enumerate())
+            .for_each_concurrent(32, |(n, id)| {
+                let http = http.clone();
+                async move {
+                    tokio::time::sleep_until(start + interval * n as u32).await;
+                    let deadline = Instant::now() + give_up;
+                    let mut attempt = n;
+                    loop {
+                        let ingress = &ingresses[attempt % ingresses.len()];
+                        attempt += 1;
+                        let resp = http
+                            .post(format!("{ingress}/async-function/echo"))
+                            .header("X-Call-Id", id.as_str())
+                            .header("X-Callback-Url", callback)
+                            .body(id.clone())
+                            .send()
+                            .await;
+                        match resp.map(|r| r.status().as_u16()) {
+                            Ok(202) => {
+                                tally.accepted.lock().unwrap().insert(id);
+                                return;
+                            }
+                            Ok(503) | Err(_) => {
+                                tally.refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(other) => panic!("{id}: ingress {ingress} answered {other}"),
+                        }
+                        if Instant::now() >= deadline {
+                            tally.abandoned.lock().unwrap().push(id);
                             return;
                         }
-                        Ok(503) | Err(_) => {
-                            tally.refused.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(other) => panic!("{id}: ingress {ingress} answered {other}"),
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    if Instant::now() >= deadline {
-                        tally.abandoned.lock().unwrap().push(id);
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+    }
 }
 
 /// Call ids seen by `rec` requests (`X-Call-Id`), with how many times each.

@@ -4,6 +4,7 @@
 //! Every test binary includes this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod bed;
 pub mod cluster;
 pub mod docker;
 pub mod http;
@@ -72,6 +73,33 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `kill -<sig> <pid>` (`"TERM"`, `"STOP"`, `"CONT"`…); panics when it fails.
+pub fn send_signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{sig} {pid}"))
+        .status()
+        .expect("run sh -c kill");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+/// SIGKILLs the child, if there is one, and reaps it (SIGKILL also ends a frozen process).
+pub fn kill_child(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// `None` after printing `SKIPPED: <why>`; under `CI` (where every suite must run) a panic.
+pub fn skip_or_panic<T>(why: &str) -> Option<T> {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
 }
 
 /// The last `n` lines of `text`.

