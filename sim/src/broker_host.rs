@@ -254,8 +254,10 @@ async fn watch_consumers(shared: Arc<BrokerShared>) {
 
 /// The broker host's software.
 pub async fn serve(shared: Arc<BrokerShared>) -> turmoil::Result {
-    let _watch = AbortOnDrop(tokio::task::spawn_local(watch_consumers(shared.clone())));
     loop {
+        // While the broker is down nothing of it runs: no timers, no inactive consumers
+        // deleted (a restarted server gives each consumer its inactive threshold afresh).
+        let watch = AbortOnDrop(tokio::task::spawn_local(watch_consumers(shared.clone())));
         let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
         let mut conns = JoinSet::new();
         let (down, keep) = loop {
@@ -277,6 +279,7 @@ pub async fn serve(shared: Arc<BrokerShared>) -> turmoil::Result {
         };
         drop(listener);
         conns.shutdown().await;
+        drop(watch);
         tokio::time::sleep(down).await;
         shared.apply_restart(keep);
         shared.hist.record(Ev::Fault {
