@@ -48,6 +48,7 @@ impl Invoker for InProcess {
         &self,
         req: http::Request<Bytes>,
         _timeout: Duration,
+        _attempt: queue_worker::invoke::Attempt,
     ) -> Result<http::Response<Bytes>, InvokeError> {
         std::hint::black_box(&req);
         if self.invoked.fetch_add(1, Ordering::Relaxed) + 1 >= self.target {

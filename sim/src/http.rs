@@ -118,6 +118,7 @@ impl Invoker for SimInvoker {
         &self,
         req: Request<Bytes>,
         timeout: Duration,
+        attempt: Attempt,
     ) -> Result<Response<Bytes>, InvokeError> {
         let call = req
             .headers()
@@ -125,12 +126,8 @@ impl Invoker for SimInvoker {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        // The worker tags each function request with its delivery count.
-        let delivered = req
-            .extensions()
-            .get::<Attempt>()
-            .map(|a| a.0)
-            .unwrap_or_default();
+        // The worker says which delivery of the call this is.
+        let delivered = attempt.0;
         self.hist.record(Ev::InvokeStart {
             worker: self.worker.clone(),
             call: call.clone(),

@@ -200,6 +200,7 @@ impl Invoker for ReqwestInvoker {
         &self,
         req: http::Request<Bytes>,
         timeout: Duration,
+        _attempt: super::Attempt,
     ) -> Result<http::Response<Bytes>, InvokeError> {
         exchange(&self.functions, req, timeout, Some(&self.urls)).await
     }

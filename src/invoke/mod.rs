@@ -16,8 +16,8 @@ use bytes::Bytes;
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Which attempt of a call a function request is: JetStream's delivery count of the message.
-/// It travels in the request's extensions (never over the wire), so an [`Invoker`] can tell
-/// the deliveries of one call apart (the simulation attributes each invocation with it).
+/// Given to [`Invoker::invoke`] beside the request (never sent), so an invoker can tell the
+/// deliveries of one call apart (the simulation attributes each invocation with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt(pub u64);
 
@@ -48,11 +48,13 @@ impl InvokeError {
 /// The HTTP client port.
 #[async_trait]
 pub trait Invoker: Send + Sync + 'static {
-    /// Call a function. `timeout` bounds the whole exchange, body included.
+    /// Call a function for `attempt` of its call. `timeout` bounds the whole exchange, body
+    /// included.
     async fn invoke(
         &self,
         req: ::http::Request<Bytes>,
         timeout: Duration,
+        attempt: Attempt,
     ) -> Result<::http::Response<Bytes>, InvokeError>;
 
     /// Post a result to a callback receiver (TLS verification follows `tls_insecure`).

@@ -50,7 +50,7 @@ impl<'a> Call<'a> {
         let function = function_name(&req.function, &ctx.config.default_function_name);
         let start_time = start_time(&req, delivery);
         let built = request::function_request(&ctx.config.gateway_url, &req, &call_id, &start_time);
-        let mut http_req = match built {
+        let http_req = match built {
             Ok(r) => r,
             Err(e) => {
                 return Err(Unreadable {
@@ -59,10 +59,6 @@ impl<'a> Call<'a> {
                 });
             }
         };
-        // Which delivery this request is (never sent; see `invoke::Attempt`).
-        http_req
-            .extensions_mut()
-            .insert(crate::invoke::Attempt(delivery.delivered));
         let policy = policy(ctx, &req, &call_id, &function);
         let call = Call {
             delivery,

@@ -182,7 +182,11 @@ async fn invoke(ctx: &Context, call: &Call<'_>, http_req: http::Request<bytes::B
     let started = Instant::now();
     let result = ctx
         .invoker
-        .invoke(http_req, ctx.config.upstream_timeout)
+        .invoke(
+            http_req,
+            ctx.config.upstream_timeout,
+            crate::invoke::Attempt(call.delivery.delivered),
+        )
         .await;
     let duration = started.elapsed();
     inflight.dec();
