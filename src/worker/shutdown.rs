@@ -31,7 +31,9 @@ impl InFlight {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.tasks.spawn(work(self.abandon.clone()));
+        // On the heap, once: the task's future (the delivery, its lease, the progress-ack timer)
+        // is about a kilobyte, and spawning a task moves it several times.
+        self.tasks.spawn(Box::pin(work(self.abandon.clone())));
     }
 
     /// Shut down: give back `unstarted`, let what runs finish for up to `shutdown_timeout`,
