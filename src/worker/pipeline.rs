@@ -81,7 +81,9 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Signal) {
         }
     };
     let now = ctx.clock.now();
-    if let Some(plan) = plan::expired(call.age(now), ctx.config.max_message_age) {
+    // The age only when there is a limit: parsing X-Start-Time costs hundreds of instructions.
+    let expired = ctx.config.max_message_age.and_then(|max| plan::expired(call.age(now), max));
+    if let Some(plan) = expired {
         let reply = Reply {
             status: 410,
             headers: http::HeaderMap::new(),
@@ -177,7 +179,7 @@ async fn invoke(ctx: &Context, call: &Call<'_>, http_req: http::Request<bytes::B
     if crate::buggify::on(crate::buggify::Bug::AckBeforeInvoke) {
         let _ = call.delivery.acker.ack().await;
     }
-    let inflight = ctx.metrics.inflight(&call.labels);
+    let inflight = ctx.metrics.inflight(&call.metrics);
     inflight.inc();
     let started = Instant::now();
     let result = ctx
@@ -196,7 +198,7 @@ async fn invoke(ctx: &Context, call: &Call<'_>, http_req: http::Request<bytes::B
     };
     log_invoked(call, status, duration, result.as_ref().err());
     ctx.metrics
-        .invocation(&call.labels, status, duration.as_secs_f64());
+        .invocation(&call.metrics, status, duration.as_secs_f64());
     Invoked {
         status,
         result,
@@ -245,7 +247,7 @@ async fn carry_out_unread(
 /// The logs and metrics of a retry.
 fn note_retry(ctx: &Context, call: &Call<'_>, status: u16, retry: RetryPlan) {
     if retry.budget_spent {
-        ctx.metrics.retry_budget_exceeded(&call.labels);
+        ctx.metrics.retry_budget_exceeded(&call.metrics);
         tracing::warn!(
             callId = %call.call_id,
             function = %call.function,
@@ -260,7 +262,7 @@ fn note_retry(ctx: &Context, call: &Call<'_>, status: u16, retry: RetryPlan) {
         delay = retry.delay.as_secs_f64(),
         "Retry"
     );
-    ctx.metrics.retry(&call.labels, status);
+    ctx.metrics.retry(&call.metrics, status);
 }
 
 /// `std::time::Instant` for the retry budget, from tokio's clock (simulated in tests).

@@ -147,8 +147,10 @@ pub fn poison(error: String) -> Plan {
 
 /// The plan for a message enqueued `age` ago when it may not be older than `max_age`; `None`
 /// when it may run.
-pub fn expired(age: Duration, max_age: Option<Duration>) -> Option<Plan> {
-    let max_age = max_age.filter(|max| age > *max)?;
+pub fn expired(age: Duration, max_age: Duration) -> Option<Plan> {
+    if age <= max_age {
+        return None;
+    }
     let dl = DeadLetterPlan {
         reason: Reason::Expired,
         status: Some(410),
@@ -508,9 +510,9 @@ mod tests {
     #[test]
     fn expired_only_past_the_maximum_age() {
         let secs = Duration::from_secs;
-        assert_eq!(expired(secs(100), None), None);
-        assert_eq!(expired(secs(10), Some(secs(10))), None);
-        let p = expired(Duration::from_millis(10_500), Some(secs(10))).expect("expired");
+        assert_eq!(expired(secs(9), secs(10)), None);
+        assert_eq!(expired(secs(10), secs(10)), None);
+        let p = expired(Duration::from_millis(10_500), secs(10)).expect("expired");
         assert_eq!(p.callback, Some(410));
         assert_eq!(
             p.dead_letter,
