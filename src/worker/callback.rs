@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::Context;
 use super::call::Call;
 use super::plan::{self, CallbackAnswer, CallbackStep};
+use crate::invoke::InvokeError;
 use crate::invoke::request::{self, CallbackResult};
 
 /// Timeout of one callback POST.
@@ -54,12 +55,9 @@ pub async fn post(ctx: &Context, call: &Call<'_>, reply: Reply) {
             }
         };
         let outcome = ctx.invoker.callback(cb, CALLBACK_TIMEOUT).await;
-        let (answer, detail) = match &outcome {
-            Ok(resp) => (
-                CallbackAnswer::Status(resp.status().as_u16()),
-                format!("status {}", resp.status().as_u16()),
-            ),
-            Err(e) => (CallbackAnswer::NoAnswer, e.to_string()),
+        let answer = match &outcome {
+            Ok(resp) => CallbackAnswer::Status(resp.status().as_u16()),
+            Err(_) => CallbackAnswer::NoAnswer,
         };
         let log = Posting {
             call,
@@ -67,20 +65,28 @@ pub async fn post(ctx: &Context, call: &Call<'_>, reply: Reply) {
         };
         match plan::callback_step(answer, n, retries) {
             CallbackStep::Delivered => return log.delivered(ctx, answer),
-            CallbackStep::Rejected => return log.rejected(ctx, &detail),
-            CallbackStep::Failed => return log.failed(ctx, &detail, n + 1),
+            CallbackStep::Rejected => return log.rejected(ctx, &detail(&outcome)),
+            CallbackStep::Failed => return log.failed(ctx, &detail(&outcome), n + 1),
             CallbackStep::Retry(delay) => {
                 tracing::info!(
                     callId = %call.call_id,
                     function = %call.function,
                     url = %log_url,
-                    error = %detail,
+                    error = %detail(&outcome),
                     delay = delay.as_secs_f64(),
                     "Callback retry"
                 );
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// What a post that did not get through got, for the logs (formatted only then).
+fn detail(outcome: &Result<http::Response<Bytes>, InvokeError>) -> String {
+    match outcome {
+        Ok(resp) => format!("status {}", resp.status().as_u16()),
+        Err(e) => e.to_string(),
     }
 }
 
