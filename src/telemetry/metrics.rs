@@ -232,6 +232,13 @@ struct FunctionHandles {
     codes: RwLock<Vec<(u16, Counter)>>,
 }
 
+/// One function's metrics as a call uses them: its labels and, unless the cache was full,
+/// its hot-path handles.
+pub struct FunctionMetrics {
+    labels: FunctionLabels,
+    handles: Option<Arc<FunctionHandles>>,
+}
+
 /// Shortcuts for one queue's metrics.
 #[derive(Clone)]
 pub struct QueueMetrics {
@@ -250,22 +257,22 @@ impl QueueMetrics {
     pub fn queue(&self) -> &str {
         &self.queue
     }
-    pub fn function(&self, function_name: &str) -> FunctionLabels {
-        FunctionLabels {
+    /// The metrics of one call to `function_name` (its hot-path handles looked up once).
+    pub fn function(&self, function_name: &str) -> FunctionMetrics {
+        let labels = FunctionLabels {
             queue_name: self.queue.clone(),
             function_name: function_name.to_string(),
-        }
+        };
+        let handles = self.handles(&labels);
+        FunctionMetrics { labels, handles }
     }
     pub fn processed(&self) {
         self.processed.inc();
     }
 
-    /// The cached handles of `labels`' function (`None`: another queue's labels, or the cache
-    /// is full).
+    /// The cached handles of `labels`' function, this queue's (`None`: the cache is full).
     fn handles(&self, labels: &FunctionLabels) -> Option<Arc<FunctionHandles>> {
-        if labels.queue_name != self.queue {
-            return None;
-        }
+        debug_assert_eq!(labels.queue_name, self.queue);
         let read = |m: &RwLock<HashMap<String, Arc<FunctionHandles>>>| {
             m.read()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -302,14 +309,15 @@ impl QueueMetrics {
         }
     }
 
-    pub fn inflight(&self, labels: &FunctionLabels) -> Gauge {
-        match self.handles(labels) {
+    pub fn inflight(&self, function: &FunctionMetrics) -> Gauge {
+        match &function.handles {
             Some(h) => h.inflight.clone(),
-            None => self.metrics.inflight.get_or_create_owned(labels),
+            None => self.metrics.inflight.get_or_create_owned(&function.labels),
         }
     }
-    pub fn invocation(&self, labels: &FunctionLabels, code: u16, seconds: f64) {
-        let Some(h) = self.handles(labels) else {
+    pub fn invocation(&self, function: &FunctionMetrics, code: u16, seconds: f64) {
+        let labels = &function.labels;
+        let Some(h) = &function.handles else {
             self.metrics
                 .invocations
                 .get_or_create(&Self::code_labels(labels, code))
@@ -342,16 +350,16 @@ impl QueueMetrics {
         counter.inc();
         h.duration.observe(seconds);
     }
-    pub fn retry(&self, labels: &FunctionLabels, code: u16) {
+    pub fn retry(&self, function: &FunctionMetrics, code: u16) {
         self.metrics
             .retries
-            .get_or_create(&Self::code_labels(labels, code))
+            .get_or_create(&Self::code_labels(&function.labels, code))
             .inc();
     }
-    pub fn retry_budget_exceeded(&self, labels: &FunctionLabels) {
+    pub fn retry_budget_exceeded(&self, function: &FunctionMetrics) {
         self.metrics
             .retry_budget_exceeded
-            .get_or_create(labels)
+            .get_or_create(&function.labels)
             .inc();
     }
     pub fn queue_delay(&self, seconds: f64) {
@@ -392,12 +400,18 @@ mod tests {
         q.inflight(&f).inc();
         q.inflight(&f).inc();
         q.inflight(&f).dec();
-        // Labels of another queue take the uncached path and stay apart.
-        let other = FunctionLabels {
-            queue_name: "other".into(),
-            function_name: "a.ns".into(),
-        };
+        // Another queue's function stays apart; so does one past the cache's limit.
+        let other = m.for_queue("other").function("a.ns");
         q.invocation(&other, 200, 0.5);
+        let uncached = FunctionMetrics {
+            labels: FunctionLabels {
+                queue_name: "q".into(),
+                function_name: "b.ns".into(),
+            },
+            handles: None,
+        };
+        q.invocation(&uncached, 404, 0.5);
+        q.inflight(&uncached).inc();
         q.queue_delay(0.25);
         q.queue_delay(0.5);
         let text = m.encode();
@@ -407,6 +421,8 @@ mod tests {
             "queue_worker_invocations_total{queue_name=\"other\",function_name=\"a.ns\",code=\"200\"} 1",
             "queue_worker_invocation_duration_seconds_count{queue_name=\"q\",function_name=\"a.ns\"} 4",
             "queue_worker_function_invocation_inflight{queue_name=\"q\",function_name=\"a.ns\"} 1",
+            "queue_worker_invocations_total{queue_name=\"q\",function_name=\"b.ns\",code=\"404\"} 1",
+            "queue_worker_function_invocation_inflight{queue_name=\"q\",function_name=\"b.ns\"} 1",
             "queue_worker_queue_delay_seconds_count{queue_name=\"q\"} 2",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");

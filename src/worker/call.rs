@@ -1,5 +1,5 @@
 //! Reading a delivery: the invocation it carries, and everything the steps after need to know
-//! of it (call id, function, attempt, retry policy, metric labels, the function request).
+//! of it (call id, function, attempt, retry policy, its metrics, the function request).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,7 +9,7 @@ use super::Context;
 use super::retry::RetryPolicy;
 use crate::broker::{Delivery, MSG_ID_HEADER};
 use crate::invoke::request;
-use crate::telemetry::metrics::FunctionLabels;
+use crate::telemetry::metrics::FunctionMetrics;
 use crate::wire::{self, QueueRequest};
 
 /// One invocation being processed.
@@ -19,7 +19,7 @@ pub struct Call<'a> {
     pub call_id: String,
     /// `name.namespace`.
     pub function: String,
-    pub labels: FunctionLabels,
+    pub metrics: FunctionMetrics,
     /// `X-Start-Time` (unix ns), or when the broker stored the message.
     pub start_time: String,
     /// JetStream's delivery count (1 = first attempt).
@@ -62,7 +62,7 @@ impl<'a> Call<'a> {
         let policy = policy(ctx, &req, &call_id, &function);
         let call = Call {
             delivery,
-            labels: ctx.metrics.function(&function),
+            metrics: ctx.metrics.function(&function),
             attempt: u32::try_from(delivery.delivered).unwrap_or(u32::MAX).max(1),
             req,
             call_id,
