@@ -161,17 +161,23 @@ impl RetryBudget {
     /// recently used function when full) if new.
     fn touch(&mut self, function: &str) -> &mut FunctionBudget {
         // Already the most recently used (the common case: one busy function): the order
-        // stands as it is, and two tree updates per message are saved.
-        if self
-            .functions
-            .get(function)
-            .is_some_and(|e| e.tick == self.tick)
-        {
-            return self
-                .functions
-                .get_mut(function)
-                .expect("the function was just looked up");
+        // stands as it is, and the name is compared with the newest in the order instead of
+        // being hashed once more.
+        let most_recent = self
+            .lru
+            .last_key_value()
+            .is_some_and(|(_, name)| name == function);
+        if !most_recent {
+            self.mark_used(function);
         }
+        self.functions
+            .get_mut(function)
+            .expect("the function was just looked up or inserted")
+    }
+
+    /// Moves `function` to the newest end of the order, tracking it (evicting the least
+    /// recently used function when full) if new.
+    fn mark_used(&mut self, function: &str) {
         self.tick += 1;
         let tick = self.tick;
         if let Some(entry) = self.functions.get_mut(function) {
@@ -197,8 +203,5 @@ impl RetryBudget {
             );
             self.lru.insert(tick, function.to_owned());
         }
-        self.functions
-            .get_mut(function)
-            .expect("the function was just looked up or inserted")
     }
 }
