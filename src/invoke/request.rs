@@ -136,9 +136,9 @@ pub fn function_request(
             }
         }
     }
-    set_header(headers, "x-call-id", call_id);
-    set_header(headers, "x-start-time", start_time);
-    headers.insert(http::header::USER_AGENT, user_agent_value());
+    set_header(headers, X_CALL_ID, call_id);
+    set_header(headers, X_START_TIME, start_time);
+    headers.insert(http::header::USER_AGENT, USER_AGENT_VALUE);
     Ok(out)
 }
 
@@ -147,14 +147,23 @@ pub fn user_agent() -> String {
     format!("queue-worker/{}", crate::VERSION)
 }
 
-/// [`user_agent`] as a header value, without formatting or validating it per request.
-fn user_agent_value() -> HeaderValue {
-    HeaderValue::from_static(concat!("queue-worker/", env!("CARGO_PKG_VERSION")))
-}
+/// [`user_agent`] as a header value, checked when compiling, not per request.
+const USER_AGENT_VALUE: HeaderValue =
+    HeaderValue::from_static(concat!("queue-worker/", env!("CARGO_PKG_VERSION")));
 
-fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
+// The names this module sets, checked when compiling, not looked up per request.
+const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
+const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
+const X_FUNCTION_STATUS: HeaderName = HeaderName::from_static("x-function-status");
+const X_FUNCTION_NAME: HeaderName = HeaderName::from_static("x-function-name");
+const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
+const X_RETRY: HeaderName = HeaderName::from_static("x-retry");
+const X_RETRY_MAX: HeaderName = HeaderName::from_static("x-retry-max");
+
+/// Sets `name` to `value`, left out when `value` cannot be a header value.
+fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), v);
+        headers.insert(name, v);
     }
 }
 
@@ -218,18 +227,18 @@ pub fn callback_request(
             headers.append(name.clone(), value.clone());
         }
     }
-    set_header(headers, "x-call-id", result.call_id);
-    set_header(headers, "x-function-status", &result.status.to_string());
-    set_header(headers, "x-function-name", result.function);
+    set_header(headers, X_CALL_ID, result.call_id);
+    headers.insert(X_FUNCTION_STATUS, HeaderValue::from(result.status));
+    set_header(headers, X_FUNCTION_NAME, result.function);
     set_header(
         headers,
-        "x-duration-seconds",
+        X_DURATION_SECONDS,
         &format!("{:.6}", result.duration.as_secs_f64()),
     );
-    set_header(headers, "x-start-time", result.start_time);
-    set_header(headers, "x-retry", &result.retry.to_string());
-    set_header(headers, "x-retry-max", &result.retry_max.to_string());
-    headers.insert(http::header::USER_AGENT, user_agent_value());
+    set_header(headers, X_START_TIME, result.start_time);
+    headers.insert(X_RETRY, HeaderValue::from(result.retry));
+    headers.insert(X_RETRY_MAX, HeaderValue::from(result.retry_max));
+    headers.insert(http::header::USER_AGENT, USER_AGENT_VALUE);
     Ok(out)
 }
 

@@ -82,7 +82,10 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Signal) {
     };
     let now = ctx.clock.now();
     // The age only when there is a limit: parsing X-Start-Time costs hundreds of instructions.
-    let expired = ctx.config.max_message_age.and_then(|max| plan::expired(call.age(now), max));
+    let expired = ctx
+        .config
+        .max_message_age
+        .and_then(|max| plan::expired(call.age(now), max));
     if let Some(plan) = expired {
         let reply = Reply {
             status: 410,
