@@ -766,6 +766,10 @@ async fn deleted_consumer_is_recreated(h: &Harness) {
     let mut sub = h.subscribe(&h.consumer("w", None)).await;
     let d = expect(&mut sub, PROMPTLY, "m1").await;
     d.acker.ack().await.unwrap();
+    // An ack is not confirmed: one the server had not applied when the consumer went is lost
+    // with it, and m1 comes back to the new consumer (seen once on 2.9.10). That is
+    // at-least-once delivery, not what this test is about.
+    eventually(PROMPTLY, "m1 acked", || async { h.messages().await == 0 }).await;
     assert!(
         h.broker
             .delete_consumer(&h.stream_name(), "w")
