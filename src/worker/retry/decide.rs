@@ -3,41 +3,17 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
 use http::header::RETRY_AFTER;
 
 use crate::config::Backoff;
 use crate::rng::Jitter;
 
+use super::attempt::AttemptResult;
 use super::policy::{RetryPolicy, is_error_status};
 
 /// A jittered delay is never below `min(d, MIN_JITTERED_DELAY)` (`d` = the computed delay), so
 /// `full` jitter cannot turn a non-zero delay into an immediate redelivery.
 pub const MIN_JITTERED_DELAY: Duration = Duration::from_millis(1);
-
-/// What an attempt produced.
-#[derive(Debug, Clone, Copy)]
-pub enum AttemptResult<'a> {
-    /// The function (or the gateway) answered.
-    Response {
-        /// The HTTP status.
-        status: u16,
-        /// The response headers (`Retry-After`, `X-OpenFaaS-Internal`).
-        headers: &'a HeaderMap,
-    },
-    /// Connect error, timeout, reset: always retryable; reported as status 503.
-    TransportError,
-}
-
-impl AttemptResult<'_> {
-    /// The status reported for this result (503 for a transport error).
-    pub fn status(&self) -> u16 {
-        match *self {
-            AttemptResult::Response { status, .. } => status,
-            AttemptResult::TransportError => 503,
-        }
-    }
-}
 
 /// What to do with the message after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

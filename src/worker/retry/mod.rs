@@ -58,6 +58,7 @@
 //! [`RetryBudget`] limits retries per function to a fraction of recent first attempts, so a
 //! failing downstream gets back-pressure rather than a retry storm.
 
+mod attempt;
 mod budget;
 mod decide;
 mod policy;
@@ -65,13 +66,12 @@ mod policy;
 #[cfg(test)]
 mod tests;
 
+pub use attempt::AttemptResult;
 pub use budget::{
     BUDGET_BUCKETS, DEFAULT_BUDGET_FUNCTIONS, DEFAULT_BUDGET_WINDOW, MIN_RETRIES_PER_WINDOW,
     RetryBudget,
 };
-pub use decide::{
-    AttemptResult, Decision, MIN_JITTERED_DELAY, backoff_delay, decide, parse_retry_after,
-};
+pub use decide::{Decision, MIN_JITTERED_DELAY, backoff_delay, decide, parse_retry_after};
 pub use policy::{
     ANNOTATION_ATTEMPTS, ANNOTATION_CODES, ANNOTATION_MAX_WAIT, ANNOTATION_MIN_WAIT,
     INTERNAL_HEADER, MAX_ATTEMPTS_LIMIT, RetryPolicy,

@@ -8,7 +8,7 @@ use http::header::HeaderName;
 
 use crate::config::{Backoff, Config, format_go_duration, parse_go_duration};
 
-use super::decide::AttemptResult;
+use super::attempt::AttemptResult;
 
 /// Annotation overriding the number of attempts (`max_retry_attempts`), e.g. `"30"`.
 pub const ANNOTATION_ATTEMPTS: &str = "com.openfaas.retry.attempts";
