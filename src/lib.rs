@@ -42,7 +42,8 @@ pub mod telemetry;
 pub mod wire;
 pub mod worker;
 
-pub use lifecycle::{Backend, IngressServer, Listeners, Ports, run, serve};
+pub use lifecycle::{Backend, IngressServer, Listeners, run, serve};
+pub use worker::Ports;
 
 /// The crate version (`User-Agent: queue-worker/<version>`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -12,21 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::jetstream::{JetStreamBroker, NatsOptions};
 use crate::broker::{Admin, Broker};
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::invoke::Invoker;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::server::Health;
+use crate::worker::Ports;
 use crate::{ingress, telemetry, worker};
-
-/// The I/O the worker runs on.
-#[derive(Clone)]
-pub struct Ports {
-    pub broker: Arc<dyn Broker>,
-    pub invoker: Arc<dyn Invoker>,
-    pub clock: Arc<dyn Clock>,
-    pub rng: Arc<dyn crate::rng::Rng>,
-}
 
 /// The async ingress to serve next to the worker.
 pub struct IngressServer {

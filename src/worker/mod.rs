@@ -32,6 +32,15 @@ use retry::{RetryBudget, RetryPolicy};
 /// Upper bound on deliveries pulled at once when `consumer_pull_max_messages` is not set.
 pub const MAX_DEFAULT_PULL_BATCH: usize = 256;
 
+/// The I/O the worker runs on.
+#[derive(Clone)]
+pub struct Ports {
+    pub broker: Arc<dyn Broker>,
+    pub invoker: Arc<dyn Invoker>,
+    pub clock: Arc<dyn Clock>,
+    pub rng: Arc<dyn Rng>,
+}
+
 /// Everything one delivery's processing needs (shared by all in-flight tasks).
 pub struct Context {
     pub config: Arc<Config>,
@@ -63,7 +72,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(
         config: Arc<Config>,
-        ports: crate::Ports,
+        ports: Ports,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Worker {
