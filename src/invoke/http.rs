@@ -72,9 +72,8 @@ impl ReqwestInvoker {
     /// `tls_insecure` skips certificate checks for callbacks only.
     pub fn new(max_idle_per_host: usize, tls_insecure: bool) -> Result<ReqwestInvoker, String> {
         install_crypto_provider();
-        let user_agent = format!("queue-worker/{}", crate::VERSION);
         let functions = reqwest::Client::builder()
-            .user_agent(user_agent.clone())
+            .user_agent(super::request::USER_AGENT)
             .pool_max_idle_per_host(max_idle_per_host.max(1))
             .redirect(reqwest::redirect::Policy::limited(5))
             .tcp_nodelay(true)
@@ -82,7 +81,7 @@ impl ReqwestInvoker {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         // Callbacks never follow redirects: the receiver is whoever the caller named, nobody else.
         let callbacks = reqwest::Client::builder()
-            .user_agent(user_agent)
+            .user_agent(super::request::USER_AGENT)
             .pool_max_idle_per_host(max_idle_per_host.clamp(1, 64))
             .redirect(reqwest::redirect::Policy::none())
             .tls_danger_accept_invalid_certs(tls_insecure)

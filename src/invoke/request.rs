@@ -142,14 +142,11 @@ pub fn function_request(
     Ok(out)
 }
 
-/// `queue-worker/<version>`.
-pub fn user_agent() -> String {
-    format!("queue-worker/{}", crate::VERSION)
-}
+/// `queue-worker/<version>`: the `User-Agent` of every request the worker makes.
+pub const USER_AGENT: &str = concat!("queue-worker/", env!("CARGO_PKG_VERSION"));
 
-/// [`user_agent`] as a header value, checked when compiling, not per request.
-const USER_AGENT_VALUE: HeaderValue =
-    HeaderValue::from_static(concat!("queue-worker/", env!("CARGO_PKG_VERSION")));
+/// [`USER_AGENT`] as a header value, checked when compiling, not per request.
+const USER_AGENT_VALUE: HeaderValue = HeaderValue::from_static(USER_AGENT);
 
 // The names this module sets, checked when compiling, not looked up per request.
 const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
@@ -403,7 +400,7 @@ mod tests {
         assert_eq!(h["x-start-time"], "99");
         assert_eq!(h["x-retry"], "0");
         assert_eq!(h["x-retry-max"], "10");
-        assert_eq!(h["user-agent"], user_agent());
+        assert_eq!(h["user-agent"], USER_AGENT);
         assert_eq!(r.body().as_ref(), b"{}");
     }
 
