@@ -97,103 +97,94 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::default();
-        let pending_messages = Family::<FunctionLabels, Gauge>::default();
-        registry.register(
+        let mut metrics = Metrics {
+            registry: Registry::default(),
+            pending_messages: Family::default(),
+            messages_processed: Family::default(),
+            messages_submitted: Family::default(),
+            inflight: Family::default(),
+            nats_reconnects: Counter::default(),
+            invocations: Family::default(),
+            invocation_duration: Family::new_with_constructor(duration_histogram),
+            queue_delay: Family::new_with_constructor(delay_histogram),
+            retries: Family::default(),
+            retry_budget_exceeded: Family::default(),
+            dead_letters: Family::default(),
+            callbacks: Family::default(),
+            consumers: Family::default(),
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    /// Registers every handle (the registry keeps clones: they share their values).
+    fn register_all(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "queue_worker_pending_messages",
             "Amount of messages waiting to be processed",
-            pending_messages.clone(),
+            self.pending_messages.clone(),
         );
-        let messages_processed = Family::<QueueLabels, Counter>::default();
-        registry.register(
+        r.register(
             "queue_worker_messages_processed",
             "Total number of messages processed",
-            messages_processed.clone(),
+            self.messages_processed.clone(),
         );
-        let messages_submitted = Family::<QueueLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "queue_worker_messages_submitted_total",
             "Total number of messages submitted to the queue",
-            messages_submitted.clone(),
+            self.messages_submitted.clone(),
         );
-        let inflight = Family::<FunctionLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "queue_worker_function_invocation_inflight",
             "Total number of inflight function requests made by the queue-worker",
-            inflight.clone(),
+            self.inflight.clone(),
         );
-        let nats_reconnects = Counter::default();
-        registry.register(
+        r.register(
             "queue_worker_nats_reconnect",
             "Total number of times the NATS client has reconnected",
-            nats_reconnects.clone(),
+            self.nats_reconnects.clone(),
         );
-        let invocations = Family::<CodeLabels, Counter>::default();
-        registry.register(
+        r.register(
             "queue_worker_invocations",
             "Function invocations by HTTP status (503 for transport errors and timeouts)",
-            invocations.clone(),
+            self.invocations.clone(),
         );
-        let invocation_duration: HistogramFamily<FunctionLabels> =
-            Family::new_with_constructor(duration_histogram);
-        registry.register(
+        r.register(
             "queue_worker_invocation_duration_seconds",
             "Duration of function invocations",
-            invocation_duration.clone(),
+            self.invocation_duration.clone(),
         );
-        let queue_delay: HistogramFamily<QueueLabels> =
-            Family::new_with_constructor(delay_histogram);
-        registry.register(
+        r.register(
             "queue_worker_queue_delay_seconds",
             "Time from enqueue to the first attempt",
-            queue_delay.clone(),
+            self.queue_delay.clone(),
         );
-        let retries = Family::<CodeLabels, Counter>::default();
-        registry.register(
+        r.register(
             "queue_worker_retries",
             "Retries scheduled, by the status that caused them",
-            retries.clone(),
+            self.retries.clone(),
         );
-        let retry_budget_exceeded = Family::<FunctionLabels, Counter>::default();
-        registry.register(
+        r.register(
             "queue_worker_retry_budget_exceeded",
             "Retries deferred to the maximum wait because the function's retry budget was spent",
-            retry_budget_exceeded.clone(),
+            self.retry_budget_exceeded.clone(),
         );
-        let dead_letters = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        r.register(
             "queue_worker_dead_letters",
             "Messages moved to the dead-letter stream, by reason",
-            dead_letters.clone(),
+            self.dead_letters.clone(),
         );
-        let callbacks = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
+        r.register(
             "queue_worker_callbacks",
             "Callbacks posted, by outcome",
-            callbacks.clone(),
+            self.callbacks.clone(),
         );
-        let consumers = Family::<QueueLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "queue_worker_consumers",
             "NATS consumers this worker reads from",
-            consumers.clone(),
+            self.consumers.clone(),
         );
-        Metrics {
-            registry,
-            pending_messages,
-            messages_processed,
-            messages_submitted,
-            inflight,
-            nats_reconnects,
-            invocations,
-            invocation_duration,
-            queue_delay,
-            retries,
-            retry_budget_exceeded,
-            dead_letters,
-            callbacks,
-            consumers,
-        }
     }
 
     /// The whole registry in Prometheus text format.
