@@ -1,6 +1,8 @@
 //! **attempts**: a retry is only decided below `max_retry_attempts` and only for retryable
 //! statuses; a call is invoked at most `max_retry_attempts` times plus one per broken lease and
-//! per dead letter that could not be stored; `exhausted` only after the last attempt.
+//! per dead letter that could not be stored, and `max_retry_attempts` more each time its
+//! delivery count started over (the server deleted its consumer: see [`restarts`]);
+//! `exhausted` only after the last attempt.
 
 use super::index::{Call, Calls};
 use super::policy::retryable;
@@ -36,22 +38,38 @@ fn retries(cfg: &RunConfig, id: &str, c: &Call, found: &mut Findings) {
     }
 }
 
-/// Attempts in all: the policy's attempts, plus one per lease a fault broke and per dead letter
-/// that could not be stored (both run the function again).
+/// Attempts in all: the policy's attempts for each run of delivery counts, plus one per lease a
+/// fault broke and per dead letter that could not be stored (both run the function again).
 fn invocations(cfg: &RunConfig, id: &str, c: &Call, found: &mut Findings) {
     let lost_leases = c.lost_leases();
     let park_retries = c.dead_letters_not_stored();
-    let allowed = cfg.max_attempts as usize + lost_leases + park_retries;
+    let restarts = restarts(c);
+    let allowed = cfg.max_attempts as usize * (1 + restarts) + lost_leases + park_retries;
     if c.starts.len() > allowed {
         let detail = format!(
             "invoked {} times; max_retry_attempts is {} ({lost_leases} broken leases, \
-             {park_retries} dead letters not stored); delivery counts seen: {:?}",
+             {park_retries} dead letters not stored, {restarts} delivery counts started over); \
+             delivery counts seen: {:?}",
             c.starts.len(),
             cfg.max_attempts,
             c.deliveries.iter().map(|d| d.n).collect::<Vec<_>>()
         );
         found.violation(ATTEMPTS, id, c.starts[allowed].at, detail);
     }
+}
+
+/// How often the call's delivery count started over. Attempts are counted by JetStream's
+/// delivery count, which belongs to the consumer: when the server deletes a function's consumer
+/// (no worker pulled from it for its inactive threshold: on nats-server 2.12 and later
+/// `consumer_inactive_threshold` after its last ack deadline, so every worker away for longer
+/// than `ack_wait` plus the threshold; consumer-expiry 3219 under the 2.15 model), the
+/// recreated one counts from 1 and the call gets its attempts again. That is the configured
+/// behaviour (README: "How it works", function mode), not a worker's fault.
+fn restarts(c: &Call) -> usize {
+    c.deliveries
+        .windows(2)
+        .filter(|w| w[1].n <= w[0].n && w[1].n == 1)
+        .count()
 }
 
 /// A call dead-lettered as `exhausted` had its last attempt (unless faults explain duplicates).
