@@ -303,6 +303,81 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_working() {
     assert_eq!(function.count(), 1, "poison is never invoked");
 }
 
+/// A message near the server's `max_payload` (1 MiB by default): its dead letter, the message
+/// plus the `Qw-*` headers, is too large whole. It was nak'd every 5 s for good (and an
+/// exhausted call was invoked on every redelivery); now the dead letter keeps the first
+/// 64 KiB, says so, and the message leaves the queue.
+#[tokio::test]
+async fn a_dead_letter_too_large_for_the_server_is_kept_truncated() {
+    let Some((bed, w)) = Bed::new("bigdlq").start().await else {
+        return;
+    };
+    let size = 1024 * 1024 - 256;
+    bed.publish_to("big.openfaas-fn", vec![b'x'; size]).await;
+    bed.wait_dead_letters(1, T).await;
+    bed.wait_drained(T).await;
+    let js = bed.nats.jetstream().await;
+    let stream = js.get_stream(bed.dlq()).await.unwrap();
+    let m = stream
+        .get_last_raw_message_by_subject(&format!("{}_DLQ.big.openfaas-fn", bed.queue))
+        .await
+        .unwrap();
+    assert_eq!(m.payload.len(), 64 * 1024);
+    assert!(
+        m.payload.iter().all(|b| *b == b'x'),
+        "the start of the original"
+    );
+    let h = m.headers;
+    assert_eq!(
+        h.get("Qw-Truncated").map(|v| v.as_str().to_string()),
+        Some(size.to_string())
+    );
+    assert_eq!(h.get("Qw-Reason").map(|v| v.as_str()), Some("poison"));
+    let dead = format!(
+        "queue_worker_dead_letters_total{{queue_name=\"{}\",reason=\"poison\"}}",
+        bed.queue
+    );
+    assert_eq!(w.metric(&dead).await, Some(1.0));
+}
+
+/// A message whose `Function` cannot stand in a subject (an empty token, a space, 5,000
+/// characters) is poison: its dead letter goes on the subject the message came on. The name
+/// used to make the dead-letter subject: NATS refused the publish (or closed the worker's
+/// connection for a control line too long) and the message came back for good.
+#[tokio::test]
+async fn poison_with_a_function_name_unfit_for_a_subject_is_dead_lettered() {
+    let Some((bed, w)) = Bed::new("badname").start().await else {
+        return;
+    };
+    let long = "f".repeat(5_000);
+    let names = ["a..b", "a b", "x\r\ny", long.as_str()];
+    for (i, name) in names.iter().enumerate() {
+        let message = serde_json::json!({ "Method": "POST", "Function": name });
+        bed.publish_to(&format!("n{i}.openfaas-fn"), message.to_string())
+            .await;
+    }
+    bed.wait_dead_letters(names.len() as u64, T).await;
+    bed.wait_drained(T).await;
+    let js = bed.nats.jetstream().await;
+    let stream = js.get_stream(bed.dlq()).await.unwrap();
+    for i in 0..names.len() {
+        let subject = format!("{}_DLQ.n{i}.openfaas-fn", bed.queue);
+        let m = stream.get_last_raw_message_by_subject(&subject).await;
+        let m = m.unwrap_or_else(|e| panic!("{subject}: {e}"));
+        assert_eq!(
+            m.headers.get("Qw-Reason").map(|v| v.as_str()),
+            Some("poison")
+        );
+    }
+    assert_eq!(bed.function.count(), 0, "poison is never invoked");
+    let reconnects = w.metric("queue_worker_nats_reconnect_total").await;
+    assert_eq!(
+        reconnects,
+        Some(0.0),
+        "no publish cost the worker its connection"
+    );
+}
+
 /// A queue reset (its stream deleted by hand, as the README's procedure says) numbers messages
 /// from 1 again. A new message's dead letter must not be taken for an old one's (dropped as a
 /// duplicate) while the message itself is terminated: it would be lost. Found by the

@@ -83,6 +83,9 @@ pub struct Metrics {
     pub retry_budget_exceeded: Family<FunctionLabels, Counter>,
     /// `queue_worker_dead_letters_total{queue_name,reason}`
     pub dead_letters: Family<ReasonLabels, Counter>,
+    /// `queue_worker_dead_letters_dropped_total{queue_name,reason}`: messages terminated
+    /// without a dead letter because even its smallest form was too large for the broker.
+    pub dead_letters_dropped: Family<ReasonLabels, Counter>,
     /// `queue_worker_callbacks_total{queue_name,outcome}`
     pub callbacks: Family<OutcomeLabels, Counter>,
     /// `queue_worker_consumers{queue_name}`
@@ -110,6 +113,7 @@ impl Metrics {
             retries: Family::default(),
             retry_budget_exceeded: Family::default(),
             dead_letters: Family::default(),
+            dead_letters_dropped: Family::default(),
             callbacks: Family::default(),
             consumers: Family::default(),
         };
@@ -174,6 +178,11 @@ impl Metrics {
             "queue_worker_dead_letters",
             "Messages moved to the dead-letter stream, by reason",
             self.dead_letters.clone(),
+        );
+        r.register(
+            "queue_worker_dead_letters_dropped",
+            "Messages terminated without a dead letter: too large for the broker even without their payload",
+            self.dead_letters_dropped.clone(),
         );
         r.register(
             "queue_worker_callbacks",
@@ -357,13 +366,21 @@ impl QueueMetrics {
         self.queue_delay.observe(seconds);
     }
     pub fn dead_letter(&self, reason: &str) {
+        let labels = self.reason_labels(reason);
+        self.metrics.dead_letters.get_or_create(&labels).inc();
+    }
+    pub fn dead_letter_dropped(&self, reason: &str) {
+        let labels = self.reason_labels(reason);
         self.metrics
-            .dead_letters
-            .get_or_create(&ReasonLabels {
-                queue_name: self.queue.clone(),
-                reason: reason.to_string(),
-            })
+            .dead_letters_dropped
+            .get_or_create(&labels)
             .inc();
+    }
+    fn reason_labels(&self, reason: &str) -> ReasonLabels {
+        ReasonLabels {
+            queue_name: self.queue.clone(),
+            reason: reason.to_string(),
+        }
     }
     pub fn callback(&self, outcome: &str) {
         self.metrics

@@ -30,20 +30,34 @@ pub fn split_function<'a>(function: &'a str, default_namespace: &'a str) -> (&'a
     }
 }
 
-/// Function names as the OpenFaaS gateway routes them: `[-a-zA-Z_0-9.]+`, and not starting with
-/// a dot (so `..` cannot climb out of `/function/`).
+/// Function names as the OpenFaaS gateway routes them: `[-a-zA-Z_0-9.]+`, not starting with a
+/// dot (so `..` cannot climb out of `/function/`) and without two dots in a row (no gateway
+/// routes such a name, and it cannot stand in a NATS subject).
 pub fn validate_function_name(function: &str) -> Result<(), InvalidName> {
     let ok = !function.is_empty()
         && function.len() <= 253
         && !function.starts_with('.')
+        && !function.contains("..")
         && function
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
-        Err(InvalidName::Function(function.to_string()))
+        Err(InvalidName::Function(quoted(function)))
     }
+}
+
+/// The most of a refused name an error quotes (names come from clients: any size).
+const QUOTED_CHARS: usize = 64;
+
+/// `name`, or its start and its size when it is long.
+fn quoted(name: &str) -> String {
+    if name.chars().count() <= QUOTED_CHARS {
+        return name.to_string();
+    }
+    let start: String = name.chars().take(QUOTED_CHARS).collect();
+    format!("{start}... ({} bytes)", name.len())
 }
 
 /// A function sub-path must not contain `.`/`..` segments (they would leave the function's
@@ -104,5 +118,29 @@ mod tests {
         assert_eq!(canonical_header_key("content-type"), "Content-Type");
         assert_eq!(canonical_header_key("X-CALLBACK-URL"), "X-Callback-Url");
         assert_eq!(canonical_header_key("bad key"), "bad key");
+    }
+
+    #[test]
+    fn function_names() {
+        for good in [
+            "figlet",
+            "figlet.openfaas-fn",
+            "dev.figlet.ns",
+            "a_b-1",
+            "fn.",
+        ] {
+            assert_eq!(validate_function_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "", ".x", "..", "../x", "a..b", "fn..", "a b", "a\tb", "a/b", "a*",
+        ] {
+            assert!(validate_function_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_function_name(&"f".repeat(253)).is_ok());
+        let long = "f".repeat(5_000);
+        let Err(InvalidName::Function(quoted)) = validate_function_name(&long) else {
+            panic!("5,000 characters is not a name");
+        };
+        assert_eq!(quoted, format!("{}... (5000 bytes)", "f".repeat(64)));
     }
 }
