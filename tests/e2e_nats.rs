@@ -771,6 +771,37 @@ fn invalid_configuration_exits_2_with_one_line_per_bad_value() {
     );
 }
 
+/// A missing credentials file used to be retried as if NATS were down, for good.
+#[test]
+fn an_unreadable_credentials_file_exits_2() {
+    let mut child = std::process::Command::new(common::worker_bin())
+        .env_clear()
+        .env("nats_credentials_file", "/nonexistent/user.creds")
+        .arg("run")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still running after 10 s: it is retrying instead of exiting");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(2));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert!(
+        err.contains("nats_credentials_file") && err.contains("/nonexistent/user.creds"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn static_mode_reports_pending_messages_per_function() {
     let Some((bed, w)) = Bed::new("pending")

@@ -62,6 +62,21 @@ pub fn load_config(args: &ConfigArgs) -> Result<Config, ExitCode> {
     })
 }
 
+/// A credentials file that cannot be read is a configuration error (exit 2), not a NATS
+/// outage to wait out: connecting would fail the same way for good.
+fn check_credentials_file(config: &Config) -> Result<(), String> {
+    let Some(path) = &config.nats_credentials_file else {
+        return Ok(());
+    };
+    match std::fs::File::open(path) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "nats_credentials_file: cannot read {}: {e}",
+            path.display()
+        )),
+    }
+}
+
 /// Variables the configuration accepts (they are the OpenFaaS names) but that this version does
 /// not act on yet: say so at start instead of silently ignoring them.
 pub fn warn_unimplemented(config: &Config) {
@@ -160,6 +175,10 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(c) => Arc::new(c),
         Err(code) => return code,
     };
+    if let Err(e) = check_credentials_file(&config) {
+        eprintln!("queue-worker: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     crate::telemetry::logging::init(config.log_encoding, config.debug);
     warn_unimplemented(&config);
     let metrics = match bind("metrics", &format!("0.0.0.0:{}", config.metrics_port)).await {
