@@ -158,6 +158,20 @@ async fn ingress_refuses_bad_requests_clearly() {
     let r = w.post("..%2Fsystem").send().await.unwrap();
     assert_eq!(r.status(), 400);
 
+    // Names no gateway routes: two dots in a row, none at all (was 503 and 404).
+    for name in ["a..b", "fn.."] {
+        let r = w.post(name).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+    }
+    for target in ["/async-function/", "/async-function"] {
+        let r = http_client()
+            .post(format!("{ingress}{target}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{target}");
+    }
+
     // HTTP clients normalise `..` away, so speak raw HTTP to send it as is.
     let status = raw_post_status(
         ingress.trim_start_matches("http://"),

@@ -65,6 +65,9 @@ impl Ingress {
 pub fn router(state: Arc<Ingress>) -> Router {
     Router::new()
         .route("/async-function/{*rest}", any(async_function))
+        // No function named: 400 from the same handler, not the router's 404.
+        .route("/async-function/", any(async_function))
+        .route("/async-function", any(async_function))
         .route("/healthz", get(|| async { "OK\n" }))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
