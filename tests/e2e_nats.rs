@@ -354,6 +354,50 @@ async fn a_dead_letter_too_large_for_the_server_is_kept_truncated() {
     assert_eq!(w.metric(&dead).await, Some(1.0));
 }
 
+/// A delivery past the call's last attempt is never invoked, whatever brought it back (here
+/// another client of the consumer gave it back twice; in production, a worker lost during the
+/// last attempt, or a dead letter that could not be stored). It was invoked once more per
+/// redelivery; now it is dead-lettered `exhausted` without a call.
+#[tokio::test]
+async fn a_delivery_past_the_last_attempt_is_not_invoked() {
+    use async_nats::jetstream::{AckKind, consumer::PullConsumer};
+    use futures::StreamExt;
+    let Some((bed, mut w)) = Bed::new("pastlast")
+        .env("max_retry_attempts", "2")
+        .start()
+        .await
+    else {
+        return;
+    };
+    // The worker made the stream and its consumer; it stops, and the message waits.
+    w.proc.sigterm();
+    assert!(w.proc.wait_exit(T).await.expect("exits").success());
+    bed.publish_to("figlet.openfaas-fn", common::fixture("minimal.json"))
+        .await;
+    let js = bed.nats.jetstream().await;
+    let stream = js.get_stream(bed.stream()).await.unwrap();
+    let name = format!("{}-workers", bed.queue);
+    let consumer: PullConsumer = stream.get_consumer(&name).await.unwrap();
+    for delivered in 1..=2 {
+        let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(5));
+        let mut batch = batch.messages().await.unwrap();
+        let m = batch.next().await.expect("a delivery").unwrap();
+        assert_eq!(m.info().unwrap().delivered, delivered);
+        m.ack_with(AckKind::Nak(None)).await.unwrap();
+    }
+    let _w = bed.start_worker().await;
+    bed.wait_drained(T).await;
+    assert_eq!(bed.function.count(), 0, "delivery 3 of 2 attempts is not run");
+    bed.wait_dead_letters(1, T).await;
+    let dlq = js.get_stream(bed.dlq()).await.unwrap();
+    let subject = format!("{}_DLQ.figlet.openfaas-fn", bed.queue);
+    let m = dlq.get_last_raw_message_by_subject(&subject).await.unwrap();
+    let header = |k: &str| m.headers.get(k).map(|v| v.as_str().to_string());
+    assert_eq!(header("Qw-Reason").as_deref(), Some("exhausted"));
+    let error = header("Qw-Error").unwrap_or_default();
+    assert!(error.contains("past the last of 2 attempts"), "{error}");
+}
+
 /// A message whose `Function` cannot stand in a subject (an empty token, a space, 5,000
 /// characters) is poison: its dead letter goes on the subject the message came on. The name
 /// used to make the dead-letter subject: NATS refused the publish (or closed the worker's

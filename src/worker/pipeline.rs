@@ -75,12 +75,31 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Signal) {
             let plan = plan::poison(error);
             let ids = ids.as_ref().map(|(c, f)| (c.as_str(), f.as_str()));
             return (
-                carry_out_unread(ctx, delivery, ids, &plan).await,
+                carry_out_without_call(ctx, delivery, ids, &plan).await,
                 plan.limiter,
             );
         }
     };
     let now = ctx.clock.now();
+    if let Some(ended) = end_without_call(ctx, &call, now).await {
+        return ended;
+    }
+    if call.attempt == 1 {
+        ctx.budget().record_first_attempt(&call.function, std_now());
+        let waited = now.duration_since(delivery.published).unwrap_or_default();
+        ctx.metrics.queue_delay(waited.as_secs_f64());
+    }
+    let (plan, reply) = invoke_and_plan(ctx, &call, http_req).await;
+    (carry_out(ctx, &call, &plan, reply).await, plan.limiter)
+}
+
+/// A call that ends without invoking the function: older than `max_message_age` (a 410
+/// callback), or delivered past its last attempt (no callback). `None` when it may run.
+async fn end_without_call(
+    ctx: &Context,
+    call: &Call<'_>,
+    now: std::time::SystemTime,
+) -> Option<(Settle, Signal)> {
     // The age only when there is a limit: parsing X-Start-Time costs hundreds of instructions.
     let expired = ctx
         .config
@@ -93,15 +112,20 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Signal) {
             body: bytes::Bytes::new(),
             duration: std::time::Duration::ZERO,
         };
-        return (carry_out(ctx, &call, &plan, reply).await, plan.limiter);
+        return Some((carry_out(ctx, call, &plan, reply).await, plan.limiter));
     }
-    if call.attempt == 1 {
-        ctx.budget().record_first_attempt(&call.function, std_now());
-        let waited = now.duration_since(delivery.published).unwrap_or_default();
-        ctx.metrics.queue_delay(waited.as_secs_f64());
-    }
-    let (plan, reply) = invoke_and_plan(ctx, &call, http_req).await;
-    (carry_out(ctx, &call, &plan, reply).await, plan.limiter)
+    let max_attempts = effective_policy(&call.policy).max_attempts;
+    let plan = plan::past_last_attempt(call.attempt, max_attempts)?;
+    tracing::warn!(
+        callId = %call.call_id,
+        function = %call.function,
+        delivery = call.delivery.delivered,
+        max_attempts,
+        "Delivered past the last attempt; not invoked again"
+    );
+    let ids = Some((call.call_id.as_str(), call.function.as_str()));
+    let settle = carry_out_without_call(ctx, call.delivery, ids, &plan).await;
+    Some((settle, plan.limiter))
 }
 
 /// Call the function and plan from what it answered.
@@ -233,8 +257,9 @@ async fn carry_out(ctx: &Context, call: &Call<'_>, plan: &Plan, reply: Reply) ->
     }
 }
 
-/// Carry out the plan of a delivery that could not be read (poison: a dead letter only).
-async fn carry_out_unread(
+/// Carry out the plan of a delivery that is not invoked (a dead letter only): poison, or
+/// delivered past its last attempt.
+async fn carry_out_without_call(
     ctx: &Context,
     delivery: &Delivery,
     ids: Option<(&str, &str)>,

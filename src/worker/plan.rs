@@ -5,6 +5,7 @@
 //! |---|---|---|---|---|
 //! | not decodable, or no function request can be built | — | `poison` | term | no |
 //! | older than `max_message_age` | 410 | `expired` | term | yes |
+//! | delivered past its last attempt (not invoked) | — | `exhausted` | term | no |
 //! | 1xx–3xx | the status | — | ack | yes |
 //! | retryable, attempts left | — | — | nak after the policy's delay (`max_retry_wait` when the retry budget is spent) | no |
 //! | retryable, last attempt | the status | `exhausted` | term | yes |
@@ -161,6 +162,28 @@ pub fn expired(age: Duration, max_age: Duration) -> Option<Plan> {
         ),
     };
     let plan = Plan::dead_letter(Some(410), dl, Signal::Other);
+    debug_assert!(plan.consistent());
+    Some(plan)
+}
+
+/// The plan for delivery `delivered` of a call allowed `max_attempts` attempts; `None` when
+/// it may run. A delivery past the last attempt is never invoked, whatever brought it back: the
+/// last attempt's worker was lost before it settled, its dead letter could not be stored, or
+/// its ack did not arrive. How that attempt ended is not known here (its callback, when it
+/// ended, was posted then), so none is posted now: the call ends as a dead letter.
+pub fn past_last_attempt(delivered: u32, max_attempts: u32) -> Option<Plan> {
+    if delivered <= max_attempts {
+        return None;
+    }
+    let dl = DeadLetterPlan {
+        reason: Reason::Exhausted,
+        status: None,
+        error: format!(
+            "delivered {delivered} times, past the last of {max_attempts} attempts: \
+             not invoked again (the last attempt's outcome is not known here)"
+        ),
+    };
+    let plan = Plan::dead_letter(None, dl, Signal::Other);
     debug_assert!(plan.consistent());
     Some(plan)
 }
@@ -523,6 +546,19 @@ mod tests {
             )
         );
         assert_eq!((p.settle, p.processed), (Settle::Term, true));
+    }
+
+    #[test]
+    fn never_invoked_past_the_last_attempt() {
+        assert_eq!(past_last_attempt(1, 1), None);
+        assert_eq!(past_last_attempt(10, 10), None);
+        let p = past_last_attempt(11, 10).expect("past the last attempt");
+        assert_eq!(p.callback, None, "the outcome is not known: no callback");
+        let want = "delivered 11 times, past the last of 10 attempts: not invoked again \
+                    (the last attempt's outcome is not known here)";
+        assert_eq!(p.dead_letter, dl(Reason::Exhausted, None, want));
+        assert_eq!((p.settle, p.processed), (Settle::Term, false));
+        assert!(past_last_attempt(u32::MAX, 1).is_some());
     }
 
     #[test]
