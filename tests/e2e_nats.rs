@@ -398,6 +398,50 @@ async fn a_delivery_past_the_last_attempt_is_not_invoked() {
     assert!(error.contains("past the last of 2 attempts"), "{error}");
 }
 
+/// Large messages and many slots: the worker asked for as many messages as it had free slots
+/// (256 × 700 KB, ~240 MB at once), the server found it a slow consumer and cut its
+/// connection again and again, and calls ran twice. Pulls are bounded by bytes too.
+#[tokio::test]
+async fn large_messages_with_many_slots_never_cost_the_connection() {
+    use base64::Engine;
+    let Some((bed, mut first)) = Bed::new("bigpull")
+        .function(|_, _| Reply::ok("").with_delay(Duration::from_millis(20)))
+        .env("max_inflight", "256")
+        .start()
+        .await
+    else {
+        return;
+    };
+    // The queue fills while no worker runs; then one starts with every slot free.
+    first.proc.sigterm();
+    assert!(first.proc.wait_exit(T).await.expect("exits").success());
+    let body = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 700 * 1024]);
+    let n = 300;
+    let js = bed.nats.jetstream().await;
+    let mut acks = Vec::new();
+    for i in 0..n {
+        let message = serde_json::json!({
+            "Method": "POST",
+            "Function": "big",
+            "Header": { "X-Call-Id": [format!("big-{i}")] },
+            "Body": body,
+        });
+        let subject = format!("{}.big.openfaas-fn", bed.queue);
+        acks.push(js.publish(subject, message.to_string().into()).await.unwrap());
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+    let w = bed.start_worker().await;
+    bed.function.wait_for(n, Duration::from_secs(60)).await;
+    bed.wait_drained(T).await;
+    let calls = bed.function.requests();
+    let ids: HashSet<_> = calls.iter().filter_map(|c| c.header("X-Call-Id")).collect();
+    assert_eq!((ids.len(), calls.len()), (n, n), "every call ran once");
+    let reconnects = w.metric("queue_worker_nats_reconnect_total").await;
+    assert_eq!(reconnects, Some(0.0), "the server never cut the worker off");
+}
+
 /// A message whose `Function` cannot stand in a subject (an empty token, a space, 5,000
 /// characters) is poison: its dead letter goes on the subject the message came on. The name
 /// used to make the dead-letter subject: NATS refused the publish (or closed the worker's

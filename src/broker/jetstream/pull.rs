@@ -13,6 +13,14 @@
 //! server answers on the inbox with messages, `100` idle heartbeats, `408` when a request
 //! expires and `409` when it is terminated (both carrying `Nats-Pending-Messages`: what that
 //! request will no longer deliver).
+//!
+//! Requests are bounded by bytes too (`max_bytes`, [`PULL_MAX_BYTES`]) and at most
+//! [`MAX_REQUESTS_OUT`] are outstanding, so the server never has more than a few megabytes on
+//! its way to the worker however large the messages and however many slots are free: asking
+//! 256 messages of 700 KB at once made the server take the worker for a slow consumer and
+//! close its connection. A request ends with `409` once the next message would exceed its
+//! bytes; a message larger than a request's bytes would never be delivered, so a request's
+//! bytes are never below the server's `max_payload` plus [`PULL_BYTES_HEADROOM`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -31,6 +39,12 @@ use async_trait::async_trait;
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Lifetime of one pull request.
 const EXPIRES: Duration = Duration::from_secs(10);
+/// Bytes one pull request may bring (raised to the server's `max_payload` plus headroom).
+pub const PULL_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// What the server may count for a message besides its payload and headers (subject, reply).
+const PULL_BYTES_HEADROOM: usize = 64 * 1024;
+/// Pull requests outstanding at once: the bytes on their way are at most this many requests'.
+const MAX_REQUESTS_OUT: usize = 2;
 /// Silence (no message, heartbeat or status) after which outstanding requests are taken as lost.
 const SILENCE: Duration = Duration::from_millis(2 * 2000 + 1000);
 
@@ -45,6 +59,11 @@ pub struct DemandPuller {
     request_subject: String,
     /// Messages asked for and not yet received, expired or terminated.
     outstanding: usize,
+    /// Requests that may still deliver (an upper bound: a request that ends by filling its
+    /// batch says nothing; all have ended when nothing is outstanding).
+    requests_out: usize,
+    /// `max_bytes` of every request.
+    max_bytes: usize,
     /// Deliveries the caller can start right now.
     demand: usize,
     /// Received and not yet handed out (normally empty: requests never exceed demand).
@@ -70,6 +89,7 @@ impl DemandPuller {
             .await
             .map_err(|e| BrokerError::other("subscribe", e))?;
         Ok(DemandPuller {
+            max_bytes: request_bytes(client.server_info().max_payload),
             request_subject: format!("$JS.API.CONSUMER.MSG.NEXT.{}.{}", spec.stream, spec.name),
             client,
             js,
@@ -78,6 +98,7 @@ impl DemandPuller {
             inbox,
             sub,
             outstanding: 0,
+            requests_out: 0,
             demand: 1,
             ready: VecDeque::new(),
             last_heard: Instant::now(),
@@ -91,6 +112,9 @@ impl DemandPuller {
 
     /// How many messages to ask for now (0: enough is on its way).
     fn to_request(&self) -> usize {
+        if self.requests_out >= MAX_REQUESTS_OUT {
+            return 0;
+        }
         let want = self.demand.min(self.spec.pull_batch.max(1));
         let have = self.outstanding + self.ready.len();
         if have >= want {
@@ -107,7 +131,8 @@ impl DemandPuller {
 
     async fn request(&mut self, n: usize) -> Result<(), BrokerError> {
         let body = format!(
-            "{{\"batch\":{n},\"expires\":{},\"idle_heartbeat\":{}}}",
+            "{{\"batch\":{n},\"max_bytes\":{},\"expires\":{},\"idle_heartbeat\":{}}}",
+            self.max_bytes,
             EXPIRES.as_nanos(),
             HEARTBEAT.as_nanos()
         );
@@ -123,6 +148,7 @@ impl DemandPuller {
             self.last_heard = Instant::now();
         }
         self.outstanding += n;
+        self.requests_out += 1;
         Ok(())
     }
 
@@ -160,6 +186,7 @@ impl DemandPuller {
         self.inbox = inbox;
         self.sub = sub;
         self.outstanding = 0;
+        self.requests_out = 0;
         self.last_heard = Instant::now();
         Ok(())
     }
@@ -173,6 +200,14 @@ impl DemandPuller {
 
     /// Account for one message from the inbox. `Err(reason)` means the consumer is gone.
     fn handle(&mut self, m: async_nats::Message) -> Result<(), String> {
+        let result = self.account(m);
+        if self.outstanding == 0 {
+            self.requests_out = 0;
+        }
+        result
+    }
+
+    fn account(&mut self, m: async_nats::Message) -> Result<(), String> {
         self.last_heard = Instant::now();
         match m.status {
             None | Some(StatusCode::OK) => {
@@ -193,6 +228,7 @@ impl DemandPuller {
                 if description.eq_ignore_ascii_case("Consumer Deleted") {
                     return Err(description);
                 }
+                self.requests_out = self.requests_out.saturating_sub(1);
                 let pending = m
                     .headers
                     .as_ref()
@@ -290,5 +326,24 @@ impl Subscription for DemandPuller {
     }
     fn drain_buffered(&mut self) -> Vec<Delivery> {
         DemandPuller::drain_buffered(self)
+    }
+}
+
+/// `max_bytes` of a pull request when the server's `max_payload` is `max_payload`: room for
+/// the largest message the server can hold, and never less than [`PULL_MAX_BYTES`].
+fn request_bytes(max_payload: usize) -> usize {
+    PULL_MAX_BYTES.max(max_payload.saturating_add(PULL_BYTES_HEADROOM))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_always_has_room_for_the_largest_message() {
+        assert_eq!(request_bytes(1024 * 1024), PULL_MAX_BYTES);
+        let big = 64 * 1024 * 1024;
+        assert_eq!(request_bytes(big), big + PULL_BYTES_HEADROOM);
+        assert_eq!(request_bytes(usize::MAX), usize::MAX);
     }
 }
