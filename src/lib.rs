@@ -33,6 +33,8 @@ pub mod buggify;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod fds;
+pub mod http_server;
 pub mod ingress;
 pub mod invoke;
 mod keep_trying;

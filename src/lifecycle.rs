@@ -17,7 +17,7 @@ use crate::invoke::Invoker;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::server::Health;
 use crate::worker::Ports;
-use crate::{ingress, telemetry, worker};
+use crate::{fds, http_server, ingress, telemetry, worker};
 
 /// The async ingress to serve next to the worker.
 pub struct IngressServer {
@@ -120,15 +120,31 @@ async fn serve_ingress(
     if let Ok(addr) = server.listener.local_addr() {
         tracing::info!(addr = %addr, "Ingress listening");
     }
+    let limits = ingress_limits(&state.config);
     let mut app = ingress::router(state);
     if let Some(extra) = server.extra_routes {
         app = app.merge(extra);
     }
-    if let Err(e) = axum::serve(server.listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    {
-        tracing::error!(error = %e, "Ingress server failed");
+    http_server::serve(server.listener, app, limits, stop).await;
+}
+
+/// The ingress's connection limit and header deadline: `ingress_max_connections`, lowered
+/// (with a warning) to what the file descriptor limit leaves after the worker's own needs.
+fn ingress_limits(config: &Config) -> http_server::Limits {
+    let configured = config.ingress_max_connections;
+    let nofile = fds::raise_limit();
+    let max_connections = fds::ingress_connections(configured, config.max_inflight, nofile);
+    if max_connections < configured {
+        tracing::warn!(
+            ingressMaxConnections = configured,
+            allowed = max_connections,
+            nofile = nofile.unwrap_or_default(),
+            "The file descriptor limit leaves the ingress fewer connections than configured; raise `ulimit -n`"
+        );
+    }
+    http_server::Limits {
+        max_connections,
+        header_timeout: config.ingress_header_timeout,
     }
 }
 
@@ -140,13 +156,15 @@ pub async fn serve_metrics(
     stop: CancellationToken,
 ) {
     let app = telemetry::server::router(metrics, health);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    {
-        tracing::error!(error = %e, "Metrics server failed");
-    }
+    let limits = http_server::Limits {
+        max_connections: fds::METRICS_CONNECTIONS,
+        header_timeout: METRICS_HEADER_TIMEOUT,
+    };
+    http_server::serve(listener, app, limits, stop).await;
 }
+
+/// Header deadline of the metrics server (scrapers and probes send at once).
+const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connect to NATS, retrying until it works or `shutdown` fires.
 pub async fn connect_nats(

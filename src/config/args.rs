@@ -3,7 +3,7 @@
 
 /// Every configuration variable: the environment variable name (lowercase, as the OpenFaaS
 /// chart spells it). The CLI flag is the same name with `_` replaced by `-`.
-pub const ENV_VARS: [&str; 41] = [
+pub const ENV_VARS: [&str; 45] = [
     "nats_host",
     "nats_port",
     "nats_url",
@@ -38,6 +38,10 @@ pub const ENV_VARS: [&str; 41] = [
     "callback_allowed_hosts",
     "max_message_age",
     "max_body_bytes",
+    "ingress_max_connections",
+    "ingress_header_timeout",
+    "ingress_body_timeout",
+    "ingress_max_buffered_bytes",
     "dead_letter_max_age",
     "status_ttl",
     "metrics_port",
@@ -327,6 +331,42 @@ pub struct ConfigArgs {
         value_name = "BYTES"
     )]
     pub max_body_bytes: Option<String>,
+
+    /// Connections the ingress serves at once; more wait to be accepted (1 to 1000000). Default: 1024
+    #[arg(
+        long,
+        env = "ingress_max_connections",
+        hide_env_values = true,
+        value_name = "N"
+    )]
+    pub ingress_max_connections: Option<String>,
+
+    /// Time a client has to send a request's headers, and to start the next request on a kept-alive connection. Default: 10s
+    #[arg(
+        long,
+        env = "ingress_header_timeout",
+        hide_env_values = true,
+        value_name = "DURATION"
+    )]
+    pub ingress_header_timeout: Option<String>,
+
+    /// Time a client has to send a request's body (408 after). Default: 60s
+    #[arg(
+        long,
+        env = "ingress_body_timeout",
+        hide_env_values = true,
+        value_name = "DURATION"
+    )]
+    pub ingress_body_timeout: Option<String>,
+
+    /// Bytes of request bodies the ingress holds at once, being received or stored (503 past it; at least max_body_bytes). Default: 268435456
+    #[arg(
+        long,
+        env = "ingress_max_buffered_bytes",
+        hide_env_values = true,
+        value_name = "BYTES"
+    )]
+    pub ingress_max_buffered_bytes: Option<String>,
 
     /// How long dead letters are kept. Default: 168h
     #[arg(

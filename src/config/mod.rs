@@ -232,6 +232,16 @@ pub struct Config {
     pub max_message_age: Option<Duration>,
     /// Largest ingress body in bytes (`max_body_bytes`, 1 to 67108864, default 786432).
     pub max_body_bytes: usize,
+    /// Connections the ingress serves at once (`ingress_max_connections`, default 1024).
+    pub ingress_max_connections: usize,
+    /// Time for a request's headers, and idle time between requests on a connection
+    /// (`ingress_header_timeout`, default 10s).
+    pub ingress_header_timeout: Duration,
+    /// Time for a request's body (`ingress_body_timeout`, default 60s).
+    pub ingress_body_timeout: Duration,
+    /// Bytes of bodies held at once (`ingress_max_buffered_bytes`, default 256 MiB, at least
+    /// `max_body_bytes`).
+    pub ingress_max_buffered_bytes: usize,
     /// Dead-letter retention (`dead_letter_max_age`, default 168h, greater than 0).
     pub dead_letter_max_age: Duration,
     /// Call status retention (`status_ttl`, default 24h, greater than 0).
@@ -284,6 +294,10 @@ impl Default for Config {
             callback_allowed_hosts: Vec::new(),
             max_message_age: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            ingress_max_connections: 1024,
+            ingress_header_timeout: Duration::from_secs(10),
+            ingress_body_timeout: Duration::from_secs(60),
+            ingress_max_buffered_bytes: 256 * 1024 * 1024,
             dead_letter_max_age: Duration::from_secs(168 * 3600),
             status_ttl: Duration::from_secs(24 * 3600),
             metrics_port: 8081,

@@ -1,11 +1,15 @@
 //! The async ingress (README: "HTTP endpoints"): `POST /async-function/{name}[.{ns}][/{path}]` stores an
 //! invocation in JetStream and answers `202 Accepted` only once the broker has stored it.
 
+mod budget;
 mod route;
+
+pub use budget::BodyBudget;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
@@ -63,6 +67,7 @@ impl Ingress {
 
 /// The ingress routes.
 pub fn router(state: Arc<Ingress>) -> Router {
+    let budget = BodyBudget::new(state.config.ingress_max_buffered_bytes);
     Router::new()
         .route("/async-function/{*rest}", any(async_function))
         // No function named: 400 from the same handler, not the router's 404.
@@ -70,6 +75,7 @@ pub fn router(state: Arc<Ingress>) -> Router {
         .route("/async-function", any(async_function))
         .route("/healthz", get(|| async { "OK\n" }))
         .layer(DefaultBodyLimit::disable())
+        .layer(Extension(budget))
         .with_state(state)
 }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -12,11 +13,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 
+use super::budget::{BodyBudget, Hold};
 use super::{Ingress, Prepared, Submission, prepare, submit};
 use crate::broker::BrokerError;
+use crate::config::Config;
 use crate::wire::{canonical_header_key, validate_function_name, validate_path};
 
-pub(super) async fn async_function(State(state): State<Arc<Ingress>>, req: Request) -> Response {
+pub(super) async fn async_function(
+    State(state): State<Arc<Ingress>>,
+    Extension(budget): Extension<BodyBudget>,
+    req: Request,
+) -> Response {
     if req.method() != axum::http::Method::POST {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -30,7 +37,7 @@ pub(super) async fn async_function(State(state): State<Arc<Ingress>>, req: Reque
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let body = match read_body(&parts, body, state.config.max_body_bytes).await {
+    let (body, _hold) = match receive_body(&state.config, &budget, &parts, body).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -66,29 +73,80 @@ fn read_target(parts: &Parts) -> Result<(String, String), String> {
     Ok((function, path))
 }
 
-/// The body, bounded by `limit`: refused early on a declared length, and while reading
-/// otherwise (`413`).
-async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Response> {
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body too large: the limit is {limit} bytes (max_body_bytes)"),
-        )
-    };
+/// The body and its hold on the ingress's memory: `413` past `max_body_bytes` (on the declared
+/// length, before reading, or while reading), `503` when the bodies held already fill
+/// `ingress_max_buffered_bytes`, `408` when it does not arrive within `ingress_body_timeout`.
+async fn receive_body(
+    config: &Config,
+    budget: &BodyBudget,
+    parts: &Parts,
+    body: Body,
+) -> Result<(Bytes, Hold), Response> {
+    let limit = config.max_body_bytes;
     let declared = parts
         .headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
+        return Err(too_large(limit));
     }
+    let room = declared.map_or(limit, |len| len as usize);
+    let Some(hold) = budget.hold(room) else {
+        return Err(busy());
+    };
+    let deadline = config.ingress_body_timeout;
+    match tokio::time::timeout(deadline, read_body(body, limit)).await {
+        Ok(read) => read.map(|bytes| (bytes, hold)),
+        Err(_) => Err(body_too_slow(deadline)),
+    }
+}
+
+fn too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body too large: the limit is {limit} bytes (max_body_bytes)"),
+    )
+}
+
+/// `503` with `Retry-After: 1`: the ingress holds as many bodies as it may.
+fn busy() -> Response {
+    let mut resp = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the ingress is receiving as many request bodies as it may hold \
+         (ingress_max_buffered_bytes); try again shortly",
+    );
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from_static("1"),
+    );
+    resp
+}
+
+/// `408`, and the connection is closed (the rest of the body may still come).
+fn body_too_slow(deadline: std::time::Duration) -> Response {
+    let mut resp = error(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "request body not received within {} (ingress_body_timeout)",
+            crate::config::format_go_duration(deadline)
+        ),
+    );
+    resp.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        HeaderValue::from_static("close"),
+    );
+    resp
+}
+
+/// The body, at most `limit` bytes (`413` past it).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         // to_bytes reports the limit through a LengthLimitError source.
         let mut src: Option<&dyn std::error::Error> = Some(&e);
         while let Some(s) = src {
             if s.is::<http_body_util::LengthLimitError>() {
-                return too_large();
+                return too_large(limit);
             }
             src = s.source();
         }

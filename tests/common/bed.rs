@@ -237,6 +237,7 @@ impl<N> Bed<N> {
             ingress: self.ingress,
             env: self.env,
             ready_timeout,
+            nofile: None,
         };
         TestBed {
             nats,
@@ -390,6 +391,12 @@ impl WorkerBuilder {
     }
 
     /// Sets `key=value` in its environment.
+    /// Runs the worker with at most `n` file descriptors.
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.0.nofile = Some(n);
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.0.env.retain(|(k, _)| k != key);
         self.0.env.push((key.to_string(), value.to_string()));

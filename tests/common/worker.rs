@@ -21,6 +21,17 @@ impl WorkerProcess {
     /// Spawns `bin args…` with only `PATH`, `HOME`, `RUST_LOG` (if set), `RUST_BACKTRACE=1`,
     /// `NO_COLOR=1` and then `env` (which may override those) in its environment.
     pub fn spawn(bin: &Path, args: &[&str], env: &[(&str, String)]) -> WorkerProcess {
+        WorkerProcess::spawn_limited(bin, args, env, None)
+    }
+
+    /// [`WorkerProcess::spawn`] with `RLIMIT_NOFILE` set to `nofile` (soft and hard) in the
+    /// child only, when given.
+    pub fn spawn_limited(
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        nofile: Option<u64>,
+    ) -> WorkerProcess {
         let dir = tempfile::Builder::new()
             .prefix("qw-worker-")
             .tempdir()
@@ -44,6 +55,9 @@ impl WorkerProcess {
         }
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(n) = nofile {
+            limit_nofile(&mut cmd, n);
         }
         let child = cmd
             .spawn()
@@ -254,6 +268,8 @@ pub struct WorkerSpec {
     pub env: Vec<(String, String)>,
     /// How long `/readyz` may take to answer 200.
     pub ready_timeout: Duration,
+    /// The process's file descriptor limit (soft and hard), when not the test's.
+    pub nofile: Option<u64>,
 }
 
 impl Worker {
@@ -279,7 +295,7 @@ impl Worker {
             args.push("--ingress");
             args.push(a);
         }
-        let proc = WorkerProcess::spawn(&super::worker_bin(), &args, &env);
+        let proc = WorkerProcess::spawn_limited(&super::worker_bin(), &args, &env, spec.nofile);
         let metrics = format!("http://127.0.0.1:{metrics_port}");
         wait_http_ok(&format!("{metrics}/readyz"), spec.ready_timeout).await;
         Worker::new(proc, metrics, ingress_addr.map(|a| format!("http://{a}")))
@@ -349,4 +365,23 @@ pub async fn stream_messages(nats: &NatsServer, stream: &str) -> u64 {
     let js = nats.jetstream().await;
     let mut s = js.get_stream(stream).await.expect("stream exists");
     s.info().await.expect("stream info").state.messages
+}
+
+/// Set the child's `RLIMIT_NOFILE` to `n` (soft and hard) between fork and exec.
+fn limit_nofile(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }

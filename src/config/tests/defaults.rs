@@ -40,6 +40,10 @@ fn every_default() {
     assert!(c.callback_allowed_hosts.is_empty());
     assert_eq!(c.max_message_age, None);
     assert_eq!(c.max_body_bytes, 786_432);
+    assert_eq!(c.ingress_max_connections, 1024);
+    assert_eq!(c.ingress_header_timeout, secs(10));
+    assert_eq!(c.ingress_body_timeout, secs(60));
+    assert_eq!(c.ingress_max_buffered_bytes, 256 * 1024 * 1024);
     assert_eq!(c.dead_letter_max_age, secs(168 * 3600));
     assert_eq!(c.status_ttl, secs(24 * 3600));
     assert_eq!(c.metrics_port, 8081);
