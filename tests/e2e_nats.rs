@@ -379,7 +379,10 @@ async fn a_delivery_past_the_last_attempt_is_not_invoked() {
     let name = format!("{}-workers", bed.queue);
     let consumer: PullConsumer = stream.get_consumer(&name).await.unwrap();
     for delivered in 1..=2 {
-        let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(5));
+        let batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5));
         let mut batch = batch.messages().await.unwrap();
         let m = batch.next().await.expect("a delivery").unwrap();
         assert_eq!(m.info().unwrap().delivered, delivered);
@@ -387,7 +390,11 @@ async fn a_delivery_past_the_last_attempt_is_not_invoked() {
     }
     let _w = bed.start_worker().await;
     bed.wait_drained(T).await;
-    assert_eq!(bed.function.count(), 0, "delivery 3 of 2 attempts is not run");
+    assert_eq!(
+        bed.function.count(),
+        0,
+        "delivery 3 of 2 attempts is not run"
+    );
     bed.wait_dead_letters(1, T).await;
     let dlq = js.get_stream(bed.dlq()).await.unwrap();
     let subject = format!("{}_DLQ.figlet.openfaas-fn", bed.queue);
@@ -427,7 +434,11 @@ async fn large_messages_with_many_slots_never_cost_the_connection() {
             "Body": body,
         });
         let subject = format!("{}.big.openfaas-fn", bed.queue);
-        acks.push(js.publish(subject, message.to_string().into()).await.unwrap());
+        acks.push(
+            js.publish(subject, message.to_string().into())
+                .await
+                .unwrap(),
+        );
     }
     for ack in acks {
         ack.await.expect("stored");
