@@ -16,6 +16,7 @@
 //! | [`config`] | every variable, validated at once |
 //! | [`telemetry`] | metrics, logs, `/metrics`, `/healthz`, `/readyz` |
 //! | [`lifecycle`] | [`serve`] and [`run`]: the process from start to drained stop |
+//! | [`http_server`], [`fds`] | serving HTTP within limits; the file descriptor budget |
 //! | [`cli`] | the command line: `run`, `dev`, `publish` |
 //! | [`clock`], [`rng`] | the time and randomness ports (simulated in the simulation) |
 //!
