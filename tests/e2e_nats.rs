@@ -453,6 +453,31 @@ async fn large_messages_with_many_slots_never_cost_the_connection() {
     assert_eq!(reconnects, Some(0.0), "the server never cut the worker off");
 }
 
+/// A call id used again within NATS' duplicate window (2 minutes) is not stored again, whatever
+/// the request carries: the answer says so (`X-Duplicate: true`) instead of a plain `202` for
+/// a body that would never run. A retry after a `503` uses this to be safe.
+#[tokio::test]
+async fn a_reused_call_id_is_reported_as_a_duplicate() {
+    let Some((bed, w)) = Bed::new("dupid").ingress().start().await else {
+        return;
+    };
+    let post = |body: &'static str| w.post("f").header("X-Call-Id", "same-id").body(body).send();
+    let first = post("first").await.unwrap();
+    assert_eq!(first.status(), 202);
+    assert_eq!(first.headers().get("x-duplicate"), None);
+    let again = post("second").await.unwrap();
+    assert_eq!(again.status(), 202);
+    let duplicate = again
+        .headers()
+        .get("x-duplicate")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(duplicate, Some("true"));
+    bed.wait_drained(T).await;
+    let calls = bed.function.wait_for(1, T).await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].body_str(), "first");
+}
+
 /// A message whose `Function` cannot stand in a subject (an empty token, a space, 5,000
 /// characters) is poison: its dead letter goes on the subject the message came on. The name
 /// used to make the dead-letter subject: NATS refused the publish (or closed the worker's

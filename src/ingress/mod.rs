@@ -175,9 +175,25 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
     })
 }
 
-/// Publish a prepared message and wait for the broker to store it. A missing stream (deleted to
-/// reset the queue, or never created) is created and the publish tried once more.
+/// Publish a prepared message and wait for the broker to store it ([`submit_once`]).
 pub async fn submit(state: &Ingress, p: &Prepared) -> Result<(), BrokerError> {
+    submit_once(state, p).await.map(|_| ())
+}
+
+/// How a submission was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// A new message.
+    New,
+    /// Its call id was stored within the duplicate window (2 minutes): nothing new was
+    /// stored, whatever this request carried.
+    Duplicate,
+}
+
+/// Publish a prepared message and wait for the broker to store it, or to say its call id is
+/// already stored. A missing stream (deleted to reset the queue, or never created) is created
+/// and the publish tried once more.
+pub async fn submit_once(state: &Ingress, p: &Prepared) -> Result<Stored, BrokerError> {
     let mut result = state.publisher.publish(p.outgoing.clone()).await;
     if let Err(BrokerError::NoStream { .. }) = &result {
         state
@@ -186,7 +202,10 @@ pub async fn submit(state: &Ingress, p: &Prepared) -> Result<(), BrokerError> {
             .await?;
         result = state.publisher.publish(p.outgoing.clone()).await;
     }
-    result?;
+    if result?.duplicate {
+        tracing::info!(callId = %p.call_id, function = %p.function, "Duplicate call id: not stored again");
+        return Ok(Stored::Duplicate);
+    }
     state
         .metrics
         .messages_submitted
@@ -195,5 +214,5 @@ pub async fn submit(state: &Ingress, p: &Prepared) -> Result<(), BrokerError> {
         })
         .inc();
     tracing::debug!(callId = %p.call_id, function = %p.function, queue = %p.queue, "Queued");
-    Ok(())
+    Ok(Stored::New)
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 
 use super::budget::{BodyBudget, Hold};
-use super::{Ingress, Prepared, Submission, prepare, submit};
+use super::{Ingress, Prepared, Stored, Submission, prepare, submit_once};
 use crate::broker::BrokerError;
 use crate::config::Config;
 use crate::wire::{canonical_header_key, validate_function_name, validate_path};
@@ -59,8 +59,8 @@ pub(super) async fn async_function(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match submit(&state, &prepared).await {
-        Ok(()) => accepted(&prepared),
+    match submit_once(&state, &prepared).await {
+        Ok(stored) => accepted(&prepared, stored),
         Err(e) => not_stored(&prepared, e),
     }
 }
@@ -154,9 +154,14 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     })
 }
 
-/// `202` with the call's id and start time.
-fn accepted(prepared: &Prepared) -> Response {
+/// `202` with the call's id and start time, and `X-Duplicate: true` when the call id was
+/// already stored (this request's content was not).
+fn accepted(prepared: &Prepared, stored: Stored) -> Response {
     let mut resp = StatusCode::ACCEPTED.into_response();
+    if stored == Stored::Duplicate {
+        resp.headers_mut()
+            .insert("x-duplicate", HeaderValue::from_static("true"));
+    }
     if let Ok(v) = HeaderValue::from_str(&prepared.call_id) {
         resp.headers_mut().insert("x-call-id", v);
     }
