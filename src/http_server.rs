@@ -1,7 +1,8 @@
 //! Serving HTTP with limits, for the ingress and the metrics server: at most
 //! `max_connections` connections at once (more wait in the listen backlog and cost no file
 //! descriptor), a deadline for each request's headers that is also the idle deadline of a
-//! kept-alive connection (a slowloris client or an idle one is closed), and a graceful stop.
+//! kept-alive connection (a slowloris client or an idle one is closed), a bound on a request's
+//! head (`431` past it), and a graceful stop.
 //! The body deadline and the bound on bodies held are the ingress's
 //! ([`crate::ingress::BodyBudget`]).
 
@@ -16,6 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// hyper's smallest read buffer.
+const MIN_HEAD_BYTES: usize = 8 * 1024;
+
 /// What one server allows.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -23,6 +27,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time for a request's headers, and for the next request on a kept-alive connection.
     pub header_timeout: Duration,
+    /// Bytes of a request's head (request line and headers); a larger one is answered `431`.
+    /// At least 8 KiB (hyper's smallest read buffer).
+    pub max_head_bytes: usize,
 }
 
 /// Serve `app` on `listener` within `limits` until `stop`; then stop accepting, let the
@@ -95,7 +102,8 @@ async fn serve_connection(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_head_bytes.max(MIN_HEAD_BYTES));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let ended = tokio::select! {

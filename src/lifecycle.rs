@@ -42,13 +42,18 @@ pub struct Listeners {
 }
 
 /// Serve until `shutdown`: the metrics server, the broker, the worker and the ingress.
+///
+/// # Errors
+///
+/// A setting the server cannot honour, found once it answers (`max_body_bytes` over what its
+/// `max_payload` holds): one line for the operator; the process exits 2.
 pub async fn serve(
     config: Arc<Config>,
     backend: Backend,
     invoker: Arc<dyn Invoker>,
     listeners: Listeners,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
     if let Ok(addr) = listeners.metrics.local_addr() {
         tracing::info!(addr = %addr, "Starting metrics server");
     }
@@ -68,6 +73,14 @@ pub async fn serve(
             .map(|b| Arc::new(b) as Arc<dyn Broker>),
     };
     if let Some(broker) = broker {
+        let config = match fit_body_limit(config, broker.as_ref(), listeners.ingress.is_some()) {
+            Ok(config) => config,
+            Err(e) => {
+                metrics_stop.cancel();
+                let _ = metrics_task.await;
+                return Err(e);
+            }
+        };
         let ports = Ports {
             broker,
             invoker,
@@ -78,6 +91,33 @@ pub async fn serve(
     }
     metrics_stop.cancel();
     let _ = metrics_task.await;
+    Ok(())
+}
+
+/// `config` with the ingress's body limit fitted to the server's `max_payload`
+/// ([`ingress::body_limit`]): the default lowered (logged), a value set too large refused.
+fn fit_body_limit(
+    config: Arc<Config>,
+    broker: &dyn Broker,
+    with_ingress: bool,
+) -> Result<Arc<Config>, String> {
+    if !with_ingress {
+        return Ok(config);
+    }
+    let configured = config.max_body_bytes;
+    let is_default = configured == crate::config::DEFAULT_MAX_BODY_BYTES;
+    let fitted = ingress::body_limit::fit(configured, is_default, broker.max_payload())?;
+    if fitted == configured {
+        return Ok(config);
+    }
+    tracing::info!(
+        maxBodyBytes = fitted,
+        maxPayload = broker.max_payload().unwrap_or_default(),
+        "Ingress body limit set to what NATS max_payload holds"
+    );
+    let mut fitted_config = (*config).clone();
+    fitted_config.max_body_bytes = fitted;
+    Ok(Arc::new(fitted_config))
 }
 
 /// Run the worker (and the ingress when one is given) until `shutdown`, then drain
@@ -145,6 +185,7 @@ fn ingress_limits(config: &Config) -> http_server::Limits {
     http_server::Limits {
         max_connections,
         header_timeout: config.ingress_header_timeout,
+        max_head_bytes: ingress::body_limit::HEAD_LIMIT,
     }
 }
 
@@ -159,6 +200,7 @@ pub async fn serve_metrics(
     let limits = http_server::Limits {
         max_connections: fds::METRICS_CONNECTIONS,
         header_timeout: METRICS_HEADER_TIMEOUT,
+        max_head_bytes: ingress::body_limit::HEAD_LIMIT,
     };
     http_server::serve(listener, app, limits, stop).await;
 }

@@ -153,3 +153,71 @@ async fn a_connection_flood_never_takes_the_workers_descriptors() {
     assert_eq!(r.status(), 202);
     bed.function.wait_for(2, T).await;
 }
+
+/// `max_body_bytes` is exact: with the defaults, a body of exactly the limit is stored even
+/// with a 15 KiB head of characters JSON escapes six-fold, one byte more is `413`, and a head
+/// over 16 KiB is `431`. The default limit (768 KiB) used to be more than NATS' 1 MiB could
+/// hold once base64-encoded: a body of exactly the limit got `413` from NATS.
+#[tokio::test]
+async fn a_body_of_exactly_max_body_bytes_is_stored() {
+    let Some((bed, w)) = Bed::new("exact").ingress().start().await else {
+        return;
+    };
+    let r = w
+        .post("f")
+        .body(vec![b'x'; 2_000_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let text = r.text().await.unwrap();
+    let limit: usize = text
+        .split("the limit is ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no limit in {text:?}"));
+    let pad = "<".repeat(15_000);
+    let exact = w.post("f").header("X-Pad", &pad).body(vec![b'x'; limit]);
+    let r = exact.send().await.unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    let calls = bed.function.wait_for(1, T).await;
+    assert_eq!(calls[0].body.len(), limit);
+    let over = w
+        .post("f")
+        .body(vec![b'x'; limit + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), 413);
+    let big_head = w.post("f").header("X-Pad", "y".repeat(20_000)).body("b");
+    assert_eq!(big_head.send().await.unwrap().status(), 431);
+}
+
+/// A `max_body_bytes` set above what the server's `max_payload` holds stops the start with
+/// exit code 2 and says why; it used to be accepted, and every body near it refused.
+#[tokio::test]
+async fn max_body_bytes_over_what_nats_holds_exits_2() {
+    let Some(bed) = Bed::new("toobig").start_without_worker().await else {
+        return;
+    };
+    let port = common::free_port().to_string();
+    let env = [
+        ("nats_url", bed.nats.url()),
+        ("metrics_port", port.clone()),
+        ("max_body_bytes", "1000000".to_string()),
+    ];
+    let ingress = format!("127.0.0.1:{}", common::free_port());
+    let mut p = common::worker::WorkerProcess::spawn(
+        &common::worker_bin(),
+        &["run", "--ingress", &ingress],
+        &env,
+    );
+    let status = p.wait_exit(T).await.expect("exits");
+    assert_eq!(status.code(), Some(2), "{}", p.log());
+    let log = p.log();
+    assert!(
+        log.contains("max_body_bytes=1000000") && log.contains("max_payload"),
+        "{log}"
+    );
+}

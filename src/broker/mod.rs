@@ -339,6 +339,12 @@ pub trait Admin: Send + Sync + 'static {
 
     /// The server's version (the one the in-process broker models), when known.
     fn server_version(&self) -> Option<ServerVersion>;
+
+    /// The largest message the server takes (NATS `max_payload`: headers and payload), when
+    /// known.
+    fn max_payload(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Key-value buckets whose entries expire (kept for the call status; nothing in the worker

@@ -103,7 +103,7 @@ pub async fn main(mut args: DevArgs) -> ExitCode {
         }),
     };
     let shutdown = crate::lifecycle::shutdown_on_signals();
-    crate::serve(
+    let served = crate::serve(
         config,
         crate::Backend::Ready(broker),
         invoker,
@@ -111,7 +111,7 @@ pub async fn main(mut args: DevArgs) -> ExitCode {
         shutdown,
     )
     .await;
-    ExitCode::SUCCESS
+    super::exit_code(served)
 }
 
 /// What a newcomer needs to know, with commands to copy.

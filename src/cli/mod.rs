@@ -204,8 +204,21 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let listeners = crate::Listeners { metrics, ingress };
     let shutdown = crate::lifecycle::shutdown_on_signals();
-    crate::serve(config, crate::Backend::Nats, invoker, listeners, shutdown).await;
-    ExitCode::SUCCESS
+    let served = crate::serve(config, crate::Backend::Nats, invoker, listeners, shutdown).await;
+    exit_code(served)
+}
+
+/// `0` after a clean stop; `2` (with the reason on stderr) when a setting could not be
+/// honoured once the server answered.
+pub(crate) fn exit_code(served: Result<(), String>) -> ExitCode {
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot serve with this configuration");
+            eprintln!("queue-worker: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[cfg(test)]

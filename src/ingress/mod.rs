@@ -1,6 +1,7 @@
 //! The async ingress (README: "HTTP endpoints"): `POST /async-function/{name}[.{ns}][/{path}]` stores an
 //! invocation in JetStream and answers `202 Accepted` only once the broker has stored it.
 
+pub mod body_limit;
 mod budget;
 mod route;
 

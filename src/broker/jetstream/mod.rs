@@ -257,6 +257,11 @@ impl Admin for JetStreamBroker {
         ServerVersion::parse(&info.version)
     }
 
+    fn max_payload(&self) -> Option<usize> {
+        let info = self.client.try_server_info()?;
+        (info.max_payload > 0).then_some(info.max_payload)
+    }
+
     async fn stream_info(
         &self,
         stream: &str,

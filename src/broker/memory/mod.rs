@@ -280,6 +280,10 @@ impl Admin for MemoryBroker {
         Some(self.inner.lock().version)
     }
 
+    fn max_payload(&self) -> Option<usize> {
+        Some(self.limits().max_message_bytes)
+    }
+
     fn is_connected(&self) -> bool {
         true
     }
