@@ -362,7 +362,7 @@ async fn a_dead_letter_too_large_for_the_server_is_kept_truncated() {
 async fn a_delivery_past_the_last_attempt_is_not_invoked() {
     use async_nats::jetstream::{AckKind, consumer::PullConsumer};
     use futures::StreamExt;
-    let Some((bed, mut w)) = Bed::new("pastlast")
+    let Some((bed, w)) = Bed::new("pastlast")
         .env("max_retry_attempts", "2")
         .start()
         .await
@@ -370,8 +370,7 @@ async fn a_delivery_past_the_last_attempt_is_not_invoked() {
         return;
     };
     // The worker made the stream and its consumer; it stops, and the message waits.
-    w.proc.sigterm();
-    assert!(w.proc.wait_exit(T).await.expect("exits").success());
+    w.stop().await;
     bed.publish_to("figlet.openfaas-fn", common::fixture("minimal.json"))
         .await;
     let js = bed.nats.jetstream().await;
@@ -411,7 +410,7 @@ async fn a_delivery_past_the_last_attempt_is_not_invoked() {
 #[tokio::test]
 async fn large_messages_with_many_slots_never_cost_the_connection() {
     use base64::Engine;
-    let Some((bed, mut first)) = Bed::new("bigpull")
+    let Some((bed, first)) = Bed::new("bigpull")
         .function(|_, _| Reply::ok("").with_delay(Duration::from_millis(20)))
         .env("max_inflight", "256")
         .start()
@@ -420,8 +419,7 @@ async fn large_messages_with_many_slots_never_cost_the_connection() {
         return;
     };
     // The queue fills while no worker runs; then one starts with every slot free.
-    first.proc.sigterm();
-    assert!(first.proc.wait_exit(T).await.expect("exits").success());
+    first.stop().await;
     let body = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 700 * 1024]);
     let n = 300;
     let js = bed.nats.jetstream().await;

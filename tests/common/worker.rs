@@ -311,6 +311,14 @@ impl Worker {
         }
     }
 
+    /// Stops the worker with SIGTERM and waits until it has exited cleanly (the streams and
+    /// consumers it made stay).
+    pub async fn stop(mut self) {
+        self.proc.sigterm();
+        let status = self.proc.wait_exit(Duration::from_secs(20)).await;
+        assert!(status.expect("exits").success(), "{}", self.proc.log());
+    }
+
     /// `http://<ingress addr>`; panics when the worker runs without the ingress.
     pub fn ingress(&self) -> &str {
         self.ingress
