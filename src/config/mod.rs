@@ -335,8 +335,14 @@ impl Config {
     /// (split on the last `.`), and for a bare `name`, `name.{default_function_name}`;
     /// otherwise `queue_name`.
     pub fn queue_for_function(&self, function: &str) -> &str {
+        self.routed_queue(function).unwrap_or(&self.queue_name)
+    }
+
+    /// The queue `function_queues` routes `function` to (as [`Config::queue_for_function`]);
+    /// `None` when it does not name the function.
+    pub fn routed_queue(&self, function: &str) -> Option<&str> {
         if let Some(queue) = self.function_queues.get(function) {
-            return queue;
+            return Some(queue);
         }
         let fallback = match function.rsplit_once('.') {
             Some((name, _namespace)) => self.function_queues.get(name),
@@ -344,6 +350,6 @@ impl Config {
                 .function_queues
                 .get(&format!("{function}.{}", self.default_function_name)),
         };
-        fallback.map_or(&self.queue_name, |queue| queue)
+        fallback.map(String::as_str)
     }
 }

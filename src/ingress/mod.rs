@@ -143,10 +143,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         None => None,
     };
 
-    let routed = cfg.function_queues.contains_key(&function)
-        || cfg
-            .function_queues
-            .contains_key(wire::split_function(&function, "").0);
+    let routed = cfg.routed_queue(&function).is_some();
     let queue = cfg.queue_for_function(&function).to_string();
     let (name, namespace) = wire::split_function(&function, &cfg.default_function_name);
     let subject = format!("{queue}.{name}.{namespace}");

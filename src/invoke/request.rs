@@ -12,7 +12,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::wire::{
-    InvalidName, QueueRequest, parse_callback_url, validate_function_name, validate_path,
+    InvalidName, QueueRequest, parse_callback_url, quoted, validate_function_name, validate_path,
 };
 
 /// Characters Go's `url.PathEscape`-style path encoding leaves alone, besides alphanumerics:
@@ -66,6 +66,7 @@ pub fn is_not_forwarded(name: &str) -> bool {
 pub enum BuildError {
     #[error(transparent)]
     Name(#[from] InvalidName),
+    /// The method, quoted as far as 64 characters (it can be of any size).
     #[error("invalid method {0:?}")]
     Method(String),
     #[error("cannot build the request URL: {0}")]
@@ -108,7 +109,7 @@ pub fn function_request(
         http::Method::POST
     } else {
         http::Method::from_bytes(req.method.as_bytes())
-            .map_err(|_| BuildError::Method(req.method.clone()))?
+            .map_err(|_| BuildError::Method(quoted(&req.method)))?
     };
     // From the `String` itself: the URI keeps its buffer instead of copying it.
     let uri = http::Uri::try_from(url).map_err(|e| BuildError::Url(format!("{e}")))?;
@@ -361,6 +362,13 @@ mod tests {
             function_request("http://gw", &m, "c", "1"),
             Err(BuildError::Method(_))
         ));
+        // Found by tests/fuzz: a message's method of any size was quoted whole.
+        let m = QueueRequest {
+            method: "G E T ".repeat(1_000),
+            ..msg("f", "", "")
+        };
+        let err = function_request("http://gw", &m, "c", "1").unwrap_err();
+        assert!(err.to_string().len() < 120, "{err}");
     }
 
     #[test]

@@ -40,21 +40,37 @@ pub fn decode(bytes: &[u8]) -> Result<QueueRequest, PoisonReason> {
 
 fn classify(bytes: &[u8], err: &serde_json::Error, ctx: Ctx) -> PoisonReason {
     if err.classify() != serde_json::error::Category::Data {
-        return PoisonReason::NotJson(err.to_string());
+        return PoisonReason::NotJson(brief(err.to_string()));
     }
     // Go checks the whole document's syntax before decoding anything, so a syntax
     // error after a type error is what Go reports. Only on this (poison) path.
     if let Err(syntax) = serde_json::from_slice::<IgnoredAny>(bytes) {
-        return PoisonReason::NotJson(syntax.to_string());
+        return PoisonReason::NotJson(brief(syntax.to_string()));
     }
     match (ctx.reason, ctx.field) {
         (Some(reason), _) => reason,
         (None, Some(field)) => PoisonReason::WrongType {
-            field,
-            detail: err.to_string(),
+            field: brief(field),
+            detail: brief(err.to_string()),
         },
-        (None, None) => PoisonReason::NotObject(err.to_string()),
+        (None, None) => PoisonReason::NotObject(brief(err.to_string())),
     }
+}
+
+/// The most characters kept from each end of a long reason's text.
+const BRIEF_END_CHARS: usize = 100;
+
+/// `text`, or its start and its end when it is long: serde_json's messages quote a whole
+/// string of the message (`invalid type: string "…", expected …`), and a key names the field,
+/// both of any size. The end says what was expected and where.
+fn brief(text: String) -> String {
+    let chars = text.chars().count();
+    if chars <= 2 * BRIEF_END_CHARS + 30 {
+        return text;
+    }
+    let start: String = text.chars().take(BRIEF_END_CHARS).collect();
+    let end: String = text.chars().skip(chars - BRIEF_END_CHARS).collect();
+    format!("{start}... ({} bytes) ...{end}", text.len())
 }
 
 /// Where a decode error happened, filled in innermost-first on the error path only.

@@ -32,6 +32,7 @@ use bytes::Bytes;
 
 pub use decode::decode;
 pub use encode::encode;
+pub(crate) use names::quoted;
 pub use names::{
     InvalidName, canonical_header_key, parse_callback_url, split_function, validate_function_name,
     validate_path,

@@ -52,7 +52,7 @@ pub fn validate_function_name(function: &str) -> Result<(), InvalidName> {
 const QUOTED_CHARS: usize = 64;
 
 /// `name`, or its start and its size when it is long.
-fn quoted(name: &str) -> String {
+pub(crate) fn quoted(name: &str) -> String {
     if name.chars().count() <= QUOTED_CHARS {
         return name.to_string();
     }
@@ -71,17 +71,21 @@ pub fn validate_path(path: &str) -> Result<(), InvalidName> {
     Ok(())
 }
 
-/// An absolute `http`/`https` URL with a host.
+/// An absolute `http`/`https` URL with a host, that an HTTP request can be sent to (the HTTP
+/// client takes fewer characters in a host than URL parsing does, and at most 64 KiB).
 pub fn parse_callback_url(raw: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(raw).map_err(|e| format!("invalid callback URL: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") {
         return Err(format!(
             "invalid callback URL: scheme {:?} is not http or https",
-            u.scheme()
+            quoted(u.scheme())
         ));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err("invalid callback URL: no host".into());
+    }
+    if let Err(e) = u.as_str().parse::<http::Uri>() {
+        return Err(format!("invalid callback URL: {e}"));
     }
     Ok(u)
 }
@@ -142,5 +146,22 @@ mod tests {
             panic!("5,000 characters is not a name");
         };
         assert_eq!(quoted, format!("{}... (5000 bytes)", "f".repeat(64)));
+    }
+
+    /// Found by tests/fuzz: URLs the url crate takes but an HTTP request cannot be sent to, and
+    /// a long scheme quoted whole.
+    #[test]
+    fn callback_urls_must_be_requestable_and_refusals_short() {
+        for bad in ["http://a{b}/", "http://a`b/", "http://a\"b/"] {
+            assert!(parse_callback_url(bad).is_err(), "{bad}");
+        }
+        let long = format!("http://host/{}", "p".repeat(70_000));
+        assert_eq!(
+            parse_callback_url(&long),
+            Err("invalid callback URL: uri too long".into())
+        );
+        let scheme = format!("{}://host/", "h".repeat(5_000));
+        let err = parse_callback_url(&scheme).unwrap_err();
+        assert!(err.len() < 200, "{err}");
     }
 }

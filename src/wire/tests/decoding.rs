@@ -218,6 +218,28 @@ fn poison_reasons_display_one_line() {
     assert!(reasons[2].to_string().contains("`Host`"));
 }
 
+/// Found by tests/fuzz: a reason quoted a whole string of the message (logged, kept with the
+/// dead letter). Now its start and its end, which says what was expected and where.
+#[test]
+fn poison_reasons_quote_a_bounded_part() {
+    let long = "a".repeat(10_000);
+    let bool_field = format!(r#"{{"Function":"f","CallbackUrl":{{"OmitHost":"{long}"}}}}"#);
+    let key = format!(r#"{{"Function":"f","Header":{{"{long}":1}}}}"#);
+    let top = format!(r#""{long}""#);
+    for input in [bool_field, key, top] {
+        let reason = decode(input.as_bytes()).expect_err("poison").to_string();
+        assert!(reason.len() < 600, "{} bytes: {reason}", reason.len());
+    }
+    let reason =
+        decode(format!(r#"{{"Function":"f","CallbackUrl":{{"OmitHost":"{long}"}}}}"#).as_bytes());
+    let reason = reason.expect_err("poison").to_string();
+    assert!(reason.contains("... (10074 bytes) ..."), "{reason}");
+    assert!(
+        reason.ends_with("expected a boolean or null at line 1 column 10044"),
+        "{reason}"
+    );
+}
+
 // --- header lookups and function names ------------------------------------------
 
 #[test]
