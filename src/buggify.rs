@@ -15,6 +15,12 @@ pub enum Bug {
     IgnoreMaxRetryAttempts,
     /// Never send progress acks (`+WPI`): slow functions outlive their ack-wait lease.
     DropProgressAcks,
+    /// Call whatever function a message names, without checking the name (`../x` leaves the
+    /// function's URL space): invalid names are invoked instead of dead-lettered as poison.
+    TrustFunctionNames,
+    /// Invoke a delivery past the call's last attempt (as the worker did before): a call whose
+    /// last attempt's delivery was lost, or whose dead letter was not stored, runs again.
+    IgnoreLastAttempt,
 }
 
 thread_local! {

@@ -9,10 +9,12 @@
 //! messages and consumers; memory storage loses everything).
 //!
 //! The host also records the broker's view of the run: deliveries, settles that removed a
-//! message (each call's terminal transition), dead letters, messages lost to a memory restart.
+//! message (each call's terminal transition), dead letters (how much of the message each
+//! keeps, and those refused as larger than `max_payload`), messages lost to a memory restart.
+//! During a dead-letter outage (a fault) it refuses every publish to the dead-letter subjects.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use turmoil::net::{TcpListener, TcpStream};
 
-use crate::history::{Ev, FaultKind, History, SettleKind};
+use crate::history::{Ev, FaultKind, History, Kept, SettleKind};
 use crate::proto::{self, Frame, Req, Resp, WConsumer, WDelivery, WSettle, WStream};
 use crate::{SimClock, header};
 
@@ -66,14 +68,26 @@ pub struct BrokerShared {
     live: Mutex<BTreeMap<u64, String>>,
     restart: Mutex<Option<(Duration, bool)>>,
     restart_now: Notify,
+    /// Publishes to the dead-letter subjects fail while this is set (a fault).
+    refuse_dead_letters: AtomicBool,
 }
 
 impl BrokerShared {
-    /// `server`: the nats-server the in-process broker behaves as.
-    pub fn new(hist: History, queue: &str, server: ServerVersion) -> Arc<BrokerShared> {
+    /// `server`: the nats-server the in-process broker behaves as; `max_payload`: its largest
+    /// message (headers and payload).
+    pub fn new(
+        hist: History,
+        queue: &str,
+        server: ServerVersion,
+        max_payload: usize,
+    ) -> Arc<BrokerShared> {
         let clock = Arc::new(SimClock);
+        let limits = MemoryLimits {
+            max_message_bytes: max_payload,
+            ..MemoryLimits::default()
+        };
         Arc::new(BrokerShared {
-            broker: MemoryBroker::modelling(clock, MemoryLimits::default(), server),
+            broker: MemoryBroker::modelling(clock, limits, server),
             hist,
             queue: queue.to_string(),
             acks: Mutex::new(BTreeMap::new()),
@@ -81,7 +95,13 @@ impl BrokerShared {
             live: Mutex::new(BTreeMap::new()),
             restart: Mutex::new(None),
             restart_now: Notify::new(),
+            refuse_dead_letters: AtomicBool::new(false),
         })
+    }
+
+    /// Refuse (or store again) every publish to the dead-letter subjects.
+    pub fn refuse_dead_letters(&self, on: bool) {
+        self.refuse_dead_letters.store(on, Ordering::Relaxed);
     }
 
     /// Ask the host to restart now: down for `down`, keeping messages (file) or not (memory).
@@ -195,26 +215,57 @@ impl BrokerShared {
     }
 
     async fn publish(&self, out: Outgoing) -> Resp {
-        let call = header(&out.headers, CALL_HEADER).unwrap_or_default();
         let subject = out.subject.clone();
+        if !self.is_dead_letter(&subject) {
+            let call = header(&out.headers, CALL_HEADER).unwrap_or_default();
+            return match self.broker.publish(out).await {
+                Ok(ack) => {
+                    if self.is_work(&subject) && !ack.duplicate {
+                        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                        live.insert(ack.sequence, call);
+                    }
+                    Resp::pub_ack(ack)
+                }
+                Err(e) => Resp::Err((&e).into()),
+            };
+        }
+        self.publish_dead_letter(out).await
+    }
+
+    /// A dead letter: refused during an outage; otherwise recorded with its call (named by
+    /// its header, or by the sequence in its message id when it kept no header of its
+    /// message) and how much of the message it keeps.
+    async fn publish_dead_letter(&self, out: Outgoing) -> Resp {
+        if self.refuse_dead_letters.load(Ordering::Relaxed) {
+            let e = BrokerError::other("publish", "insufficient resources");
+            return Resp::Err((&e).into());
+        }
+        let call = header(&out.headers, CALL_HEADER)
+            .or_else(|| {
+                let seq = crate::dead_letter_sequence(out.msg_id.as_deref()?)?;
+                let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                live.get(&seq).cloned()
+            })
+            .unwrap_or_default();
         let reason = header(&out.headers, "Qw-Reason").unwrap_or_default();
+        let kept = Kept::of(&out.headers);
         match self.broker.publish(out).await {
             Ok(ack) => {
-                if self.is_work(&subject) && !ack.duplicate {
-                    self.live
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(ack.sequence, call);
-                } else if self.is_dead_letter(&subject) {
-                    self.hist.record(Ev::SDeadLetter {
-                        call,
-                        reason,
-                        stored: !ack.duplicate,
-                    });
-                }
+                let stored = !ack.duplicate;
+                self.hist.record(Ev::SDeadLetter {
+                    call,
+                    reason,
+                    stored,
+                    kept,
+                });
                 Resp::pub_ack(ack)
             }
-            Err(e) => Resp::Err((&e).into()),
+            Err(e) => {
+                if matches!(e, BrokerError::TooLarge(_)) {
+                    self.hist.record(Ev::SDeadLetterTooLarge { call, kept });
+                }
+                Resp::Err((&e).into())
+            }
         }
     }
 

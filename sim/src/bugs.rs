@@ -33,11 +33,31 @@ pub const DROP_PROGRESS_ACKS: Bug = Bug {
     inject: queue_worker::buggify::Bug::DropProgressAcks,
 };
 
+pub const TRUST_FUNCTION_NAMES: Bug = Bug {
+    name: "trust-function-names",
+    about: "invoke whatever function a message names (`../x`, `a..b`), unchecked",
+    caught_by: scenarios::HOSTILE.name,
+    rule: check::TERMINAL,
+    #[cfg(feature = "buggify")]
+    inject: queue_worker::buggify::Bug::TrustFunctionNames,
+};
+
+pub const IGNORE_LAST_ATTEMPT: Bug = Bug {
+    name: "ignore-last-attempt",
+    about: "invoke a delivery past the call's last attempt (one lost, or a dead letter not stored)",
+    caught_by: scenarios::HOSTILE.name,
+    rule: check::ATTEMPTS,
+    #[cfg(feature = "buggify")]
+    inject: queue_worker::buggify::Bug::IgnoreLastAttempt,
+};
+
 /// Every deliberate bug.
 pub const ALL: &[Bug] = &[
     ACK_BEFORE_INVOKE,
     IGNORE_MAX_RETRY_ATTEMPTS,
     DROP_PROGRESS_ACKS,
+    TRUST_FUNCTION_NAMES,
+    IGNORE_LAST_ATTEMPT,
 ];
 
 pub fn find(name: &str) -> Option<&'static Bug> {
@@ -69,14 +89,18 @@ mod tests {
     fn every_bug_of_queue_worker_is_registered() {
         use queue_worker::buggify::Bug as B;
         let registered = |b: B| match b {
-            B::AckBeforeInvoke | B::IgnoreMaxRetryAttempts | B::DropProgressAcks => {
-                ALL.iter().filter(|r| r.inject == b).count() == 1
-            }
+            B::AckBeforeInvoke
+            | B::IgnoreMaxRetryAttempts
+            | B::DropProgressAcks
+            | B::TrustFunctionNames
+            | B::IgnoreLastAttempt => ALL.iter().filter(|r| r.inject == b).count() == 1,
         };
         for b in [
             B::AckBeforeInvoke,
             B::IgnoreMaxRetryAttempts,
             B::DropProgressAcks,
+            B::TrustFunctionNames,
+            B::IgnoreLastAttempt,
         ] {
             assert!(registered(b), "{b:?}");
         }

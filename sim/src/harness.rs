@@ -6,23 +6,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use queue_worker::broker::{Broker, BrokerError};
-use queue_worker::config::Config;
-use queue_worker::ingress::{self, Ingress, Prepared, Submission};
+use queue_worker::ingress::Ingress;
 use queue_worker::rng::SeededRng;
 use queue_worker::telemetry::metrics::Metrics;
 use queue_worker::telemetry::server::Health;
 use tokio_util::sync::CancellationToken;
 
 use crate::SimClock;
-use crate::broker_host::{self, BrokerShared, CALL_HEADER};
+use crate::broker_host::{self, BrokerShared};
 use crate::check::{self, Report};
 use crate::functions;
 use crate::history::{Ev, FaultKind, History};
 use crate::http::SimInvoker;
+use crate::message::{self, prepare};
 use crate::plan::Bug;
-use crate::plan::{
-    BROKER, CallPlan, Fault, GATEWAY, QUEUE, RECEIVER, RECEIVER_PORT, RunConfig, mix,
-};
+use crate::plan::{BROKER, Fault, GATEWAY, QUEUE, RECEIVER, RunConfig, mix};
 use crate::remote::RemoteBroker;
 
 /// One simulation step.
@@ -63,6 +61,7 @@ enum Action {
     ReceiverDown,
     ReceiverUp,
     ReceiverErrors(bool),
+    DeadLetterOutage(bool),
 }
 
 fn worker_host(i: usize) -> String {
@@ -134,7 +133,7 @@ struct Hosts {
 /// The hosts, in the order that fixes their addresses and seeds: broker, gateway, receiver,
 /// workers, then the client.
 fn add_hosts(sim: &mut turmoil::Sim<'static>, cfg: &Arc<RunConfig>, hist: &History) -> Hosts {
-    let shared = BrokerShared::new(hist.clone(), QUEUE, cfg.server);
+    let shared = BrokerShared::new(hist.clone(), QUEUE, cfg.server, cfg.max_payload);
     {
         let shared = shared.clone();
         sim.host(BROKER, move || broker_host::serve(shared.clone()));
@@ -205,6 +204,10 @@ fn schedule(faults: &[Fault]) -> VecDeque<(Duration, Action)> {
                 actions.push((at, Action::ReceiverErrors(true)));
                 actions.push((at + len, Action::ReceiverErrors(false)));
             }
+            Fault::DeadLetterOutage { at, len } => {
+                actions.push((at, Action::DeadLetterOutage(true)));
+                actions.push((at + len, Action::DeadLetterOutage(false)));
+            }
         }
     }
     actions.sort_by_key(|(t, _)| *t);
@@ -223,6 +226,8 @@ struct Driver {
     cut: BTreeMap<usize, u32>,
     receiver_down: u32,
     receiver_failing: u32,
+    /// Overlapping dead-letter outages: from the first start to the last end.
+    dead_letters_refused: u32,
 }
 
 impl Driver {
@@ -236,6 +241,7 @@ impl Driver {
             cut: BTreeMap::new(),
             receiver_down: 0,
             receiver_failing: 0,
+            dead_letters_refused: 0,
         }
     }
 
@@ -287,6 +293,7 @@ impl Driver {
                 }
             }
             Action::ReceiverErrors(on) => self.receiver_errors(now, on),
+            Action::DeadLetterOutage(on) => self.dead_letter_outage(now, on),
         }
     }
 
@@ -380,6 +387,20 @@ impl Driver {
         }
     }
 
+    /// Overlapping outages: dead letters refused from the first start to the last end.
+    fn dead_letter_outage(&mut self, now: Duration, on: bool) {
+        let before = self.dead_letters_refused;
+        self.dead_letters_refused = if on {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        if (before == 0) != (self.dead_letters_refused == 0) {
+            self.hosts.broker.refuse_dead_letters(on);
+            self.record(now, FaultKind::DeadLetterOutage, BROKER, on);
+        }
+    }
+
     /// Schedule `action` at `at`, after the actions already due then.
     fn insert(&mut self, at: Duration, action: Action) {
         let pos = self
@@ -456,13 +477,16 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
     for c in calls {
         tokio::time::sleep_until(start + c.at).await;
         let prepared = prepare(&config, &c)?;
+        let raw = c.poison || c.raw.is_some();
         // Until the broker accepts it, or the run's deadline.
         loop {
-            match publish(&ingress, &prepared, c.poison).await {
+            match message::publish(&ingress, &prepared, raw).await {
                 Ok(()) => {
                     hist.record(Ev::Accepted { call: c.id.clone() });
                     break;
                 }
+                // A workload the broker can never take is a mistake of its scenario.
+                Err(e @ BrokerError::TooLarge(_)) => return Err(format!("{}: {e}", c.id).into()),
                 Err(_) if start.elapsed() < cfg.deadline => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -472,59 +496,6 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
     }
     settle(&cfg, &hist, start).await;
     Ok(())
-}
-
-/// The message for call `c`, as the ingress builds it (with the simulation's call header); a
-/// poison call's payload is not a `QueueRequest` at all.
-fn prepare(config: &Config, c: &CallPlan) -> Result<Prepared, String> {
-    let mut header: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    header.insert("X-Call-Id".into(), vec![c.id.clone()]);
-    if c.callback {
-        header.insert(
-            "X-Callback-Url".into(),
-            vec![format!("http://{RECEIVER}:{RECEIVER_PORT}/cb/{}", c.id)],
-        );
-    }
-    let mut prepared = ingress::prepare(
-        config,
-        &SimClock,
-        Submission {
-            function: c.function.clone(),
-            path: String::new(),
-            query: String::new(),
-            header,
-            host: GATEWAY.into(),
-            body: bytes::Bytes::from_static(b"{\"hello\":\"sim\"}"),
-        },
-    )
-    .map_err(|e| format!("prepare {}: {e}", c.id))?;
-    prepared
-        .outgoing
-        .headers
-        .push((CALL_HEADER.into(), c.id.clone()));
-    if c.poison {
-        prepared.outgoing.payload = bytes::Bytes::from_static(b"\x00 not a QueueRequest");
-    }
-    Ok(prepared)
-}
-
-/// One attempt to publish: through the ingress code, or raw for poison (creating the streams
-/// when they are missing).
-async fn publish(ingress: &Ingress, prepared: &Prepared, poison: bool) -> Result<(), BrokerError> {
-    if !poison {
-        return ingress::submit(ingress, prepared).await;
-    }
-    match ingress.publisher.publish(prepared.outgoing.clone()).await {
-        Err(BrokerError::NoStream { .. }) => {
-            let _ = ingress.ensure_streams().await;
-            ingress
-                .publisher
-                .publish(prepared.outgoing.clone())
-                .await
-                .map(|_| ())
-        }
-        r => r.map(|_| ()),
-    }
 }
 
 /// Waits (checking every second) until every accepted call is done and the settle time after

@@ -29,6 +29,30 @@ pub enum FaultKind {
     BrokerRestart,
     /// The callback receiver is down.
     ReceiverDown,
+    /// The broker refuses to store dead letters.
+    DeadLetterOutage,
+}
+
+/// How much of its message a dead letter keeps (the worker's `Kept`, read off the copy: a
+/// reduced one says `Qw-Truncated`; a headers-only one has nothing but `Qw-*` headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kept {
+    Whole,
+    Truncated,
+    HeadersOnly,
+}
+
+impl Kept {
+    /// What the dead letter with these headers keeps.
+    pub fn of(headers: &[(String, String)]) -> Kept {
+        if !headers.iter().any(|(k, _)| k == "Qw-Truncated") {
+            Kept::Whole
+        } else if headers.iter().all(|(k, _)| k.starts_with("Qw-")) {
+            Kept::HeadersOnly
+        } else {
+            Kept::Truncated
+        }
+    }
 }
 
 /// One event. Worker names are `worker-<i>#<incarnation>`; hosts are turmoil host names.
@@ -67,7 +91,10 @@ pub enum Ev {
         call: String,
         reason: String,
         stored: bool,
+        kept: Kept,
     },
+    /// A dead letter for `call` was refused as larger than `max_payload`.
+    SDeadLetterTooLarge { call: String, kept: Kept },
     /// The broker restarted with memory storage while `call` was stored: lost (documented).
     SLost { call: String },
     /// `by` deleted consumer `name` (`existed`: it was there).
@@ -103,6 +130,8 @@ pub enum Ev {
         /// The delivery it belongs to (its `Qw-Attempts`).
         delivered: u64,
         ok: bool,
+        /// Refused as larger than `max_payload` (the worker keeps less of it, or drops it).
+        too_large: bool,
     },
     /// The worker started invoking the function for delivery `delivered` of the call.
     InvokeStart {

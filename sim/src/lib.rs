@@ -22,6 +22,7 @@ pub mod functions;
 pub mod harness;
 pub mod history;
 pub mod http;
+pub mod message;
 pub mod plan;
 pub mod proto;
 pub mod remote;
@@ -56,6 +57,15 @@ pub fn header(headers: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
+/// The work-queue stream sequence a dead letter's `Nats-Msg-Id` names
+/// (`dlq-<queue>-<sequence>-<stored at>`): how a dead letter that kept no header of its
+/// message (headers-only) is tied to its call.
+pub fn dead_letter_sequence(msg_id: &str) -> Option<u64> {
+    let mut parts = msg_id.strip_prefix("dlq-")?.rsplit('-');
+    parts.next()?;
+    parts.next()?.parse().ok()
+}
+
 /// Build and run scenario `name` for `seed`.
 pub fn run_scenario(name: &str, seed: u64, opts: &Opts) -> Option<RunResult> {
     let s = scenarios::find(name)?;
@@ -86,31 +96,8 @@ pub fn replay_command(name: &str, seed: u64, opts: &Opts) -> String {
 
 /// A human summary of a run (the CLI prints it; failing tests too).
 pub fn summary(r: &RunResult) -> String {
-    let c = &r.config;
-    let st = &r.report.stats;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "scenario {} seed {}: nats-server {} model, {} workers x max_inflight {}, {:?} mode, \
-         {:?} storage, ack_wait {:?}, attempts {}, {:?} backoff {:?}..{:?}, {} calls, {} storms, \
-         {} faults",
-        c.scenario,
-        c.seed,
-        c.server,
-        c.workers,
-        c.max_inflight,
-        c.mode,
-        c.storage,
-        c.ack_wait,
-        c.max_attempts,
-        c.backoff,
-        c.initial_retry_wait,
-        c.max_retry_wait,
-        c.calls.len(),
-        c.storms.len(),
-        c.faults.len(),
-    );
-    for f in &c.faults {
+    let mut s = config_line(&r.config);
+    for f in &r.config.faults {
         let _ = writeln!(s, "  fault: {f:?}");
     }
     let _ = writeln!(
@@ -121,28 +108,7 @@ pub fn summary(r: &RunResult) -> String {
         r.wall.as_secs_f64(),
         r.events
     );
-    let _ = writeln!(
-        s,
-        "  accepted {} succeeded {} dead-lettered {:?} lost(memory restart) {}",
-        st.accepted, st.succeeded, st.dead_lettered, st.lost
-    );
-    let _ = writeln!(
-        s,
-        "  invocations {} retries {} (budget-delayed {}) lease-losses {} (bound {}) \
-         duplicate-invocations {} crashes-mid-invocation {} max-inflight-seen {} reconnects {} \
-         callbacks {} (refused {})",
-        st.invocations,
-        st.retries,
-        st.budget_denied,
-        st.lease_losses,
-        st.lease_loss_bound,
-        st.duplicate_invocations,
-        st.crashes_mid_invocation,
-        st.max_inflight_seen,
-        st.reconnects,
-        st.callbacks,
-        st.callbacks_refused,
-    );
+    counts(&mut s, &r.report.stats);
     if let Some(e) = &r.error {
         let _ = writeln!(s, "  SIMULATION ERROR: {e}");
     }
@@ -154,4 +120,66 @@ pub fn summary(r: &RunResult) -> String {
     }
     let _ = writeln!(s, "  result: {}", if r.ok() { "ok" } else { "FAILED" });
     s
+}
+
+/// The summary's first line: what the run was.
+fn config_line(c: &plan::RunConfig) -> String {
+    format!(
+        "scenario {} seed {}: nats-server {} model, {} workers x max_inflight {}, {:?} mode, \
+         {:?} storage, max_payload {}, ack_wait {:?}, attempts {}, {:?} backoff {:?}..{:?}, \
+         {} calls, {} storms, {} faults\n",
+        c.scenario,
+        c.seed,
+        c.server,
+        c.workers,
+        c.max_inflight,
+        c.mode,
+        c.storage,
+        c.max_payload,
+        c.ack_wait,
+        c.max_attempts,
+        c.backoff,
+        c.initial_retry_wait,
+        c.max_retry_wait,
+        c.calls.len(),
+        c.storms.len(),
+        c.faults.len(),
+    )
+}
+
+/// The summary's counts: outcomes, then invocations, leases and callbacks.
+fn counts(s: &mut String, st: &check::Stats) {
+    let _ = writeln!(
+        s,
+        "  accepted {} succeeded {} dead-lettered {:?} (truncated {} headers-only {}) dropped \
+         {} dead-letter publishes failed {} lost(memory restart) {}",
+        st.accepted,
+        st.succeeded,
+        st.dead_lettered,
+        st.dead_letters_truncated,
+        st.dead_letters_headers_only,
+        st.dead_letters_dropped,
+        st.dead_letters_not_stored,
+        st.lost
+    );
+    let _ = writeln!(
+        s,
+        "  invocations {} retries {} (budget-delayed {}) deliveries-past-last-attempt {} \
+         lease-losses {} (bound {}) duplicate-invocations {} crashes-mid-invocation {} \
+         max-inflight-seen {} reconnects {} callbacks {} (refused {}) \
+         ended-past-unfinished-last-attempt {}",
+        st.invocations,
+        st.retries,
+        st.budget_denied,
+        st.deliveries_past_last_attempt,
+        st.lease_losses,
+        st.lease_loss_bound,
+        st.duplicate_invocations,
+        st.crashes_mid_invocation,
+        st.max_inflight_seen,
+        st.reconnects,
+        st.callbacks,
+        st.callbacks_refused,
+        st.unfinished_last_attempts,
+    );
 }

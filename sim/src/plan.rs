@@ -38,6 +38,29 @@ pub struct CallPlan {
     pub callback: bool,
     /// Not a valid message at all (dead-lettered as poison, never invoked).
     pub poison: bool,
+    /// Published raw, shaped as no ingress would (the hostile scenario).
+    pub raw: Option<Raw>,
+}
+
+/// A message the workload publishes raw: malformed, or sized against the broker's
+/// `max_payload` (the hostile scenario). Sizes are as NATS counts them for `max_payload`:
+/// headers and payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Raw {
+    /// `wire` bytes in all, the payload not JSON at all (poison).
+    Garbage { wire: usize },
+    /// A `QueueRequest` whose `Function` is `name`, invalid or empty (poison); published on
+    /// the bare queue subject (older gateways) when `bare`.
+    Function { name: String, bare: bool },
+    /// A valid invocation whose body pads it to `wire` bytes: its dead letter, the `Qw-*`
+    /// headers on top, is too large whole.
+    BigBody { wire: usize },
+    /// A valid invocation padded to `wire` bytes by a header of its own: a dead letter
+    /// without the payload is still too large, only the `Qw-*` headers fit.
+    BigHeader { wire: usize },
+    /// Not JSON, on a subject with a token of `len` bytes: every dead letter repeats the
+    /// subject (`Qw-Subject`), so on a small `max_payload` not even its headers fit.
+    LongSubject { len: usize },
 }
 
 /// A window in which a function answers every request with `status` (a 429/503 storm).
@@ -78,6 +101,9 @@ pub enum Fault {
     ReceiverDown { at: Duration, len: Duration },
     /// The callback receiver answers 503 from `at` for `len`.
     ReceiverErrors { at: Duration, len: Duration },
+    /// The broker refuses every publish to the dead-letter subjects from `at` for `len` (its
+    /// storage failing: an error other than too large).
+    DeadLetterOutage { at: Duration, len: Duration },
 }
 
 impl Fault {
@@ -88,7 +114,8 @@ impl Fault {
             | Fault::Partition { at, .. }
             | Fault::BrokerRestart { at, .. }
             | Fault::ReceiverDown { at, .. }
-            | Fault::ReceiverErrors { at, .. } => *at,
+            | Fault::ReceiverErrors { at, .. }
+            | Fault::DeadLetterOutage { at, .. } => *at,
         }
     }
 
@@ -99,7 +126,9 @@ impl Fault {
             Fault::CrashMidInvocation { at, down } => *at + Duration::from_secs(20) + *down,
             Fault::Partition { at, len, .. } => *at + *len,
             Fault::BrokerRestart { at, down, .. } => *at + *down,
-            Fault::ReceiverDown { at, len } | Fault::ReceiverErrors { at, len } => *at + *len,
+            Fault::ReceiverDown { at, len }
+            | Fault::ReceiverErrors { at, len }
+            | Fault::DeadLetterOutage { at, len } => *at + *len,
         }
     }
 }
@@ -140,6 +169,8 @@ pub struct RunConfig {
     pub callback_retries: u32,
     pub inactive_threshold: Duration,
     pub limiter: bool,
+    /// The broker's `max_payload`: the largest message (headers and payload) it stores.
+    pub max_payload: usize,
     /// Upper bound of network latency per hop.
     pub max_latency: Duration,
     /// Shuffle the order hosts run in each step (seeded).

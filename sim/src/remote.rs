@@ -55,6 +55,9 @@ struct Client {
     next_id: AtomicU64,
     next_sub: AtomicU64,
     generation: AtomicU64,
+    /// The call of each work-queue message delivered here, by stream sequence: a dead letter
+    /// that kept no header of its message names only the sequence (in its message id).
+    calls: Mutex<BTreeMap<u64, String>>,
 }
 
 impl Drop for Client {
@@ -87,12 +90,25 @@ impl RemoteBroker {
                 next_id: AtomicU64::new(1),
                 next_sub: AtomicU64::new(1),
                 generation: AtomicU64::new(0),
+                calls: Mutex::new(BTreeMap::new()),
             }),
         }
     }
 }
 
 impl Client {
+    /// The call a message is about: its header, else (a dead letter that kept only its `Qw-*`
+    /// headers) the call delivered here with the sequence its message id names.
+    fn call_of(&self, msg: &Outgoing) -> String {
+        header(&msg.headers, CALL_HEADER)
+            .or_else(|| {
+                let seq = crate::dead_letter_sequence(msg.msg_id.as_deref()?)?;
+                let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+                calls.get(&seq).cloned()
+            })
+            .unwrap_or_default()
+    }
+
     fn current(&self) -> Option<Arc<Conn>> {
         self.conn
             .lock()
@@ -243,7 +259,7 @@ fn unexpected(r: Resp) -> BrokerError {
 impl Publish for RemoteBroker {
     async fn publish(&self, msg: Outgoing) -> Result<PubAck, BrokerError> {
         let dead_letter = msg.subject.contains("_DLQ.");
-        let call = header(&msg.headers, CALL_HEADER).unwrap_or_default();
+        let call = self.c.call_of(&msg);
         let r = match self
             .c
             .call(Req::Publish((&msg).into()), REQUEST_TIMEOUT)
@@ -269,6 +285,7 @@ impl Publish for RemoteBroker {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or_default(),
                 ok: r.is_ok(),
+                too_large: matches!(r, Err(BrokerError::TooLarge(_))),
             });
         }
         r
@@ -498,6 +515,9 @@ impl RemoteSubscription {
 
     fn delivery(&self, d: proto::WDelivery) -> Delivery {
         let call = header(&d.headers, CALL_HEADER).unwrap_or_default();
+        let mut calls = self.c.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.insert(d.stream_sequence, call.clone());
+        drop(calls);
         self.c.hist.record(Ev::WDeliver {
             worker: self.c.name.clone(),
             call: call.clone(),

@@ -3,7 +3,7 @@
 //! that shrinks failing schedules.
 
 use sim::scenarios::{
-    self, BROKER_RESTART, CALLBACK_OUTAGE, CONSUMER_EXPIRY, CRASH, RETRY_STORM, SLOW,
+    self, BROKER_RESTART, CALLBACK_OUTAGE, CONSUMER_EXPIRY, CRASH, HOSTILE, RETRY_STORM, SLOW,
 };
 use sim::{Opts, harness::RunResult};
 
@@ -66,6 +66,12 @@ fn callback_outage() {
     run_seeds(CALLBACK_OUTAGE.name, 4, Opts::default());
 }
 
+/// Oversized and malformed messages, dead-letter stores refused for a while.
+#[test]
+fn hostile() {
+    run_seeds(HOSTILE.name, 4, Opts::default());
+}
+
 /// Function mode: consumers expire between bursts while new messages arrive.
 #[test]
 fn consumer_expiry() {
@@ -113,7 +119,12 @@ fn digest_of(name: &str, seed: u64) -> RunResult {
 /// different seed a different one.
 #[test]
 fn same_seed_same_trace() {
-    for name in [CRASH.name, BROKER_RESTART.name, CONSUMER_EXPIRY.name] {
+    for name in [
+        CRASH.name,
+        BROKER_RESTART.name,
+        CONSUMER_EXPIRY.name,
+        HOSTILE.name,
+    ] {
         let a = digest_of(name, 7);
         let b = digest_of(name, 7);
         assert_eq!(a.events, b.events, "{name}: event counts differ for seed 7");
@@ -239,6 +250,16 @@ mod teeth {
         caught(&bugs::DROP_PROGRESS_ACKS);
     }
 
+    #[test]
+    fn trust_function_names() {
+        caught(&bugs::TRUST_FUNCTION_NAMES);
+    }
+
+    #[test]
+    fn ignore_last_attempt() {
+        caught(&bugs::IGNORE_LAST_ATTEMPT);
+    }
+
     /// Each registered bug has its test above.
     #[test]
     fn every_bug_has_a_test() {
@@ -248,7 +269,9 @@ mod teeth {
             [
                 bugs::ACK_BEFORE_INVOKE.name,
                 bugs::IGNORE_MAX_RETRY_ATTEMPTS.name,
-                bugs::DROP_PROGRESS_ACKS.name
+                bugs::DROP_PROGRESS_ACKS.name,
+                bugs::TRUST_FUNCTION_NAMES.name,
+                bugs::IGNORE_LAST_ATTEMPT.name
             ]
         );
     }
@@ -267,7 +290,8 @@ fn every_scenario_has_its_test() {
             BROKER_RESTART.name,
             CONSUMER_EXPIRY.name,
             RETRY_STORM.name,
-            CALLBACK_OUTAGE.name
+            CALLBACK_OUTAGE.name,
+            HOSTILE.name
         ]
     );
     for s in scenarios::ALL {

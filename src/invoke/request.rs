@@ -75,7 +75,14 @@ pub enum BuildError {
 
 /// `{gateway_url}/function/{function}{escaped path}{?query}`. `gateway_url` has no trailing '/'.
 pub fn function_url(gateway_url: &str, req: &QueueRequest) -> Result<String, BuildError> {
-    validate_function_name(&req.function)?;
+    // The "teeth" check's deliberate bug may call any name the message gives.
+    #[cfg(feature = "buggify")]
+    let trusted = crate::buggify::on(crate::buggify::Bug::TrustFunctionNames);
+    #[cfg(not(feature = "buggify"))]
+    let trusted = false;
+    if !trusted {
+        validate_function_name(&req.function)?;
+    }
     validate_path(&req.path)?;
     let mut url = String::with_capacity(
         gateway_url.len() + 10 + req.function.len() + req.path.len() + req.query_string.len() + 2,

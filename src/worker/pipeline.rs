@@ -114,6 +114,10 @@ async fn end_without_call(
         };
         return Some((carry_out(ctx, call, &plan, reply).await, plan.limiter));
     }
+    #[cfg(feature = "buggify")]
+    if crate::buggify::on(crate::buggify::Bug::IgnoreLastAttempt) {
+        return None;
+    }
     let max_attempts = effective_policy(&call.policy).max_attempts;
     let plan = plan::past_last_attempt(call.attempt, max_attempts)?;
     tracing::warn!(

@@ -1,8 +1,9 @@
 //! **attempts**: a retry is only decided below `max_retry_attempts` and only for retryable
-//! statuses; a call is invoked at most `max_retry_attempts` times plus one per broken lease and
-//! per dead letter that could not be stored, and `max_retry_attempts` more each time its
-//! delivery count started over (the server deleted its consumer: see [`restarts`]);
-//! `exhausted` only after the last attempt.
+//! statuses; no delivery past the last attempt is invoked, whatever brought it back (a broken
+//! lease, a dead letter that could not be stored), so a call is invoked at most
+//! `max_retry_attempts` times, and `max_retry_attempts` more each time its delivery count
+//! started over (the server deleted its consumer: see [`restarts`]); `exhausted` only after
+//! the last attempt.
 
 use super::index::{Call, Calls};
 use super::policy::retryable;
@@ -15,6 +16,7 @@ pub(super) fn attempts(cfg: &RunConfig, calls: &Calls, found: &mut Findings) {
     for (id, c) in calls {
         found.stats.retries += c.retries.len();
         retries(cfg, id, c, found);
+        past_last_attempt(cfg, id, c, found);
         invocations(cfg, id, c, found);
         exhausted(cfg, id, c, found);
     }
@@ -38,18 +40,28 @@ fn retries(cfg: &RunConfig, id: &str, c: &Call, found: &mut Findings) {
     }
 }
 
-/// Attempts in all: the policy's attempts for each run of delivery counts, plus one per lease a
-/// fault broke and per dead letter that could not be stored (both run the function again).
+/// No delivery past the last attempt is invoked; counts those deliveries.
+fn past_last_attempt(cfg: &RunConfig, id: &str, c: &Call, found: &mut Findings) {
+    let last = u64::from(cfg.max_attempts);
+    found.stats.deliveries_past_last_attempt += c.deliveries.iter().filter(|d| d.n > last).count();
+    for s in c.starts.iter().filter(|s| s.n > last) {
+        let detail = format!(
+            "{} invoked delivery {}, past the last attempt (max_retry_attempts is {last})",
+            s.worker, s.n
+        );
+        found.violation(ATTEMPTS, id, s.at, detail);
+    }
+}
+
+/// Attempts in all: the policy's attempts for each run of delivery counts. Faults add none:
+/// what they bring back past the last attempt is not invoked.
 fn invocations(cfg: &RunConfig, id: &str, c: &Call, found: &mut Findings) {
-    let lost_leases = c.lost_leases();
-    let park_retries = c.dead_letters_not_stored();
     let restarts = restarts(c);
-    let allowed = cfg.max_attempts as usize * (1 + restarts) + lost_leases + park_retries;
+    let allowed = cfg.max_attempts as usize * (1 + restarts);
     if c.starts.len() > allowed {
         let detail = format!(
-            "invoked {} times; max_retry_attempts is {} ({lost_leases} broken leases, \
-             {park_retries} dead letters not stored, {restarts} delivery counts started over); \
-             delivery counts seen: {:?}",
+            "invoked {} times; max_retry_attempts is {} ({restarts} delivery counts started \
+             over); delivery counts seen: {:?}",
             c.starts.len(),
             cfg.max_attempts,
             c.deliveries.iter().map(|d| d.n).collect::<Vec<_>>()

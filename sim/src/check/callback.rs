@@ -1,10 +1,12 @@
 //! **callback**: at most `callback_retries + 1` posts per invocation, none after the receiver
 //! accepted one; with a healthy receiver every finished call with a callback URL got its
-//! result.
+//! result, unless it ended past a last attempt that never finished (its worker crashed, or
+//! the delivery never reached one): a delivery past the last attempt is not invoked and posts
+//! nothing, as that attempt's outcome is not known.
 
 use std::collections::BTreeMap;
 
-use super::index::{Call, Calls};
+use super::index::{Call, Calls, Settle};
 use super::report::{CALLBACK, Findings};
 use crate::plan::{Fault, RunConfig};
 
@@ -20,7 +22,8 @@ pub(super) fn posts_per_invocation(c: &Call) -> BTreeMap<(String, String), Vec<u
     posts
 }
 
-/// Checks the callbacks of every finished call that asked for one; counts posts and refusals.
+/// Checks the callbacks of every finished call that asked for one; counts posts, refusals and
+/// calls ended past an unfinished last attempt.
 pub(super) fn callback(cfg: &RunConfig, calls: &Calls, found: &mut Findings) {
     let receiver_faults = cfg
         .faults
@@ -32,6 +35,8 @@ pub(super) fn callback(cfg: &RunConfig, calls: &Calls, found: &mut Findings) {
         let Some(end) = c.finished() else {
             continue;
         };
+        let unfinished_last = past_an_unfinished_last_attempt(cfg, c, end);
+        found.stats.unfinished_last_attempts += usize::from(unfinished_last);
         if !cfg.call(id).is_some_and(|p| p.callback && !p.poison) {
             continue;
         }
@@ -52,9 +57,16 @@ pub(super) fn callback(cfg: &RunConfig, calls: &Calls, found: &mut Findings) {
             }
         }
         let delivered = c.callbacks.iter().any(|cb| cb.answered < 300);
-        if !delivered && !receiver_faults {
+        if !delivered && !receiver_faults && !unfinished_last {
             let detail = "finished but its callback never reached the receiver".to_string();
             found.violation(CALLBACK, id, end.at, detail);
         }
     }
+}
+
+/// Whether the call ended past its last attempt while no invocation of that attempt finished
+/// (its worker crashed, or its delivery never reached a worker): no callback is posted then.
+fn past_an_unfinished_last_attempt(cfg: &RunConfig, c: &Call, end: &Settle) -> bool {
+    let last = u64::from(cfg.max_attempts);
+    end.n > last && !c.last_end.keys().any(|(_, n)| *n == last)
 }

@@ -71,7 +71,7 @@ impl Faults {
             let hits = match s.kind {
                 FaultKind::Crash | FaultKind::Partition => s.target == host,
                 FaultKind::BrokerRestart => true,
-                FaultKind::ReceiverDown => false,
+                FaultKind::ReceiverDown | FaultKind::DeadLetterOutage => false,
             };
             hits && s.from <= b && s.to.saturating_add(Duration::from_secs(5)) >= a
         })
@@ -86,7 +86,7 @@ impl Faults {
             .map(|s| match s.kind {
                 FaultKind::Crash | FaultKind::Partition => per_worker,
                 FaultKind::BrokerRestart => per_worker * cfg.workers,
-                FaultKind::ReceiverDown => 0,
+                FaultKind::ReceiverDown | FaultKind::DeadLetterOutage => 0,
             })
             .sum()
     }

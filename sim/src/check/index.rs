@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::faults::Faults;
 use super::report::Stats;
-use crate::history::{Ev, Record, SettleKind};
+use crate::history::{Ev, Kept, Record, SettleKind};
 
 /// A delivery the broker handed out: delivery count `n`, to worker `to`.
 #[derive(Debug, Clone)]
@@ -28,12 +28,14 @@ pub(super) struct Settle {
     pub removed: bool,
 }
 
-/// A dead letter published for the call; `stored`: not a duplicate.
+/// A dead letter published for the call; `stored`: not a duplicate; `kept`: how much of the
+/// message it keeps.
 #[derive(Debug, Clone)]
 pub(super) struct DeadLetter {
     pub at: Duration,
     pub reason: String,
     pub stored: bool,
+    pub kept: Kept,
 }
 
 /// A callback POST the receiver got from host `from`, with its `X-Retry`; it answered
@@ -108,6 +110,8 @@ pub(super) struct Call {
     pub deliveries: Vec<Delivery>,
     pub settles: Vec<Settle>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Dead letters the broker refused as larger than `max_payload`: when, and what they kept.
+    pub too_large: Vec<(Duration, Kept)>,
     /// Lost to a broker restart with memory storage.
     pub lost: bool,
     /// The workers' view.
@@ -151,19 +155,19 @@ impl Call {
             .filter(|d| d.at <= end.at)
     }
 
+    /// Whether the broker refused even a headers-only dead letter of the call by `end`: the
+    /// worker then terminates the message without one (and counts it as dropped).
+    pub fn dead_letter_dropped_by(&self, end: &Settle) -> bool {
+        self.too_large
+            .iter()
+            .any(|(at, kept)| *at <= end.at && *kept == Kept::HeadersOnly)
+    }
+
     /// Dead letters a worker could not store: the message comes back and runs again.
     pub fn dead_letters_not_stored(&self) -> usize {
         self.worker
             .iter()
             .filter(|e| matches!(e.ev, WorkerEv::DeadLetter { stored: false, .. }))
-            .count()
-    }
-
-    /// Redeliveries of a delivery whose lease a fault broke (each runs the function again).
-    pub fn lost_leases(&self) -> usize {
-        self.deliveries
-            .windows(2)
-            .filter(|w| self.broken.contains(&(w[0].to.clone(), w[0].n)))
             .count()
     }
 
@@ -196,11 +200,18 @@ impl Call {
                 from: from.clone(),
                 removed: *removed,
             }),
-            Ev::SDeadLetter { reason, stored, .. } => self.dead_letters.push(DeadLetter {
+            Ev::SDeadLetter {
+                reason,
+                stored,
+                kept,
+                ..
+            } => self.dead_letters.push(DeadLetter {
                 at,
                 reason: reason.clone(),
                 stored: *stored,
+                kept: *kept,
             }),
+            Ev::SDeadLetterTooLarge { kept, .. } => self.too_large.push((at, *kept)),
             Ev::SLost { .. } => self.lost = true,
             Ev::CbRecv {
                 from,
@@ -305,6 +316,11 @@ fn worker_event(ev: &Ev) -> Option<(String, WorkerEv)> {
             kind,
             ..
         } => (worker, WorkerEv::Settle(*delivered, *kind)),
+        // Refused as too large: the worker keeps less of it or drops it; the message does
+        // not come back for it.
+        Ev::WDeadLetter {
+            too_large: true, ..
+        } => return None,
         Ev::WDeadLetter {
             worker,
             delivered,
@@ -329,6 +345,7 @@ fn call_of(ev: &Ev) -> Option<&str> {
         | Ev::SDeliver { call, .. }
         | Ev::SSettle { call, .. }
         | Ev::SDeadLetter { call, .. }
+        | Ev::SDeadLetterTooLarge { call, .. }
         | Ev::SLost { call }
         | Ev::WDeliver { call, .. }
         | Ev::InvokeStart { call, .. }

@@ -84,7 +84,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Ev, FaultKind, SettleKind};
+    use crate::history::{Ev, FaultKind, Kept, SettleKind};
     use std::time::Duration;
 
     fn at(ms: u64) -> Duration {
@@ -225,5 +225,78 @@ mod tests {
             "{:?}",
             report.violations
         );
+    }
+
+    /// A message too large for any dead letter: refused whole, truncated, then headers-only
+    /// (`refused`), and terminated.
+    fn dropped(refused: &[Kept], stored: Option<Kept>) -> Vec<Record> {
+        let (w, call) = ("worker-0#1".to_string(), "h1".to_string());
+        let mut records = vec![
+            rec(0, Ev::Accepted { call: call.clone() }),
+            rec(
+                10,
+                Ev::SDeliver {
+                    call: call.clone(),
+                    delivered: 1,
+                    seq: 1,
+                    to: w.clone(),
+                },
+            ),
+        ];
+        for kept in refused {
+            let call = call.clone();
+            records.push(rec(20, Ev::SDeadLetterTooLarge { call, kept: *kept }));
+        }
+        if let Some(kept) = stored {
+            let (call, reason) = (call.clone(), "poison".into());
+            let stored = true;
+            records.push(rec(
+                30,
+                Ev::SDeadLetter {
+                    call,
+                    reason,
+                    stored,
+                    kept,
+                },
+            ));
+        }
+        let (delivered, kind, removed) = (1, SettleKind::Term, true);
+        let from = w;
+        records.push(rec(
+            40,
+            Ev::SSettle {
+                call,
+                delivered,
+                kind,
+                from,
+                removed,
+            },
+        ));
+        records
+    }
+
+    fn terminal_violations(records: &[Record]) -> Vec<String> {
+        let report = check(&config(), records);
+        let found = report.violations.iter().filter(|v| v.rule == TERMINAL);
+        found.map(|v| v.detail.clone()).collect()
+    }
+
+    /// A message is terminated without a dead letter only once the broker refused even a
+    /// headers-only one; a dead letter keeps less only after the broker refused more.
+    #[test]
+    fn dead_letters_keep_all_that_fits_and_drops_need_a_refusal() {
+        let all = [Kept::Whole, Kept::Truncated, Kept::HeadersOnly];
+        let report = check(&config(), &dropped(&all, None));
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        assert_eq!(report.stats.dead_letters_dropped, 1);
+        let early = terminal_violations(&dropped(&all[..2], None));
+        assert!(
+            early[0].contains("without storing a dead letter"),
+            "{early:?}"
+        );
+        let cut = terminal_violations(&dropped(&[], Some(Kept::Truncated)));
+        assert!(cut[0].contains("never refused it Whole"), "{cut:?}");
+        let bare = terminal_violations(&dropped(&all[..2], Some(Kept::HeadersOnly)));
+        assert!(bare.is_empty(), "{bare:?}");
     }
 }

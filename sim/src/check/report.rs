@@ -56,9 +56,19 @@ pub struct Stats {
     pub accepted: usize,
     pub succeeded: usize,
     pub dead_lettered: BTreeMap<String, usize>,
+    /// Dead letters stored without the end of the payload / without the payload and the
+    /// message's headers (too large whole), and messages terminated without one (too large
+    /// even so).
+    pub dead_letters_truncated: usize,
+    pub dead_letters_headers_only: usize,
+    pub dead_letters_dropped: usize,
+    /// Dead letters the broker could not store (an outage): the message comes back.
+    pub dead_letters_not_stored: usize,
     pub lost: usize,
     pub invocations: usize,
     pub retries: usize,
+    /// Deliveries past the last attempt (none may be invoked).
+    pub deliveries_past_last_attempt: usize,
     pub budget_denied: usize,
     /// Redeliveries while the holder still had the message, each explained by a fault.
     pub lease_losses: usize,
@@ -70,6 +80,9 @@ pub struct Stats {
     pub crashes_mid_invocation: usize,
     pub callbacks: usize,
     pub callbacks_refused: usize,
+    /// Calls ended by a delivery past a last attempt that never finished (not invoked; no
+    /// callback).
+    pub unfinished_last_attempts: usize,
     pub consumer_deletes: usize,
     pub reconnects: usize,
 }

@@ -6,12 +6,14 @@ pub mod broker_restart;
 pub mod callback_outage;
 pub mod consumer_expiry;
 pub mod crash;
+pub mod hostile;
 pub mod retry_storm;
 pub mod slow;
 
 use std::time::Duration;
 
 use queue_worker::broker::ServerVersion;
+use queue_worker::broker::memory::MemoryLimits;
 use queue_worker::config::{Backoff, ScalingMode, Storage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -73,6 +75,11 @@ pub const CALLBACK_OUTAGE: Scenario = Scenario {
     about: callback_outage::ABOUT,
     build: callback_outage::build,
 };
+pub const HOSTILE: Scenario = Scenario {
+    name: hostile::NAME,
+    about: hostile::ABOUT,
+    build: hostile::build,
+};
 
 /// Every scenario, in the order `--scenario all` runs them.
 pub const ALL: &[Scenario] = &[
@@ -82,6 +89,7 @@ pub const ALL: &[Scenario] = &[
     CONSUMER_EXPIRY,
     RETRY_STORM,
     CALLBACK_OUTAGE,
+    HOSTILE,
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -141,6 +149,7 @@ pub fn base(scenario: &'static str, seed: u64, rng: &mut StdRng, opts: &Opts) ->
         callback_retries: 3,
         inactive_threshold: secs(3.0),
         limiter: true,
+        max_payload: MemoryLimits::default().max_message_bytes,
         max_latency: Duration::from_millis(rng.random_range(2..=20)),
         random_order: rng.random_bool(0.5),
         calls: Vec::new(),
@@ -192,51 +201,9 @@ pub fn calls(
     callback_share: f64,
     ack_wait: Duration,
 ) -> Vec<CallPlan> {
-    let total =
-        mix.ok + mix.fail_first + mix.always + mix.reject + mix.slow + mix.hang + mix.poison;
     (0..n)
         .map(|i| {
-            let mut pick = rng.random_range(0..total.max(1));
-            let mut take = |w: u32| {
-                if pick < w {
-                    true
-                } else {
-                    pick -= w;
-                    false
-                }
-            };
-            let (behaviour, poison) = if take(mix.ok) {
-                let hi = rng.random_range(20..=1500);
-                (Behaviour::Ok { lo: 10, hi }, false)
-            } else if take(mix.fail_first) {
-                let status = [429, 500, 502, 503, 504][rng.random_range(0..5)];
-                let retry_after = (matches!(status, 429 | 503) && rng.random_bool(0.5))
-                    .then(|| rng.random_range(0..=10));
-                (
-                    Behaviour::FailFirst {
-                        n: rng.random_range(1..=3),
-                        status,
-                        retry_after,
-                    },
-                    false,
-                )
-            } else if take(mix.always) {
-                (Behaviour::Always { status: 503 }, false)
-            } else if take(mix.reject) {
-                (Behaviour::Always { status: 400 }, false)
-            } else if take(mix.slow) {
-                let ms = ack_wait.as_millis() as u64;
-                (
-                    Behaviour::Slow {
-                        ms: rng.random_range(ms + 500..=ms * 4),
-                    },
-                    false,
-                )
-            } else if take(mix.hang) {
-                (Behaviour::HangFirst { n: 1 }, false)
-            } else {
-                (Behaviour::Ok { lo: 10, hi: 50 }, true)
-            };
+            let (behaviour, poison) = behaviour(rng, mix, ack_wait);
             CallPlan {
                 id: format!("c{i:04}"),
                 function: format!(
@@ -247,9 +214,54 @@ pub fn calls(
                 behaviour,
                 callback: rng.random_bool(callback_share),
                 poison,
+                raw: None,
             }
         })
         .collect()
+}
+
+/// A behaviour drawn from `mix`, and whether the call is poison instead.
+fn behaviour(rng: &mut StdRng, mix: Mix, ack_wait: Duration) -> (Behaviour, bool) {
+    let total =
+        mix.ok + mix.fail_first + mix.always + mix.reject + mix.slow + mix.hang + mix.poison;
+    let mut pick = rng.random_range(0..total.max(1));
+    let mut take = |w: u32| {
+        if pick < w {
+            true
+        } else {
+            pick -= w;
+            false
+        }
+    };
+    if take(mix.ok) {
+        let hi = rng.random_range(20..=1500);
+        (Behaviour::Ok { lo: 10, hi }, false)
+    } else if take(mix.fail_first) {
+        let status = [429, 500, 502, 503, 504][rng.random_range(0..5)];
+        let retry_after =
+            (matches!(status, 429 | 503) && rng.random_bool(0.5)).then(|| rng.random_range(0..=10));
+        let n = rng.random_range(1..=3);
+        (
+            Behaviour::FailFirst {
+                n,
+                status,
+                retry_after,
+            },
+            false,
+        )
+    } else if take(mix.always) {
+        (Behaviour::Always { status: 503 }, false)
+    } else if take(mix.reject) {
+        (Behaviour::Always { status: 400 }, false)
+    } else if take(mix.slow) {
+        let ms = ack_wait.as_millis() as u64;
+        let ms = rng.random_range(ms + 500..=ms * 4);
+        (Behaviour::Slow { ms }, false)
+    } else if take(mix.hang) {
+        (Behaviour::HangFirst { n: 1 }, false)
+    } else {
+        (Behaviour::Ok { lo: 10, hi: 50 }, true)
+    }
 }
 
 /// Extra faults the swarm may add to any scenario: each kind with a probability the seed picks.
