@@ -170,10 +170,19 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
+            let log = self.log();
+            let trouble: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .take(80)
+                .collect();
             eprintln!(
-                "----- worker log (pid {}, last 60 lines) -----\n{}\n-----",
+                "----- worker log (pid {}, warnings and errors: the first 80) -----\n{}\n\
+                 ----- worker log (pid {}, last 60 lines) -----\n{}\n-----",
                 self.child.id(),
-                tail(&self.log(), 60)
+                trouble.join("\n"),
+                self.child.id(),
+                tail(&log, 60)
             );
         }
     }

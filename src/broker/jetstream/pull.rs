@@ -14,11 +14,11 @@
 //! expires and `409` when it is terminated (both carrying `Nats-Pending-Messages`: what that
 //! request will no longer deliver).
 //!
-//! Requests are bounded by bytes too (`max_bytes`, [`PULL_MAX_BYTES`]) and at most
-//! [`MAX_REQUESTS_OUT`] are outstanding, so the server never has more than a few megabytes on
-//! its way to the worker however large the messages and however many slots are free: asking
-//! 256 messages of 700 KB at once made the server take the worker for a slow consumer and
-//! close its connection. A request ends with `409` once the next message would exceed its
+//! Requests are bounded by bytes too (`max_bytes`, [`PULL_MAX_BYTES`]), so the server never
+//! has more than a few megabytes per request on its way to the worker however large the
+//! messages and however many slots are free (a request that reaches its bytes ends, and the
+//! next is asked for as slots free up): asking 256 messages of 700 KB at once made the server
+//! take the worker for a slow consumer and close its connection. A request ends with `409` once the next message would exceed its
 //! bytes; a message larger than a request's bytes would never be delivered, so a request's
 //! bytes are never below the server's `max_payload` plus [`PULL_BYTES_HEADROOM`].
 
@@ -43,8 +43,6 @@ const EXPIRES: Duration = Duration::from_secs(10);
 pub const PULL_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// What the server may count for a message besides its payload and headers (subject, reply).
 const PULL_BYTES_HEADROOM: usize = 64 * 1024;
-/// Pull requests outstanding at once: the bytes on their way are at most this many requests'.
-const MAX_REQUESTS_OUT: usize = 2;
 /// Silence (no message, heartbeat or status) after which outstanding requests are taken as lost.
 const SILENCE: Duration = Duration::from_millis(2 * 2000 + 1000);
 
@@ -59,9 +57,6 @@ pub struct DemandPuller {
     request_subject: String,
     /// Messages asked for and not yet received, expired or terminated.
     outstanding: usize,
-    /// Requests that may still deliver (an upper bound: a request that ends by filling its
-    /// batch says nothing; all have ended when nothing is outstanding).
-    requests_out: usize,
     /// `max_bytes` of every request.
     max_bytes: usize,
     /// Deliveries the caller can start right now.
@@ -98,7 +93,6 @@ impl DemandPuller {
             inbox,
             sub,
             outstanding: 0,
-            requests_out: 0,
             demand: 1,
             ready: VecDeque::new(),
             last_heard: Instant::now(),
@@ -112,9 +106,6 @@ impl DemandPuller {
 
     /// How many messages to ask for now (0: enough is on its way).
     fn to_request(&self) -> usize {
-        if self.requests_out >= MAX_REQUESTS_OUT {
-            return 0;
-        }
         let want = self.demand.min(self.spec.pull_batch.max(1));
         let have = self.outstanding + self.ready.len();
         if have >= want {
@@ -148,7 +139,6 @@ impl DemandPuller {
             self.last_heard = Instant::now();
         }
         self.outstanding += n;
-        self.requests_out += 1;
         Ok(())
     }
 
@@ -186,7 +176,6 @@ impl DemandPuller {
         self.inbox = inbox;
         self.sub = sub;
         self.outstanding = 0;
-        self.requests_out = 0;
         self.last_heard = Instant::now();
         Ok(())
     }
@@ -200,14 +189,6 @@ impl DemandPuller {
 
     /// Account for one message from the inbox. `Err(reason)` means the consumer is gone.
     fn handle(&mut self, m: async_nats::Message) -> Result<(), String> {
-        let result = self.account(m);
-        if self.outstanding == 0 {
-            self.requests_out = 0;
-        }
-        result
-    }
-
-    fn account(&mut self, m: async_nats::Message) -> Result<(), String> {
         self.last_heard = Instant::now();
         match m.status {
             None | Some(StatusCode::OK) => {
@@ -228,7 +209,6 @@ impl DemandPuller {
                 if description.eq_ignore_ascii_case("Consumer Deleted") {
                     return Err(description);
                 }
-                self.requests_out = self.requests_out.saturating_sub(1);
                 let pending = m
                     .headers
                     .as_ref()
