@@ -106,13 +106,14 @@ fn fit_body_limit(
     }
     let configured = config.max_body_bytes;
     let is_default = configured == crate::config::DEFAULT_MAX_BODY_BYTES;
-    let fitted = ingress::body_limit::fit(configured, is_default, broker.max_payload())?;
+    let max_payload = broker.max_payload();
+    let fitted = ingress::body_limit::fit(configured, is_default, max_payload)?;
     if fitted == configured {
         return Ok(config);
     }
     tracing::info!(
         maxBodyBytes = fitted,
-        maxPayload = broker.max_payload().unwrap_or_default(),
+        maxPayload = max_payload.unwrap_or_default(),
         "Ingress body limit set to what NATS max_payload holds"
     );
     let mut fitted_config = (*config).clone();
