@@ -88,7 +88,11 @@ async fn two_workers_run_every_invocation_through_a_nats_container() {
             id,
             "callback body is the echoed request body"
         );
-        assert_eq!(cb.header("x-function-name"), Some("echo.openfaas-fn"));
+        assert_eq!(
+            cb.header("x-function-name"),
+            Some("echo"),
+            "the function as the message names it"
+        );
     }
     let invoked = call_ids(&bed.function.requests());
     assert!(accepted.iter().all(|id| invoked.contains_key(id)));

@@ -51,7 +51,7 @@ async fn dev_runs_an_async_invocation_with_a_callback_end_to_end() {
     assert_eq!(cbs[0].body_str(), "hello dev");
     assert_eq!(cbs[0].header("x-call-id"), Some(call_id.as_str()));
     assert_eq!(cbs[0].header("x-function-status"), Some("200"));
-    assert_eq!(cbs[0].header("x-function-name"), Some("echo.openfaas-fn"));
+    assert_eq!(cbs[0].header("x-function-name"), Some("echo"));
     assert_eq!(cbs[0].header("content-type"), Some("text/plain"));
 
     // The flaky demo function fails twice with 429, then the retry succeeds; the built-in

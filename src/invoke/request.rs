@@ -201,6 +201,7 @@ pub fn loggable_url(u: &url::Url) -> String {
 #[derive(Debug, Clone)]
 pub struct CallbackResult<'a> {
     pub call_id: &'a str,
+    /// `X-Function-Name`: the function as the message names it (`figlet`, `figlet.ns`).
     pub function: &'a str,
     /// HTTP status of the function, or the status standing for its failure (503, 410, ...).
     pub status: u16,

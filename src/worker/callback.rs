@@ -36,7 +36,8 @@ pub async fn post(ctx: &Context, call: &Call<'_>, reply: Reply) {
     };
     let info = CallbackResult {
         call_id: &call.call_id,
-        function: &call.function,
+        // As the message names it (`figlet` or `figlet.openfaas-fn`), as OpenFaaS sends it.
+        function: &call.req.function,
         status: reply.status,
         duration: reply.duration,
         start_time: &call.start_time,

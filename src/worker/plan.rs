@@ -7,7 +7,7 @@
 //! | older than `max_message_age` | 410 | `expired` | term | yes |
 //! | delivered past its last attempt (not invoked) | — | `exhausted` | term | no |
 //! | 1xx–3xx | the status | — | ack | yes |
-//! | retryable, attempts left | — | — | nak after the policy's delay (`max_retry_wait` when the retry budget is spent) | no |
+//! | retryable, attempts left | — | — | nak after the policy's delay (a deferral in `[max_retry_wait/2, max_retry_wait]` when the retry budget is spent) | no |
 //! | retryable, last attempt | the status | `exhausted` | term | yes |
 //! | any other error | the status | `failed` | term | yes |
 //!
@@ -235,7 +235,7 @@ pub fn after_call(
                 }
             } else {
                 RetryPlan {
-                    delay: attempt.policy.max_wait.max(delay),
+                    delay: retry::deferral(delay, attempt.policy.max_wait, jitter),
                     budget_spent: true,
                 }
             };
@@ -326,6 +326,15 @@ mod tests {
     use crate::config::{Backoff, Config};
     use http::HeaderMap;
 
+    /// Jitter at the top of every spread window: the delays before spreading.
+    struct Top;
+
+    impl crate::rng::Jitter for Top {
+        fn next_unit(&mut self) -> f64 {
+            1.0
+        }
+    }
+
     fn policy() -> RetryPolicy {
         RetryPolicy::from_config(&Config {
             max_retry_attempts: 3,
@@ -352,7 +361,8 @@ mod tests {
             now: SystemTime::UNIX_EPOCH,
         };
         let mut asked = false;
-        let plan = after_call(&attempt, &mut rand::rng(), || {
+        // The top of every spread window: the delays before spreading.
+        let plan = after_call(&attempt, &mut Top, || {
             asked = true;
             granted
         });

@@ -1,6 +1,12 @@
-//! **budget**: retries granted below the maximum wait, per worker and function, stay within
+//! **budget**: retries granted, per worker and function, stay within
 //! `max(10, retry_budget_ratio × first attempts)` per window; counts the retries the spent
-//! budget sent to the maximum wait.
+//! budget deferred.
+//!
+//! A deferral is spread over `[max_retry_wait/2, max_retry_wait]`, which the policy's own late
+//! delays share: a retry whose delay lies there may be either, so only retries below half the
+//! maximum wait count as grants (sound, never a false finding; it checks the early retries of
+//! a storm, where the budget matters), and only those longer than the policy's delay count as
+//! deferrals.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +15,9 @@ use super::index::Calls;
 use super::policy::pow_delay;
 use super::report::{BUDGET, Findings};
 use crate::plan::RunConfig;
+
+/// Rounding slack when comparing delays.
+const SLACK: Duration = Duration::from_micros(1);
 
 /// Per (worker, function): the times of first attempts, and of the retries granted (the end of
 /// the invocation they follow) with their call.
@@ -27,10 +36,11 @@ fn ledger(cfg: &RunConfig, calls: &Calls, found: &mut Findings) -> Ledger {
             ledger.first_attempts.entry(key).or_default().push(s.at);
         }
         for r in &c.retries {
-            if r.delay == cfg.max_retry_wait && pow_delay(cfg, r.n) < cfg.max_retry_wait {
+            let deferral_window = r.delay * 2 + SLACK >= cfg.max_retry_wait;
+            if deferral_window && r.delay > pow_delay(cfg, r.n) + SLACK {
                 found.stats.budget_denied += 1;
             }
-            if r.delay != cfg.max_retry_wait {
+            if !deferral_window {
                 let key = (r.worker.clone(), function.clone());
                 ledger
                     .grants

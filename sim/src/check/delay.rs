@@ -1,6 +1,6 @@
 //! **delay**: each retry delay is what the policy allows for that attempt and answer
-//! (exponential / full / equal jitter, `Retry-After` clamped to the bounds, or the maximum wait
-//! when the budget is spent), and the broker never redelivers before it: no tight loops.
+//! (exponential / full / equal spread, `Retry-After` clamped to the bounds and spread, or a
+//! deferral between half the maximum wait and all of it when the budget is spent), and the broker never redelivers before it: no tight loops.
 
 use std::time::Duration;
 

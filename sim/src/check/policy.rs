@@ -23,7 +23,9 @@ pub(super) fn pow_delay(cfg: &RunConfig, attempt: u64) -> Duration {
     d.min(cfg.max_retry_wait)
 }
 
-/// Whether `d` is a delay the policy allows after attempt `n` answered `status`.
+/// Whether `d` is a delay the policy allows after attempt `n` answered `status`. Every delay is
+/// spread over a window (README "Retries"); the bounds are compared with a microsecond of slack
+/// for rounding.
 pub(super) fn delay_allowed(
     cfg: &RunConfig,
     n: u64,
@@ -31,23 +33,30 @@ pub(super) fn delay_allowed(
     retry_after: Option<&str>,
     d: Duration,
 ) -> bool {
-    // The budget, when spent, sends the retry to the maximum wait.
-    if d == cfg.max_retry_wait {
+    let max = cfg.max_retry_wait;
+    // The budget, when spent, defers the retry to between half the maximum wait and all of it.
+    if within(d, max / 2, max) {
         return true;
     }
     if matches!(status, 429 | 503)
         && let Some(ra) = retry_after.and_then(|s| s.trim().parse::<u64>().ok())
     {
-        let want = Duration::from_secs(ra)
-            .max(cfg.initial_retry_wait)
-            .min(cfg.max_retry_wait);
-        return d == want;
+        let asked = Duration::from_secs(ra).max(cfg.initial_retry_wait).min(max);
+        let width = asked / 5;
+        let start = asked.min(max.max(asked).saturating_sub(width));
+        return within(d, start, start + width);
     }
     let base = pow_delay(cfg, n);
     let floor = base.min(Duration::from_millis(1));
     match cfg.backoff {
-        Backoff::Exponential => d == base,
-        Backoff::Full => d >= floor && d <= base,
-        Backoff::Equal => d >= (base / 2).max(floor) && d <= base,
+        Backoff::Exponential => within(d, (base - base / 5).max(floor), base),
+        Backoff::Full => within(d, floor, base),
+        Backoff::Equal => within(d, (base / 2).max(floor), base),
     }
+}
+
+/// `low <= d <= high`, with a microsecond of slack on both sides.
+fn within(d: Duration, low: Duration, high: Duration) -> bool {
+    const SLACK: Duration = Duration::from_micros(1);
+    d + SLACK >= low && d <= high + SLACK
 }

@@ -15,6 +15,10 @@ use super::policy::{RetryPolicy, is_error_status};
 /// `full` jitter cannot turn a non-zero delay into an immediate redelivery.
 pub const MIN_JITTERED_DELAY: Duration = Duration::from_millis(1);
 
+/// How widely `exponential` back-off and `Retry-After` delays are spread: over a window a fifth
+/// as wide as the delay, so calls that failed together do not come back together.
+pub const SPREAD: f64 = 0.2;
+
 /// What to do with the message after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -38,7 +42,7 @@ pub enum Decision {
 ///
 /// A retryable result with `attempt < max_attempts` gives [`Decision::Retry`] with
 /// [`backoff_delay`] or, on a 429/503 with a valid `Retry-After` (relative to `now`), that
-/// value clamped to `[min_wait, max_wait]` (no jitter; `jitter` is then not consulted). A
+/// value clamped to `[min_wait, max_wait]` and spread by [`spread_after`]. A
 /// retryable result on the last attempt gives `Final { exhausted: true }`; a non-retryable
 /// error `Final { exhausted: false }`; anything else [`Decision::Success`].
 pub fn decide(
@@ -58,8 +62,10 @@ pub fn decide(
     if attempt.max(1) >= policy.max_attempts {
         return Decision::Final { exhausted: true };
     }
-    let delay = retry_after_delay(policy, result, now)
-        .unwrap_or_else(|| backoff_delay(policy, attempt, jitter));
+    let delay = match retry_after_delay(policy, result, now) {
+        Some(asked) => spread_after(asked, policy.max_wait, jitter),
+        None => backoff_delay(policy, attempt, jitter),
+    };
     Decision::Retry { delay }
 }
 
@@ -82,31 +88,52 @@ fn retry_after_delay(
 }
 
 /// The delay before the attempt after `attempt` (1 = first; 0 is treated as 1):
-/// `d = min_wait · 2^(attempt-1)`, capped at `max_wait`, then jittered according to
+/// `d = min_wait · 2^(attempt-1)`, capped at `max_wait`, then spread according to
 /// `policy.backoff`:
 ///
-/// - `exponential`: `d` (the jitter source is not consulted);
-/// - `full`: uniform in `[0, d]`, but at least `min(d, 1ms)`;
-/// - `equal`: uniform in `[d/2, d]`, and at least `min(d, 1ms)`.
+/// - `exponential`: uniform in `[d - d/5, d]` ([`SPREAD`]);
+/// - `full`: uniform in `[0, d]`;
+/// - `equal`: uniform in `[d/2, d]`;
+///
+/// and never below `min(d, 1ms)`. A jitter value near 1 gives `d` itself.
 ///
 /// Computed in integer nanoseconds: never overflows or panics, for any attempt (`u32::MAX`
 /// included), any durations and any jitter value. The result is never above `max_wait`, and is
 /// zero only when `min_wait` (or `max_wait`) is zero.
 pub fn backoff_delay(policy: &RetryPolicy, attempt: u32, jitter: &mut dyn Jitter) -> Duration {
     let d = capped_delay(policy.min_wait, policy.max_wait, attempt);
-    if d.is_zero() {
-        return d;
-    }
-    let d_ns = d.as_nanos();
-    let jittered = match policy.backoff {
-        Backoff::Exponential => return d,
-        Backoff::Full => scale(d_ns, unit(jitter)),
-        Backoff::Equal => {
-            let low = d_ns / 2;
-            low + scale(d_ns - low, unit(jitter))
-        }
+    let width = match policy.backoff {
+        Backoff::Exponential => scale(d.as_nanos(), SPREAD),
+        Backoff::Full => d.as_nanos(),
+        Backoff::Equal => d.as_nanos() - d.as_nanos() / 2,
     };
-    from_nanos(jittered.min(d_ns)).max(d.min(MIN_JITTERED_DELAY))
+    below(d, width, jitter)
+}
+
+/// A `Retry-After` of `asked` (already clamped to the policy's waits), spread over a window a
+/// fifth as wide ([`SPREAD`]): `[asked, asked + asked/5]`, moved down so that it ends at
+/// `max_wait` when it would pass it. A jitter value near 1 gives the window's start.
+pub fn spread_after(asked: Duration, max_wait: Duration, jitter: &mut dyn Jitter) -> Duration {
+    let asked_ns = asked.as_nanos();
+    let width = scale(asked_ns, SPREAD);
+    let start = asked_ns.min(max_wait.as_nanos().max(asked_ns).saturating_sub(width));
+    from_nanos(start + scale(width, rest(jitter)))
+}
+
+/// The budget deferral after a computed `delay`: uniform in `[max_wait/2, max_wait]`, but never
+/// shorter than `delay`.
+pub fn deferral(delay: Duration, max_wait: Duration, jitter: &mut dyn Jitter) -> Duration {
+    let max_ns = max_wait.as_nanos();
+    below(max_wait, max_ns - max_ns / 2, jitter).max(delay)
+}
+
+/// Uniform in `[top - width, top]` (`width` is at most `top`), never below `min(top, 1ms)`; a
+/// jitter value near 1 gives `top`.
+fn below(top: Duration, width: u128, jitter: &mut dyn Jitter) -> Duration {
+    let top_ns = top.as_nanos();
+    let width = width.min(top_ns);
+    let spread = top_ns - scale(width, rest(jitter));
+    from_nanos(spread).max(top.min(MIN_JITTERED_DELAY))
 }
 
 /// `min(min_wait · 2^(attempt-1), max_wait)` without overflow.
@@ -129,19 +156,18 @@ pub(super) fn capped_delay(min_wait: Duration, max_wait: Duration, attempt: u32)
     }
 }
 
-/// The next jitter value, forced into `[0, 1)`.
-fn unit(jitter: &mut dyn Jitter) -> f64 {
+/// `1 - u` for the next jitter value `u`, in `[0, 1]`: exactly 0 for a value of 1 or more
+/// (the top of a window is reachable), 1 for NaN and negatives.
+fn rest(jitter: &mut dyn Jitter) -> f64 {
     let u = jitter.next_unit();
-    if u.is_nan() || u <= 0.0 {
-        0.0
-    } else if u >= 1.0 {
-        1.0 - f64::EPSILON
+    if u.is_nan() {
+        1.0
     } else {
-        u
+        (1.0 - u).clamp(0.0, 1.0)
     }
 }
 
-/// `ns · u` for `u` in `[0, 1)`, never above `ns`.
+/// `ns · u` for `u` in `[0, 1]`, never above `ns`.
 fn scale(ns: u128, u: f64) -> u128 {
     // Float-to-int casts saturate; the min guards against rounding up.
     ((ns as f64 * u) as u128).min(ns)

@@ -21,30 +21,32 @@
 //! # Delays
 //!
 //! The delay after attempt `n` is `initial_retry_wait · 2^(n-1)`, capped at `max_retry_wait`,
-//! then jittered by `backoff`: `exponential` (none), `full` (uniform in `[0, d]`) or `equal`
-//! (uniform in `[d/2, d]`). A jittered delay is never below `min(d, 1ms)`
+//! then spread by `backoff`: `exponential` (uniform in `[d - d/5, d]`), `full` (uniform in
+//! `[0, d]`) or `equal` (uniform in `[d/2, d]`). Every delay is spread, so calls that failed
+//! together do not come back together. A spread delay is never below `min(d, 1ms)`
 //! ([`MIN_JITTERED_DELAY`]), so a retry is never immediate unless `initial_retry_wait` is zero:
-//! `initial_retry_wait=0s` means "retry at once" (and, with `exponential`, every retry is then
-//! immediate, since `0 · 2^n = 0`).
+//! `initial_retry_wait=0s` means "retry at once" (every retry is then immediate, since
+//! `0 · 2^n = 0`).
 //!
 //! On a 429 or 503 carrying a valid `Retry-After` (delta-seconds or an HTTP-date), its value
-//! replaces the computed delay, clamped to `[initial_retry_wait, max_retry_wait]`, without
-//! jitter. An invalid `Retry-After` falls back to the computed delay.
+//! replaces the computed delay, clamped to `[initial_retry_wait, max_retry_wait]`, and spread
+//! over a fifth of it upwards (`[r, r + r/5]`, moved down to end at `max_retry_wait` when it
+//! would pass it). An invalid `Retry-After` falls back to the computed delay.
 //!
 //! Worked example with the defaults (10 attempts, 10s initial, 120s max, `exponential`), for a
 //! function that always answers 500:
 //!
 //! | attempt | delay before the next attempt |
 //! |--------:|-------------------------------|
-//! | 1       | 10s                           |
-//! | 2       | 20s                           |
-//! | 3       | 40s                           |
-//! | 4       | 80s                           |
-//! | 5 – 9   | 120s each (capped)            |
+//! | 1       | 8–10s                         |
+//! | 2       | 16–20s                        |
+//! | 3       | 32–40s                        |
+//! | 4       | 64–80s                        |
+//! | 5 – 9   | 96–120s each (capped)         |
 //! | 10      | final: exhausted (callback, then dead letter) |
 //!
-//! A message that always fails is thus dead-lettered after 750s (12.5 minutes) of waiting in
-//! total, plus the time of its 10 invocations.
+//! A message that always fails is thus dead-lettered after 675–750s (about 12 minutes) of
+//! waiting in total, plus the time of its 10 invocations.
 //!
 //! # Per-function overrides
 //!
@@ -56,7 +58,9 @@
 //! # Retry budget
 //!
 //! [`RetryBudget`] limits retries per function to a fraction of recent first attempts, so a
-//! failing downstream gets back-pressure rather than a retry storm.
+//! failing downstream gets back-pressure rather than a retry storm. A retry over the budget is
+//! deferred ([`deferral`]): it waits a spread delay in `[max_retry_wait/2, max_retry_wait]`
+//! (never less than its computed delay) and asks the budget again when it comes back.
 
 mod attempt;
 mod budget;
@@ -71,7 +75,10 @@ pub use budget::{
     BUDGET_BUCKETS, DEFAULT_BUDGET_FUNCTIONS, DEFAULT_BUDGET_WINDOW, MIN_RETRIES_PER_WINDOW,
     RetryBudget,
 };
-pub use decide::{Decision, MIN_JITTERED_DELAY, backoff_delay, decide, parse_retry_after};
+pub use decide::{
+    Decision, MIN_JITTERED_DELAY, SPREAD, backoff_delay, decide, deferral, parse_retry_after,
+    spread_after,
+};
 pub use policy::{
     ANNOTATION_ATTEMPTS, ANNOTATION_CODES, ANNOTATION_MAX_WAIT, ANNOTATION_MIN_WAIT,
     INTERNAL_HEADER, MAX_ATTEMPTS_LIMIT, RetryPolicy,

@@ -86,11 +86,11 @@ fn transport_errors_retry_whatever_the_codes() {
     let r = AttemptResult::TransportError;
     assert_eq!(r.status(), 503);
     assert_eq!(
-        decide(&p, 2, &r, now(), &mut Fixed(0.5)),
+        decide(&p, 2, &r, now(), &mut Fixed(TOP)),
         Decision::Retry { delay: secs(20) }
     );
     assert_eq!(
-        decide(&p, 10, &r, now(), &mut Fixed(0.5)),
+        decide(&p, 10, &r, now(), &mut Fixed(TOP)),
         Decision::Final { exhausted: true }
     );
 }
@@ -146,13 +146,13 @@ fn retry_after_seconds_replaces_the_delay_clamped() {
         decide_status(&p, 3, 503, &h),
         Decision::Retry { delay: secs(10) }
     );
-    // Clamped down to max_wait.
+    // Clamped down to max_wait; spread below it: [96s, 120s].
     let h = headers(&[("Retry-After", "3600")]);
     assert_eq!(
         decide_status(&p, 1, 429, &h),
-        Decision::Retry { delay: secs(120) }
+        Decision::Retry { delay: secs(96) }
     );
-    // No jitter on it.
+    // Spread upwards, by at most a fifth: [7s, 8.4s].
     let p = policy(secs(1), secs(120), Backoff::Full);
     let h = headers(&[("Retry-After", "7")]);
     assert_eq!(
@@ -166,7 +166,9 @@ fn retry_after_seconds_replaces_the_delay_clamped() {
             now(),
             &mut Fixed(0.0)
         ),
-        Decision::Retry { delay: secs(7) }
+        Decision::Retry {
+            delay: Duration::from_millis(8_400)
+        }
     );
 }
 

@@ -32,6 +32,9 @@ impl Jitter for Fixed {
 /// Just below 1.
 pub(super) const ALMOST_ONE: f64 = 0.999_999_999;
 
+/// The top of every spread window: the delay before spreading.
+pub(super) const TOP: f64 = 1.0;
+
 pub(super) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -77,6 +80,6 @@ pub(super) fn decide_status(p: &RetryPolicy, attempt: u32, status: u16, h: &Head
         attempt,
         &AttemptResult::Response { status, headers: h },
         now(),
-        &mut Fixed(0.5),
+        &mut Fixed(TOP),
     )
 }

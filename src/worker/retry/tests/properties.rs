@@ -54,7 +54,7 @@ proptest! {
         prop_assert!(d <= p.max_wait);
         let got = backoff_delay(&p, a, &mut Fixed(u));
         match p.backoff {
-            Backoff::Exponential => prop_assert_eq!(got, d),
+            Backoff::Exponential => prop_assert!(got >= d - d / 5 && got <= d),
             Backoff::Full => prop_assert!(got <= d),
             Backoff::Equal => prop_assert!(got >= d / 2 && got <= d),
         }
@@ -74,8 +74,8 @@ proptest! {
     fn prop_exponential_is_monotone(p in valid_policy(), a in attempt()) {
         let p = RetryPolicy { backoff: Backoff::Exponential, ..p };
         let a = a.min(u32::MAX - 1);
-        let this = backoff_delay(&p, a, &mut Fixed(0.5));
-        let next = backoff_delay(&p, a + 1, &mut Fixed(0.5));
+        let this = backoff_delay(&p, a, &mut Fixed(TOP));
+        let next = backoff_delay(&p, a + 1, &mut Fixed(TOP));
         prop_assert!(this <= next, "{:?} > {:?}", this, next);
         prop_assert!(next <= p.max_wait);
     }
@@ -127,12 +127,53 @@ proptest! {
     }
 
     #[test]
-    fn prop_retry_after_is_clamped(p in valid_policy(), secs in any::<u64>(), status in prop_oneof![Just(429u16), Just(503u16)]) {
+    fn prop_retry_after_is_clamped_and_spread(
+        p in valid_policy(),
+        secs in any::<u64>(),
+        status in prop_oneof![Just(429u16), Just(503u16)],
+        u in 0.0f64..=1.0,
+    ) {
         let p = RetryPolicy { retry_codes: vec![status], max_attempts: 5, ..p };
         let h = headers(&[("Retry-After", &secs.to_string())]);
-        let d = decide_status(&p, 1, status, &h);
-        let expected = Duration::from_secs(secs).clamp(p.min_wait, p.max_wait);
-        prop_assert_eq!(d, Decision::Retry { delay: expected });
+        let result = AttemptResult::Response { status, headers: &h };
+        let Decision::Retry { delay } = decide(&p, 1, &result, now(), &mut Fixed(u)) else {
+            return Err(TestCaseError::fail("a retry"));
+        };
+        let asked = Duration::from_secs(secs).clamp(p.min_wait, p.max_wait);
+        let fifth = asked / 5;
+        prop_assert!(delay <= p.max_wait, "{delay:?}");
+        prop_assert!(delay >= asked - fifth && delay <= asked + fifth, "{delay:?} for {asked:?}");
+        if asked + fifth <= p.max_wait {
+            prop_assert!(delay >= asked, "never before Retry-After when there is room: {delay:?}");
+        }
+    }
+
+    /// N calls failing at the same instant come back spread over a window, never in one burst:
+    /// whatever the policy and attempt, no 1% of the delay holds more than a quarter of them.
+    #[test]
+    fn prop_calls_failing_together_do_not_come_back_together(
+        p in valid_policy(),
+        a in 1u32..=20,
+        seed in any::<u64>(),
+        budget_spent in any::<bool>(),
+    ) {
+        let d = capped_delay(p.min_wait, p.max_wait, a);
+        prop_assume!(d >= Duration::from_millis(100));
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n = 200;
+        let mut delays: Vec<Duration> = (0..n)
+            .map(|_| {
+                let delay = backoff_delay(&p, a, &mut rng);
+                if budget_spent { deferral(delay, p.max_wait, &mut rng) } else { delay }
+            })
+            .collect();
+        delays.sort();
+        let window = d / 100;
+        let crowd = (0..n)
+            .map(|i| delays[i..].iter().take_while(|x| **x <= delays[i] + window).count())
+            .max()
+            .unwrap_or(0);
+        prop_assert!(crowd < n / 4, "{crowd} of {n} within {window:?} (delay {d:?})");
     }
 
     #[test]
