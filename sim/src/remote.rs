@@ -557,6 +557,10 @@ impl Subscription for RemoteSubscription {
             return Some(Ok(d));
         }
         if self.outstanding.is_none() {
+            if self.demand == 0 {
+                // Nothing asked for: wait until the caller stops waiting.
+                return std::future::pending().await;
+            }
             let conn = match self.ensure().await {
                 Ok(c) => c,
                 Err(e) => return Some(Err(e)),
@@ -586,7 +590,7 @@ impl Subscription for RemoteSubscription {
     }
 
     fn set_demand(&mut self, demand: usize) {
-        self.demand = demand.max(1);
+        self.demand = demand;
     }
 
     fn drain_buffered(&mut self) -> Vec<Delivery> {

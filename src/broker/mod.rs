@@ -210,9 +210,10 @@ pub trait Subscription: Send {
     /// the subscription is closed for good.
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>>;
 
-    /// How many deliveries the caller could start right now (its free slots, at least 1).
-    /// Implementations never pull more than this ahead, so no message waits unattended in a
-    /// local buffer while its ack-wait timer runs.
+    /// How many deliveries the caller could start right now (its free slots). Implementations
+    /// never pull more than this ahead, so no message waits unattended in a local buffer while
+    /// its ack-wait timer runs. With 0 nothing new is asked for: `next` hands out only what was
+    /// asked for before, and otherwise waits (until the caller stops waiting).
     fn set_demand(&mut self, _demand: usize) {}
 
     /// Deliveries already received but not yet handed out (used at shutdown to give them back).

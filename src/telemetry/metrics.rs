@@ -81,6 +81,10 @@ pub struct Metrics {
     pub retries: Family<CodeLabels, Counter>,
     /// `queue_worker_retry_budget_exceeded_total{queue_name,function_name}`
     pub retry_budget_exceeded: Family<FunctionLabels, Counter>,
+    /// `queue_worker_pushed_back_total{queue_name,function_name}`: calls a function refused
+    /// with a 429 while the worker ran others of it, held for another try without costing an
+    /// attempt.
+    pub pushed_back: Family<FunctionLabels, Counter>,
     /// `queue_worker_dead_letters_total{queue_name,reason}`
     pub dead_letters: Family<ReasonLabels, Counter>,
     /// `queue_worker_dead_letters_dropped_total{queue_name,reason}`: messages terminated
@@ -112,6 +116,7 @@ impl Metrics {
             queue_delay: Family::new_with_constructor(delay_histogram),
             retries: Family::default(),
             retry_budget_exceeded: Family::default(),
+            pushed_back: Family::default(),
             dead_letters: Family::default(),
             dead_letters_dropped: Family::default(),
             callbacks: Family::default(),
@@ -173,6 +178,11 @@ impl Metrics {
             "queue_worker_retry_budget_exceeded",
             "Retries deferred to the maximum wait because the function's retry budget was spent",
             self.retry_budget_exceeded.clone(),
+        );
+        r.register(
+            "queue_worker_pushed_back",
+            "Calls a busy function refused (429) while the worker ran others of it, held for another try without costing an attempt",
+            self.pushed_back.clone(),
         );
         r.register(
             "queue_worker_dead_letters",
@@ -359,6 +369,12 @@ impl QueueMetrics {
     pub fn retry_budget_exceeded(&self, function: &FunctionMetrics) {
         self.metrics
             .retry_budget_exceeded
+            .get_or_create(&function.labels)
+            .inc();
+    }
+    pub fn pushed_back(&self, function: &FunctionMetrics) {
+        self.metrics
+            .pushed_back
             .get_or_create(&function.labels)
             .inc();
     }

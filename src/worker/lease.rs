@@ -61,6 +61,11 @@ impl Lease {
         !self.lapsed && now < self.until
     }
 
+    /// Whether the delivery is still certainly this worker's for `d` after `now`.
+    pub fn holds_for(&self, now: Instant, d: Duration) -> bool {
+        self.holds(now) && now + d < self.until
+    }
+
     /// When the lease runs out unless renewed.
     #[cfg(test)]
     pub fn until(&self) -> Instant {
@@ -72,6 +77,9 @@ impl Lease {
 pub struct Held {
     pub delivery: Delivery,
     pub lease: Lease,
+    /// Times this delivery's call was refused with back-pressure this worker caused and filed
+    /// again without costing an attempt (see `plan::after_call`).
+    pub pushed_back: u32,
 }
 
 impl Held {
@@ -80,6 +88,16 @@ impl Held {
         Held {
             delivery,
             lease: Lease::new(Instant::now(), ack_wait),
+            pushed_back: 0,
+        }
+    }
+
+    /// Renew the lease unless it holds long enough for an invocation's own progress acks to
+    /// take over (their first comes `ack_wait / 2` after the start, a retry a tenth later).
+    pub async fn renew_before_running(&mut self, ack_wait: Duration) {
+        let needed = progress_period(ack_wait) + progress_retry(ack_wait);
+        if !self.lease.holds_for(Instant::now(), needed) {
+            self.renew(ack_wait).await;
         }
     }
 

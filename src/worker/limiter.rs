@@ -8,15 +8,18 @@
 //! replicas, and is simple enough to reason about and test exhaustively.
 //!
 //! The rules:
-//! - start at 1 in slow start: +1 per success (doubling per round trip) until the first 429;
-//! - then congestion avoidance: +1/limit per success (about +1 per round of `limit` calls);
+//! - start open, at `max_inflight`: a function that never answers 429 runs exactly as it would
+//!   without a limiter (no ramp-up for long-running calls);
 //! - consecutive 429s (two in a row, or one while at the floor... see [`Limiter::on_rejected`])
 //!   shrink the limit to 3/4, at most once per round of `limit` completions, so that a burst of
 //!   429s from calls that were already in flight counts as one signal, not many;
+//! - each success grows it by `1/limit` (about +1 per round of `limit` calls), up to
+//!   `max_inflight`, so it probes for room that opens up again;
 //! - other outcomes (5xx, timeouts) leave the limit alone: they say nothing about capacity.
 //!
-//! Work held back by the limit stays in the queue (the worker does not pull it), instead of
-//! being sent to a function that would reject it and burning retries.
+//! Work held back by the limit stays in the queue (function mode: the worker does not pull it;
+//! static mode: it waits, leased, in the worker), instead of being sent to a function that
+//! would reject it and burning retries.
 
 use super::plan::Signal;
 
@@ -30,19 +33,18 @@ pub const DECREASE: f64 = 0.75;
 pub struct Limiter {
     limit: f64,
     max: f64,
-    slow_start: bool,
     consecutive_rejections: u32,
     /// Completions since the last decrease (a decrease needs a full round of them).
     since_decrease: u64,
 }
 
 impl Limiter {
-    /// A limiter starting at 1, never above `max` (the worker's `max_inflight`).
+    /// A limiter starting at `max` (the worker's `max_inflight`), never above it.
     pub fn new(max: usize) -> Limiter {
+        let max = max.max(1) as f64;
         Limiter {
-            limit: 1.0,
-            max: max.max(1) as f64,
-            slow_start: true,
+            limit: max,
+            max,
             consecutive_rejections: 0,
             since_decrease: u64::MAX / 2,
         }
@@ -70,12 +72,7 @@ impl Limiter {
     pub fn on_success(&mut self) {
         self.consecutive_rejections = 0;
         self.since_decrease = self.since_decrease.saturating_add(1);
-        self.limit = if self.slow_start {
-            self.limit + 1.0
-        } else {
-            self.limit + 1.0 / self.limit
-        }
-        .min(self.max);
+        self.limit = (self.limit + 1.0 / self.limit).min(self.max);
     }
 
     /// A 429.
@@ -87,7 +84,6 @@ impl Limiter {
             || self.limit < 2.0;
         let round_done = self.since_decrease >= self.limit() as u64;
         if at_capacity && round_done {
-            self.slow_start = false;
             self.limit = (self.limit * DECREASE).max(1.0);
             self.since_decrease = 0;
         }
@@ -105,24 +101,20 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn slow_start_grows_by_one_per_success_up_to_max() {
+    fn starts_open_at_max_inflight_and_stays_there_without_429s() {
         let mut l = Limiter::new(8);
-        assert_eq!(l.limit(), 1);
-        for want in 2..=8 {
+        assert_eq!(l.limit(), 8);
+        for _ in 0..100 {
             l.on_success();
-            assert_eq!(l.limit(), want);
+            l.on_other();
         }
-        l.on_success();
         assert_eq!(l.limit(), 8, "capped at max_inflight");
+        assert_eq!(Limiter::new(0).limit(), 1, "at least 1");
     }
 
     #[test]
     fn consecutive_429s_shrink_once_per_round() {
-        let mut l = Limiter::new(100);
-        for _ in 0..19 {
-            l.on_success();
-        }
-        assert_eq!(l.limit(), 20);
+        let mut l = Limiter::new(20);
         l.on_rejected();
         assert_eq!(l.limit(), 20, "one 429 alone is not a signal");
         l.on_rejected();
@@ -144,10 +136,7 @@ mod tests {
 
     #[test]
     fn after_a_decrease_growth_is_additive() {
-        let mut l = Limiter::new(100);
-        for _ in 0..9 {
-            l.on_success();
-        }
+        let mut l = Limiter::new(10);
         l.on_rejected();
         l.on_rejected();
         assert_eq!(l.limit(), 7, "10 x 0.75 = 7.5");

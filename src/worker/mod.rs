@@ -12,6 +12,7 @@ pub(crate) mod limiter;
 pub(crate) mod pending;
 pub(crate) mod pipeline;
 pub(crate) mod plan;
+pub(crate) mod ready;
 pub mod retry;
 pub(crate) mod shutdown;
 pub(crate) mod static_mode;

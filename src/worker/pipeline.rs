@@ -18,24 +18,61 @@ use crate::broker::{Acker, Delivery};
 use crate::invoke::InvokeError;
 use crate::rng::PortJitter;
 
-/// Process one delivery to the end (settled). When `abandon` fires (the shutdown grace period
-/// is over) the work stops and the message is given back. Returns what the limiter learns.
-pub async fn run(ctx: &Context, held: Held, abandon: &CancellationToken) -> Signal {
+/// What running a delivery gave.
+pub struct Ran {
+    /// What the limiter learns.
+    pub signal: Signal,
+    /// The delivery itself, unsettled, when it is to run again once its function has room: the
+    /// function refused it with back-pressure this worker caused (see [`plan::after_call`]).
+    pub again: Option<Held>,
+}
+
+/// Process one delivery to the end (settled, or handed back to run again). `crowded`: other
+/// calls of its function were in flight in this worker when it started, under an adaptive
+/// limit. When `abandon` fires (the shutdown grace period is over) the work stops and the
+/// message is given back.
+pub async fn run(ctx: &Context, held: Held, crowded: bool, abandon: &CancellationToken) -> Ran {
     let Held {
         delivery,
         mut lease,
+        pushed_back,
     } = held;
     let acker: &dyn Acker = &*delivery.acker;
+    let crowd = Crowd {
+        crowded,
+        pushed_back,
+    };
     // On the heap, once: the processing future is kilobytes, and the task that runs it (and the
     // runtime, when it spawns the task) would otherwise move it several times per message.
-    let work = Box::pin(handle(ctx, &delivery));
+    let work = Box::pin(handle(ctx, &delivery, crowd));
     let (settle, signal) = tokio::select! {
         biased;
         s = lease::keep(acker, &mut lease, ctx.config.ack_wait, work) => s,
         _ = abandon.cancelled() => (Settle::Nak(None), Signal::Other),
     };
+    if settle == Settle::Again {
+        let again = Held {
+            delivery,
+            lease,
+            pushed_back: pushed_back.saturating_add(1),
+        };
+        return Ran {
+            signal,
+            again: Some(again),
+        };
+    }
     settle_delivery(&delivery, &lease, settle).await;
-    signal
+    Ran {
+        signal,
+        again: None,
+    }
+}
+
+/// The company a call had in this worker (see [`plan::Attempt`]).
+#[derive(Clone, Copy)]
+struct Crowd {
+    crowded: bool,
+    pushed_back: u32,
 }
 
 /// Send the settlement. A `nak` goes only while the lease holds: after it may have run out,
@@ -55,6 +92,10 @@ async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) {
         }
         Settle::Nak(delay) => acker.nak(delay).await,
         Settle::Term => acker.term().await,
+        Settle::Again => {
+            debug_assert!(false, "a delivery to run again is not settled");
+            return;
+        }
     };
     if let Err(e) = result {
         // Not fatal: the message is redelivered after ack_wait (at-least-once).
@@ -68,7 +109,7 @@ async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) {
 }
 
 /// Read → plan → carry out; the settlement and what the limiter learns.
-async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Signal) {
+async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd) -> (Settle, Signal) {
     let (call, http_req) = match Call::read(ctx, delivery) {
         Ok(read) => read,
         Err(Unreadable { ids, error }) => {
@@ -84,12 +125,13 @@ async fn handle(ctx: &Context, delivery: &Delivery) -> (Settle, Signal) {
     if let Some(ended) = end_without_call(ctx, &call, now).await {
         return ended;
     }
-    if call.attempt == 1 {
+    // A delivery run again after back-pressure is the same attempt: counted once.
+    if call.attempt == 1 && crowd.pushed_back == 0 {
         ctx.budget().record_first_attempt(&call.function, std_now());
         let waited = now.duration_since(delivery.published).unwrap_or_default();
         ctx.metrics.queue_delay(waited.as_secs_f64());
     }
-    let (plan, reply) = invoke_and_plan(ctx, &call, http_req).await;
+    let (plan, reply) = invoke_and_plan(ctx, &call, http_req, crowd).await;
     (carry_out(ctx, &call, &plan, reply).await, plan.limiter)
 }
 
@@ -137,6 +179,7 @@ async fn invoke_and_plan(
     ctx: &Context,
     call: &Call<'_>,
     http_req: http::Request<bytes::Bytes>,
+    crowd: Crowd,
 ) -> (Plan, Reply) {
     let invoked = invoke(ctx, call, http_req).await;
     let result = match &invoked.result {
@@ -153,6 +196,8 @@ async fn invoke_and_plan(
         result,
         status: invoked.status,
         now: ctx.clock.now(),
+        crowded: crowd.crowded,
+        pushed_back: crowd.pushed_back,
     };
     let plan = plan::after_call(&attempt, &mut PortJitter(ctx.rng.as_ref()), || {
         ctx.budget().try_retry(&call.function, std_now())
@@ -239,6 +284,9 @@ async fn invoke(ctx: &Context, call: &Call<'_>, http_req: http::Request<bytes::B
 
 /// Carry out the plan of a call: retry bookkeeping, callback, processed count, dead letter.
 async fn carry_out(ctx: &Context, call: &Call<'_>, plan: &Plan, reply: Reply) -> Settle {
+    if plan.settle == Settle::Again {
+        note_pushed_back(ctx, call);
+    }
     if let Some(retry) = plan.retry {
         note_retry(ctx, call, reply.status, retry);
     }
@@ -274,6 +322,17 @@ async fn carry_out_without_call(
         Some(dl) => dead_letter::park(ctx, delivery, ids, dl).await,
         None => plan.settle,
     }
+}
+
+/// The log and metric of a call refused with back-pressure this worker caused.
+fn note_pushed_back(ctx: &Context, call: &Call<'_>) {
+    tracing::info!(
+        callId = %call.call_id,
+        function = %call.function,
+        delivery = call.delivery.delivered,
+        "Function busy (429 while this worker ran other calls of it); waiting for room"
+    );
+    ctx.metrics.pushed_back(&call.metrics);
 }
 
 /// The logs and metrics of a retry.

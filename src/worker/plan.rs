@@ -7,6 +7,7 @@
 //! | older than `max_message_age` | 410 | `expired` | term | yes |
 //! | delivered past its last attempt (not invoked) | — | `exhausted` | term | no |
 //! | 1xx–3xx | the status | — | ack | yes |
+//! | 429 while this worker ran other calls of the function (limiter on), at most 10 times | — | — | kept, run again when the function has room (no attempt spent) | no |
 //! | retryable, attempts left | — | — | nak after the policy's delay (a deferral in `[max_retry_wait/2, max_retry_wait]` when the retry budget is spent) | no |
 //! | retryable, last attempt | the status | `exhausted` | term | yes |
 //! | any other error | the status | `failed` | term | yes |
@@ -30,6 +31,9 @@ pub enum Settle {
     Nak(Option<Duration>),
     /// Never deliver again (after its dead letter is stored).
     Term,
+    /// Keep it, unsettled, and run it again when its function has room (back-pressure this
+    /// worker caused: no attempt spent).
+    Again,
 }
 
 /// Why a message is dead-lettered (`Qw-Reason`).
@@ -116,7 +120,7 @@ impl Plan {
         let settle_fits = match (&self.dead_letter, self.retry) {
             (Some(_), None) => self.settle == Settle::Term,
             (None, Some(r)) => self.settle == Settle::Nak(Some(r.delay)),
-            (None, None) => self.settle == Settle::Ack,
+            (None, None) => matches!(self.settle, Settle::Ack | Settle::Again),
             (Some(_), Some(_)) => false,
         };
         settle_fits && self.callback.is_some() == self.processed
@@ -199,6 +203,28 @@ pub struct Attempt<'a> {
     pub status: u16,
     /// For `Retry-After` given as a date.
     pub now: SystemTime,
+    /// Other calls of the function were in flight in this worker when this one started, under
+    /// an adaptive limit: a 429 then may be this worker's own doing.
+    pub crowded: bool,
+    /// Times this delivery was already held for another try that way.
+    pub pushed_back: u32,
+}
+
+/// Times one delivery may be held for another try after a 429 this worker's concurrency may
+/// have caused; after that, a 429 is an attempt like any other.
+pub const MAX_PUSH_BACKS: u32 = 10;
+
+/// A 429 that this worker's own concurrency may have caused: the function refused the call
+/// while the worker ran others of it, the adaptive limit (which learns from this 429) was
+/// probing for room. It is back-pressure, not a failure of the call: the delivery waits for
+/// room and runs again, without spending an attempt, being retried or called back — at most
+/// [`MAX_PUSH_BACKS`] times, and only where the policy retries a 429 at all. A 429 to a call
+/// that ran alone is an attempt: the function is busy with others' work, or refuses for good.
+pub fn pushed_back(attempt: &Attempt<'_>) -> bool {
+    attempt.status == 429
+        && attempt.crowded
+        && attempt.pushed_back < MAX_PUSH_BACKS
+        && attempt.policy.is_retryable(&attempt.result)
 }
 
 /// The plan after a call. `budget` is asked only when a retry is due; it answers whether the
@@ -210,6 +236,16 @@ pub fn after_call(
 ) -> Plan {
     let status = attempt.status;
     let limiter = Signal::of(Some(status));
+    if pushed_back(attempt) {
+        return Plan {
+            callback: None,
+            dead_letter: None,
+            retry: None,
+            settle: Settle::Again,
+            processed: false,
+            limiter,
+        };
+    }
     let decision = retry::decide(
         attempt.policy,
         attempt.number,
@@ -347,7 +383,13 @@ mod tests {
 
     /// The plan for `status` (`None`: a transport error) on attempt `n`, the budget answering
     /// `granted`; also whether the budget was asked.
-    fn plan(status: Option<u16>, headers: &HeaderMap, n: u32, granted: bool) -> (Plan, bool) {
+    fn plan(
+        status: Option<u16>,
+        headers: &HeaderMap,
+        n: u32,
+        granted: bool,
+        crowd: Option<u32>,
+    ) -> (Plan, bool) {
         let policy = policy();
         let result = match status {
             Some(status) => AttemptResult::Response { status, headers },
@@ -359,6 +401,8 @@ mod tests {
             status: result.status(),
             result,
             now: SystemTime::UNIX_EPOCH,
+            crowded: crowd.is_some(),
+            pushed_back: crowd.unwrap_or(0),
         };
         let mut asked = false;
         // The top of every spread window: the delays before spreading.
@@ -382,6 +426,8 @@ mod tests {
         what: &'static str,
         status: Option<u16>,
         retry_after: bool,
+        /// Crowded (other calls of the function in flight), pushed back this often before.
+        crowd: Option<u32>,
         attempt: u32,
         budget_grants: bool,
         want: Plan,
@@ -414,6 +460,17 @@ mod tests {
         }
     }
 
+    fn again() -> Plan {
+        Plan {
+            callback: None,
+            dead_letter: None,
+            retry: None,
+            settle: Settle::Again,
+            processed: false,
+            limiter: Signal::Rejected,
+        }
+    }
+
     fn term(status: u16, reason: Reason, error: &str, limiter: Signal) -> Plan {
         Plan {
             callback: Some(status),
@@ -432,6 +489,7 @@ mod tests {
             what,
             status,
             retry_after: false,
+            crowd: None,
             attempt,
             budget_grants,
             want,
@@ -476,6 +534,43 @@ mod tests {
                 )
             },
             case("transport error", None, 1, true, nak(1, false, Other), true),
+            Case {
+                crowd: Some(0),
+                ..case("429 while crowded", Some(429), 1, true, again(), false)
+            },
+            Case {
+                crowd: Some(9),
+                ..case(
+                    "429 crowded on the last attempt",
+                    Some(429),
+                    3,
+                    true,
+                    again(),
+                    false,
+                )
+            },
+            Case {
+                crowd: Some(MAX_PUSH_BACKS),
+                ..case(
+                    "429 crowded, pushed back enough",
+                    Some(429),
+                    1,
+                    true,
+                    nak(1, false, Rejected),
+                    true,
+                )
+            },
+            Case {
+                crowd: Some(0),
+                ..case(
+                    "503 while crowded",
+                    Some(503),
+                    1,
+                    true,
+                    nak(1, false, Other),
+                    true,
+                )
+            },
             case(
                 "budget deferral",
                 Some(503),
@@ -524,7 +619,7 @@ mod tests {
             if c.retry_after {
                 headers.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
             }
-            let got = plan(c.status, &headers, c.attempt, c.budget_grants);
+            let got = plan(c.status, &headers, c.attempt, c.budget_grants, c.crowd);
             assert_eq!(got, (c.want, c.budget_asked), "{}", c.what);
         }
     }

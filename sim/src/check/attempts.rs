@@ -54,21 +54,48 @@ fn past_last_attempt(cfg: &RunConfig, id: &str, c: &Call, found: &mut Findings) 
 }
 
 /// Attempts in all: the policy's attempts for each run of delivery counts. Faults add none:
-/// what they bring back past the last attempt is not invoked.
+/// what they bring back past the last attempt is not invoked. A delivery run again by the
+/// worker that holds it (back-pressure it caused) spent no attempt: that only ever follows a
+/// 429, at most `MAX_PUSH_BACKS` times per delivery.
 fn invocations(cfg: &RunConfig, id: &str, c: &Call, found: &mut Findings) {
     let restarts = restarts(c);
     let allowed = cfg.max_attempts as usize * (1 + restarts);
-    if c.starts.len() > allowed {
+    let attempts: Vec<_> = c
+        .starts
+        .iter()
+        .filter(|s| s.again_after.is_none())
+        .collect();
+    if attempts.len() > allowed {
         let detail = format!(
             "invoked {} times; max_retry_attempts is {} ({restarts} delivery counts started \
              over); delivery counts seen: {:?}",
-            c.starts.len(),
+            attempts.len(),
             cfg.max_attempts,
             c.deliveries.iter().map(|d| d.n).collect::<Vec<_>>()
         );
-        found.violation(ATTEMPTS, id, c.starts[allowed].at, detail);
+        found.violation(ATTEMPTS, id, attempts[allowed].at, detail);
+    }
+    let mut runs_again: std::collections::BTreeMap<(&str, u64), u32> = Default::default();
+    for s in &c.starts {
+        let Some(status) = s.again_after else {
+            continue;
+        };
+        let count = runs_again.entry((s.worker.as_str(), s.n)).or_default();
+        *count += 1;
+        if status != 429 || *count > MAX_PUSH_BACKS {
+            let detail = format!(
+                "{} ran delivery {} again (run {count} after a {status}) without a new attempt; \
+                 only a 429, at most {MAX_PUSH_BACKS} times, allows that",
+                s.worker, s.n
+            );
+            found.violation(ATTEMPTS, id, s.at, detail);
+        }
     }
 }
+
+/// Times a worker may run one delivery again after a 429 it caused (the worker's own
+/// `plan::MAX_PUSH_BACKS`, stated here independently).
+const MAX_PUSH_BACKS: u32 = 10;
 
 /// How often the call's delivery count started over. Attempts are counted by JetStream's
 /// delivery count, which belongs to the consumer: when the server deletes a function's consumer

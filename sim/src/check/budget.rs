@@ -31,7 +31,11 @@ fn ledger(cfg: &RunConfig, calls: &Calls, found: &mut Findings) -> Ledger {
     let mut ledger = Ledger::default();
     for (id, c) in calls {
         let function = cfg.call(id).map(|p| p.function.clone()).unwrap_or_default();
-        for s in c.starts.iter().filter(|s| s.n == 1) {
+        for s in c
+            .starts
+            .iter()
+            .filter(|s| s.n == 1 && s.again_after.is_none())
+        {
             let key = (s.worker.clone(), function.clone());
             ledger.first_attempts.entry(key).or_default().push(s.at);
         }

@@ -80,6 +80,10 @@ pub(super) struct Start {
     pub at: Duration,
     pub worker: String,
     pub n: u64,
+    /// The same worker ran the same delivery before: the function refused it with a 429 while
+    /// the worker ran others of it, and the worker kept it for another try (no attempt spent).
+    /// `None` for a first run; else the status that run answered.
+    pub again_after: Option<u16>,
 }
 
 /// How an invocation that was not aborted ended.
@@ -243,7 +247,15 @@ impl Call {
                     self.last_end.remove(&(worker.clone(), *n));
                     unstored_dead_letter.remove(&(worker, *n));
                 }
-                WorkerEv::Start(n) => self.starts.push(Start { at, worker, n: *n }),
+                WorkerEv::Start(n) => {
+                    let again_after = self.last_end.get(&(worker.clone(), *n)).map(|e| e.status);
+                    self.starts.push(Start {
+                        at,
+                        worker,
+                        n: *n,
+                        again_after,
+                    });
+                }
                 WorkerEv::End {
                     n,
                     status,

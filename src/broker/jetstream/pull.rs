@@ -101,7 +101,7 @@ impl DemandPuller {
     }
 
     pub fn set_demand(&mut self, demand: usize) {
-        self.demand = demand.max(1);
+        self.demand = demand;
     }
 
     /// How many messages to ask for now (0: enough is on its way).

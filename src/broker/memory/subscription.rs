@@ -130,7 +130,7 @@ impl MemSubscription {
     /// like the JetStream puller); every look counts as activity of the consumer.
     fn top_up(&mut self, state: &mut State, now: Instant) {
         let (stream_name, name) = (self.spec.stream.as_str(), self.spec.name.as_str());
-        let want = self.demand.min(self.spec.pull_batch).max(1);
+        let want = self.demand.min(self.spec.pull_batch.max(1));
         let have = self.buffer.len();
         let mut taken = Vec::new();
         if let Some(stream) = state.streams.get_mut(stream_name) {
@@ -228,7 +228,7 @@ impl Subscription for MemSubscription {
     }
 
     fn set_demand(&mut self, demand: usize) {
-        self.demand = demand.max(1);
+        self.demand = demand;
     }
 
     fn drain_buffered(&mut self) -> Vec<Delivery> {

@@ -9,9 +9,9 @@ use tokio_util::task::TaskTracker;
 
 use super::FunctionMode;
 use super::feeder::Feeder;
-use super::scheduler::FunctionState;
 use crate::telemetry::metrics::QueueLabels;
 use crate::worker::limiter::Limiter;
+use crate::worker::ready::FunctionState;
 
 /// How often the stream's per-subject counts are read.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
@@ -85,8 +85,8 @@ impl FunctionMode {
             let feeder = Feeder {
                 ctx: self.ctx.clone(),
                 stream: self.stream.clone(),
-                sched: self.sched.clone(),
-                dispatch: self.dispatch.clone(),
+                sched: self.ready.shared(),
+                dispatch: self.ready.waker(),
                 subject,
                 stop: stop.clone(),
             };

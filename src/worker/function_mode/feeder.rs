@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::consumers::{consumer_name, server_inactive_threshold};
-use super::scheduler::Sched;
+use crate::worker::ready::Sched;
 use tokio::time::Instant;
 
 use crate::broker::{BrokerError, ConsumerSpec, Delivery, StreamSpec, Subscription};

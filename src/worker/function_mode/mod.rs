@@ -19,25 +19,21 @@
 mod consumers;
 mod discovery;
 mod feeder;
-mod scheduler;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use consumers::consumer_prefix;
 pub use discovery::DISCOVERY_INTERVAL;
-use scheduler::Sched;
 
 use super::Context;
-use super::lease::{Held, progress_period};
+use super::lease::progress_period;
 use super::pending::PendingGauges;
-use super::pipeline;
-use super::plan::Signal;
+use super::ready::{Ready, Sched};
 use super::shutdown::InFlight;
 use crate::broker::StreamSpec;
 use crate::keep_trying::retry_until;
@@ -48,26 +44,23 @@ pub struct FunctionMode {
     ctx: Arc<Context>,
     stream: StreamSpec,
     health: Arc<Health>,
-    sched: Arc<Mutex<Sched>>,
-    /// Wakes the dispatcher: a delivery became ready, a slot or a function's room freed up.
-    dispatch: Arc<Notify>,
+    ready: Ready,
     pending: Mutex<PendingGauges>,
 }
 
 impl FunctionMode {
     pub fn new(ctx: Arc<Context>, stream: StreamSpec, health: Arc<Health>) -> FunctionMode {
         FunctionMode {
+            ready: Ready::new(ctx.clone()),
             ctx,
             stream,
             health,
-            sched: Arc::new(Mutex::new(Sched::default())),
-            dispatch: Arc::new(Notify::new()),
             pending: Mutex::new(PendingGauges::default()),
         }
     }
 
     fn sched(&self) -> std::sync::MutexGuard<'_, Sched> {
-        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+        self.ready.sched()
     }
 
     /// Set up: streams, and remove static-mode consumers (a work queue forbids overlapping
@@ -123,77 +116,15 @@ impl FunctionMode {
         let mut progress = tokio::time::interval_at(Instant::now() + period, period);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.dispatch_ready(&slots, in_flight);
+            self.ready.dispatch(&slots, in_flight);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                _ = self.dispatch.notified() => {}
+                _ = self.ready.woken() => {}
                 _ = discovery.tick() => self.discover(&feeders.tasks, &feeders.stop).await,
-                _ = progress.tick() => self.progress_ready().await,
+                _ = progress.tick() => self.ready.progress().await,
             }
         }
-    }
-
-    /// Start as many ready deliveries as slots and the functions' limits allow.
-    fn dispatch_ready(&self, slots: &Arc<Semaphore>, in_flight: &InFlight) {
-        while let Ok(permit) = slots.clone().try_acquire_owned() {
-            let picked = self.sched().pick(self.ctx.config.max_inflight);
-            let Some((subject, held)) = picked else {
-                return;
-            };
-            let ctx = self.ctx.clone();
-            let sched = self.sched.clone();
-            let dispatch = self.dispatch.clone();
-            in_flight.spawn(|abandon| async move {
-                let signal = run_ready(&ctx, held, &abandon).await;
-                sched
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .finished(&subject, signal);
-                drop(permit);
-                dispatch.notify_one();
-            });
-        }
-    }
-
-    /// Progress acks for deliveries waiting in ready queues.
-    async fn progress_ready(&self) {
-        if self.sched().ready_count() == 0 {
-            return;
-        }
-        // Take the ready deliveries out, progress them, put them back in order.
-        let mut taken: Vec<(String, VecDeque<Held>)> = {
-            let mut s = self.sched();
-            s.functions
-                .iter_mut()
-                .filter(|(_, f)| !f.ready.is_empty())
-                .map(|(k, f)| (k.clone(), std::mem::take(&mut f.ready)))
-                .collect()
-        };
-        let ack_wait = self.ctx.config.ack_wait;
-        for (_, q) in &mut taken {
-            for held in q.iter_mut() {
-                held.renew(ack_wait).await;
-            }
-            // One whose lease ran out is another worker's now, or soon: leave it to that.
-            q.retain(|held| held.lease.holds(tokio::time::Instant::now()));
-        }
-        let mut s = self.sched();
-        for (k, mut q) in taken {
-            if let Some(f) = s.functions.get_mut(&k) {
-                q.append(&mut f.ready);
-                f.ready = q;
-                // Room again when leases ran out above: the feeder may pull more.
-                f.room.notify_one();
-            } else {
-                // The function's feeder ended meanwhile: nothing will run these; give back.
-                for held in q {
-                    tokio::spawn(held.give_back());
-                }
-            }
-        }
-        drop(s);
-        self.dispatch.notify_one();
     }
 }
 
@@ -202,20 +133,4 @@ impl FunctionMode {
 struct Feeders {
     tasks: TaskTracker,
     stop: CancellationToken,
-}
-
-/// Run a delivery that waited in a ready queue. It may have waited since its last progress ack:
-/// renew the lease before the invocation's own progress acks take over; one whose lease ran out
-/// meanwhile is another worker's now (or soon) and is left to its redelivery.
-async fn run_ready(ctx: &Context, mut held: Held, abandon: &CancellationToken) -> Signal {
-    held.renew(ctx.config.ack_wait).await;
-    if held.lease.holds(Instant::now()) {
-        return pipeline::run(ctx, held, abandon).await;
-    }
-    tracing::info!(
-        seq = held.delivery.stream_sequence,
-        delivery = held.delivery.delivered,
-        "Lease lost while waiting: leaving the message to its redelivery"
-    );
-    Signal::Other
 }

@@ -1,21 +1,28 @@
 //! `scaling_mode=static` (the default): every replica pulls from one durable consumer
-//! (`nats_durable`), in stream order, never more than it has free slots for.
+//! (`nats_durable`), in stream order. The intake (`intake.rs`) files each delivery in its
+//! function's ready queue and the dispatcher (`super::ready`) starts them as slots
+//! (`max_inflight`) and each function's adaptive limit allow, as in function mode: a function
+//! at its limit is not sent more, and its deliveries wait, leased, without holding up the
+//! other functions' (within the hold's bounds).
+
+mod intake;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::function_mode::consumer_prefix;
-use super::lease::Held;
+use super::lease::progress_period;
 use super::pending::{self, PENDING_REPORT_INTERVAL};
-use super::pipeline;
+use super::ready::Ready;
 use super::shutdown::InFlight;
 use super::{Context, MAX_DEFAULT_PULL_BATCH};
 use crate::broker::{BrokerError, ConsumerSpec, StreamSpec, Subscription};
 use crate::telemetry::metrics::QueueLabels;
 use crate::telemetry::server::Health;
+use intake::Intake;
 
 /// The static-mode worker of one queue.
 pub struct StaticMode {
@@ -52,7 +59,7 @@ impl StaticMode {
             mode = cfg.scaling_mode.as_str(),
             "Starting"
         );
-        let Some(mut subscription) = self.subscribe(&consumer, &shutdown).await else {
+        let Some(subscription) = self.subscribe(&consumer, &shutdown).await else {
             return;
         };
         let gauge = QueueLabels {
@@ -72,72 +79,53 @@ impl StaticMode {
             PENDING_REPORT_INTERVAL,
             reporter_stop.clone(),
         ));
+        let ready = Ready::new(self.ctx.clone());
+        let slots = Arc::new(Semaphore::new(cfg.max_inflight));
+        // Stopped at shutdown, or by the intake itself when the subscription ends for good.
+        let intake_stop = shutdown.child_token();
+        let intake = Intake {
+            ctx: self.ctx.clone(),
+            sched: ready.shared(),
+            dispatch: ready.waker(),
+            slots: slots.clone(),
+            stop: intake_stop.clone(),
+        };
         let in_flight = InFlight::new();
-        self.pull(&mut *subscription, &in_flight, &shutdown).await;
+        // In this task, not a task of its own: the subscription ends with the mode, in the
+        // same order on every run (the simulation replays crashes by seed).
+        let serve = async {
+            self.serve(&ready, &slots, &in_flight, &intake_stop).await;
+            // Shutdown: stop pulling; the intake gives back what it received but did not file.
+            self.health.set_ready(false);
+            intake_stop.cancel();
+        };
+        tokio::join!(intake.run(subscription), serve);
 
-        // Shutdown: stop pulling; give back what was pulled but not started.
-        self.health.set_ready(false);
+        // Then give back what was pulled but not started.
         reporter_stop.cancel();
         let _ = reporter.await;
-        let unstarted = subscription
-            .drain_buffered()
-            .into_iter()
-            .map(|d| Held::received(d, cfg.ack_wait))
-            .collect();
-        drop(subscription);
+        let unstarted = ready.sched().take_ready();
         in_flight.drain(&self.ctx, unstarted).await;
     }
 
-    /// Take a delivery for every free slot until `shutdown` (or the subscription ends).
-    async fn pull(
+    /// Dispatch ready deliveries and keep the waiting ones leased until `stop`.
+    async fn serve(
         &self,
-        subscription: &mut dyn Subscription,
+        ready: &Ready,
+        slots: &Arc<Semaphore>,
         in_flight: &InFlight,
-        shutdown: &CancellationToken,
+        stop: &CancellationToken,
     ) {
-        let cfg = &self.ctx.config;
-        let slots = Arc::new(Semaphore::new(cfg.max_inflight));
-        let mut error_backoff = PULL_RETRY_FIRST;
+        let period = progress_period(self.ctx.config.ack_wait);
+        let mut progress = tokio::time::interval_at(Instant::now() + period, period);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let permit = tokio::select! {
+            ready.dispatch(slots, in_flight);
+            tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
-                p = slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            // Free slots, counting the one just taken.
-            subscription.set_demand(slots.available_permits() + 1);
-            let next = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return,
-                n = subscription.next() => n,
-            };
-            match next {
-                Some(Ok(delivery)) => {
-                    error_backoff = PULL_RETRY_FIRST;
-                    let ctx = self.ctx.clone();
-                    let held = Held::received(delivery, cfg.ack_wait);
-                    in_flight.spawn(|abandon| async move {
-                        pipeline::run(&ctx, held, &abandon).await;
-                        drop(permit);
-                    });
-                }
-                Some(Err(e)) => {
-                    drop(permit);
-                    tracing::warn!(error = %e, "Pull failed; retrying");
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(error_backoff) => {}
-                    }
-                    error_backoff = (error_backoff * 2).min(PULL_RETRY_MAX);
-                }
-                None => {
-                    tracing::error!("Subscription closed");
-                    return;
-                }
+                _ = stop.cancelled() => return,
+                _ = ready.woken() => {}
+                _ = progress.tick() => ready.progress().await,
             }
         }
     }
@@ -177,7 +165,3 @@ impl StaticMode {
         Ok(())
     }
 }
-
-/// First wait after a failed pull; doubling up to [`PULL_RETRY_MAX`].
-const PULL_RETRY_FIRST: Duration = Duration::from_millis(100);
-const PULL_RETRY_MAX: Duration = Duration::from_secs(5);

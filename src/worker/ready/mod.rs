@@ -1,0 +1,135 @@
+//! Deliveries pulled and waiting to run, per function, and the dispatcher that starts them.
+//! Both modes use it: function mode's feeders and static mode's intake file deliveries here;
+//! the dispatcher gives each free slot (`max_inflight`) to the next function in round-robin
+//! order that has a ready delivery and room under its limit (`sched.rs`), so a backlog for one
+//! function cannot starve the others, and a function at its limit is not sent more.
+//!
+//! A delivery waiting here is kept leased (a progress ack every `ack_wait / 2`), so it does not
+//! come back while it waits, and costs no attempt. A call the function refused with a `429`
+//! while this worker had other calls in flight to it (back-pressure the worker caused, see
+//! [`super::plan`]) is filed again at the front of its function's queue.
+
+mod sched;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use sched::{FunctionState, Sched};
+
+use super::Context;
+use super::lease::Held;
+use super::pipeline::{self, Ran};
+use super::plan::Signal;
+use super::shutdown::InFlight;
+
+/// The ready queues of one worker and what wakes its dispatcher.
+pub(crate) struct Ready {
+    ctx: Arc<Context>,
+    sched: Arc<Mutex<Sched>>,
+    /// Wakes the dispatcher: a delivery became ready, a slot or a function's room freed up.
+    wake: Arc<Notify>,
+}
+
+impl Ready {
+    pub(crate) fn new(ctx: Arc<Context>) -> Ready {
+        Ready {
+            ctx,
+            sched: Arc::new(Mutex::new(Sched::default())),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub(crate) fn sched(&self) -> MutexGuard<'_, Sched> {
+        lock(&self.sched)
+    }
+
+    /// The shared schedule, for the tasks that fill it.
+    pub(crate) fn shared(&self) -> Arc<Mutex<Sched>> {
+        self.sched.clone()
+    }
+
+    /// What wakes the dispatcher.
+    pub(crate) fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Until something may be dispatched.
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// Start as many ready deliveries as slots and the functions' limits allow.
+    pub(crate) fn dispatch(&self, slots: &Arc<Semaphore>, in_flight: &InFlight) {
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            let picked = self.sched().pick(self.ctx.config.max_inflight);
+            let Some((subject, held, crowded)) = picked else {
+                return;
+            };
+            let crowded = crowded && self.ctx.config.limiter_enabled;
+            let ctx = self.ctx.clone();
+            let sched = self.sched.clone();
+            let wake = self.wake.clone();
+            in_flight.spawn(|abandon| async move {
+                let ran = run_ready(&ctx, held, crowded, &abandon).await;
+                lock(&sched).finished(&subject, ran.signal, ran.again);
+                drop(permit);
+                wake.notify_one();
+            });
+        }
+    }
+
+    /// Progress acks for deliveries waiting in ready queues.
+    pub(crate) async fn progress(&self) {
+        if self.sched().ready_count() == 0 {
+            return;
+        }
+        // Take the ready deliveries out, progress them, put them back in order.
+        let mut taken: Vec<(String, VecDeque<Held>)> = self.sched().take_queues();
+        let ack_wait = self.ctx.config.ack_wait;
+        for (_, q) in &mut taken {
+            for held in q.iter_mut() {
+                held.renew(ack_wait).await;
+            }
+            // One whose lease ran out is another worker's now, or soon: leave it to that.
+            q.retain(|held| held.lease.holds(Instant::now()));
+        }
+        let orphans = self.sched().put_back(taken);
+        // Their function left the schedule meanwhile: nothing will run these; give back.
+        for held in orphans {
+            tokio::spawn(held.give_back());
+        }
+        self.wake.notify_one();
+    }
+}
+
+fn lock(sched: &Mutex<Sched>) -> MutexGuard<'_, Sched> {
+    sched.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run a delivery that waited in a ready queue. It may have waited since its last progress ack:
+/// renew the lease before the invocation's own progress acks take over; one whose lease ran out
+/// meanwhile is another worker's now (or soon) and is left to its redelivery.
+async fn run_ready(
+    ctx: &Context,
+    mut held: Held,
+    crowded: bool,
+    abandon: &CancellationToken,
+) -> Ran {
+    held.renew_before_running(ctx.config.ack_wait).await;
+    if held.lease.holds(Instant::now()) {
+        return pipeline::run(ctx, held, crowded, abandon).await;
+    }
+    tracing::info!(
+        seq = held.delivery.stream_sequence,
+        delivery = held.delivery.delivered,
+        "Lease lost while waiting: leaving the message to its redelivery"
+    );
+    Ran {
+        signal: Signal::Other,
+        again: None,
+    }
+}

@@ -1,0 +1,378 @@
+//! Which function's delivery runs next: round-robin over the functions that have a ready
+//! delivery and room under their limit, so a backlog for one cannot starve the others.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::worker::lease::Held;
+use crate::worker::limiter::Limiter;
+use crate::worker::plan::Signal;
+
+/// Deliveries a worker keeps waiting for functions at their limit in static mode, and their
+/// bytes: past either, its intake stops pulling until one has started.
+pub(crate) const HOLD_MESSAGES: usize = 1_000;
+pub(crate) const HOLD_BYTES: usize = 64 * 1024 * 1024;
+
+/// Deliveries a feeder keeps ready beyond what its function can start at once.
+const PREFETCH: usize = 1;
+
+/// One function with work, as the dispatcher and its feeder share it.
+pub(crate) struct FunctionState {
+    /// Pulled, waiting for a slot (kept leased by progress acks).
+    pub(crate) ready: VecDeque<Held>,
+    pub(crate) in_flight: usize,
+    pub(crate) limiter: Option<Limiter>,
+    /// Wakes the feeder when the function can take more.
+    pub(crate) room: Arc<Notify>,
+    /// Messages stored for this function at the last discovery.
+    pub(crate) pending: u64,
+}
+
+impl FunctionState {
+    pub(crate) fn new(limiter: Option<Limiter>, pending: u64) -> FunctionState {
+        FunctionState {
+            ready: VecDeque::new(),
+            in_flight: 0,
+            limiter,
+            room: Arc::new(Notify::new()),
+            pending,
+        }
+    }
+
+    fn limit(&self, max_inflight: usize) -> usize {
+        self.limiter
+            .as_ref()
+            .map(|l| l.limit())
+            .unwrap_or(max_inflight)
+    }
+    /// Deliveries the feeder should pull now. While the ready queue has room for its prefetch,
+    /// this is at least 1 even when the function is at its limit: a waiting pull request is
+    /// what keeps the consumer alive on the server (the inactive threshold), also while every
+    /// message of the function waits out a retry delay. What it brings waits in the ready
+    /// queue, kept leased by progress acks.
+    pub(crate) fn wanted(&self, max_inflight: usize) -> usize {
+        let room = self
+            .limit(max_inflight)
+            .saturating_sub(self.in_flight)
+            .min(PREFETCH + 1);
+        let want = room.saturating_sub(self.ready.len());
+        if want == 0 && self.ready.len() <= PREFETCH {
+            1
+        } else {
+            want
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Sched {
+    /// Keyed by subject.
+    pub(crate) functions: BTreeMap<String, FunctionState>,
+    /// Round-robin position: the subject served last.
+    last: Option<String>,
+    /// Wakes static mode's intake when a delivery starts or ends.
+    pub(crate) intake: Arc<Notify>,
+    /// The ready queues are out for renewal ([`Self::take_queues`]): a function that looks idle
+    /// may have deliveries waiting, so none is forgotten meanwhile.
+    renewing: bool,
+}
+
+impl Sched {
+    /// The next function (after `last`, wrapping) with a ready delivery and room under its
+    /// limit: its subject, the delivery, and whether other calls of the function are in flight
+    /// alongside it.
+    pub(crate) fn pick(&mut self, max_inflight: usize) -> Option<(String, Held, bool)> {
+        let keys: Vec<&String> = match &self.last {
+            Some(last) => self
+                .functions
+                .range::<String, _>((
+                    std::ops::Bound::Excluded(last.clone()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .chain(self.functions.range::<String, _>(..=last.clone()))
+                .map(|(k, _)| k)
+                .collect(),
+            None => self.functions.keys().collect(),
+        };
+        let chosen = keys.into_iter().find(|k| {
+            let f = &self.functions[*k];
+            !f.ready.is_empty() && f.in_flight < f.limit(max_inflight)
+        })?;
+        let chosen = chosen.clone();
+        let f = self.functions.get_mut(&chosen)?;
+        let d = f.ready.pop_front()?;
+        f.in_flight += 1;
+        debug_assert!(
+            f.in_flight <= f.limit(max_inflight) && f.limit(max_inflight) <= max_inflight.max(1),
+            "a function never runs more than its limit, nor the limit exceed max_inflight"
+        );
+        let crowded = f.in_flight > 1;
+        // Its ready queue has room again: let the feeder pull the next one.
+        f.room.notify_one();
+        self.intake.notify_one();
+        self.last = Some(chosen.clone());
+        Some((chosen, d, crowded))
+    }
+
+    /// A delivery of the function on `subject` is done; the limiter learns `signal`. `again`:
+    /// the delivery itself, to run again (first in its queue) when the function has room.
+    pub(crate) fn finished(&mut self, subject: &str, signal: Signal, again: Option<Held>) {
+        // Gone only after shutdown began: nothing runs it again then.
+        if let Some(f) = self.functions.get_mut(subject) {
+            debug_assert!(f.in_flight > 0, "a finished delivery was in flight");
+            f.in_flight = f.in_flight.saturating_sub(1);
+            if let Some(l) = f.limiter.as_mut() {
+                l.learn(signal);
+            }
+            if let Some(held) = again {
+                f.ready.push_front(held);
+            }
+            f.room.notify_one();
+        } else if let Some(held) = again {
+            tokio::spawn(held.give_back());
+        }
+        self.intake.notify_one();
+    }
+
+    /// File `held` in the ready queue of `subject` (static mode), tracking the function with a
+    /// fresh `limiter` if new. Functions with nothing ready or running are forgotten (their
+    /// limits with them) once more than `keep` are tracked.
+    pub(crate) fn file(
+        &mut self,
+        subject: &str,
+        held: Held,
+        limiter: impl FnOnce() -> Option<Limiter>,
+        keep: usize,
+    ) {
+        if !self.functions.contains_key(subject) {
+            if self.functions.len() >= keep && !self.renewing {
+                self.functions
+                    .retain(|_, f| !f.ready.is_empty() || f.in_flight > 0);
+            }
+            self.functions
+                .insert(subject.to_owned(), FunctionState::new(limiter(), 0));
+        }
+        if let Some(f) = self.functions.get_mut(subject) {
+            f.ready.push_back(held);
+        }
+    }
+
+    /// How many deliveries static mode's intake should ask for, with `free_slots` slots free:
+    /// the slots that no ready delivery can take now (its function is at its limit), while the
+    /// deliveries held back stay within [`HOLD_MESSAGES`] and [`HOLD_BYTES`].
+    pub(crate) fn intake_demand(&self, free_slots: usize, max_inflight: usize) -> usize {
+        let (mut startable, mut held, mut bytes) = (0usize, 0usize, 0usize);
+        for f in self.functions.values() {
+            let room = f.limit(max_inflight).saturating_sub(f.in_flight);
+            startable += f.ready.len().min(room);
+            held += f.ready.len();
+            bytes += f
+                .ready
+                .iter()
+                .map(|h| h.delivery.payload.len())
+                .sum::<usize>();
+        }
+        if held >= HOLD_MESSAGES || bytes >= HOLD_BYTES {
+            return 0;
+        }
+        free_slots
+            .saturating_sub(startable)
+            .min(HOLD_MESSAGES - held)
+    }
+
+    /// Every ready queue that holds something, taken out (to renew their leases).
+    pub(crate) fn take_queues(&mut self) -> Vec<(String, VecDeque<Held>)> {
+        self.renewing = true;
+        self.functions
+            .iter_mut()
+            .filter(|(_, f)| !f.ready.is_empty())
+            .map(|(k, f)| (k.clone(), std::mem::take(&mut f.ready)))
+            .collect()
+    }
+
+    /// Put back queues taken by [`Self::take_queues`], ahead of what arrived meanwhile; returns
+    /// the deliveries of functions that left the schedule meanwhile.
+    pub(crate) fn put_back(&mut self, taken: Vec<(String, VecDeque<Held>)>) -> Vec<Held> {
+        self.renewing = false;
+        let mut orphans = Vec::new();
+        for (k, mut q) in taken {
+            if let Some(f) = self.functions.get_mut(&k) {
+                q.append(&mut f.ready);
+                f.ready = q;
+                // Room again when leases ran out: the feeder may pull more.
+                f.room.notify_one();
+            } else {
+                orphans.extend(q);
+            }
+        }
+        self.intake.notify_one();
+        orphans
+    }
+
+    /// Deliveries waiting in ready queues.
+    pub(crate) fn ready_count(&self) -> usize {
+        self.functions.values().map(|f| f.ready.len()).sum()
+    }
+
+    /// Every ready delivery, out of the queues (at shutdown).
+    pub(crate) fn take_ready(&mut self) -> Vec<Held> {
+        self.functions
+            .values_mut()
+            .flat_map(|f| f.ready.drain(..))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{Acker, BrokerError, Delivery};
+    use std::time::{Duration, SystemTime};
+
+    struct NoAcker;
+
+    #[async_trait::async_trait]
+    impl Acker for NoAcker {
+        async fn ack(&self) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        async fn nak(&self, _: Option<Duration>) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        async fn progress(&self) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        async fn term(&self) -> Result<(), BrokerError> {
+            Ok(())
+        }
+    }
+
+    fn held(seq: u64, bytes: usize) -> Held {
+        let d = Delivery {
+            subject: "q.f.ns".into(),
+            payload: bytes::Bytes::from(vec![b'x'; bytes]),
+            headers: vec![],
+            delivered: 1,
+            stream_sequence: seq,
+            published: SystemTime::UNIX_EPOCH,
+            acker: Box::new(NoAcker),
+        };
+        Held::received(d, Duration::from_secs(60))
+    }
+
+    /// A limiter at `limit` (as it starts when `max_inflight` is `limit`).
+    fn limited(limit: usize) -> Option<Limiter> {
+        Some(Limiter::new(limit))
+    }
+
+    const MAX: usize = 10;
+
+    fn file(s: &mut Sched, subject: &str, seq: u64, limit: usize) {
+        s.file(subject, held(seq, 10), || limited(limit), 1_000);
+    }
+
+    #[tokio::test]
+    async fn a_function_at_its_limit_gets_no_more_and_its_deliveries_wait() {
+        let mut s = Sched::default();
+        for seq in 0..5 {
+            file(&mut s, "q.a.ns", seq, 3);
+        }
+        let mut started = 0;
+        while let Some((subject, _, _)) = s.pick(MAX) {
+            assert_eq!(subject, "q.a.ns");
+            started += 1;
+        }
+        assert_eq!(started, 3, "the function's limit, not the free slots");
+        assert_eq!(s.ready_count(), 2, "the rest wait");
+        // The slots no ready delivery can take are asked of the intake.
+        assert_eq!(s.intake_demand(MAX - 3, MAX), 7);
+        // Another function's delivery starts at once.
+        file(&mut s, "q.b.ns", 9, 3);
+        assert_eq!(
+            s.intake_demand(MAX - 3, MAX),
+            6,
+            "b's delivery takes one slot"
+        );
+        let (subject, d, crowded) = s.pick(MAX).expect("b has room");
+        assert_eq!(
+            (subject.as_str(), d.delivery.stream_sequence),
+            ("q.b.ns", 9)
+        );
+        assert!(!crowded, "b runs alone");
+        // One of a's ends: the next of a's starts, in order, with company.
+        s.finished("q.a.ns", Signal::Success, None);
+        let (_, d, crowded) = s.pick(MAX).expect("a has room again");
+        assert_eq!(d.delivery.stream_sequence, 3);
+        assert!(crowded, "two more of a's are running");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_to_run_again_goes_first_in_its_queue() {
+        let mut s = Sched::default();
+        for seq in 0..3 {
+            file(&mut s, "q.a.ns", seq, 1);
+        }
+        let (subject, first, _) = s.pick(MAX).expect("one at a time");
+        assert!(s.pick(MAX).is_none(), "limit 1");
+        s.finished(&subject, Signal::Rejected, Some(first));
+        let (_, again, _) = s.pick(MAX).expect("room again");
+        assert_eq!(again.delivery.stream_sequence, 0, "ahead of the others");
+    }
+
+    #[tokio::test]
+    async fn the_hold_is_bounded_in_messages_and_bytes() {
+        let mut s = Sched::default();
+        for seq in 0..HOLD_MESSAGES as u64 - 1 {
+            file(&mut s, "q.a.ns", seq, 1);
+        }
+        assert_eq!(s.intake_demand(MAX, MAX), 1, "room for one more");
+        file(&mut s, "q.a.ns", 5_000, 1);
+        assert_eq!(s.intake_demand(MAX, MAX), 0, "full: the intake waits");
+
+        let mut s = Sched::default();
+        s.file("q.a.ns", held(1, 1), || limited(1), 1_000);
+        s.file("q.a.ns", held(2, HOLD_BYTES), || limited(1), 1_000);
+        assert!(s.pick(MAX).is_some());
+        assert_eq!(s.intake_demand(MAX - 1, MAX), 0, "its bytes are the bound");
+    }
+
+    #[tokio::test]
+    async fn idle_functions_are_forgotten_past_the_bound_busy_ones_never() {
+        let mut s = Sched::default();
+        file(&mut s, "q.busy.ns", 0, 1);
+        let _running = s.pick(MAX).expect("starts");
+        file(&mut s, "q.waiting.ns", 1, 1);
+        for i in 0..5u64 {
+            let subject = format!("q.idle{i}.ns");
+            file(&mut s, &subject, 10 + i, 1);
+            let (subject, _, _) = s.pick(MAX).expect("starts");
+            s.finished(&subject, Signal::Success, None);
+        }
+        assert_eq!(s.functions.len(), 7);
+        // Not while the ready queues are out for renewal: "waiting" looks idle then.
+        let taken = s.take_queues();
+        s.file("q.other.ns", held(98, 1), || limited(1), 3);
+        assert_eq!(s.functions.len(), 8);
+        assert!(s.put_back(taken).is_empty());
+        s.functions.remove("q.other.ns");
+        s.file("q.new.ns", held(99, 1), || limited(1), 3);
+        let left: Vec<&str> = s.functions.keys().map(String::as_str).collect();
+        assert_eq!(left, ["q.busy.ns", "q.new.ns", "q.waiting.ns"]);
+    }
+
+    #[tokio::test]
+    async fn without_a_limiter_only_free_slots_are_asked_for() {
+        let mut s = Sched::default();
+        s.file("q.a.ns", held(0, 1), || None, 1_000);
+        assert_eq!(
+            s.intake_demand(MAX, MAX),
+            MAX - 1,
+            "the ready one takes a slot"
+        );
+        assert!(s.pick(MAX).is_some());
+        assert_eq!(s.intake_demand(MAX - 1, MAX), MAX - 1);
+        assert_eq!(s.intake_demand(0, MAX), 0, "no free slot, nothing asked");
+    }
+}
