@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::bed::{Bed, TestBed};
-use common::http::{FunctionServer, Reply};
+use common::http::{FunctionServer, LimitedFunction, Reply};
 use common::nats::NatsServer;
 use common::worker::stream_messages;
 
@@ -225,28 +225,11 @@ async fn two_workers_share_the_work_without_duplicate_invocations() {
     assert!(p1 > 0.0 && p2 > 0.0, "both replicas worked: {p1} + {p2}");
 }
 
-/// A function that can run `capacity` calls at once and answers 429 above that.
-async fn limited_function(capacity: usize, run: Duration) -> FunctionServer {
-    let busy_until: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
-    FunctionServer::start(move |_, _| {
-        let now = Instant::now();
-        let mut busy = busy_until.lock().unwrap();
-        busy.retain(|t| *t > now);
-        if busy.len() >= capacity {
-            Reply::status(429)
-        } else {
-            busy.push(now + run);
-            Reply::ok("ok").with_delay(run)
-        }
-    })
-    .await
-}
-
 /// Runs `calls` invocations through a function of capacity 3, on a queue and function of their
 /// own on the bed's server; (429s seen, time to finish).
 async fn run_against_capacity(bed: &TestBed, limiter: bool, calls: usize) -> (usize, Duration) {
     let nats = &bed.nats;
-    let function = limited_function(3, Duration::from_millis(100)).await;
+    let function = LimitedFunction::start(3, Duration::from_millis(100)).await;
     let queue = common::unique_name(if limiter { "lim-on" } else { "lim-off" });
     create_stream(nats, &queue).await;
     publish_many(nats, &queue, "narrow", "n", calls).await;
@@ -254,7 +237,7 @@ async fn run_against_capacity(bed: &TestBed, limiter: bool, calls: usize) -> (us
     let _w = bed
         .worker()
         .queue(&queue)
-        .gateway(&function.base_url())
+        .gateway(&function.server.base_url())
         .envs(&[
             ("scaling_mode", "function"),
             ("max_inflight", "12"),
@@ -271,13 +254,7 @@ async fn run_against_capacity(bed: &TestBed, limiter: bool, calls: usize) -> (us
     })
     .await;
     let elapsed = started.elapsed();
-    let rejected = function
-        .requests()
-        .iter()
-        .filter(|r| r.header("x-call-id").is_some())
-        .count()
-        - calls;
-    (rejected, elapsed)
+    (function.answered(429), elapsed)
 }
 
 #[tokio::test]

@@ -154,6 +154,59 @@ impl FunctionServer {
     }
 }
 
+/// A function with room for `capacity` calls at once, each taking `run`, that answers `429`
+/// past it as the OpenFaaS watchdog with `max_inflight` does (no `X-OpenFaaS-Internal`), and
+/// what it answered each call id.
+pub struct LimitedFunction {
+    pub server: FunctionServer,
+    answers: Arc<Mutex<Vec<(String, u16)>>>,
+}
+
+impl LimitedFunction {
+    pub async fn start(capacity: usize, run: Duration) -> LimitedFunction {
+        let busy_until: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
+        let answers: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+        let log = answers.clone();
+        let server = FunctionServer::start(move |req, _| {
+            let now = Instant::now();
+            let mut busy = busy_until.lock().unwrap();
+            busy.retain(|t| *t > now);
+            let reply = if busy.len() >= capacity {
+                Reply::status(429).with_body("Concurrent request limit exceeded")
+            } else {
+                busy.push(now + run);
+                Reply::ok("ok").with_delay(run)
+            };
+            let id = req.header("x-call-id").unwrap_or_default().to_string();
+            log.lock().unwrap().push((id, reply.status));
+            reply
+        })
+        .await;
+        LimitedFunction { server, answers }
+    }
+
+    /// How many calls it answered with `status`.
+    pub fn answered(&self, status: u16) -> usize {
+        let answers = self.answers.lock().unwrap();
+        answers.iter().filter(|(_, s)| *s == status).count()
+    }
+
+    /// Call ids answered `200` more than once.
+    pub fn served_twice(&self) -> Vec<String> {
+        let mut served: HashMap<String, usize> = HashMap::new();
+        for (id, status) in self.answers.lock().unwrap().iter() {
+            if *status == 200 {
+                *served.entry(id.clone()).or_default() += 1;
+            }
+        }
+        served
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(id, _)| id)
+            .collect()
+    }
+}
+
 impl std::ops::Deref for FunctionServer {
     type Target = Recorder;
     fn deref(&self) -> &Recorder {

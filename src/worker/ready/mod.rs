@@ -75,8 +75,9 @@ impl Ready {
             let wake = self.wake.clone();
             in_flight.spawn(|abandon| async move {
                 let ran = run_ready(&ctx, held, crowded, &abandon).await;
-                lock(&sched).finished(&subject, ran.signal, ran.again);
+                // The slot first: `finished` wakes the intake, which counts free slots.
                 drop(permit);
+                lock(&sched).finished(&subject, ran.signal, ran.again);
                 wake.notify_one();
             });
         }

@@ -84,23 +84,20 @@ impl Sched {
     /// limit: its subject, the delivery, and whether other calls of the function are in flight
     /// alongside it.
     pub(crate) fn pick(&mut self, max_inflight: usize) -> Option<(String, Held, bool)> {
-        let keys: Vec<&String> = match &self.last {
-            Some(last) => self
-                .functions
-                .range::<String, _>((
-                    std::ops::Bound::Excluded(last.clone()),
-                    std::ops::Bound::Unbounded,
-                ))
-                .chain(self.functions.range::<String, _>(..=last.clone()))
-                .map(|(k, _)| k)
-                .collect(),
-            None => self.functions.keys().collect(),
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let has_room =
+            |f: &FunctionState| !f.ready.is_empty() && f.in_flight < f.limit(max_inflight);
+        // Round-robin: the functions after the one served last, then from the start up to it.
+        let (after, upto) = match self.last.as_deref() {
+            Some(last) => ((Excluded(last), Unbounded), (Unbounded, Included(last))),
+            None => ((Unbounded, Unbounded), (Unbounded, Unbounded)),
         };
-        let chosen = keys.into_iter().find(|k| {
-            let f = &self.functions[*k];
-            !f.ready.is_empty() && f.in_flight < f.limit(max_inflight)
-        })?;
-        let chosen = chosen.clone();
+        let chosen = self
+            .functions
+            .range::<str, _>(after)
+            .chain(self.functions.range::<str, _>(upto))
+            .find(|(_, f)| has_room(f))
+            .map(|(k, _)| k.clone())?;
         let f = self.functions.get_mut(&chosen)?;
         let d = f.ready.pop_front()?;
         f.in_flight += 1;
