@@ -10,9 +10,8 @@
 //! The rules:
 //! - start open, at `max_inflight`: a function that never answers 429 runs exactly as it would
 //!   without a limiter (no ramp-up for long-running calls);
-//! - consecutive 429s (two in a row, or one while at the floor... see [`Limiter::on_rejected`])
-//!   shrink the limit to 3/4, at most once per round of `limit` completions, so that a burst of
-//!   429s from calls that were already in flight counts as one signal, not many;
+//! - a 429 shrinks the limit to 3/4, at most once per round of `limit` completions, so that a
+//!   burst of 429s from calls that were already in flight counts as one signal, not many;
 //! - each success grows it by `1/limit` (about +1 per round of `limit` calls), up to
 //!   `max_inflight`, so it probes for room that opens up again;
 //! - other outcomes (5xx, timeouts) leave the limit alone: they say nothing about capacity.
@@ -23,8 +22,6 @@
 
 use super::plan::Signal;
 
-/// Consecutive 429s that count as "at capacity".
-pub const CONSECUTIVE_REJECTIONS: u32 = 2;
 /// Multiplicative decrease.
 pub const DECREASE: f64 = 0.75;
 
@@ -33,7 +30,6 @@ pub const DECREASE: f64 = 0.75;
 pub struct Limiter {
     limit: f64,
     max: f64,
-    consecutive_rejections: u32,
     /// Completions since the last decrease (a decrease needs a full round of them).
     since_decrease: u64,
 }
@@ -45,7 +41,6 @@ impl Limiter {
         Limiter {
             limit: max,
             max,
-            consecutive_rejections: 0,
             since_decrease: u64::MAX / 2,
         }
     }
@@ -70,20 +65,14 @@ impl Limiter {
 
     /// A 2xx (or any non-429 answer that shows the function had room).
     pub fn on_success(&mut self) {
-        self.consecutive_rejections = 0;
         self.since_decrease = self.since_decrease.saturating_add(1);
         self.limit = (self.limit + 1.0 / self.limit).min(self.max);
     }
 
-    /// A 429.
+    /// A 429: at capacity.
     pub fn on_rejected(&mut self) {
-        self.consecutive_rejections = self.consecutive_rejections.saturating_add(1);
         self.since_decrease = self.since_decrease.saturating_add(1);
-        let at_capacity = self.consecutive_rejections >= CONSECUTIVE_REJECTIONS
-            // At the floor a single 429 is already the only signal we will get.
-            || self.limit < 2.0;
-        let round_done = self.since_decrease >= self.limit() as u64;
-        if at_capacity && round_done {
+        if self.since_decrease >= self.limit() as u64 {
             self.limit = (self.limit * DECREASE).max(1.0);
             self.since_decrease = 0;
         }
@@ -113,20 +102,16 @@ mod tests {
     }
 
     #[test]
-    fn consecutive_429s_shrink_once_per_round() {
+    fn a_429_shrinks_the_limit_once_per_round() {
         let mut l = Limiter::new(20);
         l.on_rejected();
-        assert_eq!(l.limit(), 20, "one 429 alone is not a signal");
-        l.on_rejected();
-        assert_eq!(l.limit(), 15, "two in a row: x0.75");
+        assert_eq!(l.limit(), 15, "x0.75");
         // More 429s from calls already in flight within the same round: no further decrease.
-        for _ in 0..10 {
+        for _ in 0..14 {
             l.on_rejected();
         }
         assert_eq!(l.limit(), 15);
-        for _ in 0..5 {
-            l.on_rejected();
-        }
+        l.on_rejected();
         assert_eq!(
             l.limit(),
             11,
@@ -137,7 +122,6 @@ mod tests {
     #[test]
     fn after_a_decrease_growth_is_additive() {
         let mut l = Limiter::new(10);
-        l.on_rejected();
         l.on_rejected();
         assert_eq!(l.limit(), 7, "10 x 0.75 = 7.5");
         for _ in 0..3 {

@@ -28,6 +28,9 @@ pub(crate) struct FunctionState {
     pub(crate) room: Arc<Notify>,
     /// Messages stored for this function at the last discovery.
     pub(crate) pending: u64,
+    /// The function answered 429 and none of its calls ended otherwise since: it is sent
+    /// nothing more until one does (while none runs, one call may probe).
+    full: bool,
 }
 
 impl FunctionState {
@@ -38,6 +41,7 @@ impl FunctionState {
             limiter,
             room: Arc::new(Notify::new()),
             pending,
+            full: false,
         }
     }
 
@@ -85,8 +89,11 @@ impl Sched {
     /// alongside it.
     pub(crate) fn pick(&mut self, max_inflight: usize) -> Option<(String, Held, bool)> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
-        let has_room =
-            |f: &FunctionState| !f.ready.is_empty() && f.in_flight < f.limit(max_inflight);
+        let has_room = |f: &FunctionState| {
+            !f.ready.is_empty()
+                && f.in_flight < f.limit(max_inflight)
+                && !(f.full && f.in_flight > 0)
+        };
         // Round-robin: the functions after the one served last, then from the start up to it.
         let (after, upto) = match self.last.as_deref() {
             Some(last) => ((Excluded(last), Unbounded), (Unbounded, Included(last))),
@@ -122,6 +129,7 @@ impl Sched {
             f.in_flight = f.in_flight.saturating_sub(1);
             if let Some(l) = f.limiter.as_mut() {
                 l.learn(signal);
+                f.full = signal == Signal::Rejected;
             }
             if let Some(held) = again {
                 f.ready.push_front(held);
@@ -316,6 +324,28 @@ mod tests {
         s.finished(&subject, Signal::Rejected, Some(first));
         let (_, again, _) = s.pick(MAX).expect("room again");
         assert_eq!(again.delivery.stream_sequence, 0, "ahead of the others");
+    }
+
+    #[tokio::test]
+    async fn after_a_429_the_function_gets_nothing_more_until_a_call_of_it_ends() {
+        let mut s = Sched::default();
+        for seq in 0..6 {
+            file(&mut s, "q.a.ns", seq, 4);
+        }
+        let picked: Vec<_> = std::iter::from_fn(|| s.pick(MAX)).collect();
+        assert_eq!(picked.len(), 4);
+        s.finished("q.a.ns", Signal::Rejected, None);
+        assert!(s.pick(MAX).is_none(), "full: nothing more while three run");
+        s.finished("q.a.ns", Signal::Success, None);
+        assert!(s.pick(MAX).is_some(), "a call ended: room again");
+        // With nothing of it running, one call may probe.
+        let mut s = Sched::default();
+        file(&mut s, "q.b.ns", 0, 4);
+        file(&mut s, "q.b.ns", 1, 4);
+        let (_, first, _) = s.pick(MAX).expect("starts");
+        s.finished("q.b.ns", Signal::Rejected, Some(first));
+        assert!(s.pick(MAX).is_some(), "a probe");
+        assert!(s.pick(MAX).is_none(), "only one");
     }
 
     #[tokio::test]
