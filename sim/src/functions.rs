@@ -30,12 +30,48 @@ fn now() -> Duration {
 /// Attempts seen per call (kept outside the host so it survives anything).
 pub type Attempts = Arc<Mutex<BTreeMap<String, u32>>>;
 
+/// Calls running per function (for [`Behaviour::Busy`]).
+type Running = Arc<Mutex<BTreeMap<String, usize>>>;
+
+/// One running call of a function; ends when dropped (answered, or the worker went away).
+struct RunningCall {
+    running: Running,
+    function: String,
+}
+
+impl RunningCall {
+    /// A call of `function`, unless `capacity` of its calls already run.
+    fn start(running: &Running, function: &str, capacity: usize) -> Option<RunningCall> {
+        let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
+        let n = r.entry(function.to_string()).or_default();
+        if *n >= capacity {
+            return None;
+        }
+        *n += 1;
+        Some(RunningCall {
+            running: running.clone(),
+            function: function.to_string(),
+        })
+    }
+}
+
+impl Drop for RunningCall {
+    fn drop(&mut self) {
+        let mut r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = r.get_mut(&self.function) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 /// The function host's software.
 pub async fn gateway(cfg: Arc<RunConfig>, hist: History, attempts: Attempts) -> turmoil::Result {
+    let running = Running::default();
     serve(GATEWAY_PORT, move |req, from| {
         let cfg = cfg.clone();
         let hist = hist.clone();
         let attempts = attempts.clone();
+        let running = running.clone();
         async move {
             let call = header(&req, "X-Call-Id");
             let n = {
@@ -61,6 +97,7 @@ pub async fn gateway(cfg: Arc<RunConfig>, hist: History, attempts: Attempts) -> 
                 .storms
                 .iter()
                 .find(|s| s.function == plan.function && s.from <= t && t < s.to);
+            let mut _call = None;
             let (latency, status, retry_after) = if let Some(s) = storm {
                 (5 + r % 20, s.status, s.retry_after)
             } else {
@@ -87,6 +124,14 @@ pub async fn gateway(cfg: Arc<RunConfig>, hist: History, attempts: Attempts) -> 
                             unreachable!()
                         }
                         (10 + r % 100, 200, None)
+                    }
+                    Behaviour::Busy { ms, capacity } => {
+                        _call = RunningCall::start(&running, &plan.function, *capacity);
+                        if _call.is_some() {
+                            (*ms, 200, None)
+                        } else {
+                            (1 + r % 3, 429, None)
+                        }
                     }
                 }
             };

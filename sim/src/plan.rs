@@ -23,6 +23,9 @@ pub enum Behaviour {
     Slow { ms: u64 },
     /// The first `n` attempts never answer (the worker's `upstream_timeout` ends them).
     HangFirst { n: u32 },
+    /// Busy but healthy: 200 after `ms`, except while `capacity` calls of its function already
+    /// run: then 429 at once (the OpenFaaS watchdog's `max_inflight`).
+    Busy { ms: u64, capacity: usize },
 }
 
 /// One call of the workload.

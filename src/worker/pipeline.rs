@@ -13,6 +13,7 @@ use super::callback::{self, Reply};
 use super::dead_letter;
 use super::lease::{self, Held, Lease};
 use super::plan::{self, Attempt, Plan, RetryPlan, Settle, Signal};
+use super::ready::Company;
 use super::retry::{AttemptResult, RetryPolicy};
 use crate::broker::{Acker, Delivery};
 use crate::invoke::InvokeError;
@@ -27,11 +28,15 @@ pub struct Ran {
     pub again: Option<Held>,
 }
 
-/// Process one delivery to the end (settled, or handed back to run again). `crowded`: other
-/// calls of its function were in flight in this worker when it started, under an adaptive
-/// limit. When `abandon` fires (the shutdown grace period is over) the work stops and the
+/// Process one delivery to the end (settled, or handed back to run again). `company`: the other
+/// calls of its function in this worker, under an adaptive limit. When `abandon` fires (the shutdown grace period is over) the work stops and the
 /// message is given back.
-pub async fn run(ctx: &Context, held: Held, crowded: bool, abandon: &CancellationToken) -> Ran {
+pub async fn run(
+    ctx: &Context,
+    held: Held,
+    company: Option<&Company>,
+    abandon: &CancellationToken,
+) -> Ran {
     let Held {
         delivery,
         mut lease,
@@ -39,7 +44,7 @@ pub async fn run(ctx: &Context, held: Held, crowded: bool, abandon: &Cancellatio
     } = held;
     let acker: &dyn Acker = &*delivery.acker;
     let crowd = Crowd {
-        crowded,
+        company,
         pushed_back,
     };
     // On the heap, once: the processing future is kilobytes, and the task that runs it (and the
@@ -68,10 +73,10 @@ pub async fn run(ctx: &Context, held: Held, crowded: bool, abandon: &Cancellatio
     }
 }
 
-/// The company a call had in this worker (see [`plan::Attempt`]).
+/// The company a call has in this worker (see [`plan::Attempt`]).
 #[derive(Clone, Copy)]
-struct Crowd {
-    crowded: bool,
+struct Crowd<'a> {
+    company: Option<&'a Company>,
     pushed_back: u32,
 }
 
@@ -109,7 +114,7 @@ async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) {
 }
 
 /// Read → plan → carry out; the settlement and what the limiter learns.
-async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd) -> (Settle, Signal) {
+async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle, Signal) {
     let (call, http_req) = match Call::read(ctx, delivery) {
         Ok(read) => read,
         Err(Unreadable { ids, error }) => {
@@ -179,7 +184,7 @@ async fn invoke_and_plan(
     ctx: &Context,
     call: &Call<'_>,
     http_req: http::Request<bytes::Bytes>,
-    crowd: Crowd,
+    crowd: Crowd<'_>,
 ) -> (Plan, Reply) {
     let invoked = invoke(ctx, call, http_req).await;
     let result = match &invoked.result {
@@ -196,7 +201,7 @@ async fn invoke_and_plan(
         result,
         status: invoked.status,
         now: ctx.clock.now(),
-        crowded: crowd.crowded,
+        crowded: crowd.company.is_some_and(Company::crowded),
         pushed_back: crowd.pushed_back,
     };
     let plan = plan::after_call(&attempt, &mut PortJitter(ctx.rng.as_ref()), || {

@@ -203,8 +203,8 @@ pub struct Attempt<'a> {
     pub status: u16,
     /// For `Retry-After` given as a date.
     pub now: SystemTime,
-    /// Other calls of the function were in flight in this worker when this one started, under
-    /// an adaptive limit: a 429 then may be this worker's own doing.
+    /// Another call of the function ran in this worker when this one started or when its
+    /// answer came, under an adaptive limit: a 429 then may be this worker's own doing.
     pub crowded: bool,
     /// Times this delivery was already held for another try that way.
     pub pushed_back: u32,

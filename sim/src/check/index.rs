@@ -45,6 +45,8 @@ pub(super) struct Callback {
     pub from: String,
     pub retry: String,
     pub answered: u16,
+    /// Its `X-Function-Status`.
+    pub status: String,
 }
 
 /// What a worker did with the call, each event with the delivery (count) it belongs to: one
@@ -221,11 +223,13 @@ impl Call {
                 from,
                 retry,
                 answered,
+                function_status,
                 ..
             } => self.callbacks.push(Callback {
                 from: from.clone(),
                 retry: retry.clone(),
                 answered: *answered,
+                status: function_status.clone(),
             }),
             _ => {
                 if let Some((worker, ev)) = worker_event(ev) {

@@ -24,7 +24,9 @@
 //! - **budget** (`budget.rs`): retries granted below the maximum wait stay within the budget;
 //! - **callback** (`callback.rs`): at most `callback_retries + 1` posts per invocation, none
 //!   after one was accepted, and (when the receiver had no outage) every finished call with a
-//!   callback URL got one.
+//!   callback URL got one;
+//! - **saturated** (`saturated.rs`): calls of a busy but healthy function all succeed, called
+//!   back once, with no attempt spent on its 429s when one replica runs them.
 
 mod after_terminal;
 mod attempts;
@@ -38,6 +40,7 @@ mod inflight;
 mod lease;
 mod policy;
 mod report;
+mod saturated;
 mod terminal;
 
 use crate::history::Record;
@@ -52,12 +55,13 @@ use exactly_one::exactly_one;
 use faults::Faults;
 use inflight::inflight;
 use lease::lease;
+use saturated::saturated;
 use terminal::terminal;
 
 use report::Findings;
 pub use report::{
     AFTER_TERMINAL, ATTEMPTS, BUDGET, CALLBACK, DELAY, EXACTLY_ONE, INFLIGHT, LEASE, RULES, Report,
-    Stats, TERMINAL, Violation,
+    SATURATED, Stats, TERMINAL, Violation,
 };
 
 /// Check every invariant over `records`.
@@ -78,6 +82,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
     after_terminal(&calls, &mut found);
     callback(cfg, &calls, &mut found);
     budget(cfg, &calls, &mut found);
+    saturated(cfg, &calls, &mut found);
     found.report()
 }
 

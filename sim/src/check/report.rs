@@ -14,6 +14,7 @@ pub const DELAY: &str = "delay";
 pub const INFLIGHT: &str = "inflight";
 pub const BUDGET: &str = "budget";
 pub const CALLBACK: &str = "callback";
+pub const SATURATED: &str = "saturated";
 
 /// Every rule, in the order `sim/README.md` lists them.
 pub const RULES: &[&str] = &[
@@ -26,6 +27,7 @@ pub const RULES: &[&str] = &[
     INFLIGHT,
     BUDGET,
     CALLBACK,
+    SATURATED,
 ];
 
 /// A broken invariant.

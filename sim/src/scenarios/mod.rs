@@ -8,6 +8,7 @@ pub mod consumer_expiry;
 pub mod crash;
 pub mod hostile;
 pub mod retry_storm;
+pub mod saturated;
 pub mod slow;
 
 use std::time::Duration;
@@ -80,6 +81,11 @@ pub const HOSTILE: Scenario = Scenario {
     about: hostile::ABOUT,
     build: hostile::build,
 };
+pub const SATURATED: Scenario = Scenario {
+    name: saturated::NAME,
+    about: saturated::ABOUT,
+    build: saturated::build,
+};
 
 /// Every scenario, in the order `--scenario all` runs them.
 pub const ALL: &[Scenario] = &[
@@ -90,6 +96,7 @@ pub const ALL: &[Scenario] = &[
     RETRY_STORM,
     CALLBACK_OUTAGE,
     HOSTILE,
+    SATURATED,
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {

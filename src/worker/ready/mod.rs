@@ -18,7 +18,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use sched::{FunctionState, Sched};
+pub(crate) use sched::{Company, FunctionState, Sched};
 
 use super::Context;
 use super::lease::Held;
@@ -66,15 +66,16 @@ impl Ready {
     pub(crate) fn dispatch(&self, slots: &Arc<Semaphore>, in_flight: &InFlight) {
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             let picked = self.sched().pick(self.ctx.config.max_inflight);
-            let Some((subject, held, crowded)) = picked else {
+            let Some((subject, held, company)) = picked else {
                 return;
             };
-            let crowded = crowded && self.ctx.config.limiter_enabled;
+            // Without an adaptive limit a 429 teaches nothing: no call runs again for it.
+            let company = self.ctx.config.limiter_enabled.then_some(company);
             let ctx = self.ctx.clone();
             let sched = self.sched.clone();
             let wake = self.wake.clone();
             in_flight.spawn(|abandon| async move {
-                let ran = run_ready(&ctx, held, crowded, &abandon).await;
+                let ran = run_ready(&ctx, held, company.as_ref(), &abandon).await;
                 // The slot first: `finished` wakes the intake, which counts free slots.
                 drop(permit);
                 lock(&sched).finished(&subject, ran.signal, ran.again);
@@ -117,12 +118,12 @@ fn lock(sched: &Mutex<Sched>) -> MutexGuard<'_, Sched> {
 async fn run_ready(
     ctx: &Context,
     mut held: Held,
-    crowded: bool,
+    company: Option<&Company>,
     abandon: &CancellationToken,
 ) -> Ran {
     held.renew_before_running(ctx.config.ack_wait).await;
     if held.lease.holds(Instant::now()) {
-        return pipeline::run(ctx, held, crowded, abandon).await;
+        return pipeline::run(ctx, held, company, abandon).await;
     }
     tracing::info!(
         seq = held.delivery.stream_sequence,

@@ -3,12 +3,27 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
 use crate::worker::lease::Held;
 use crate::worker::limiter::Limiter;
 use crate::worker::plan::Signal;
+
+/// The other calls of its function a call ran alongside in this worker.
+pub(crate) struct Company {
+    running: Arc<AtomicUsize>,
+    at_start: usize,
+}
+
+impl Company {
+    /// Whether another call of the function ran in this worker when this one started or runs
+    /// now (when its answer came).
+    pub(crate) fn crowded(&self) -> bool {
+        self.at_start > 1 || self.running.load(Ordering::Relaxed) > 1
+    }
+}
 
 /// Deliveries a worker keeps waiting for functions at their limit in static mode, and their
 /// bytes: past either, its intake stops pulling until one has started.
@@ -28,6 +43,8 @@ pub(crate) struct FunctionState {
     pub(crate) room: Arc<Notify>,
     /// Messages stored for this function at the last discovery.
     pub(crate) pending: u64,
+    /// Calls of it running (as `in_flight`), readable by the calls themselves.
+    running: Arc<AtomicUsize>,
     /// The function answered 429 and none of its calls ended otherwise since: it is sent
     /// nothing more until one does (while none runs, one call may probe).
     full: bool,
@@ -41,6 +58,7 @@ impl FunctionState {
             limiter,
             room: Arc::new(Notify::new()),
             pending,
+            running: Arc::default(),
             full: false,
         }
     }
@@ -85,9 +103,8 @@ pub(crate) struct Sched {
 
 impl Sched {
     /// The next function (after `last`, wrapping) with a ready delivery and room under its
-    /// limit: its subject, the delivery, and whether other calls of the function are in flight
-    /// alongside it.
-    pub(crate) fn pick(&mut self, max_inflight: usize) -> Option<(String, Held, bool)> {
+    /// limit: its subject, the delivery, and the company it runs in.
+    pub(crate) fn pick(&mut self, max_inflight: usize) -> Option<(String, Held, Company)> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let has_room = |f: &FunctionState| {
             !f.ready.is_empty()
@@ -112,12 +129,15 @@ impl Sched {
             f.in_flight <= f.limit(max_inflight) && f.limit(max_inflight) <= max_inflight.max(1),
             "a function never runs more than its limit, nor the limit exceed max_inflight"
         );
-        let crowded = f.in_flight > 1;
+        let company = Company {
+            at_start: f.running.fetch_add(1, Ordering::Relaxed) + 1,
+            running: f.running.clone(),
+        };
         // Its ready queue has room again: let the feeder pull the next one.
         f.room.notify_one();
         self.intake.notify_one();
         self.last = Some(chosen.clone());
-        Some((chosen, d, crowded))
+        Some((chosen, d, company))
     }
 
     /// A delivery of the function on `subject` is done; the limiter learns `signal`. `again`:
@@ -127,6 +147,7 @@ impl Sched {
         if let Some(f) = self.functions.get_mut(subject) {
             debug_assert!(f.in_flight > 0, "a finished delivery was in flight");
             f.in_flight = f.in_flight.saturating_sub(1);
+            f.running.fetch_sub(1, Ordering::Relaxed);
             if let Some(l) = f.limiter.as_mut() {
                 l.learn(signal);
                 f.full = signal == Signal::Rejected;
@@ -300,17 +321,24 @@ mod tests {
             6,
             "b's delivery takes one slot"
         );
-        let (subject, d, crowded) = s.pick(MAX).expect("b has room");
+        let (subject, d, company) = s.pick(MAX).expect("b has room");
         assert_eq!(
             (subject.as_str(), d.delivery.stream_sequence),
             ("q.b.ns", 9)
         );
-        assert!(!crowded, "b runs alone");
+        assert!(!company.crowded(), "b runs alone");
         // One of a's ends: the next of a's starts, in order, with company.
         s.finished("q.a.ns", Signal::Success, None);
-        let (_, d, crowded) = s.pick(MAX).expect("a has room again");
+        let (_, d, company) = s.pick(MAX).expect("a has room again");
         assert_eq!(d.delivery.stream_sequence, 3);
-        assert!(crowded, "two more of a's are running");
+        assert!(company.crowded(), "two more of a's are running");
+        // A call that started alone is crowded once another starts beside it.
+        file(&mut s, "q.c.ns", 20, 3);
+        let (_, _, alone) = s.pick(MAX).expect("c");
+        assert!(!alone.crowded());
+        file(&mut s, "q.c.ns", 21, 3);
+        let (_, _, second) = s.pick(MAX).expect("c's second");
+        assert!(second.crowded() && alone.crowded(), "both run together now");
     }
 
     #[tokio::test]
