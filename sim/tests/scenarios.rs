@@ -3,7 +3,8 @@
 //! that shrinks failing schedules.
 
 use sim::scenarios::{
-    self, BROKER_RESTART, CALLBACK_OUTAGE, CONSUMER_EXPIRY, CRASH, HOSTILE, RETRY_STORM, SLOW,
+    self, BROKER_RESTART, CALLBACK_OUTAGE, CONSUMER_EXPIRY, CRASH, HOSTILE, RETRY_STORM, SATURATED,
+    SLOW,
 };
 use sim::{Opts, harness::RunResult};
 
@@ -70,6 +71,17 @@ fn callback_outage() {
 #[test]
 fn hostile() {
     run_seeds(HOSTILE.name, 4, Opts::default());
+}
+
+/// A busy but healthy function: every call succeeds; one replica spends no attempt on 429s.
+#[test]
+fn saturated() {
+    run_seeds(SATURATED.name, 4, Opts::default());
+    let one = Opts {
+        workers: Some(1),
+        ..Opts::default()
+    };
+    run_seeds(SATURATED.name, 4, one);
 }
 
 /// Function mode: consumers expire between bursts while new messages arrive.
@@ -291,7 +303,8 @@ fn every_scenario_has_its_test() {
             CONSUMER_EXPIRY.name,
             RETRY_STORM.name,
             CALLBACK_OUTAGE.name,
-            HOSTILE.name
+            HOSTILE.name,
+            SATURATED.name
         ]
     );
     for s in scenarios::ALL {
