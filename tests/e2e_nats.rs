@@ -966,3 +966,48 @@ async fn static_mode_reports_pending_messages_per_function() {
     })
     .await;
 }
+
+/// SIGTERM while NATS is down: the worker says what it waits for and exits within
+/// `shutdown_timeout` (plus the half second acknowledgements always get), in both modes.
+#[tokio::test]
+async fn shutdown_while_nats_is_down_is_bounded_by_the_shutdown_timeout() {
+    for mode in ["static", "function"] {
+        let Some((mut bed, mut w)) = Bed::new(&format!("down-{mode}"))
+            .restartable()
+            .function(|_, _| Reply::ok("ok"))
+            .ingress()
+            .envs(&[("scaling_mode", mode), ("shutdown_timeout", "2s")])
+            .start()
+            .await
+        else {
+            return;
+        };
+        let r = w.post("f").send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        bed.function.wait_for(1, T).await;
+        bed.nats.kill();
+        w.proc.wait_log("NATS disconnected", T).await;
+        // Let discovery and pulls run into the dead connection.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let asked = std::time::Instant::now();
+        w.proc.sigterm();
+        let status = w
+            .proc
+            .wait_exit(Duration::from_secs(20))
+            .await
+            .expect("worker exits");
+        let took = asked.elapsed();
+        let log = w.proc.log();
+        assert!(status.success(), "{mode}: exit status {status:?}");
+        assert!(
+            log.contains("Stopping: flushing acknowledgements to NATS"),
+            "{mode}: says what it waits for:\n{log}"
+        );
+        // 2 s, the half second for acknowledgements, and room for a busy machine; before the
+        // bound it took 5 s (static) to 15 s (function mode).
+        assert!(
+            took < Duration::from_millis(4_500),
+            "{mode}: took {took:?} with shutdown_timeout=2s\n{log}"
+        );
+    }
+}

@@ -4,6 +4,9 @@
 //! abandoned (its message given back), and the acknowledgements are flushed.
 
 use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout, timeout_at};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,33 +39,57 @@ impl InFlight {
         self.tasks.spawn(Box::pin(work(self.abandon.clone())));
     }
 
-    /// Shut down: give back `unstarted`, let what runs finish for up to `shutdown_timeout`,
-    /// abandon the rest, flush acknowledgements.
-    pub async fn drain(self, ctx: &Context, unstarted: Vec<Held>) {
+    /// Shut down by `deadline` (`shutdown_timeout` after shutdown began): give back
+    /// `unstarted`, let what runs finish, abandon the rest, flush acknowledgements. Each step
+    /// that waits on NATS says so, and none passes the deadline (while NATS is away, what could
+    /// not be settled is redelivered after `ack_wait`).
+    pub async fn drain(self, ctx: &Context, unstarted: Vec<Held>, deadline: Instant) {
         let given_back = unstarted.len();
-        for held in unstarted {
-            held.give_back().await;
+        let give_back = futures::future::join_all(unstarted.into_iter().map(Held::give_back));
+        if timeout_at(deadline, give_back).await.is_err() {
+            tracing::warn!(
+                givenBack = given_back,
+                "Shutdown timeout reached while giving back unstarted messages (is NATS reachable?)"
+            );
         }
         self.tasks.close();
         tracing::info!(
             inFlight = self.tasks.len(),
             givenBack = given_back,
-            timeout = ?ctx.config.shutdown_timeout,
+            timeout = ?deadline.saturating_duration_since(Instant::now()),
             "Stopping: waiting for in-flight invocations"
         );
-        let finished = tokio::time::timeout(ctx.config.shutdown_timeout, self.tasks.wait()).await;
-        if finished.is_err() {
+        if timeout_at(deadline, self.tasks.wait()).await.is_err() {
             tracing::warn!(
                 remaining = self.tasks.len(),
                 "Shutdown timeout reached: giving back unfinished invocations"
             );
             self.abandon.cancel();
-            self.tasks.wait().await;
+            // Abandoned work only sends its nak now: a moment, unless NATS is away.
+            if timeout(ABANDON_GRACE, self.tasks.wait()).await.is_err() {
+                tracing::warn!(
+                    "Could not give back every unfinished invocation (is NATS reachable?); those messages are redelivered after ack_wait"
+                );
+            }
         }
-        debug_assert!(self.tasks.is_empty(), "every invocation ended");
-        if let Err(e) = ctx.broker.flush().await {
-            tracing::warn!(error = %e, "Could not flush acknowledgements; those messages are redelivered");
+        let flush_for = deadline
+            .saturating_duration_since(Instant::now())
+            .max(MIN_FLUSH);
+        tracing::info!(timeout = ?flush_for, "Stopping: flushing acknowledgements to NATS");
+        match timeout(flush_for, ctx.broker.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Could not flush acknowledgements; those messages are redelivered")
+            }
+            Err(_) => tracing::warn!(
+                "Could not flush acknowledgements in time (is NATS reachable?); those messages are redelivered"
+            ),
         }
         tracing::info!("Stopped");
     }
 }
+
+/// How long abandoned invocations get to send their nak after the shutdown timeout.
+const ABANDON_GRACE: Duration = Duration::from_secs(1);
+/// The least time acknowledgements get to be flushed, even past the shutdown timeout.
+const MIN_FLUSH: Duration = Duration::from_millis(500);

@@ -98,13 +98,20 @@ impl FunctionMode {
         let in_flight = InFlight::new();
         self.serve(&in_flight, &feeders, &shutdown).await;
 
-        // Shutdown: stop feeders (they give back what they pulled), then the common drain.
+        // Shutdown: stop feeders (they give back what they pulled), then the common drain, all
+        // within `shutdown_timeout`.
+        let deadline = Instant::now() + cfg.shutdown_timeout;
         self.health.set_ready(false);
         feeders.stop.cancel();
         feeders.tasks.close();
-        feeders.tasks.wait().await;
+        let stopped = tokio::time::timeout_at(deadline, feeders.tasks.wait()).await;
+        if stopped.is_err() {
+            tracing::warn!(
+                "Shutdown timeout reached while function consumers gave back messages (is NATS reachable?); they are redelivered after ack_wait"
+            );
+        }
         let unstarted = self.sched().take_ready();
-        in_flight.drain(&self.ctx, unstarted).await;
+        in_flight.drain(&self.ctx, unstarted, deadline).await;
     }
 
     /// Dispatch, discover and keep ready deliveries leased until `shutdown`.
@@ -121,7 +128,13 @@ impl FunctionMode {
                 biased;
                 _ = shutdown.cancelled() => return,
                 _ = self.ready.woken() => {}
-                _ = discovery.tick() => self.discover(&feeders.tasks, &feeders.stop).await,
+                // A stream-info request can take seconds while NATS is away: shutdown does not
+                // wait for it (nothing has changed until it answers).
+                _ = discovery.tick() => tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    _ = self.discover(&feeders.tasks, &feeders.stop) => {}
+                },
                 _ = progress.tick() => self.ready.progress().await,
             }
         }

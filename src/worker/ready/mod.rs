@@ -92,10 +92,13 @@ impl Ready {
         // Take the ready deliveries out, progress them, put them back in order.
         let mut taken: Vec<(String, VecDeque<Held>)> = self.sched().take_queues();
         let ack_wait = self.ctx.config.ack_wait;
+        // All at once: each waits up to a tenth of ack_wait for its confirmation.
+        let renewals = taken
+            .iter_mut()
+            .flat_map(|(_, q)| q.iter_mut())
+            .map(|held| held.renew(ack_wait));
+        futures::future::join_all(renewals).await;
         for (_, q) in &mut taken {
-            for held in q.iter_mut() {
-                held.renew(ack_wait).await;
-            }
             // One whose lease ran out is another worker's now, or soon: leave it to that.
             q.retain(|held| held.lease.holds(Instant::now()));
         }

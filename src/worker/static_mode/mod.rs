@@ -101,11 +101,12 @@ impl StaticMode {
         };
         tokio::join!(intake.run(subscription), serve);
 
-        // Then give back what was pulled but not started.
+        // Then give back what was pulled but not started, all within `shutdown_timeout`.
+        let deadline = Instant::now() + cfg.shutdown_timeout;
         reporter_stop.cancel();
         let _ = reporter.await;
         let unstarted = ready.sched().take_ready();
-        in_flight.drain(&self.ctx, unstarted).await;
+        in_flight.drain(&self.ctx, unstarted, deadline).await;
     }
 
     /// Dispatch ready deliveries and keep the waiting ones leased until `stop`.
