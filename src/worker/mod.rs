@@ -5,6 +5,7 @@
 
 pub(crate) mod call;
 pub(crate) mod callback;
+pub(crate) mod company;
 pub(crate) mod dead_letter;
 pub(crate) mod function_mode;
 pub(crate) mod lease;

@@ -18,9 +18,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use sched::{Company, FunctionState, Sched};
+pub(crate) use sched::{FunctionState, Sched};
 
 use super::Context;
+use super::company::Company;
 use super::lease::Held;
 use super::pipeline::{self, Ran};
 use super::plan::Signal;

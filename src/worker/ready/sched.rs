@@ -5,25 +5,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::worker::company::Company;
+
 use tokio::sync::Notify;
 
 use crate::worker::lease::Held;
 use crate::worker::limiter::Limiter;
 use crate::worker::plan::Signal;
-
-/// The other calls of its function a call ran alongside in this worker.
-pub(crate) struct Company {
-    running: Arc<AtomicUsize>,
-    at_start: usize,
-}
-
-impl Company {
-    /// Whether another call of the function ran in this worker when this one started or runs
-    /// now (when its answer came).
-    pub(crate) fn crowded(&self) -> bool {
-        self.at_start > 1 || self.running.load(Ordering::Relaxed) > 1
-    }
-}
 
 /// Deliveries a worker keeps waiting for functions at their limit in static mode, and their
 /// bytes: past either, its intake stops pulling until one has started.
@@ -129,10 +117,7 @@ impl Sched {
             f.in_flight <= f.limit(max_inflight) && f.limit(max_inflight) <= max_inflight.max(1),
             "a function never runs more than its limit, nor the limit exceed max_inflight"
         );
-        let company = Company {
-            at_start: f.running.fetch_add(1, Ordering::Relaxed) + 1,
-            running: f.running.clone(),
-        };
+        let company = Company::joined(&f.running);
         // Its ready queue has room again: let the feeder pull the next one.
         f.room.notify_one();
         self.intake.notify_one();
