@@ -135,7 +135,7 @@ impl FunctionMode {
                     _ = shutdown.cancelled() => return,
                     _ = self.discover(&feeders.tasks, &feeders.stop) => {}
                 },
-                _ = progress.tick() => self.ready.progress().await,
+                _ = progress.tick() => self.ready.progress(shutdown).await,
             }
         }
     }

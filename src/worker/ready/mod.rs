@@ -85,8 +85,9 @@ impl Ready {
         }
     }
 
-    /// Progress acks for deliveries waiting in ready queues.
-    pub(crate) async fn progress(&self) {
+    /// Progress acks for deliveries waiting in ready queues; cut short when `stop` fires (a
+    /// delivery whose ack did not come is kept on the lease it had).
+    pub(crate) async fn progress(&self, stop: &CancellationToken) {
         if self.sched().ready_count() == 0 {
             return;
         }
@@ -98,7 +99,11 @@ impl Ready {
             .iter_mut()
             .flat_map(|(_, q)| q.iter_mut())
             .map(|held| held.renew(ack_wait));
-        futures::future::join_all(renewals).await;
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => {}
+            _ = futures::future::join_all(renewals) => {}
+        }
         for (_, q) in &mut taken {
             // One whose lease ran out is another worker's now, or soon: leave it to that.
             q.retain(|held| held.lease.holds(Instant::now()));

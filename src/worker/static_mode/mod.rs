@@ -126,7 +126,7 @@ impl StaticMode {
                 biased;
                 _ = stop.cancelled() => return,
                 _ = ready.woken() => {}
-                _ = progress.tick() => ready.progress().await,
+                _ = progress.tick() => ready.progress(stop).await,
             }
         }
     }
