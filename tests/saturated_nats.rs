@@ -97,3 +97,59 @@ async fn a_busy_function_completes_every_call_in_static_mode() {
 async fn a_busy_function_completes_every_call_in_function_mode() {
     saturated("function").await;
 }
+
+/// Static mode: a function at its limit does not hold up another function's calls queued
+/// behind its backlog (one shared FIFO consumer).
+#[tokio::test]
+async fn a_busy_function_does_not_hold_up_the_others_in_static_mode() {
+    let function = LimitedFunction::beside("busy", 1, Duration::from_secs(2)).await;
+    let Some(bed) = Bed::new("sat-others")
+        .callback_receiver()
+        .start_without_worker()
+        .await
+    else {
+        return;
+    };
+    let worker = bed
+        .worker()
+        .ingress()
+        .gateway(&function.server.base_url())
+        .envs(&[("max_inflight", "4")])
+        .start()
+        .await;
+    let post = |name: &'static str, id: String| {
+        worker
+            .post(name)
+            .header("X-Call-Id", id)
+            .header("X-Callback-Url", bed.callback_url("/done"))
+            .send()
+    };
+    for i in 0..8 {
+        assert_eq!(
+            post("busy", format!("busy-{i}")).await.unwrap().status(),
+            202
+        );
+    }
+    // The busy function's first call runs, its 429s come back: only then the others arrive.
+    common::eventually(
+        Duration::from_secs(10),
+        "the busy function said 429",
+        || {
+            let n = function.answered(429);
+            async move { n > 0 }
+        },
+    )
+    .await;
+    let quick: std::collections::HashSet<String> = (0..4).map(|i| format!("quick-{i}")).collect();
+    for id in &quick {
+        assert_eq!(post("quick", id.clone()).await.unwrap().status(), 202);
+    }
+    bed.wait_all_called_back(&quick, Duration::from_secs(30))
+        .await;
+    // Only the busy function's answers are counted.
+    let busy_done = function.answered(200);
+    assert!(
+        busy_done <= 3,
+        "the quick calls waited for the busy backlog: {busy_done} of its 8 calls were done first"
+    );
+}

@@ -164,10 +164,22 @@ pub struct LimitedFunction {
 
 impl LimitedFunction {
     pub async fn start(capacity: usize, run: Duration) -> LimitedFunction {
+        Self::only(None, capacity, run).await
+    }
+
+    /// Limits only the function `name` (`/function/<name>`): the others answer 200 at once.
+    pub async fn beside(name: &str, capacity: usize, run: Duration) -> LimitedFunction {
+        Self::only(Some(format!("/function/{name}")), capacity, run).await
+    }
+
+    async fn only(path: Option<String>, capacity: usize, run: Duration) -> LimitedFunction {
         let busy_until: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
         let answers: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
         let log = answers.clone();
         let server = FunctionServer::start(move |req, _| {
+            if path.as_deref().is_some_and(|p| !req.path.starts_with(p)) {
+                return Reply::ok("ok");
+            }
             let now = Instant::now();
             let mut busy = busy_until.lock().unwrap();
             busy.retain(|t| *t > now);

@@ -57,6 +57,15 @@ impl FunctionState {
             .map(|l| l.limit())
             .unwrap_or(max_inflight)
     }
+    /// Calls it may start now: its limit less those in flight, none while it is full (after a
+    /// 429) and one of its calls still runs.
+    fn room(&self, max_inflight: usize) -> usize {
+        if self.full && self.in_flight > 0 {
+            return 0;
+        }
+        self.limit(max_inflight).saturating_sub(self.in_flight)
+    }
+
     /// Deliveries the feeder should pull now. While the ready queue has room for its prefetch,
     /// this is at least 1 even when the function is at its limit: a waiting pull request is
     /// what keeps the consumer alive on the server (the inactive threshold), also while every
@@ -94,11 +103,7 @@ impl Sched {
     /// limit: its subject, the delivery, and the company it runs in.
     pub(crate) fn pick(&mut self, max_inflight: usize) -> Option<(String, Held, Company)> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
-        let has_room = |f: &FunctionState| {
-            !f.ready.is_empty()
-                && f.in_flight < f.limit(max_inflight)
-                && !(f.full && f.in_flight > 0)
-        };
+        let has_room = |f: &FunctionState| !f.ready.is_empty() && f.room(max_inflight) > 0;
         // Round-robin: the functions after the one served last, then from the start up to it.
         let (after, upto) = match self.last.as_deref() {
             Some(last) => ((Excluded(last), Unbounded), (Unbounded, Included(last))),
@@ -176,8 +181,7 @@ impl Sched {
     pub(crate) fn intake_demand(&self, free_slots: usize, max_inflight: usize) -> usize {
         let (mut startable, mut held, mut bytes) = (0usize, 0usize, 0usize);
         for f in self.functions.values() {
-            let room = f.limit(max_inflight).saturating_sub(f.in_flight);
-            startable += f.ready.len().min(room);
+            startable += f.ready.len().min(f.room(max_inflight));
             held += f.ready.len();
             bytes += f
                 .ready
@@ -349,6 +353,11 @@ mod tests {
         assert_eq!(picked.len(), 4);
         s.finished("q.a.ns", Signal::Rejected, None);
         assert!(s.pick(MAX).is_none(), "full: nothing more while three run");
+        assert_eq!(
+            s.intake_demand(MAX - 3, MAX),
+            MAX - 3,
+            "its waiting deliveries take no slot: the intake pulls on for the others"
+        );
         s.finished("q.a.ns", Signal::Success, None);
         assert!(s.pick(MAX).is_some(), "a call ended: room again");
         // With nothing of it running, one call may probe.
