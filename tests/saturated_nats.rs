@@ -10,35 +10,46 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::bed::Bed;
+use common::bed::{Bed, TestBed};
 use common::http::LimitedFunction;
 use common::load::ids;
+use common::worker::Worker;
 
 const CALLS: usize = 60;
 const CAPACITY: usize = 3;
 const RUN: Duration = Duration::from_millis(700);
 
-async fn saturated(mode: &str) {
-    let function = LimitedFunction::start(CAPACITY, RUN).await;
-    let Some(bed) = Bed::new(&format!("sat-{mode}"))
+/// A bed with a callback receiver and one worker with its ingress, calling `function`.
+async fn bed_for(
+    name: &str,
+    function: &LimitedFunction,
+    envs: &[(&str, &str)],
+) -> Option<(TestBed, Worker)> {
+    let bed = Bed::new(name)
         .callback_receiver()
         .start_without_worker()
-        .await
-    else {
-        return;
-    };
+        .await?;
     let worker = bed
         .worker()
         .ingress()
         .gateway(&function.server.base_url())
-        .envs(&[
-            ("scaling_mode", mode),
-            ("max_inflight", "10"),
-            ("initial_retry_wait", "1s"),
-            ("max_retry_wait", "10s"),
-        ])
+        .envs(envs)
         .start()
         .await;
+    Some((bed, worker))
+}
+
+async fn saturated(mode: &str) {
+    let function = LimitedFunction::start(CAPACITY, RUN).await;
+    let envs = [
+        ("scaling_mode", mode),
+        ("max_inflight", "10"),
+        ("initial_retry_wait", "1s"),
+        ("max_retry_wait", "10s"),
+    ];
+    let Some((bed, worker)) = bed_for(&format!("sat-{mode}"), &function, &envs).await else {
+        return;
+    };
     let started = Instant::now();
     let tally = bed
         .target([&worker])
@@ -103,20 +114,10 @@ async fn a_busy_function_completes_every_call_in_function_mode() {
 #[tokio::test]
 async fn a_busy_function_does_not_hold_up_the_others_in_static_mode() {
     let function = LimitedFunction::beside("busy", 1, Duration::from_secs(2)).await;
-    let Some(bed) = Bed::new("sat-others")
-        .callback_receiver()
-        .start_without_worker()
-        .await
+    let Some((bed, worker)) = bed_for("sat-others", &function, &[("max_inflight", "4")]).await
     else {
         return;
     };
-    let worker = bed
-        .worker()
-        .ingress()
-        .gateway(&function.server.base_url())
-        .envs(&[("max_inflight", "4")])
-        .start()
-        .await;
     let post = |name: &'static str, id: String| {
         worker
             .post(name)
