@@ -437,6 +437,12 @@ async fn large_messages_with_many_slots_never_cost_the_connection() {
                 .await
                 .unwrap(),
         );
+        // A few at a time: nats-server 2.15 refuses (429) too many publishes awaiting their ack.
+        if acks.len() >= 16 {
+            for ack in acks.drain(..) {
+                ack.await.expect("stored");
+            }
+        }
     }
     for ack in acks {
         ack.await.expect("stored");
