@@ -14,6 +14,7 @@
 //! | [`wire`] | the OpenFaaS `QueueRequest` as Go writes it, and the names a valid one carries |
 //! | [`ingress`] | `POST /async-function/…`: a request becomes a stored message |
 //! | [`config`] | every variable, validated at once |
+//! | [`security`] | who may use the ingress, where callbacks may go, signed callbacks, secret files |
 //! | [`telemetry`] | metrics, logs, `/metrics`, `/healthz`, `/readyz` |
 //! | [`lifecycle`] | [`serve`] and [`run`]: the process from start to drained stop |
 //! | [`http_server`], [`fds`] | serving HTTP within limits; the file descriptor budget |
@@ -41,6 +42,7 @@ pub mod invoke;
 mod keep_trying;
 pub mod lifecycle;
 pub mod rng;
+pub mod security;
 pub mod telemetry;
 pub mod wire;
 pub mod worker;

@@ -3,11 +3,18 @@
 
 /// Every configuration variable: the environment variable name (lowercase, as the OpenFaaS
 /// chart spells it). The CLI flag is the same name with `_` replaced by `-`.
-pub const ENV_VARS: [&str; 45] = [
+pub const ENV_VARS: [&str; 53] = [
     "nats_host",
     "nats_port",
     "nats_url",
     "nats_credentials_file",
+    "nats_user",
+    "nats_password_file",
+    "nats_token_file",
+    "nats_tls_ca_file",
+    "nats_tls_cert_file",
+    "nats_tls_key_file",
+    "nats_tls_insecure",
     "queue_name",
     "function_queues",
     "nats_stream",
@@ -45,6 +52,7 @@ pub const ENV_VARS: [&str; 45] = [
     "dead_letter_max_age",
     "status_ttl",
     "metrics_port",
+    "metrics_addr",
     "shutdown_timeout",
     "basic_auth",
     "secret_mount_path",
@@ -78,6 +86,64 @@ pub struct ConfigArgs {
         value_name = "FILE"
     )]
     pub nats_credentials_file: Option<String>,
+
+    /// NATS user name (the password in nats_password_file). Default: none
+    #[arg(long, env = "nats_user", hide_env_values = true, value_name = "USER")]
+    pub nats_user: Option<String>,
+
+    /// File holding the NATS password of nats_user. Default: none
+    #[arg(
+        long,
+        env = "nats_password_file",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub nats_password_file: Option<String>,
+
+    /// File holding a NATS authentication token. Default: none
+    #[arg(
+        long,
+        env = "nats_token_file",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub nats_token_file: Option<String>,
+
+    /// CA certificates (PEM) to check the NATS server with; turns TLS on. Default: none (system roots for tls:// URLs)
+    #[arg(
+        long,
+        env = "nats_tls_ca_file",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub nats_tls_ca_file: Option<String>,
+
+    /// Client certificate (PEM) presented to NATS, with nats_tls_key_file. Default: none
+    #[arg(
+        long,
+        env = "nats_tls_cert_file",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub nats_tls_cert_file: Option<String>,
+
+    /// Private key (PEM) of nats_tls_cert_file. Default: none
+    #[arg(
+        long,
+        env = "nats_tls_key_file",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub nats_tls_key_file: Option<String>,
+
+    /// Skip the check of the NATS server certificate (for tests only). Default: false
+    #[arg(
+        long,
+        env = "nats_tls_insecure",
+        hide_env_values = true,
+        value_name = "BOOL"
+    )]
+    pub nats_tls_insecure: Option<String>,
 
     /// Queue name; the stream is OF_{queue_name}. Default: faas-request
     #[arg(long, env = "queue_name", hide_env_values = true, value_name = "NAME")]
@@ -296,7 +362,7 @@ pub struct ConfigArgs {
     )]
     pub callback_retries: Option<String>,
 
-    /// File holding the secret used to sign callbacks. Default: none (unsigned)
+    /// File holding the whsec_ secret(s) that sign callbacks (Standard Webhooks), one a line. Default: none (unsigned)
     #[arg(
         long,
         env = "callback_signing_secret_file",
@@ -305,7 +371,7 @@ pub struct ConfigArgs {
     )]
     pub callback_signing_secret_file: Option<String>,
 
-    /// Hosts callbacks may go to, comma-separated, * wildcards allowed. Default: none (all hosts)
+    /// Hosts callbacks may go to: names, *.suffix wildcards, IP addresses, CIDR ranges, each with an optional :port, comma-separated. Default: none (all hosts but link-local and metadata addresses)
     #[arg(
         long,
         env = "callback_allowed_hosts",
@@ -394,6 +460,15 @@ pub struct ConfigArgs {
         value_name = "PORT"
     )]
     pub metrics_port: Option<String>,
+
+    /// Listen address of /metrics, /healthz and /readyz, e.g. 127.0.0.1:8081. Default: 0.0.0.0:{metrics_port}
+    #[arg(
+        long,
+        env = "metrics_addr",
+        hide_env_values = true,
+        value_name = "ADDR"
+    )]
+    pub metrics_addr: Option<String>,
 
     /// Time in-flight invocations get to finish on SIGTERM. Default: 30s
     #[arg(

@@ -172,6 +172,21 @@ pub struct Config {
     pub nats_urls: Vec<String>,
     /// NATS credentials file (`nats_credentials_file`); not read here.
     pub nats_credentials_file: Option<PathBuf>,
+    /// NATS user name (`nats_user`), with the password in `nats_password_file`.
+    pub nats_user: Option<String>,
+    /// File holding the NATS password (`nats_password_file`); not read here.
+    pub nats_password_file: Option<PathBuf>,
+    /// File holding a NATS token (`nats_token_file`); not read here.
+    pub nats_token_file: Option<PathBuf>,
+    /// CA certificates (PEM) NATS's certificate is checked against (`nats_tls_ca_file`); set,
+    /// it turns TLS on.
+    pub nats_tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS (`nats_tls_cert_file`, with `nats_tls_key_file`).
+    pub nats_tls_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for NATS (`nats_tls_key_file`).
+    pub nats_tls_key_file: Option<PathBuf>,
+    /// Skip the check of NATS's certificate (`nats_tls_insecure`, default false; tests only).
+    pub nats_tls_insecure: bool,
     /// Queue name (`queue_name`, default `faas-request`): 1 to 64 of `[A-Za-z0-9_-]`.
     pub queue_name: String,
     /// Function → queue routing (`function_queues`); keys are `name` or `name.namespace`.
@@ -224,10 +239,12 @@ pub struct Config {
     pub max_delay: Duration,
     /// Retries of a failed callback (`callback_retries`, 0 to 100, default 3).
     pub callback_retries: u32,
-    /// Callback signing secret file (`callback_signing_secret_file`); not read here.
+    /// Callback signing secrets (`callback_signing_secret_file`: `whsec_…`, one a line); read
+    /// by the worker.
     pub callback_signing_secret_file: Option<PathBuf>,
-    /// Allowed callback host patterns, lowercased (`callback_allowed_hosts`); empty = all.
-    pub callback_allowed_hosts: Vec<String>,
+    /// Where callbacks may go (`callback_allowed_hosts`); empty = every host but the guarded
+    /// addresses ([`crate::security::hosts`]).
+    pub callback_allowed_hosts: crate::security::hosts::AllowedHosts,
     /// Maximum age of an invocation before it expires (`max_message_age`); `None` = off.
     pub max_message_age: Option<Duration>,
     /// Largest ingress body in bytes (`max_body_bytes`, 1 to 67108864, default 786432).
@@ -248,13 +265,16 @@ pub struct Config {
     pub status_ttl: Duration,
     /// Metrics and health port (`metrics_port`, default 8081; 0 = ephemeral).
     pub metrics_port: u16,
+    /// Listen address of `/metrics`, `/healthz`, `/readyz` (`metrics_addr`, default
+    /// `0.0.0.0:{metrics_port}`).
+    pub metrics_addr: String,
     /// Grace period for in-flight invocations at shutdown (`shutdown_timeout`, default 30s).
     pub shutdown_timeout: Duration,
     /// Require basic auth on the ingress and API (`basic_auth`, default false).
     pub basic_auth: bool,
     /// Directory of mounted secrets (`secret_mount_path`, default `/var/openfaas/secrets`).
     pub secret_mount_path: PathBuf,
-    /// Bearer token file for the ingress and API (`api_token_file`); not read here.
+    /// Bearer token file for the ingress and API (`api_token_file`); read by the ingress.
     pub api_token_file: Option<PathBuf>,
 }
 
@@ -264,6 +284,13 @@ impl Default for Config {
         Config {
             nats_urls: vec![format!("nats://{DEFAULT_NATS_HOST}:{DEFAULT_NATS_PORT}")],
             nats_credentials_file: None,
+            nats_user: None,
+            nats_password_file: None,
+            nats_token_file: None,
+            nats_tls_ca_file: None,
+            nats_tls_cert_file: None,
+            nats_tls_key_file: None,
+            nats_tls_insecure: false,
             queue_name: DEFAULT_QUEUE_NAME.to_owned(),
             function_queues: BTreeMap::new(),
             nats_stream: None,
@@ -291,7 +318,7 @@ impl Default for Config {
             max_delay: Duration::from_secs(24 * 3600),
             callback_retries: 3,
             callback_signing_secret_file: None,
-            callback_allowed_hosts: Vec::new(),
+            callback_allowed_hosts: crate::security::hosts::AllowedHosts::default(),
             max_message_age: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             ingress_max_connections: 1024,
@@ -301,6 +328,7 @@ impl Default for Config {
             dead_letter_max_age: Duration::from_secs(168 * 3600),
             status_ttl: Duration::from_secs(24 * 3600),
             metrics_port: 8081,
+            metrics_addr: "0.0.0.0:8081".to_owned(),
             shutdown_timeout: Duration::from_secs(30),
             basic_auth: false,
             secret_mount_path: PathBuf::from(DEFAULT_SECRET_MOUNT_PATH),
@@ -310,6 +338,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The ingress's credentials (`basic_auth` with `secret_mount_path`, `api_token_file`);
+    /// `None`: the ingress is open.
+    pub fn ingress_auth(&self) -> Option<crate::security::auth::IngressAuth> {
+        let basic_dir = self.basic_auth.then_some(self.secret_mount_path.as_path());
+        crate::security::auth::IngressAuth::new(basic_dir, self.api_token_file.as_deref())
+    }
+
     /// The stream of this worker's queue: `OF_{queue_name}`.
     pub fn stream_name(&self) -> String {
         Self::stream_name_for(&self.queue_name)

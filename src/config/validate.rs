@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::go_duration::{DURATION_SYNTAX, parse_duration_inner, parse_go_bool};
 use super::*;
+use crate::security::hosts::AllowedHosts;
 
 impl Config {
     /// Validates every variable of `args`, filling in defaults for absent or empty ones.
@@ -51,6 +52,7 @@ impl Validator {
             .nats_urls(&args.nats_url)
             .unwrap_or_else(|| vec![format!("nats://{host}:{port}")]);
         c.nats_credentials_file = path(&args.nats_credentials_file);
+        self.read_nats_security(args, c);
         if let Some(queue) = self.queue_name("queue_name", &args.queue_name) {
             c.queue_name = queue;
         }
@@ -76,6 +78,52 @@ impl Validator {
             &storages,
             |s| s.as_str(),
         );
+    }
+
+    /// How the worker proves who it is to NATS and checks NATS: one way to authenticate
+    /// (credentials file, user and password, or token), TLS files in pairs.
+    fn read_nats_security(&mut self, args: &ConfigArgs, c: &mut Config) {
+        c.nats_user = raw(&args.nats_user).map(str::to_owned);
+        c.nats_password_file = path(&args.nats_password_file);
+        c.nats_token_file = path(&args.nats_token_file);
+        c.nats_tls_ca_file = path(&args.nats_tls_ca_file);
+        c.nats_tls_cert_file = path(&args.nats_tls_cert_file);
+        c.nats_tls_key_file = path(&args.nats_tls_key_file);
+        c.nats_tls_insecure = self.boolean("nats_tls_insecure", &args.nats_tls_insecure, false);
+        if c.nats_user.is_some() != c.nats_password_file.is_some() {
+            let (name, value) = if c.nats_user.is_some() {
+                ("nats_user", &args.nats_user)
+            } else {
+                ("nats_password_file", &args.nats_password_file)
+            };
+            self.fail(name, value, "nats_user and nats_password_file go together");
+        }
+        let ways = [
+            ("nats_credentials_file", &args.nats_credentials_file),
+            ("nats_user", &args.nats_user),
+            ("nats_token_file", &args.nats_token_file),
+        ];
+        let set: Vec<_> = ways.iter().filter(|(_, v)| raw(v).is_some()).collect();
+        if let [_, .., (name, value)] = set.as_slice() {
+            self.fail(
+                name,
+                value,
+                "use one way to authenticate to NATS: nats_credentials_file, nats_user with \
+                 nats_password_file, or nats_token_file",
+            );
+        }
+        if c.nats_tls_cert_file.is_some() != c.nats_tls_key_file.is_some() {
+            let (name, value) = if c.nats_tls_cert_file.is_some() {
+                ("nats_tls_cert_file", &args.nats_tls_cert_file)
+            } else {
+                ("nats_tls_key_file", &args.nats_tls_key_file)
+            };
+            self.fail(
+                name,
+                value,
+                "nats_tls_cert_file and nats_tls_key_file go together",
+            );
+        }
     }
 
     /// How the worker takes messages from the queue.
@@ -277,6 +325,9 @@ impl Validator {
             "a port number",
         );
         c.metrics_port = u16::try_from(port).unwrap_or(default_port);
+        c.metrics_addr = self
+            .listen_addr("metrics_addr", &args.metrics_addr)
+            .unwrap_or_else(|| format!("0.0.0.0:{}", c.metrics_port));
         c.shutdown_timeout = self.duration(
             "shutdown_timeout",
             &args.shutdown_timeout,
@@ -662,31 +713,41 @@ impl Validator {
         }
     }
 
-    fn allowed_hosts(&mut self, value: &Option<String>) -> Vec<String> {
+    fn allowed_hosts(&mut self, value: &Option<String>) -> AllowedHosts {
         let Some(s) = raw(value) else {
-            return Vec::new();
+            return AllowedHosts::default();
         };
-        let mut hosts = Vec::new();
-        for item in s.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-            let host = item.to_ascii_lowercase();
-            let ok = host.bytes().all(|c| {
-                c.is_ascii_alphanumeric()
-                    || matches!(c, b'.' | b'-' | b'_' | b'*' | b':' | b'[' | b']')
-            });
-            if !ok {
+        match AllowedHosts::parse(s) {
+            Ok(hosts) => hosts,
+            Err(why) => {
                 self.fail(
                     "callback_allowed_hosts",
                     value,
                     format!(
-                        "bad host {item:?}; expected a comma-separated list of host names or IP addresses \
-                         (not URLs), '*' wildcards allowed, e.g. *.example.com,hooks.internal"
+                        "{why}; expected a comma-separated list of host names, *.suffix wildcards, \
+                         IP addresses or CIDR ranges (not URLs), each with an optional :port, \
+                         e.g. *.example.com,hooks.internal:8443,10.0.0.0/8"
                     ),
                 );
-                return Vec::new();
+                AllowedHosts::default()
             }
-            hosts.push(host);
         }
-        hosts
+    }
+
+    /// An `ip:port` listen address.
+    fn listen_addr(&mut self, name: &'static str, value: &Option<String>) -> Option<String> {
+        let s = raw(value)?;
+        match s.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr.to_string()),
+            Err(_) => {
+                self.fail(
+                    name,
+                    value,
+                    "expected an IP address and port, e.g. 127.0.0.1:8081 or [::]:8081",
+                );
+                None
+            }
+        }
     }
 
     /// `initial_retry_wait` must not exceed `max_retry_wait`; names the variable that was set.

@@ -2,4 +2,5 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod redact;
 pub mod server;

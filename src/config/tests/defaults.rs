@@ -47,6 +47,20 @@ fn every_default() {
     assert_eq!(c.dead_letter_max_age, secs(168 * 3600));
     assert_eq!(c.status_ttl, secs(24 * 3600));
     assert_eq!(c.metrics_port, 8081);
+    assert_eq!(c.metrics_addr, "0.0.0.0:8081");
+    assert_eq!(
+        (&c.nats_user, &c.nats_password_file, &c.nats_token_file),
+        (&None, &None, &None)
+    );
+    assert_eq!(
+        (
+            &c.nats_tls_ca_file,
+            &c.nats_tls_cert_file,
+            &c.nats_tls_key_file
+        ),
+        (&None, &None, &None)
+    );
+    assert!(!c.nats_tls_insecure);
     assert_eq!(c.shutdown_timeout, secs(30));
     assert!(!c.basic_auth);
     assert_eq!(c.secret_mount_path, PathBuf::from("/var/openfaas/secrets"));

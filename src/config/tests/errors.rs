@@ -54,7 +54,7 @@ fn bad_values(name: &str) -> &'static [&'static str] {
             "http://gw:99999",
         ],
         "default_function_name" => &["openfaas.fn", "a b", "x/y"],
-        "tls_insecure" | "debug" | "limiter_enabled" | "basic_auth" => {
+        "tls_insecure" | "debug" | "limiter_enabled" | "basic_auth" | "nats_tls_insecure" => {
             &["yes", "no", "on", "2", "tRUE", "truee"]
         }
         "log_encoding" => &["text", "logfmt"],
@@ -66,7 +66,17 @@ fn bad_values(name: &str) -> &'static [&'static str] {
         "retry_budget_ratio" => &["-0.1", "100.1", "NaN", "inf", "abc", "1e3"],
         "max_delay" => &["1d", "24"],
         "callback_retries" => &["101", "-1", "x"],
-        "callback_allowed_hosts" => &["https://example.com", "a b", "host/path", "user@host"],
+        "callback_allowed_hosts" => &[
+            "https://example.com",
+            "a b",
+            "host/path",
+            "user@host",
+            "10.0.0.0/40",
+            "h:0",
+        ],
+        "metrics_addr" => &["8081", "localhost:8081", "0.0.0.0", ":8081"],
+        // Alone, each needs its pair.
+        "nats_user" | "nats_password_file" | "nats_tls_cert_file" | "nats_tls_key_file" => &["x"],
         "max_message_age" => &["1w", "-1h", "60"],
         "max_body_bytes" => &["0", "67108865", "1MB", "1.5"],
         "ingress_max_connections" => &["0", "1000001", "many"],
@@ -78,6 +88,8 @@ fn bad_values(name: &str) -> &'static [&'static str] {
         "metrics_port" => &["65536", "-1", "http"],
         "shutdown_timeout" => &["30", "-30s"],
         "nats_credentials_file"
+        | "nats_token_file"
+        | "nats_tls_ca_file"
         | "callback_signing_secret_file"
         | "secret_mount_path"
         | "api_token_file" => &[],
@@ -116,6 +128,8 @@ fn each_bad_value_gives_exactly_one_error_naming_its_variable() {
         without_bad_values,
         [
             "nats_credentials_file",
+            "nats_token_file",
+            "nats_tls_ca_file",
             "callback_signing_secret_file",
             "secret_mount_path",
             "api_token_file"

@@ -316,7 +316,7 @@ fn lists_are_normalised() {
     ]);
     assert_eq!(c.retry_http_codes, [429, 500, 503]);
     assert_eq!(
-        c.callback_allowed_hosts,
+        c.callback_allowed_hosts.entries(),
         ["hooks.example.com", "*.internal", "10.0.0.1:8443"]
     );
 }
@@ -339,4 +339,47 @@ fn paths() {
     );
     assert_eq!(c.secret_mount_path, PathBuf::from("/run/secrets"));
     assert_eq!(c.api_token_file, Some(PathBuf::from("token.txt")));
+}
+
+#[test]
+fn the_metrics_address_follows_the_port_unless_set() {
+    assert_eq!(
+        config_with(&[("metrics_port", "9000")]).metrics_addr,
+        "0.0.0.0:9000"
+    );
+    let c = config_with(&[("metrics_port", "9000"), ("metrics_addr", "127.0.0.1:9100")]);
+    assert_eq!(c.metrics_addr, "127.0.0.1:9100");
+    assert_eq!(
+        config_with(&[("metrics_addr", "[::1]:0")]).metrics_addr,
+        "[::1]:0"
+    );
+}
+
+#[test]
+fn nats_authentication_takes_one_way_and_tls_files_in_pairs() {
+    let c = config_with(&[
+        ("nats_user", "worker"),
+        ("nats_password_file", "/run/secrets/nats-password"),
+        ("nats_tls_ca_file", "/ca.pem"),
+        ("nats_tls_cert_file", "/c.pem"),
+        ("nats_tls_key_file", "/k.pem"),
+        ("nats_tls_insecure", "true"),
+    ]);
+    assert_eq!(c.nats_user.as_deref(), Some("worker"));
+    assert_eq!(c.nats_tls_key_file, Some(PathBuf::from("/k.pem")));
+    assert!(c.nats_tls_insecure);
+    let c = config_with(&[("nats_token_file", "/t")]);
+    assert_eq!(c.nats_token_file, Some(PathBuf::from("/t")));
+    for pairs in [
+        &[("nats_token_file", "/t"), ("nats_credentials_file", "/c")][..],
+        &[
+            ("nats_user", "u"),
+            ("nats_password_file", "/p"),
+            ("nats_token_file", "/t"),
+        ][..],
+    ] {
+        let errors = errors_with(pairs);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("one way"), "{}", errors[0]);
+    }
 }
