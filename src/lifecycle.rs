@@ -10,10 +10,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::jetstream::{JetStreamBroker, NatsOptions};
+use crate::broker::jetstream::{
+    ClientCert, ConnectFailure, JetStreamBroker, NatsAuth, NatsOptions, NatsTls, Refusal,
+    urls_for_logs,
+};
 use crate::broker::{Admin, Broker};
 use crate::config::Config;
 use crate::invoke::Invoker;
+use crate::keep_trying::{Failed, retry_unless_final};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::server::Health;
 use crate::worker::Ports;
@@ -46,7 +50,8 @@ pub struct Listeners {
 /// # Errors
 ///
 /// A setting the server cannot honour, found once it answers (`max_body_bytes` over what its
-/// `max_payload` holds): one line for the operator; the process exits 2.
+/// `max_payload` holds), or NATS refusing the worker for good ([`connect_nats`]): one line for
+/// the operator; the process exits 2.
 pub async fn serve(
     config: Arc<Config>,
     backend: Backend,
@@ -68,9 +73,14 @@ pub async fn serve(
     ));
     let broker = match backend {
         Backend::Ready(broker) => Some(broker),
-        Backend::Nats => connect_nats(&config, &metrics, &shutdown)
-            .await
-            .map(|b| Arc::new(b) as Arc<dyn Broker>),
+        Backend::Nats => match connect_nats(&config, &metrics, &shutdown).await {
+            Ok(broker) => broker.map(|b| Arc::new(b) as Arc<dyn Broker>),
+            Err(refused) => {
+                metrics_stop.cancel();
+                let _ = metrics_task.await;
+                return Err(refused.to_string());
+            }
+        },
     };
     if let Some(broker) = broker {
         let config = match fit_body_limit(config, broker.as_ref(), listeners.ingress.is_some()) {
@@ -141,6 +151,7 @@ pub async fn run(
             streams: ports.broker.clone(),
             clock: ports.clock.clone(),
             metrics: metrics.clone(),
+            auth: config.ingress_auth().map(Arc::new),
         });
         servers.spawn(serve_ingress(state, server, shutdown.clone()));
     }
@@ -209,31 +220,83 @@ pub async fn serve_metrics(
 /// Header deadline of the metrics server (scrapers and probes send at once).
 const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connect to NATS, retrying until it works or `shutdown` fires.
+/// Connect to NATS, retrying until it works or `shutdown` fires (`Ok(None)`).
+///
+/// # Errors
+///
+/// NATS refuses the worker in a way no retry changes (credentials refused, a TLS certificate
+/// problem, a secret or certificate file that cannot be used): the reason, naming the setting.
 pub async fn connect_nats(
     config: &Config,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
-) -> Option<JetStreamBroker> {
-    let opts = NatsOptions {
-        urls: config.nats_urls.clone(),
-        credentials_file: config.nats_credentials_file.clone(),
-        name: "queue-worker".into(),
-        request_timeout: Duration::from_secs(10),
-        publish_timeout: Duration::from_secs(5),
-    };
-    let broker = crate::keep_trying::retry_until(shutdown, "NATS not reachable", || {
+) -> Result<Option<JetStreamBroker>, Refusal> {
+    let opts = nats_options(config);
+    if opts.tls.insecure {
+        tracing::warn!("nats_tls_insecure: the NATS server's certificate is not checked");
+    }
+    let connected = retry_unless_final(shutdown, "NATS not reachable", || {
         let reconnects = metrics.nats_reconnects.clone();
-        JetStreamBroker::connect(&opts, move || {
+        let attempt = JetStreamBroker::connect(&opts, move || {
             reconnects.inc();
-        })
+        });
+        async move {
+            attempt.await.map_err(|failure| match failure {
+                ConnectFailure::Unreachable(e) => Failed::Again(e),
+                ConnectFailure::Refused(refusal) => Failed::Final(refusal),
+            })
+        }
     })
     .await?;
+    let Some(broker) = connected else {
+        return Ok(None);
+    };
     let server = broker
         .server_version()
         .map_or_else(|| "unknown".to_string(), |v| v.to_string());
-    tracing::info!(url = %opts.urls.join(","), server = %server, "Connected to NATS");
-    Some(broker)
+    let urls = urls_for_logs(&opts.urls);
+    tracing::info!(url = %urls, server = %server, "Connected to NATS");
+    Ok(Some(broker))
+}
+
+/// How [`connect_nats`] reaches NATS: `config`'s servers, credentials and TLS settings.
+fn nats_options(config: &Config) -> NatsOptions {
+    let client_cert = match (&config.nats_tls_cert_file, &config.nats_tls_key_file) {
+        (Some(cert_file), Some(key_file)) => Some(ClientCert {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        }),
+        _ => None,
+    };
+    NatsOptions {
+        urls: config.nats_urls.clone(),
+        auth: nats_auth(config),
+        tls: NatsTls {
+            ca_file: config.nats_tls_ca_file.clone(),
+            client_cert,
+            insecure: config.nats_tls_insecure,
+        },
+        name: "queue-worker".into(),
+        request_timeout: Duration::from_secs(10),
+        publish_timeout: Duration::from_secs(5),
+    }
+}
+
+/// The one way to authenticate `config` sets (its validation refuses more than one).
+fn nats_auth(config: &Config) -> NatsAuth {
+    if let Some(path) = &config.nats_credentials_file {
+        return NatsAuth::CredentialsFile(path.clone());
+    }
+    if let (Some(user), Some(password_file)) = (&config.nats_user, &config.nats_password_file) {
+        return NatsAuth::UserPassword {
+            user: user.clone(),
+            password_file: password_file.clone(),
+        };
+    }
+    match &config.nats_token_file {
+        Some(path) => NatsAuth::TokenFile(path.clone()),
+        None => NatsAuth::None,
+    }
 }
 
 /// Cancelled on SIGTERM or SIGINT.

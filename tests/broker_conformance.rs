@@ -83,10 +83,10 @@ impl Harness {
     async fn on_server(server: common::nats::NatsServer) -> Harness {
         let opts = NatsOptions {
             urls: vec![server.url()],
-            credentials_file: None,
             name: "conformance".into(),
             request_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),
+            ..Default::default()
         };
         let broker = JetStreamBroker::connect(&opts, || {})
             .await

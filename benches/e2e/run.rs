@@ -111,10 +111,10 @@ pub(crate) async fn run_in(
         loop {
             let opts = NatsOptions {
                 urls: vec![nats_url.clone()],
-                credentials_file: None,
                 name: "bench".into(),
                 request_timeout: Duration::from_secs(10),
                 publish_timeout: Duration::from_secs(10),
+                ..Default::default()
             };
             match JetStreamBroker::connect(&opts, || {}).await {
                 Ok(b) => break b,

@@ -496,6 +496,7 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         streams: broker.clone(),
         clock: Arc::new(SimClock),
         metrics: Arc::new(Metrics::new()),
+        auth: None,
     };
     let start = tokio::time::Instant::now();
     let mut calls = cfg.calls.clone();

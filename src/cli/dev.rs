@@ -70,7 +70,12 @@ pub async fn main(mut args: DevArgs) -> ExitCode {
         Err(code) => return code,
     };
     crate::telemetry::logging::init(config.log_encoding, config.debug);
-    super::warn_unimplemented(&config);
+    let checked = super::check_ingress_auth(&config, Some(&listener))
+        .and_then(|()| super::check_callback_signing(&config));
+    if let Err(e) = checked {
+        eprintln!("queue-worker dev: {e}");
+        return ExitCode::from(super::EXIT_USAGE);
+    }
     let metrics_listener =
         match bind("metrics", &format!("127.0.0.1:{}", config.metrics_port)).await {
             Ok(l) => l,
@@ -80,7 +85,7 @@ pub async fn main(mut args: DevArgs) -> ExitCode {
         .local_addr()
         .map(local_url)
         .unwrap_or_default();
-    let invoker = match ReqwestInvoker::new(config.max_inflight, config.tls_insecure) {
+    let invoker = match ReqwestInvoker::new(&config) {
         Ok(i) => Arc::new(i),
         Err(e) => {
             eprintln!("queue-worker dev: {e}");

@@ -62,43 +62,67 @@ pub fn load_config(args: &ConfigArgs) -> Result<Config, ExitCode> {
     })
 }
 
-/// A credentials file that cannot be read is a configuration error (exit 2), not a NATS
-/// outage to wait out: connecting would fail the same way for good.
+/// A NATS secret, certificate or key file that cannot be read is a configuration error (exit
+/// 2), not a NATS outage to wait out: connecting would fail the same way for good. Names the
+/// first such variable.
 fn check_credentials_file(config: &Config) -> Result<(), String> {
-    let Some(path) = &config.nats_credentials_file else {
-        return Ok(());
-    };
-    match std::fs::File::open(path) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!(
-            "nats_credentials_file: cannot read {}: {e}",
-            path.display()
-        )),
+    let files = [
+        ("nats_credentials_file", &config.nats_credentials_file),
+        ("nats_password_file", &config.nats_password_file),
+        ("nats_token_file", &config.nats_token_file),
+        ("nats_tls_ca_file", &config.nats_tls_ca_file),
+        ("nats_tls_cert_file", &config.nats_tls_cert_file),
+        ("nats_tls_key_file", &config.nats_tls_key_file),
+    ];
+    for (variable, path) in files {
+        let Some(path) = path else {
+            continue;
+        };
+        if let Err(e) = std::fs::File::open(path) {
+            return Err(format!("{variable}: cannot read {}: {e}", path.display()));
+        }
     }
+    Ok(())
 }
 
-/// Variables the configuration accepts (they are the OpenFaaS names) but that this version does
-/// not act on yet: say so at start instead of silently ignoring them.
-pub fn warn_unimplemented(config: &Config) {
-    let mut unused = Vec::new();
-    if config.basic_auth {
-        unused.push("basic_auth");
-    }
-    if config.api_token_file.is_some() {
-        unused.push("api_token_file");
-    }
-    if config.callback_signing_secret_file.is_some() {
-        unused.push("callback_signing_secret_file");
-    }
-    if !config.callback_allowed_hosts.is_empty() {
-        unused.push("callback_allowed_hosts");
-    }
-    for name in unused {
-        tracing::warn!(
-            variable = name,
-            "Not implemented in this version: the setting is ignored (the ingress is not \
-             authenticated and callbacks are neither signed nor restricted)"
-        );
+/// The callback signing secrets, read once at start: a file that cannot be read or holds no
+/// usable `whsec_` secret stops the process (exit 2) instead of failing every callback.
+pub(crate) fn check_callback_signing(config: &Config) -> Result<(), String> {
+    let Some(path) = &config.callback_signing_secret_file else {
+        return Ok(());
+    };
+    let signer =
+        crate::security::signing::Signer::new(crate::security::secret_file::SecretFile::new(path));
+    signer
+        .keys()
+        .map(|_| ())
+        .map_err(|e| format!("callback_signing_secret_file: {e}"))
+}
+
+/// The ingress's credentials, read once at start: a secret that cannot be read stops the
+/// process (exit 2) rather than locking every caller out. Without credentials, an ingress
+/// reachable from other hosts is worth a warning.
+pub(crate) fn check_ingress_auth(
+    config: &Config,
+    ingress: Option<&TcpListener>,
+) -> Result<(), String> {
+    let Some(listener) = ingress else {
+        return Ok(());
+    };
+    match config.ingress_auth() {
+        Some(auth) => auth
+            .preload()
+            .map_err(|e| format!("ingress credentials (basic_auth/api_token_file): {e}")),
+        None => {
+            let open_to_others = listener.local_addr().is_ok_and(|a| !a.ip().is_loopback());
+            if open_to_others {
+                tracing::warn!(
+                    "The ingress accepts calls from anyone who can reach it: set basic_auth or \
+                     api_token_file, or listen on a loopback address"
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -180,8 +204,7 @@ async fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     crate::telemetry::logging::init(config.log_encoding, config.debug);
-    warn_unimplemented(&config);
-    let metrics = match bind("metrics", &format!("0.0.0.0:{}", config.metrics_port)).await {
+    let metrics = match bind("metrics", &config.metrics_addr).await {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -195,7 +218,13 @@ async fn run(args: RunArgs) -> ExitCode {
         },
         None => None,
     };
-    let invoker = match ReqwestInvoker::new(config.max_inflight, config.tls_insecure) {
+    let checked = check_ingress_auth(&config, ingress.as_ref().map(|i| &i.listener))
+        .and_then(|()| check_callback_signing(&config));
+    if let Err(e) = checked {
+        eprintln!("queue-worker: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let invoker = match ReqwestInvoker::new(&config) {
         Ok(i) => Arc::new(i),
         Err(e) => {
             eprintln!("queue-worker: {e}");

@@ -137,12 +137,17 @@ async fn publish(config: Arc<Config>, prepared: Prepared) -> ExitCode {
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         g.cancel();
     });
-    let Some(broker) = crate::lifecycle::connect_nats(&config, &metrics, &give_up).await else {
-        eprintln!(
-            "queue-worker publish: NATS not reachable at {}",
-            config.nats_urls.join(",")
-        );
-        return ExitCode::FAILURE;
+    let broker = match crate::lifecycle::connect_nats(&config, &metrics, &give_up).await {
+        Ok(Some(broker)) => broker,
+        Ok(None) => {
+            let urls = crate::broker::jetstream::urls_for_logs(&config.nats_urls);
+            eprintln!("queue-worker publish: NATS not reachable at {urls}");
+            return ExitCode::FAILURE;
+        }
+        Err(refused) => {
+            eprintln!("queue-worker publish: {refused}");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
     };
     let broker = Arc::new(broker);
     let state = Ingress {
@@ -151,6 +156,7 @@ async fn publish(config: Arc<Config>, prepared: Prepared) -> ExitCode {
         streams: broker.clone(),
         clock: Arc::new(crate::clock::SystemClock),
         metrics,
+        auth: None,
     };
     match ingress::submit(&state, &prepared).await {
         Ok(()) => {

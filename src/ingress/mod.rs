@@ -20,6 +20,8 @@ use route::async_function;
 use crate::broker::{Admin, BrokerError, Outgoing, Publish, StreamSpec};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::invoke::guard;
+use crate::security::auth::IngressAuth;
 use crate::telemetry::metrics::{Metrics, QueueLabels};
 use crate::wire::{self, GoUrl, QueueRequest, parse_callback_url};
 
@@ -35,6 +37,8 @@ pub struct Ingress {
     pub streams: Arc<dyn Admin>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// Credentials every route but `/healthz` requires; `None`: open.
+    pub auth: Option<Arc<IngressAuth>>,
 }
 
 impl Ingress {
@@ -66,14 +70,21 @@ impl Ingress {
     }
 }
 
-/// The ingress routes.
+/// The ingress routes: all behind the credentials when some are configured, but `/healthz`.
 pub fn router(state: Arc<Ingress>) -> Router {
     let budget = BodyBudget::new(state.config.ingress_max_buffered_bytes);
-    Router::new()
+    let mut routes = Router::new()
         .route("/async-function/{*rest}", any(async_function))
         // No function named: 400 from the same handler, not the router's 404.
         .route("/async-function/", any(async_function))
-        .route("/async-function", any(async_function))
+        .route("/async-function", any(async_function));
+    if let Some(auth) = &state.auth {
+        routes = routes.route_layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            crate::security::auth::require,
+        ));
+    }
+    routes
         .route("/healthz", get(|| async { "OK\n" }))
         .layer(DefaultBodyLimit::disable())
         .layer(Extension(budget))
@@ -103,6 +114,9 @@ pub struct Prepared {
     pub start_time: String,
     pub queue: String,
     pub function: String,
+    /// `X-Callback-Url`, checked against `callback_allowed_hosts` by host (its addresses are
+    /// checked by [`check_callback_addresses`]).
+    pub callback: Option<url::Url>,
 }
 
 /// Turn a submission into the OpenFaaS message and its subject: assign `X-Call-Id` (unless the
@@ -138,10 +152,11 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         .or_default()
         .push(start_time.clone());
 
-    let callback_url = match header.get("X-Callback-Url").and_then(|v| v.first()) {
-        Some(raw) => Some(GoUrl::from_url(&parse_callback_url(raw)?)),
+    let callback = match header.get("X-Callback-Url").and_then(|v| v.first()) {
+        Some(raw) => Some(allowed_callback(cfg, raw)?),
         None => None,
     };
+    let callback_url = callback.as_ref().map(GoUrl::from_url);
 
     let routed = cfg.routed_queue(&function).is_some();
     let queue = cfg.queue_for_function(&function).to_string();
@@ -170,7 +185,27 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         start_time,
         queue,
         function,
+        callback,
     })
+}
+
+/// The callback URL, valid and to a host `callback_allowed_hosts` allows.
+fn allowed_callback(cfg: &Config, raw: &str) -> Result<url::Url, String> {
+    let url = parse_callback_url(raw)?;
+    guard::check_url(&cfg.callback_allowed_hosts, &url)
+        .map_err(|r| format!("X-Callback-Url {r}"))?;
+    Ok(url)
+}
+
+/// The addresses of the callback's host, when only they can allow it: `Err` (a `400`) when
+/// the host resolves and none of its addresses is allowed.
+pub async fn check_callback_addresses(cfg: &Config, p: &Prepared) -> Result<(), String> {
+    let Some(url) = &p.callback else {
+        return Ok(());
+    };
+    guard::check_url_resolved(&cfg.callback_allowed_hosts, url)
+        .await
+        .map_err(|r| format!("X-Callback-Url {r}"))
 }
 
 /// Publish a prepared message and wait for the broker to store it ([`submit_once`]).

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 
 use super::budget::{BodyBudget, Hold};
-use super::{Ingress, Prepared, Stored, Submission, prepare, submit_once};
+use super::{
+    Ingress, Prepared, Stored, Submission, check_callback_addresses, prepare, submit_once,
+};
 use crate::broker::BrokerError;
 use crate::config::Config;
 use crate::wire::{canonical_header_key, validate_function_name, validate_path};
@@ -59,6 +61,9 @@ pub(super) async fn async_function(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    if let Err(e) = check_callback_addresses(&state.config, &prepared).await {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
     match submit_once(&state, &prepared).await {
         Ok(stored) => accepted(&prepared, stored),
         Err(e) => not_stored(&prepared, e),

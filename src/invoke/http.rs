@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
+use super::guard::{self, GuardedResolver};
 use super::{InvokeError, Invoker, MAX_RESPONSE_BYTES};
 
 /// reqwest-based invoker: one connection pool for functions, one for callbacks.
@@ -68,23 +69,29 @@ pub fn install_crypto_provider() {
 }
 
 impl ReqwestInvoker {
-    /// `max_idle_per_host` should be about the worker's concurrency so connections are reused.
-    /// `tls_insecure` skips certificate checks for callbacks only.
-    pub fn new(max_idle_per_host: usize, tls_insecure: bool) -> Result<ReqwestInvoker, String> {
+    /// The clients for `config`: as many idle connections per host as the worker's
+    /// concurrency (`max_inflight`); neither client follows redirects (a 3xx is the function's
+    /// answer, and a callback goes to whom the caller named, nobody else); the callback client
+    /// connects only where `callback_allowed_hosts` allows ([`super::guard`]), never through a
+    /// proxy, and skips certificate checks when `tls_insecure` is set.
+    pub fn new(config: &crate::config::Config) -> Result<ReqwestInvoker, String> {
         install_crypto_provider();
+        let max_idle_per_host = config.max_inflight;
         let functions = reqwest::Client::builder()
             .user_agent(super::request::USER_AGENT)
             .pool_max_idle_per_host(max_idle_per_host.max(1))
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        // Callbacks never follow redirects: the receiver is whoever the caller named, nobody else.
+        let resolver = GuardedResolver::new(config.callback_allowed_hosts.clone());
         let callbacks = reqwest::Client::builder()
             .user_agent(super::request::USER_AGENT)
             .pool_max_idle_per_host(max_idle_per_host.clamp(1, 64))
             .redirect(reqwest::redirect::Policy::none())
-            .tls_danger_accept_invalid_certs(tls_insecure)
+            .no_proxy()
+            .dns_resolver(std::sync::Arc::new(resolver))
+            .tls_danger_accept_invalid_certs(config.tls_insecure)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("cannot build the callback HTTP client: {e}"))?;
@@ -129,13 +136,7 @@ async fn exchange(
 ) -> Result<http::Response<Bytes>, InvokeError> {
     let req = to_reqwest(req, urls)?;
     let work = async {
-        let mut resp = client.execute(req).await.map_err(|e| {
-            if e.is_connect() {
-                InvokeError::Connect(error_chain(&e))
-            } else {
-                InvokeError::Transport(error_chain(&e))
-            }
-        })?;
+        let mut resp = client.execute(req).await.map_err(failed)?;
         let status = resp.status();
         let headers = std::mem::take(resp.headers_mut());
         let capacity = resp
@@ -148,7 +149,7 @@ async fn exchange(
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| InvokeError::Transport(error_chain(&e)))?
+            .map_err(|e| InvokeError::Transport(error_chain(&e.without_url())))?
         {
             let held = first.as_ref().map_or(body.len(), Bytes::len);
             if held + chunk.len() > MAX_RESPONSE_BYTES {
@@ -181,7 +182,22 @@ async fn exchange(
     }
 }
 
-/// The error and its sources on one line (reqwest's top-level message alone says little).
+/// What a request that got no response failed with: refused by the callback rules, or a
+/// connection or transport error (its text without the URL, which may hold credentials).
+fn failed(e: reqwest::Error) -> InvokeError {
+    let e = e.without_url();
+    if let Some(refused) = guard::refusal_in(&e) {
+        return InvokeError::Refused(refused.0);
+    }
+    if e.is_connect() {
+        InvokeError::Connect(error_chain(&e))
+    } else {
+        InvokeError::Transport(error_chain(&e))
+    }
+}
+
+/// The error and its sources on one line (reqwest's top-level message alone says little),
+/// any URL in them redacted.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -190,7 +206,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         s.push_str(&inner.to_string());
         cur = inner.source();
     }
-    s
+    crate::telemetry::redact::text(&s)
 }
 
 #[async_trait]
@@ -209,7 +225,14 @@ impl Invoker for ReqwestInvoker {
         req: http::Request<Bytes>,
         timeout: Duration,
     ) -> Result<http::Response<Bytes>, InvokeError> {
-        exchange(&self.callbacks, req, timeout, None).await
+        let port = req
+            .uri()
+            .port_u16()
+            .unwrap_or(match req.uri().scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            });
+        guard::with_target(port, exchange(&self.callbacks, req, timeout, None)).await
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`http::ReqwestInvoker`] is the production implementation; the simulation and the embedded
 //! demo functions provide their own. [`request`] builds the requests (pure code).
 
+pub mod guard;
 pub mod http;
 pub mod request;
 
@@ -32,6 +33,9 @@ pub enum InvokeError {
     Transport(String),
     #[error("response body over {limit} bytes")]
     ResponseTooLarge { limit: usize },
+    /// A callback the rules do not allow (`callback_allowed_hosts`): nothing was sent.
+    #[error("refused by callback_allowed_hosts: {0}")]
+    Refused(String),
 }
 
 impl InvokeError {

@@ -187,14 +187,15 @@ pub fn callback_url(req: &QueueRequest) -> Option<Result<url::Url, String>> {
     Some(parse_callback_url(&raw))
 }
 
-/// A URL as it may be logged: scheme, host, port and path only (no credentials, no query).
+/// A URL as it may be logged: scheme, host, port and path only (no credentials, no query),
+/// cut when long.
 pub fn loggable_url(u: &url::Url) -> String {
     let mut s = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
     if let Some(p) = u.port() {
         s.push_str(&format!(":{p}"));
     }
     s.push_str(u.path());
-    s
+    crate::telemetry::redact::url(&s)
 }
 
 /// What the callback reports about the invocation.

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use super::Context;
 use super::call::Call;
 use super::plan::{self, CallbackAnswer, CallbackStep};
-use crate::invoke::InvokeError;
 use crate::invoke::request::{self, CallbackResult};
+use crate::invoke::{InvokeError, guard};
 
 /// Timeout of one callback POST.
 pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,6 +45,13 @@ pub async fn post(ctx: &Context, call: &Call<'_>, reply: Reply) {
         retry_max: call.policy.max_attempts.saturating_sub(1),
     };
     let log_url = request::loggable_url(&url);
+    let log = Posting {
+        call,
+        url: &log_url,
+    };
+    if let Err(refused) = guard::check_url(&ctx.config.callback_allowed_hosts, &url) {
+        return log.refused(ctx, &refused.0);
+    }
     let retries = ctx.config.callback_retries;
     for n in 0..=retries {
         let cb = match request::callback_request(&url, &reply.headers, reply.body.clone(), &info) {
@@ -55,14 +62,20 @@ pub async fn post(ctx: &Context, call: &Call<'_>, reply: Reply) {
                 return;
             }
         };
+        let Some(cb) = signed(ctx, call, cb) else {
+            return log.failed(
+                ctx,
+                "cannot sign the callback (callback_signing_secret_file)",
+                n,
+            );
+        };
         let outcome = ctx.invoker.callback(cb, CALLBACK_TIMEOUT).await;
+        if let Err(InvokeError::Refused(why)) = &outcome {
+            return log.refused(ctx, why);
+        }
         let answer = match &outcome {
             Ok(resp) => CallbackAnswer::Status(resp.status().as_u16()),
             Err(_) => CallbackAnswer::NoAnswer,
-        };
-        let log = Posting {
-            call,
-            url: &log_url,
         };
         match plan::callback_step(answer, n, retries) {
             CallbackStep::Delivered => return log.delivered(ctx, answer),
@@ -79,6 +92,31 @@ pub async fn post(ctx: &Context, call: &Call<'_>, reply: Reply) {
                 );
                 tokio::time::sleep(delay).await;
             }
+        }
+    }
+}
+
+/// The request with its Standard Webhooks signature when callbacks are signed; `None` when
+/// they should be and cannot be (nothing unsigned is sent then).
+fn signed(
+    ctx: &Context,
+    call: &Call<'_>,
+    mut cb: http::Request<Bytes>,
+) -> Option<http::Request<Bytes>> {
+    let Some(signer) = &ctx.signer else {
+        return Some(cb);
+    };
+    let now = ctx
+        .clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = cb.body().clone();
+    match signer.sign(cb.headers_mut(), &call.call_id, now, &body) {
+        Ok(()) => Some(cb),
+        Err(e) => {
+            tracing::error!(callId = %call.call_id, function = %call.function, error = %e, "Cannot sign the callback");
+            None
         }
     }
 }
@@ -117,6 +155,12 @@ impl Posting<'_> {
     fn rejected(&self, ctx: &Context, detail: &str) {
         tracing::warn!(callId = %self.call.call_id, function = %self.call.function, url = %self.url, error = %detail, "Callback rejected");
         ctx.metrics.callback("rejected");
+    }
+
+    /// The rules do not let it go where it was asked to: nothing was sent.
+    fn refused(&self, ctx: &Context, why: &str) {
+        tracing::warn!(callId = %self.call.call_id, function = %self.call.function, url = %self.url, reason = %why, "Callback refused");
+        ctx.metrics.callback("refused");
     }
 
     /// Every post failed.

@@ -18,6 +18,8 @@ pub mod retry;
 pub(crate) mod shutdown;
 pub(crate) mod static_mode;
 
+use crate::security::secret_file::SecretFile;
+use crate::security::signing::Signer;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -56,6 +58,8 @@ pub struct Context {
     pub retry_policy: RetryPolicy,
     /// Retries per function are capped at `retry_budget_ratio` of recent first attempts.
     pub retry_budget: Mutex<RetryBudget>,
+    /// Signs callbacks (`callback_signing_secret_file`); `None`: unsigned.
+    pub signer: Option<Signer>,
 }
 
 impl Context {
@@ -96,6 +100,10 @@ impl Worker {
                     retry::DEFAULT_BUDGET_WINDOW,
                     retry::DEFAULT_BUDGET_FUNCTIONS,
                 )),
+                signer: config
+                    .callback_signing_secret_file
+                    .as_ref()
+                    .map(|path| Signer::new(SecretFile::new(path))),
                 config,
                 broker: ports.broker,
                 invoker: ports.invoker,

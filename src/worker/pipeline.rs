@@ -253,7 +253,7 @@ async fn invoke(ctx: &Context, call: &Call<'_>, http_req: http::Request<bytes::B
         function = %call.function,
         delivery = call.delivery.delivered,
         bytes = call.req.body.len(),
-        url = %http_req.uri().path(),
+        url = %crate::telemetry::redact::short(http_req.uri().path()),
         "Invoke"
     );
     #[cfg(feature = "buggify")]

@@ -11,6 +11,7 @@ pub mod http;
 pub mod load;
 pub mod nats;
 pub mod proxy;
+pub mod secure_nats;
 pub mod worker;
 
 use std::future::Future;

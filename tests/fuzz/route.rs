@@ -166,6 +166,7 @@ fn answer(case: &Case) -> (StatusCode, Option<String>, Bytes, Vec<Outgoing>) {
         streams: Arc::new(broker),
         clock: Arc::new(FixedClock),
         metrics: METRICS.clone(),
+        auth: None,
     });
     RUNTIME.block_on(async {
         let resp = router(state)

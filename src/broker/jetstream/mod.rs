@@ -5,14 +5,19 @@
 //! - pulling is demand-driven (`pull.rs`): a lost pull request (server restart,
 //!   disconnect) shows up as silence on the inbox, after which the puller checks that the
 //!   consumer still exists, recreates it if needed, and asks again.
+//!
+//! Connecting: credentials (`auth.rs`), TLS (`tls.rs`), and which failures will not heal by
+//! trying again (`refusal.rs`).
 
+mod auth;
 mod consumers;
 mod delivery;
 mod kv;
 mod pull;
+mod refusal;
 mod streams;
+mod tls;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -32,18 +37,55 @@ use pull::DemandPuller;
 use streams::CONSUMER_NOT_FOUND;
 use streams::{api_code, ensure_stream, stream_if_exists};
 
+pub use auth::NatsAuth;
+pub use refusal::{ConnectFailure, Refusal};
+pub use tls::{ClientCert, NatsTls};
+
 /// How to reach NATS.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NatsOptions {
-    /// One or more server URLs (a cluster).
+    /// One or more server URLs (a cluster); credentials written into them are used when
+    /// `auth` is [`NatsAuth::None`].
     pub urls: Vec<String>,
-    pub credentials_file: Option<PathBuf>,
+    /// How the worker authenticates.
+    pub auth: NatsAuth,
+    /// TLS to the servers.
+    pub tls: NatsTls,
     /// Client name shown by the server (`queue-worker`).
     pub name: String,
     /// Bound on every JetStream API request.
     pub request_timeout: Duration,
     /// Bound on waiting for a PubAck (the ingress answers 503 after it).
     pub publish_timeout: Duration,
+}
+
+impl std::fmt::Debug for NatsOptions {
+    /// The URLs without their credentials; the auth and TLS settings are paths, not secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsOptions")
+            .field("urls", &auth::split_credentials(&self.urls).urls)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("name", &self.name)
+            .field("request_timeout", &self.request_timeout)
+            .field("publish_timeout", &self.publish_timeout)
+            .finish()
+    }
+}
+
+impl Default for NatsOptions {
+    /// `nats://127.0.0.1:4222`, no credentials, TLS only when the server asks, the worker's
+    /// name and bounds.
+    fn default() -> NatsOptions {
+        NatsOptions {
+            urls: vec!["nats://127.0.0.1:4222".to_string()],
+            auth: NatsAuth::None,
+            tls: NatsTls::default(),
+            name: "queue-worker".to_string(),
+            request_timeout: Duration::from_secs(10),
+            publish_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// JetStream implementation of the [`crate::broker::Broker`] port.
@@ -59,65 +101,27 @@ pub struct JetStreamBroker {
 impl JetStreamBroker {
     /// Connect once (the caller retries with back-off). `on_reconnect` runs each time the
     /// connection comes back after a loss.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectFailure::Refused`] when trying again cannot help (credentials refused, a TLS
+    /// certificate problem, a secret or certificate file that cannot be used), naming the
+    /// setting to fix; [`ConnectFailure::Unreachable`] otherwise.
     pub async fn connect(
         opts: &NatsOptions,
         on_reconnect: impl Fn() + Send + Sync + 'static,
-    ) -> Result<JetStreamBroker, BrokerError> {
-        let url_list = opts.urls.join(",");
-        let mut connect = match &opts.credentials_file {
-            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
-                .await
-                .map_err(|e| BrokerError::Connect {
-                    url: url_list.clone(),
-                    reason: format!("cannot read credentials file {}: {e}", path.display()),
-                })?,
-            None => async_nats::ConnectOptions::new(),
-        };
-        let lost = Arc::new(AtomicBool::new(false));
-        let on_reconnect = Arc::new(on_reconnect);
-        connect = connect
-            .name(&opts.name)
-            .connection_timeout(Duration::from_secs(5))
-            .ping_interval(Duration::from_secs(10))
-            .request_timeout(Some(opts.request_timeout))
-            .event_callback(move |event| {
-                let lost = lost.clone();
-                let on_reconnect = on_reconnect.clone();
-                async move {
-                    match event {
-                        async_nats::Event::Disconnected => {
-                            lost.store(true, Ordering::SeqCst);
-                            tracing::warn!("NATS disconnected; reconnecting");
-                        }
-                        async_nats::Event::Connected => {
-                            if lost.swap(false, Ordering::SeqCst) {
-                                on_reconnect();
-                                tracing::info!("NATS reconnected");
-                            }
-                        }
-                        async_nats::Event::SlowConsumer(_) => {
-                            tracing::debug!("NATS slow consumer")
-                        }
-                        other => tracing::info!(event = %other, "NATS event"),
-                    }
-                }
-            });
-        let addrs: Vec<async_nats::ServerAddr> = opts
-            .urls
-            .iter()
-            .map(|u| {
-                u.parse().map_err(|e| BrokerError::Connect {
-                    url: u.clone(),
-                    reason: format!("invalid NATS URL: {e}"),
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let client = connect
+    ) -> Result<JetStreamBroker, ConnectFailure> {
+        let split = auth::split_credentials(&opts.urls);
+        let url_list = split.urls.join(",");
+        let secured = opts.auth.options(split.credentials.as_ref()).await?;
+        let secured = opts.tls.apply(secured)?;
+        let addrs = server_addrs(&split.urls)?;
+        let client = with_events(secured, opts, on_reconnect)
             .connect(addrs)
             .await
-            .map_err(|e| BrokerError::Connect {
-                url: url_list,
-                reason: e.to_string(),
+            .map_err(|e| {
+                let auth_settings = opts.auth.settings(split.credentials.is_some());
+                refusal::classify(e, auth_settings, opts.tls.settings(), &url_list)
             })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(opts.request_timeout)
@@ -135,6 +139,61 @@ impl JetStreamBroker {
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
+}
+
+/// `urls` joined with commas, without the credentials any of them carries: safe to log.
+pub fn urls_for_logs(urls: &[String]) -> String {
+    auth::split_credentials(urls).urls.join(",")
+}
+
+/// `options` with the client's name, bounds and connection events: losses are logged and each
+/// reconnection after a loss runs `on_reconnect`.
+fn with_events(
+    options: async_nats::ConnectOptions,
+    opts: &NatsOptions,
+    on_reconnect: impl Fn() + Send + Sync + 'static,
+) -> async_nats::ConnectOptions {
+    let lost = Arc::new(AtomicBool::new(false));
+    let on_reconnect = Arc::new(on_reconnect);
+    options
+        .name(&opts.name)
+        .connection_timeout(Duration::from_secs(5))
+        .ping_interval(Duration::from_secs(10))
+        .request_timeout(Some(opts.request_timeout))
+        .event_callback(move |event| {
+            let lost = lost.clone();
+            let on_reconnect = on_reconnect.clone();
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        lost.store(true, Ordering::SeqCst);
+                        tracing::warn!("NATS disconnected; reconnecting");
+                    }
+                    async_nats::Event::Connected => {
+                        if lost.swap(false, Ordering::SeqCst) {
+                            on_reconnect();
+                            tracing::info!("NATS reconnected");
+                        }
+                    }
+                    async_nats::Event::SlowConsumer(_) => {
+                        tracing::debug!("NATS slow consumer")
+                    }
+                    other => tracing::info!(event = %other, "NATS event"),
+                }
+            }
+        })
+}
+
+/// The server addresses of `urls` (already without credentials).
+fn server_addrs(urls: &[String]) -> Result<Vec<async_nats::ServerAddr>, BrokerError> {
+    urls.iter()
+        .map(|u| {
+            u.parse().map_err(|e| BrokerError::Connect {
+                url: u.clone(),
+                reason: format!("invalid NATS URL: {e}"),
+            })
+        })
+        .collect()
 }
 
 #[async_trait]
