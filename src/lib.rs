@@ -15,6 +15,7 @@
 //! | [`ingress`] | `POST /async-function/…`: a request becomes a stored message |
 //! | [`config`] | every variable, validated at once |
 //! | [`security`] | who may use the ingress, where callbacks may go, signed callbacks, secret files |
+//! | [`status`] | call status in a key-value bucket: the record, and the writer that keeps it off the hot path |
 //! | [`telemetry`] | metrics, logs, `/metrics`, `/healthz`, `/readyz` |
 //! | [`lifecycle`] | [`serve`] and [`run`]: the process from start to drained stop |
 //! | [`http_server`], [`fds`] | serving HTTP within limits; the file descriptor budget |
@@ -43,6 +44,7 @@ mod keep_trying;
 pub mod lifecycle;
 pub mod rng;
 pub mod security;
+pub mod status;
 pub mod telemetry;
 pub mod wire;
 pub mod worker;

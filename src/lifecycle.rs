@@ -18,6 +18,7 @@ use crate::broker::{Admin, Broker};
 use crate::config::Config;
 use crate::invoke::Invoker;
 use crate::keep_trying::{Failed, retry_unless_final};
+use crate::status::Calls;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::server::Health;
 use crate::worker::Ports;
@@ -143,6 +144,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     health.set_broker(ports.broker.clone());
+    let status_stop = CancellationToken::new();
+    let calls = (!config.status_ttl.is_zero())
+        .then(|| Calls::start(ports.broker.clone(), &config, status_stop.clone()));
     let mut servers = tokio::task::JoinSet::new();
     if let Some(server) = ingress {
         let state = Arc::new(ingress::Ingress {
@@ -152,12 +156,21 @@ pub async fn run(
             clock: ports.clock.clone(),
             metrics: metrics.clone(),
             auth: config.ingress_auth().map(Arc::new),
+            calls: calls.clone(),
         });
         servers.spawn(serve_ingress(state, server, shutdown.clone()));
     }
-    let worker = worker::Worker::new(config, ports, metrics, health);
+    let mut worker = worker::Worker::new(config, ports, metrics, health);
+    if let Some(calls) = &calls {
+        worker = worker.with_calls(calls.clone());
+    }
     worker.run(shutdown).await;
     while servers.join_next().await.is_some() {}
+    // What the worker and the ingress recorded last is written before the process ends.
+    status_stop.cancel();
+    if let Some(calls) = &calls {
+        calls.flush(crate::status::DRAIN).await;
+    }
 }
 
 /// The ingress, until `stop` (it stops taking requests as soon as shutdown starts).

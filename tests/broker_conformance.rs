@@ -328,6 +328,7 @@ conformance! {
     publish_without_stream_is_no_stream => memory_publish_without_stream_is_no_stream, nats_publish_without_stream_is_no_stream;
     stream_info_counts_per_subject => memory_stream_info_counts_per_subject, nats_stream_info_counts_per_subject;
     kv_put_get_delete_and_ttl => memory_kv_put_get_delete_and_ttl, nats_kv_put_get_delete_and_ttl;
+    kv_swap_writes_only_over_the_revision_read => memory_kv_swap_writes_only_over_the_revision_read, nats_kv_swap_writes_only_over_the_revision_read;
     ensure_stream_is_idempotent_and_checked => memory_ensure_stream_is_idempotent_and_checked, nats_ensure_stream_is_idempotent_and_checked;
     pull_batch_and_demand_bound_local_buffer => memory_pull_batch_and_demand_bound_local_buffer, nats_pull_batch_and_demand_bound_local_buffer;
     too_large_message_is_refused => memory_too_large_message_is_refused, nats_too_large_message_is_refused;
@@ -965,6 +966,53 @@ async fn kv_put_get_delete_and_ttl(h: &Harness) {
     })
     .await;
     assert!(t0.elapsed() >= ttl.saturating_sub(h.early()));
+}
+
+/// Compare-and-set: a write over the revision read wins, a second write over the same revision
+/// is a conflict; `0` creates only a key with no live value (a deleted one included).
+async fn kv_swap_writes_only_over_the_revision_read(h: &Harness) {
+    let spec = KvSpec {
+        bucket: format!("swap_{}", h.queue.replace('-', "_")),
+        ttl: Duration::from_secs(60),
+        storage: Storage::File,
+        replicas: 1,
+    };
+    let bucket = spec.bucket.as_str();
+    h.broker.ensure_kv(&spec).await.unwrap();
+    let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+    assert_eq!(h.broker.kv_entry(bucket, "c").await.unwrap(), None);
+    let r1 = h.broker.kv_swap(bucket, "c", b("queued"), 0).await.unwrap();
+    let conflict = h.broker.kv_swap(bucket, "c", b("other"), 0).await;
+    assert!(
+        matches!(conflict, Err(BrokerError::Conflict { .. })),
+        "{conflict:?}"
+    );
+    assert_eq!(
+        h.broker.kv_entry(bucket, "c").await.unwrap(),
+        Some((b("queued"), r1))
+    );
+    let r2 = h
+        .broker
+        .kv_swap(bucket, "c", b("running"), r1)
+        .await
+        .unwrap();
+    assert!(r2 > r1);
+    let stale = h.broker.kv_swap(bucket, "c", b("late"), r1).await;
+    assert!(
+        matches!(stale, Err(BrokerError::Conflict { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(
+        h.broker.kv_get(bucket, "c").await.unwrap().as_deref(),
+        Some(&b"running"[..])
+    );
+    h.broker.kv_delete(bucket, "c").await.unwrap();
+    assert_eq!(h.broker.kv_entry(bucket, "c").await.unwrap(), None);
+    h.broker.kv_swap(bucket, "c", b("again"), 0).await.unwrap();
+    assert_eq!(
+        h.broker.kv_get(bucket, "c").await.unwrap().as_deref(),
+        Some(&b"again"[..])
+    );
 }
 
 async fn ensure_stream_is_idempotent_and_checked(h: &Harness) {

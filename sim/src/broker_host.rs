@@ -452,7 +452,9 @@ impl Conn {
             req @ (Req::EnsureKv { .. }
             | Req::KvPut { .. }
             | Req::KvGet { .. }
-            | Req::KvDelete { .. }) => self.answer_kv(req).await,
+            | Req::KvDelete { .. }
+            | Req::KvEntry { .. }
+            | Req::KvSwap { .. }) => self.answer_kv(req).await,
         })
     }
 
@@ -480,6 +482,18 @@ impl Conn {
             Req::KvDelete { bucket, key } => {
                 reply(broker.kv_delete(&bucket, &key).await, |()| Resp::Done)
             }
+            Req::KvEntry { bucket, key } => reply(broker.kv_entry(&bucket, &key).await, |e| {
+                Resp::Entry(e.map(|(v, r)| (v.to_vec(), r)))
+            }),
+            Req::KvSwap {
+                bucket,
+                key,
+                value,
+                expected,
+            } => reply(
+                broker.kv_swap(&bucket, &key, value.into(), expected).await,
+                Resp::Rev,
+            ),
             _ => unreachable!("answer() passes only key-value requests"),
         }
     }

@@ -497,6 +497,7 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         clock: Arc::new(SimClock),
         metrics: Arc::new(Metrics::new()),
         auth: None,
+        calls: None,
     };
     let start = tokio::time::Instant::now();
     let mut calls = cfg.calls.clone();

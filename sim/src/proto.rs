@@ -230,6 +230,16 @@ pub enum Req {
         bucket: String,
         key: String,
     },
+    KvEntry {
+        bucket: String,
+        key: String,
+    },
+    KvSwap {
+        bucket: String,
+        key: String,
+        value: Vec<u8>,
+        expected: u64,
+    },
 }
 
 impl Req {
@@ -268,6 +278,7 @@ pub enum Resp {
     Info(Option<WInfo>),
     Rev(u64),
     Value(Option<Vec<u8>>),
+    Entry(Option<(Vec<u8>, u64)>),
     Err(WError),
 }
 
@@ -297,6 +308,7 @@ pub enum WError {
     Full(String),
     TooLarge(String),
     NoBucket(String),
+    Conflict(String),
     Other(String),
 }
 
@@ -315,6 +327,7 @@ impl From<&BrokerError> for WError {
             BrokerError::Full(s) => WError::Full(s.clone()),
             BrokerError::TooLarge(s) => WError::TooLarge(s.clone()),
             BrokerError::NoBucket { bucket } => WError::NoBucket(bucket.clone()),
+            BrokerError::Conflict { key } => WError::Conflict(key.clone()),
             BrokerError::Other { reason, .. } => WError::Other(reason.clone()),
         }
     }
@@ -335,6 +348,7 @@ impl From<WError> for BrokerError {
             WError::Full(s) => BrokerError::Full(s),
             WError::TooLarge(s) => BrokerError::TooLarge(s),
             WError::NoBucket(bucket) => BrokerError::NoBucket { bucket },
+            WError::Conflict(key) => BrokerError::Conflict { key },
             WError::Other(reason) => BrokerError::Other {
                 op: "remote broker",
                 reason,

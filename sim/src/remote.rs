@@ -477,6 +477,36 @@ impl KeyValue for RemoteBroker {
             .await
             .map(|_| ())
     }
+
+    async fn kv_entry(&self, bucket: &str, key: &str) -> Result<Option<(Bytes, u64)>, BrokerError> {
+        let req = Req::KvEntry {
+            bucket: bucket.into(),
+            key: key.into(),
+        };
+        match self.c.call(req, REQUEST_TIMEOUT).await? {
+            Resp::Entry(e) => Ok(e.map(|(v, r)| (Bytes::from(v), r))),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn kv_swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<u64, BrokerError> {
+        let req = Req::KvSwap {
+            bucket: bucket.into(),
+            key: key.into(),
+            value: value.to_vec(),
+            expected,
+        };
+        match self.c.call(req, REQUEST_TIMEOUT).await? {
+            Resp::Rev(r) => Ok(r),
+            r => Err(unexpected(r)),
+        }
+    }
 }
 
 /// A pull subscription over the network. At most one pull request is outstanding; a

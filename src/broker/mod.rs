@@ -364,6 +364,20 @@ pub trait KeyValue: Send + Sync + 'static {
 
     /// Delete `key` (no error when it does not exist).
     async fn kv_delete(&self, bucket: &str, key: &str) -> Result<(), BrokerError>;
+
+    /// The live value of `key` with its revision; `None` when never set, deleted or expired.
+    async fn kv_entry(&self, bucket: &str, key: &str) -> Result<Option<(Bytes, u64)>, BrokerError>;
+
+    /// Store `value` under `key` only when the key is still at revision `expected` (`0`: only
+    /// when it has no live value); returns the new revision. [`BrokerError::Conflict`] when
+    /// another write came first (read again and retry).
+    async fn kv_swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<u64, BrokerError>;
 }
 
 /// A whole broker: what an implementation provides ([`jetstream::JetStreamBroker`],
@@ -405,6 +419,9 @@ pub enum BrokerError {
     TooLarge(String),
     #[error("no key-value bucket {bucket}")]
     NoBucket { bucket: String },
+    /// A [`KeyValue::kv_swap`] lost to another write of the same key.
+    #[error("key {key} was written meanwhile")]
+    Conflict { key: String },
     #[error("NATS error during {op}: {reason}")]
     Other { op: &'static str, reason: String },
 }

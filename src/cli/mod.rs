@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod dev;
 pub mod publish;
+pub mod status;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub enum Command {
     /// All in one process with nothing installed: embedded broker, ingress, worker and demo
     /// functions.
     Dev(dev::DevArgs),
+    /// Print a call's status (JSON) from NATS: exit 0, or 1 when the call is unknown.
+    Status(status::StatusArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -179,12 +182,40 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Publish(args) => publish::main(args).await,
             Command::Dev(args) => dev::main(args).await,
+            Command::Status(args) => status::main(args).await,
         }
     });
     drop(runtime);
     // Log lines are written in batches: the last ones before the process ends.
     crate::telemetry::logging::flush();
     code
+}
+
+/// Connect to NATS for a one-shot command (`publish`, `status`), giving up after 30 s: exit 1
+/// when NATS cannot be reached, 2 when it refuses the credentials.
+pub(crate) async fn connect_for_command(
+    config: &Config,
+    metrics: &Arc<crate::telemetry::metrics::Metrics>,
+    command: &str,
+) -> Result<Arc<crate::broker::jetstream::JetStreamBroker>, ExitCode> {
+    let give_up = tokio_util::sync::CancellationToken::new();
+    let g = give_up.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        g.cancel();
+    });
+    match crate::lifecycle::connect_nats(config, metrics, &give_up).await {
+        Ok(Some(broker)) => Ok(Arc::new(broker)),
+        Ok(None) => {
+            let urls = crate::broker::jetstream::urls_for_logs(&config.nats_urls);
+            eprintln!("queue-worker {command}: NATS not reachable at {urls}");
+            Err(ExitCode::FAILURE)
+        }
+        Err(refused) => {
+            eprintln!("queue-worker {command}: {refused}");
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
 }
 
 pub(crate) async fn bind(what: &str, addr: &str) -> Result<TcpListener, ExitCode> {

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_USAGE, load_config};
 use crate::broker::Consume;
@@ -131,25 +130,13 @@ fn submission(args: &PublishArgs, max_body_bytes: usize) -> Result<Submission, S
 /// Connect (giving up after 30 s), store the message, print its call id.
 async fn publish(config: Arc<Config>, prepared: Prepared) -> ExitCode {
     let metrics = Arc::new(Metrics::new());
-    let give_up = CancellationToken::new();
-    let g = give_up.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-        g.cancel();
-    });
-    let broker = match crate::lifecycle::connect_nats(&config, &metrics, &give_up).await {
-        Ok(Some(broker)) => broker,
-        Ok(None) => {
-            let urls = crate::broker::jetstream::urls_for_logs(&config.nats_urls);
-            eprintln!("queue-worker publish: NATS not reachable at {urls}");
-            return ExitCode::FAILURE;
-        }
-        Err(refused) => {
-            eprintln!("queue-worker publish: {refused}");
-            return ExitCode::from(super::EXIT_USAGE);
-        }
+    let broker = match super::connect_for_command(&config, &metrics, "publish").await {
+        Ok(b) => b,
+        Err(code) => return code,
     };
-    let broker = Arc::new(broker);
+    let status_stop = tokio_util::sync::CancellationToken::new();
+    let calls = (!config.status_ttl.is_zero())
+        .then(|| crate::status::Calls::start(broker.clone(), &config, status_stop.clone()));
     let state = Ingress {
         config: config.clone(),
         publisher: broker.clone(),
@@ -157,10 +144,15 @@ async fn publish(config: Arc<Config>, prepared: Prepared) -> ExitCode {
         clock: Arc::new(crate::clock::SystemClock),
         metrics,
         auth: None,
+        calls: calls.clone(),
     };
     match ingress::submit(&state, &prepared).await {
         Ok(()) => {
             println!("{}", prepared.call_id);
+            status_stop.cancel();
+            if let Some(calls) = &calls {
+                calls.flush(std::time::Duration::from_secs(2)).await;
+            }
             let _ = broker.flush().await;
             ExitCode::SUCCESS
         }

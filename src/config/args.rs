@@ -443,7 +443,7 @@ pub struct ConfigArgs {
     )]
     pub dead_letter_max_age: Option<String>,
 
-    /// How long call status is kept. Default: 24h
+    /// How long a call's status is kept after its last change (0 = no call status). Default: 24h
     #[arg(
         long,
         env = "status_ttl",

@@ -261,7 +261,7 @@ pub struct Config {
     pub ingress_max_buffered_bytes: usize,
     /// Dead-letter retention (`dead_letter_max_age`, default 168h, greater than 0).
     pub dead_letter_max_age: Duration,
-    /// Call status retention (`status_ttl`, default 24h, greater than 0).
+    /// Call status retention (`status_ttl`, default 24h; 0 = no call status).
     pub status_ttl: Duration,
     /// Metrics and health port (`metrics_port`, default 8081; 0 = ephemeral).
     pub metrics_port: u16,
@@ -343,6 +343,17 @@ impl Config {
     pub fn ingress_auth(&self) -> Option<crate::security::auth::IngressAuth> {
         let basic_dir = self.basic_auth.then_some(self.secret_mount_path.as_path());
         crate::security::auth::IngressAuth::new(basic_dir, self.api_token_file.as_deref())
+    }
+
+    /// Every queue the ingress may publish to: `queue_name` and the `function_queues` targets.
+    pub fn queues(&self) -> Vec<String> {
+        let mut qs = vec![self.queue_name.clone()];
+        for q in self.function_queues.values() {
+            if !qs.contains(q) {
+                qs.push(q.clone());
+            }
+        }
+        qs
     }
 
     /// The stream of this worker's queue: `OF_{queue_name}`.

@@ -309,12 +309,8 @@ impl Validator {
             c.dead_letter_max_age,
             Bound::Positive,
         );
-        c.status_ttl = self.duration(
-            "status_ttl",
-            &args.status_ttl,
-            c.status_ttl,
-            Bound::Positive,
-        );
+        // 0: no call status is kept.
+        c.status_ttl = self.duration("status_ttl", &args.status_ttl, c.status_ttl, Bound::Any);
         let default_port = c.metrics_port;
         let port = self.uint(
             "metrics_port",

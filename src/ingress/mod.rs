@@ -3,6 +3,7 @@
 
 pub mod body_limit;
 mod budget;
+mod calls;
 mod route;
 
 pub use budget::BodyBudget;
@@ -22,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::invoke::guard;
 use crate::security::auth::IngressAuth;
+use crate::status::Calls;
 use crate::telemetry::metrics::{Metrics, QueueLabels};
 use crate::wire::{self, GoUrl, QueueRequest, parse_callback_url};
 
@@ -39,18 +41,15 @@ pub struct Ingress {
     pub metrics: Arc<Metrics>,
     /// Credentials every route but `/healthz` requires; `None`: open.
     pub auth: Option<Arc<IngressAuth>>,
+    /// Call status: recorded when a call is stored, read by `GET /system/calls/{id}`;
+    /// `None`: not kept.
+    pub calls: Option<Arc<Calls>>,
 }
 
 impl Ingress {
     /// Every queue the ingress may publish to: `queue_name` and the `function_queues` targets.
     pub fn queues(&self) -> Vec<String> {
-        let mut qs = vec![self.config.queue_name.clone()];
-        for q in self.config.function_queues.values() {
-            if !qs.contains(q) {
-                qs.push(q.clone());
-            }
-        }
-        qs
+        self.config.queues()
     }
 
     fn stream_spec(&self, queue: &str) -> StreamSpec {
@@ -77,7 +76,8 @@ pub fn router(state: Arc<Ingress>) -> Router {
         .route("/async-function/{*rest}", any(async_function))
         // No function named: 400 from the same handler, not the router's 404.
         .route("/async-function/", any(async_function))
-        .route("/async-function", any(async_function));
+        .route("/async-function", any(async_function))
+        .route("/system/calls/{call_id}", get(calls::call_status));
     if let Some(auth) = &state.auth {
         routes = routes.route_layer(axum::middleware::from_fn_with_state(
             auth.clone(),
@@ -247,5 +247,13 @@ pub async fn submit_once(state: &Ingress, p: &Prepared) -> Result<Stored, Broker
         })
         .inc();
     tracing::debug!(callId = %p.call_id, function = %p.function, queue = %p.queue, "Queued");
+    if let Some(calls) = &state.calls {
+        let event = crate::status::Event {
+            function: p.function.clone(),
+            at: crate::status::unix_ms(state.clock.now()),
+            kind: crate::status::Kind::Queued,
+        };
+        calls.record(&p.queue, &p.call_id, event);
+    }
     Ok(Stored::New)
 }

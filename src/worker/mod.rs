@@ -17,9 +17,11 @@ pub(crate) mod ready;
 pub mod retry;
 pub(crate) mod shutdown;
 pub(crate) mod static_mode;
+pub(crate) mod tracking;
 
 use crate::security::secret_file::SecretFile;
 use crate::security::signing::Signer;
+use crate::status::Calls;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -60,6 +62,8 @@ pub struct Context {
     pub retry_budget: Mutex<RetryBudget>,
     /// Signs callbacks (`callback_signing_secret_file`); `None`: unsigned.
     pub signer: Option<Signer>,
+    /// Where call status is recorded; `None`: not recorded.
+    pub calls: Option<Arc<Calls>>,
 }
 
 impl Context {
@@ -104,6 +108,7 @@ impl Worker {
                     .callback_signing_secret_file
                     .as_ref()
                     .map(|path| Signer::new(SecretFile::new(path))),
+                calls: None,
                 config,
                 broker: ports.broker,
                 invoker: ports.invoker,
@@ -114,6 +119,14 @@ impl Worker {
             stream,
             health,
         }
+    }
+
+    /// Record call status in `calls` (before [`Worker::run`]).
+    pub fn with_calls(mut self, calls: Arc<Calls>) -> Worker {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.calls = Some(calls);
+        }
+        self
     }
 
     /// Run the configured mode until `shutdown`, then drain (see `shutdown.rs`).

@@ -15,6 +15,7 @@ use super::dead_letter;
 use super::lease::{self, Held, Lease};
 use super::plan::{self, Attempt, Plan, RetryPlan, Settle, Signal};
 use super::retry::{AttemptResult, RetryPolicy};
+use super::tracking;
 use crate::broker::{Acker, Delivery};
 use crate::invoke::InvokeError;
 use crate::rng::PortJitter;
@@ -186,6 +187,7 @@ async fn invoke_and_plan(
     http_req: http::Request<bytes::Bytes>,
     crowd: Crowd<'_>,
 ) -> (Plan, Reply) {
+    tracking::started(ctx, call);
     let invoked = invoke(ctx, call, http_req).await;
     let result = match &invoked.result {
         Ok(resp) => AttemptResult::Response {
@@ -289,6 +291,7 @@ async fn invoke(ctx: &Context, call: &Call<'_>, http_req: http::Request<bytes::B
 
 /// Carry out the plan of a call: retry bookkeeping, callback, processed count, dead letter.
 async fn carry_out(ctx: &Context, call: &Call<'_>, plan: &Plan, reply: Reply) -> Settle {
+    tracking::planned(ctx, call, plan, reply.status);
     if plan.settle == Settle::Again {
         note_pushed_back(ctx, call);
     }
@@ -323,6 +326,7 @@ async fn carry_out_without_call(
     plan: &Plan,
 ) -> Settle {
     debug_assert!(plan.callback.is_none() && plan.retry.is_none() && !plan.processed);
+    tracking::ended_without_call(ctx, ids, plan);
     match &plan.dead_letter {
         Some(dl) => dead_letter::park(ctx, delivery, ids, dl).await,
         None => plan.settle,

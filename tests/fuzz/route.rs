@@ -167,6 +167,7 @@ fn answer(case: &Case) -> (StatusCode, Option<String>, Bytes, Vec<Outgoing>) {
         clock: Arc::new(FixedClock),
         metrics: METRICS.clone(),
         auth: None,
+        calls: None,
     });
     RUNTIME.block_on(async {
         let resp = router(state)

@@ -1,6 +1,7 @@
 //! Key-value buckets: JetStream streams with the KV conventions.
 
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::stream::{self as js_stream, DiscardPolicy};
 use async_nats::jetstream::{self};
 use async_trait::async_trait;
@@ -74,6 +75,48 @@ impl KeyValue for JetStreamBroker {
             .delete(key)
             .await
             .map_err(|e| self.kv_error(bucket, "key-value delete", e))
+    }
+
+    async fn kv_entry(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(bytes::Bytes, u64)>, BrokerError> {
+        let store = self.kv_store(bucket).await?;
+        let entry = store
+            .entry(key)
+            .await
+            .map_err(|e| self.kv_error(bucket, "key-value entry", e))?;
+        Ok(entry
+            .filter(|e| e.operation == Operation::Put)
+            .map(|e| (e.value, e.revision)))
+    }
+
+    async fn kv_swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: bytes::Bytes,
+        expected: u64,
+    ) -> Result<u64, BrokerError> {
+        let store = self.kv_store(bucket).await?;
+        let conflict = || BrokerError::Conflict {
+            key: key.to_string(),
+        };
+        if expected == 0 {
+            // Also over a deleted or purged key's marker.
+            return store.create(key, value).await.map_err(|e| match e.kind() {
+                CreateErrorKind::AlreadyExists => conflict(),
+                _ => self.kv_error(bucket, "key-value create", e),
+            });
+        }
+        store
+            .update(key, value, expected)
+            .await
+            .map_err(|e| match e.kind() {
+                UpdateErrorKind::WrongLastRevision => conflict(),
+                _ => self.kv_error(bucket, "key-value update", e),
+            })
     }
 }
 

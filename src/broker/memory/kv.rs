@@ -17,6 +17,8 @@ pub(super) struct Bucket {
 pub(super) struct KvEntry {
     pub(super) value: Bytes,
     pub(super) expires: Option<Instant>,
+    /// The bucket's revision when this value was put.
+    pub(super) revision: u64,
 }
 
 impl Bucket {

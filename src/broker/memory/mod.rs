@@ -299,6 +299,78 @@ impl Admin for MemoryBroker {
     }
 }
 
+impl MemoryBroker {
+    /// Put `value` under `key`; with `expected`, only when the key's live revision is that
+    /// (`0`: no live value), else [`BrokerError::Conflict`].
+    fn put_entry(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        expected: Option<u64>,
+    ) -> Result<u64, BrokerError> {
+        if !valid_key(key) {
+            return Err(invalid_key(key));
+        }
+        let max = self.inner.limits.max_message_bytes;
+        if key.len() + value.len() > max {
+            return Err(BrokerError::TooLarge(format!(
+                "{} bytes is over the {max} byte limit per entry",
+                key.len() + value.len()
+            )));
+        }
+        let now = Instant::now();
+        let limits = &self.inner.limits;
+        let mut state = self.inner.lock();
+        state.sweep_bucket(bucket, now);
+        let Some(b) = state.buckets.get(bucket) else {
+            return Err(no_bucket(bucket));
+        };
+        let live = b.entries.get(key);
+        if let Some(want) = expected
+            && live.map_or(0, |e| e.revision) != want
+        {
+            return Err(BrokerError::Conflict {
+                key: key.to_string(),
+            });
+        }
+        let old = live.map(|e| (key.len() + e.value.len()) as u64);
+        let size = (key.len() + value.len()) as u64;
+        let (more_msgs, more_bytes) = match old {
+            Some(o) => (0, size as i64 - o as i64),
+            None => (1, size as i64),
+        };
+        if !state.fits(limits, more_msgs, more_bytes, now) {
+            return Err(full_error(state.usage, limits));
+        }
+        let Some(b) = state.buckets.get_mut(bucket) else {
+            return Err(no_bucket(bucket));
+        };
+        let freed = b.remove(key);
+        let expires = (!b.spec.ttl.is_zero()).then(|| later(now, b.spec.ttl));
+        if let Some(at) = expires {
+            b.expiry.insert((at, key.to_string()));
+        }
+        b.revision += 1;
+        let revision = b.revision;
+        b.entries.insert(
+            key.to_string(),
+            KvEntry {
+                value,
+                expires,
+                revision,
+            },
+        );
+        if let Some(f) = freed {
+            state.usage.messages -= 1;
+            state.usage.bytes -= f;
+        }
+        state.usage.messages += 1;
+        state.usage.bytes += size;
+        Ok(revision)
+    }
+}
+
 #[async_trait]
 impl KeyValue for MemoryBroker {
     async fn ensure_kv(&self, spec: &KvSpec) -> Result<(), BrokerError> {
@@ -325,57 +397,10 @@ impl KeyValue for MemoryBroker {
     }
 
     async fn kv_put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, BrokerError> {
-        if !valid_key(key) {
-            return Err(invalid_key(key));
-        }
-        let max = self.inner.limits.max_message_bytes;
-        if key.len() + value.len() > max {
-            return Err(BrokerError::TooLarge(format!(
-                "{} bytes is over the {max} byte limit per entry",
-                key.len() + value.len()
-            )));
-        }
-        let now = Instant::now();
-        let limits = &self.inner.limits;
-        let mut state = self.inner.lock();
-        state.sweep_bucket(bucket, now);
-        let Some(b) = state.buckets.get(bucket) else {
-            return Err(no_bucket(bucket));
-        };
-        let old = b
-            .entries
-            .get(key)
-            .map(|e| (key.len() + e.value.len()) as u64);
-        let size = (key.len() + value.len()) as u64;
-        let (more_msgs, more_bytes) = match old {
-            Some(o) => (0, size as i64 - o as i64),
-            None => (1, size as i64),
-        };
-        if !state.fits(limits, more_msgs, more_bytes, now) {
-            return Err(full_error(state.usage, limits));
-        }
-        let Some(b) = state.buckets.get_mut(bucket) else {
-            return Err(no_bucket(bucket));
-        };
-        let freed = b.remove(key);
-        let expires = (!b.spec.ttl.is_zero()).then(|| later(now, b.spec.ttl));
-        if let Some(at) = expires {
-            b.expiry.insert((at, key.to_string()));
-        }
-        b.entries
-            .insert(key.to_string(), KvEntry { value, expires });
-        b.revision += 1;
-        let revision = b.revision;
-        if let Some(f) = freed {
-            state.usage.messages -= 1;
-            state.usage.bytes -= f;
-        }
-        state.usage.messages += 1;
-        state.usage.bytes += size;
-        Ok(revision)
+        self.put_entry(bucket, key, value, None)
     }
 
-    async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<Bytes>, BrokerError> {
+    async fn kv_entry(&self, bucket: &str, key: &str) -> Result<Option<(Bytes, u64)>, BrokerError> {
         if !valid_key(key) {
             return Err(invalid_key(key));
         }
@@ -384,7 +409,21 @@ impl KeyValue for MemoryBroker {
         let Some(b) = state.buckets.get(bucket) else {
             return Err(no_bucket(bucket));
         };
-        Ok(b.entries.get(key).map(|e| e.value.clone()))
+        Ok(b.entries.get(key).map(|e| (e.value.clone(), e.revision)))
+    }
+
+    async fn kv_swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<u64, BrokerError> {
+        self.put_entry(bucket, key, value, Some(expected))
+    }
+
+    async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<Bytes>, BrokerError> {
+        Ok(self.kv_entry(bucket, key).await?.map(|(value, _)| value))
     }
 
     async fn kv_delete(&self, bucket: &str, key: &str) -> Result<(), BrokerError> {

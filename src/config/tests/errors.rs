@@ -84,7 +84,7 @@ fn bad_values(name: &str) -> &'static [&'static str] {
         "ingress_body_timeout" => &["0", "1 min"],
         "ingress_max_buffered_bytes" => &["0", "1000", "1GB"],
         "dead_letter_max_age" => &["0", "7d"],
-        "status_ttl" => &["0s", "1day"],
+        "status_ttl" => &["-1s", "1day"],
         "metrics_port" => &["65536", "-1", "http"],
         "shutdown_timeout" => &["30", "-30s"],
         "nats_credentials_file"
