@@ -1,9 +1,16 @@
 //! The background writer of call status: events wait in memory, grouped by call, and one task
-//! writes them in rounds — each call read, its events applied ([`super::record::apply`]),
-//! written back with compare-and-set (another worker's write in between means read and apply
-//! again). Recording never waits on NATS; a call appears in one round at a time, so its events
-//! keep their order. Bounded: past [`MAX_EVENTS`] waiting, new non-terminal events are dropped
-//! (counted in the log), terminal ones still kept.
+//! writes them in rounds — each call's events applied ([`super::record::apply`]) to its stored
+//! status and written back with compare-and-set (another worker's write in between means read
+//! and apply again). Recording never waits on NATS; a call appears in one round at a time, so
+//! its events keep their order.
+//!
+//! Cheap per call: a round starts [`LINGER`] after the first event, so a short call's events
+//! are written once; the status and revision this process wrote last are remembered
+//! ([`KNOWN`] calls), so its next write needs no read (the ingress's `queued` and the worker's
+//! end in one process: one request each); a call never seen is created without a read
+//! (a message published by a gateway: one request). A wrong guess is a conflict, and costs a
+//! read. Bounded: past [`MAX_EVENTS`] waiting, new non-terminal events are dropped (counted in
+//! the log), terminal ones kept up to twice that.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,6 +34,12 @@ const ROUND: usize = 1024;
 const SWAP_TRIES: u32 = 5;
 /// Pause after a round that could not write (NATS unreachable).
 const BACKOFF: Duration = Duration::from_millis(500);
+/// How long a round waits after its first event, for more events of the same calls.
+const LINGER: Duration = Duration::from_millis(50);
+/// Calls whose last written status and revision are remembered.
+const KNOWN: usize = 16_384;
+/// Least time between two warnings that status cannot be written.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 /// How long the writer may take to write what it holds once stopped.
 pub const DRAIN: Duration = Duration::from_secs(5);
 
@@ -45,10 +58,16 @@ struct Waiting {
     dropped: u64,
 }
 
+/// What this process wrote last for a call: the status and its revision.
+type Known = HashMap<(String, String), (CallStatus, u64)>;
+
 struct Shared {
     store: Arc<dyn KeyValue>,
     spec_of: SpecOf,
     waiting: Mutex<Waiting>,
+    known: Mutex<Known>,
+    /// When the last "cannot write" warning was logged.
+    warned: Mutex<Option<tokio::time::Instant>>,
     wake: Notify,
     /// Woken after every round (for [`Writer::flush`]).
     written: Notify,
@@ -65,6 +84,8 @@ impl Writer {
             store,
             spec_of,
             waiting: Mutex::new(Waiting::default()),
+            known: Mutex::new(HashMap::new()),
+            warned: Mutex::new(None),
             wake: Notify::new(),
             written: Notify::new(),
         });
@@ -76,7 +97,8 @@ impl Writer {
         let terminal = matches!(event.kind, record::Kind::Finished { .. });
         {
             let mut w = self.shared.lock();
-            if w.count >= MAX_EVENTS && !terminal {
+            let full = w.count >= MAX_EVENTS && (!terminal || w.count >= 2 * MAX_EVENTS);
+            if full {
                 w.dropped += 1;
                 return;
             }
@@ -106,6 +128,33 @@ impl Writer {
 }
 
 impl Shared {
+    /// A warning that status cannot be written, at most once a [`WARN_EVERY`].
+    fn warn_failed(&self, e: &BrokerError) {
+        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        if warned.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
+            tracing::warn!(error = %e, "Cannot write call status; trying again");
+            *warned = Some(now);
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remember what was written (a terminal status is never written again: forgotten).
+    fn remember(&self, id: &(String, String), status: CallStatus, revision: u64) {
+        let mut known = self.known();
+        if status.state.is_terminal() {
+            known.remove(id);
+            return;
+        }
+        if known.len() >= KNOWN {
+            known.clear();
+        }
+        known.insert(id.clone(), (status, revision));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -155,6 +204,10 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 _ = shared.wake.notified() => {}
                 _ = stop.cancelled() => {}
             }
+            tokio::select! {
+                _ = tokio::time::sleep(LINGER) => {}
+                _ = stop.cancelled() => {}
+            }
         }
         let failed = write_round(&shared).await;
         shared.written.notify_waiters();
@@ -199,7 +252,7 @@ async fn write_round(shared: &Shared) -> bool {
         match done {
             Ok(()) => shared.lock().count -= events.len(),
             Err(e) => {
-                tracing::debug!(error = %e, "Call status not written yet; trying again");
+                shared.warn_failed(&e);
                 shared.give_back(id, events);
                 failed = true;
             }
@@ -208,7 +261,9 @@ async fn write_round(shared: &Shared) -> bool {
     failed
 }
 
-/// Apply `events` to the call's stored status and write it if it changed.
+/// Apply `events` to the call's stored status and write it if it changed. The stored status
+/// is first taken to be what this process wrote last (or nothing, for a call never seen); a
+/// conflict says otherwise, and then it is read.
 async fn write_call(
     shared: &Shared,
     queue: &str,
@@ -216,34 +271,49 @@ async fn write_call(
     events: &[Event],
 ) -> Result<(), BrokerError> {
     let bucket = super::bucket(queue);
+    let id = (queue.to_string(), key.to_string());
+    let known = shared.known().remove(&id);
+    let mut guess: Guess = match known {
+        Some((status, revision)) => (Some(status), revision),
+        None => (None, 0),
+    };
     for _ in 0..SWAP_TRIES {
-        let current = match shared.store.kv_entry(&bucket, key).await {
-            Err(BrokerError::NoBucket { .. }) => {
-                shared.store.ensure_kv(&(shared.spec_of)(queue)).await?;
-                continue;
-            }
-            other => other?,
-        };
-        let (stored, revision) = match &current {
-            Some((bytes, rev)) => (serde_json::from_slice::<CallStatus>(bytes).ok(), *rev),
-            None => (None, 0),
-        };
+        let (stored, revision) = guess;
         let Some(next) = apply_all(stored.as_ref(), events) else {
+            if let Some(status) = stored {
+                shared.remember(&id, status, revision);
+            }
             return Ok(());
         };
         let value = Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
         match shared.store.kv_swap(&bucket, key, value, revision).await {
-            Ok(_) => return Ok(()),
-            Err(BrokerError::Conflict { .. }) => continue,
+            Ok(written) => {
+                shared.remember(&id, next, written);
+                return Ok(());
+            }
+            Err(BrokerError::Conflict { .. }) => {}
             Err(BrokerError::NoBucket { .. }) => {
                 shared.store.ensure_kv(&(shared.spec_of)(queue)).await?;
             }
             Err(e) => return Err(e),
         }
+        guess = read(shared, &bucket, key).await?;
     }
     Err(BrokerError::Conflict {
         key: key.to_string(),
     })
+}
+
+/// A guess of the stored status: the status (if any) and its revision (`0`: none).
+type Guess = (Option<CallStatus>, u64);
+
+/// The stored status and its revision (`0` when none).
+async fn read(shared: &Shared, bucket: &str, key: &str) -> Result<Guess, BrokerError> {
+    match shared.store.kv_entry(bucket, key).await {
+        Ok(Some((bytes, rev))) => Ok((serde_json::from_slice(&bytes).ok(), rev)),
+        Ok(None) | Err(BrokerError::NoBucket { .. }) => Ok((None, 0)),
+        Err(e) => Err(e),
+    }
 }
 
 /// The status after all of `events`; `None` when they change nothing.
@@ -256,4 +326,82 @@ fn apply_all(stored: Option<&CallStatus>, events: &[Event]) -> Option<CallStatus
         }
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::memory::{MemoryBroker, MemoryLimits};
+    use crate::config::Storage;
+    use crate::status::{Kind, State};
+
+    fn spec_of() -> SpecOf {
+        Box::new(|queue: &str| KvSpec {
+            bucket: crate::status::bucket(queue),
+            ttl: Duration::from_secs(60),
+            storage: Storage::Memory,
+            replicas: 1,
+        })
+    }
+
+    fn ev(kind: Kind) -> Event {
+        Event {
+            function: "f".into(),
+            at: 1,
+            kind,
+        }
+    }
+
+    async fn stored(store: &dyn KeyValue, key: &str) -> Option<CallStatus> {
+        crate::status::read(store, "q", key).await.unwrap()
+    }
+
+    /// Two writers (two worker processes) on one bucket: each one's remembered revision goes
+    /// stale when the other writes, the conflict makes it read again, and the end stays.
+    #[tokio::test]
+    async fn two_writers_keep_one_terminal_state() {
+        let broker = Arc::new(MemoryBroker::new(
+            Arc::new(crate::clock::SystemClock),
+            MemoryLimits::default(),
+        ));
+        let stop = CancellationToken::new();
+        let a = Writer::start(broker.clone(), spec_of(), stop.clone());
+        let b = Writer::start(broker.clone(), spec_of(), stop.clone());
+        let within = Duration::from_secs(5);
+        a.record("q", "c1".into(), ev(Kind::Queued));
+        a.record("q", "c1".into(), ev(Kind::Started { attempt: 1 }));
+        a.flush(within).await;
+        assert_eq!(
+            stored(broker.as_ref(), "c1").await.unwrap().state,
+            State::Running
+        );
+        // The other process ends the call; then the first, with a stale revision, sends a
+        // late event of the same attempt and a different end.
+        let end = |state| Kind::Finished {
+            state,
+            attempts: 1,
+            status: Some(200),
+            error: None,
+            reason: None,
+        };
+        b.record("q", "c1".into(), ev(end(State::Succeeded)));
+        b.flush(within).await;
+        a.record("q", "c1".into(), ev(Kind::Started { attempt: 1 }));
+        a.record("q", "c1".into(), ev(end(State::Failed)));
+        a.flush(within).await;
+        let s = stored(broker.as_ref(), "c1").await.unwrap();
+        assert_eq!((s.state, s.attempts), (State::Succeeded, 1));
+        assert!(
+            s.enqueued_at.is_some(),
+            "the ingress's event was kept: {s:?}"
+        );
+        // A call no one saw before is created in one write.
+        b.record("q", "c2".into(), ev(end(State::Succeeded)));
+        b.flush(within).await;
+        assert_eq!(
+            stored(broker.as_ref(), "c2").await.unwrap().state,
+            State::Succeeded
+        );
+        stop.cancel();
+    }
 }
