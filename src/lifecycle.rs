@@ -144,6 +144,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     health.set_broker(ports.broker.clone());
+    let shutdown_timeout = config.shutdown_timeout;
+    let stopping_since = when_cancelled(&shutdown);
     let status_stop = CancellationToken::new();
     let calls = (!config.status_ttl.is_zero())
         .then(|| Calls::start(ports.broker.clone(), &config, status_stop.clone()));
@@ -166,11 +168,29 @@ pub async fn run(
     }
     worker.run(shutdown).await;
     while servers.join_next().await.is_some() {}
-    // What the worker and the ingress recorded last is written before the process ends.
+    // What the worker and the ingress recorded last is written before the process ends,
+    // within what is left of `shutdown_timeout` (the shutdown stays bounded by it).
     status_stop.cancel();
     if let Some(calls) = &calls {
-        calls.flush(crate::status::DRAIN).await;
+        let spent = stopping_since
+            .get()
+            .map_or(Duration::ZERO, |at| at.elapsed());
+        let left = shutdown_timeout
+            .saturating_sub(spent)
+            .min(crate::status::DRAIN);
+        calls.flush(left).await;
     }
+}
+
+/// Set to the time `token` is cancelled.
+fn when_cancelled(token: &CancellationToken) -> Arc<std::sync::OnceLock<tokio::time::Instant>> {
+    let at = Arc::new(std::sync::OnceLock::new());
+    let (set, token) = (at.clone(), token.clone());
+    tokio::spawn(async move {
+        token.cancelled().await;
+        let _ = set.set(tokio::time::Instant::now());
+    });
+    at
 }
 
 /// The ingress, until `stop` (it stops taking requests as soon as shutdown starts).
