@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerError, KeyValue, KvSpec};
-use crate::config::{Config, Storage};
+use crate::config::Config;
 
 pub use record::{CallStatus, Event, Kind, State};
 pub use writer::DRAIN;
@@ -28,9 +28,6 @@ pub fn bucket(queue: &str) -> String {
 /// Reads and records call status.
 pub struct Calls {
     store: Arc<dyn KeyValue>,
-    ttl: Duration,
-    storage: Storage,
-    replicas: usize,
     writer: Writer,
 }
 
@@ -52,13 +49,7 @@ impl Calls {
             }
         };
         let writer = Writer::start(store.clone(), Box::new(spec_of), stop);
-        Arc::new(Calls {
-            store,
-            ttl: config.status_ttl,
-            storage: config.nats_storage,
-            replicas: config.nats_stream_replicas,
-            writer,
-        })
+        Arc::new(Calls { store, writer })
     }
 
     /// Record `event` of `call_id` on `queue`: returns at once; written in the background.
@@ -71,17 +62,6 @@ impl Calls {
     /// The status of `call_id` on `queue` ([`read`]).
     pub async fn get(&self, queue: &str, call_id: &str) -> Result<Option<CallStatus>, BrokerError> {
         read(self.store.as_ref(), queue, call_id).await
-    }
-
-    /// Create the bucket of `queue` (idempotent).
-    pub async fn ensure(&self, queue: &str) -> Result<(), BrokerError> {
-        let spec = KvSpec {
-            bucket: bucket(queue),
-            ttl: self.ttl,
-            storage: self.storage,
-            replicas: self.replicas,
-        };
-        self.store.ensure_kv(&spec).await
     }
 
     /// Wait until what was recorded so far is written (or `within` passes).
