@@ -155,6 +155,7 @@ pub async fn run(
             config: config.clone(),
             publisher: ports.broker.clone(),
             streams: ports.broker.clone(),
+            store: ports.broker.clone(),
             clock: ports.clock.clone(),
             metrics: metrics.clone(),
             auth: config.ingress_auth().map(Arc::new),

@@ -106,3 +106,27 @@ async fn dev_sleep_function_and_graceful_stop() {
     let status = dev.proc.wait_exit(T).await.expect("exits");
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn dev_queues_a_repeated_idempotency_key_once() {
+    let dev = start_dev().await;
+    let receiver = CallbackReceiver::start().await;
+    let mut ids = Vec::new();
+    for body in ["first", "second", "third"] {
+        let r = dev
+            .post("echo")
+            .header("Idempotency-Key", "dev-order-1")
+            .header("X-Callback-Url", receiver.url("/done"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(r.headers()["x-call-id"].to_str().unwrap().to_string());
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let cbs = receiver.wait_for(1, T).await;
+    assert_eq!(cbs[0].body_str(), "first");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.count(), 1, "{:?}", receiver.requests());
+}

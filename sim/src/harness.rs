@@ -494,6 +494,7 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         config: config.clone(),
         publisher: broker.clone(),
         streams: broker.clone(),
+        store: broker.clone(),
         clock: Arc::new(SimClock),
         metrics: Arc::new(Metrics::new()),
         auth: None,

@@ -139,7 +139,7 @@ pub fn wire_size(out: &Outgoing) -> usize {
 /// the streams when they are missing).
 pub async fn publish(ingress: &Ingress, prepared: &Prepared, raw: bool) -> Result<(), BrokerError> {
     if !raw {
-        return ingress::submit(ingress, prepared).await;
+        return ingress::submit_once(ingress, prepared).await.map(|_| ());
     }
     match ingress.publisher.publish(prepared.outgoing.clone()).await {
         Err(BrokerError::NoStream { .. }) => {

@@ -60,6 +60,12 @@ impl StreamSpec {
         }
     }
 
+    /// The same stream remembering message ids for `window` (`idempotency_window`).
+    pub fn with_duplicate_window(mut self, window: Duration) -> StreamSpec {
+        self.duplicate_window = window;
+        self
+    }
+
     /// The dead-letter stream of queue `queue`: `OF_<queue>_DLQ` on `<queue>_DLQ.>`.
     ///
     /// (Not `<queue>.dlq.>`: NATS refuses streams whose subjects overlap, and the work queue
@@ -314,7 +320,8 @@ pub trait Consume: Send + Sync + 'static {
 /// setup, discovery and gauges, readiness).
 #[async_trait]
 pub trait Admin: Send + Sync + 'static {
-    /// Create the stream if missing; leave a matching one alone; report an incompatible one.
+    /// Create the stream if missing; leave a matching one alone (but for its duplicate window,
+    /// which is set to the spec's); report an incompatible one.
     async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamStatus, BrokerError>;
 
     /// Delete a consumer; `Ok(false)` when it did not exist.

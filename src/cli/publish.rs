@@ -141,14 +141,23 @@ async fn publish(config: Arc<Config>, prepared: Prepared) -> ExitCode {
         config: config.clone(),
         publisher: broker.clone(),
         streams: broker.clone(),
+        store: broker.clone(),
         clock: Arc::new(crate::clock::SystemClock),
         metrics,
         auth: None,
         calls: calls.clone(),
     };
-    match ingress::submit(&state, &prepared).await {
-        Ok(()) => {
-            println!("{}", prepared.call_id);
+    match ingress::submit_once(&state, &prepared).await {
+        Ok(ingress::Stored::RepeatInFlight) => {
+            eprintln!(
+                "queue-worker publish: a call with this Idempotency-Key is being queued right now; \
+                 nothing new was queued (run again shortly for its call id)"
+            );
+            ExitCode::FAILURE
+        }
+        Ok(stored) => {
+            let id = stored.call_id(&prepared).unwrap_or(&prepared.call_id);
+            println!("{id}");
             status_stop.cancel();
             if let Some(calls) = &calls {
                 calls.flush(std::time::Duration::from_secs(2)).await;

@@ -3,7 +3,7 @@
 
 /// Every configuration variable: the environment variable name (lowercase, as the OpenFaaS
 /// chart spells it). The CLI flag is the same name with `_` replaced by `-`.
-pub const ENV_VARS: [&str; 53] = [
+pub const ENV_VARS: [&str; 54] = [
     "nats_host",
     "nats_port",
     "nats_url",
@@ -51,6 +51,7 @@ pub const ENV_VARS: [&str; 53] = [
     "ingress_max_buffered_bytes",
     "dead_letter_max_age",
     "status_ttl",
+    "idempotency_window",
     "metrics_port",
     "metrics_addr",
     "shutdown_timeout",
@@ -451,6 +452,16 @@ pub struct ConfigArgs {
         value_name = "DURATION"
     )]
     pub status_ttl: Option<String>,
+
+    /// How long an `Idempotency-Key` (and a repeated `X-Call-Id`) is remembered by the ingress: a
+    /// repeat inside it is not queued again. 1s to 24h. Default: 2m
+    #[arg(
+        long,
+        env = "idempotency_window",
+        hide_env_values = true,
+        value_name = "DURATION"
+    )]
+    pub idempotency_window: Option<String>,
 
     /// Port of /metrics, /healthz and /readyz (0 = any free port). Default: 8081
     #[arg(

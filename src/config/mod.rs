@@ -263,6 +263,9 @@ pub struct Config {
     pub dead_letter_max_age: Duration,
     /// Call status retention (`status_ttl`, default 24h; 0 = no call status).
     pub status_ttl: Duration,
+    /// How long the queue's stream remembers message ids and the ingress `Idempotency-Key`s
+    /// (`idempotency_window`, default 2m, 1s to 24h).
+    pub idempotency_window: Duration,
     /// Metrics and health port (`metrics_port`, default 8081; 0 = ephemeral).
     pub metrics_port: u16,
     /// Listen address of `/metrics`, `/healthz`, `/readyz` (`metrics_addr`, default
@@ -327,6 +330,7 @@ impl Default for Config {
             ingress_max_buffered_bytes: 256 * 1024 * 1024,
             dead_letter_max_age: Duration::from_secs(168 * 3600),
             status_ttl: Duration::from_secs(24 * 3600),
+            idempotency_window: crate::broker::DEFAULT_DUPLICATE_WINDOW,
             metrics_port: 8081,
             metrics_addr: "0.0.0.0:8081".to_owned(),
             shutdown_timeout: Duration::from_secs(30),

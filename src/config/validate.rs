@@ -311,6 +311,13 @@ impl Validator {
         );
         // 0: no call status is kept.
         c.status_ttl = self.duration("status_ttl", &args.status_ttl, c.status_ttl, Bound::Any);
+        // NATS keeps every message id of the window in memory: a day at most.
+        c.idempotency_window = self.duration(
+            "idempotency_window",
+            &args.idempotency_window,
+            c.idempotency_window,
+            Bound::Within(Duration::from_secs(1), Duration::from_secs(24 * 3600)),
+        );
         let default_port = c.metrics_port;
         let port = self.uint(
             "metrics_port",
@@ -357,6 +364,7 @@ enum Bound {
     Any,
     Positive,
     AtLeast(Duration),
+    Within(Duration, Duration),
 }
 
 impl Bound {
@@ -365,6 +373,7 @@ impl Bound {
             Bound::Any => true,
             Bound::Positive => !d.is_zero(),
             Bound::AtLeast(min) => d >= min,
+            Bound::Within(min, max) => (min..=max).contains(&d),
         }
     }
 
@@ -375,6 +384,11 @@ impl Bound {
             Bound::AtLeast(min) => format!(
                 "expected a duration of at least {}",
                 format_go_duration(min)
+            ),
+            Bound::Within(min, max) => format!(
+                "expected a duration from {} to {}",
+                format_go_duration(min),
+                format_go_duration(max)
             ),
         }
     }

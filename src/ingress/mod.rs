@@ -4,6 +4,7 @@
 pub mod body_limit;
 mod budget;
 mod calls;
+pub mod idempotency;
 mod route;
 
 pub use budget::BodyBudget;
@@ -18,7 +19,7 @@ use axum::routing::{any, get};
 
 use route::async_function;
 
-use crate::broker::{Admin, BrokerError, Outgoing, Publish, StreamSpec};
+use crate::broker::{Admin, BrokerError, KeyValue, Outgoing, Publish, StreamSpec};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::invoke::guard;
@@ -37,6 +38,8 @@ pub struct Ingress {
     pub publisher: Arc<dyn Publish>,
     /// Creates the queues' streams.
     pub streams: Arc<dyn Admin>,
+    /// Keeps the first call id of each `Idempotency-Key`.
+    pub store: Arc<dyn KeyValue>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// Credentials every route but `/healthz` requires; `None`: open.
@@ -58,6 +61,7 @@ impl Ingress {
             self.config.nats_storage,
             self.config.nats_stream_replicas,
         )
+        .with_duplicate_window(self.config.idempotency_window)
     }
 
     /// Create the streams of every queue the ingress routes to (idempotent).
@@ -114,6 +118,8 @@ pub struct Prepared {
     pub start_time: String,
     pub queue: String,
     pub function: String,
+    /// The message id standing for the request's `Idempotency-Key` ([`idempotency::msg_id`]).
+    pub idempotency: Option<String>,
     /// `X-Callback-Url`, checked against `callback_allowed_hosts` by host (its addresses are
     /// checked by [`check_callback_addresses`]).
     pub callback: Option<url::Url>,
@@ -146,6 +152,8 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
             id
         }
     };
+    let idempotency = idempotency::key_of(header.get(idempotency::HEADER))?
+        .map(|key| idempotency::msg_id(&function, key));
     let start_time = clock.unix_nanos().to_string();
     header
         .entry("X-Start-Time".into())
@@ -177,7 +185,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
     Ok(Prepared {
         outgoing: Outgoing {
             subject,
-            msg_id: Some(call_id.clone()),
+            msg_id: Some(idempotency.clone().unwrap_or_else(|| call_id.clone())),
             headers: Vec::new(),
             payload: bytes::Bytes::from(wire::encode(&msg)),
         },
@@ -185,6 +193,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         start_time,
         queue,
         function,
+        idempotency,
         callback,
     })
 }
@@ -208,25 +217,46 @@ pub async fn check_callback_addresses(cfg: &Config, p: &Prepared) -> Result<(), 
         .map_err(|r| format!("X-Callback-Url {r}"))
 }
 
-/// Publish a prepared message and wait for the broker to store it ([`submit_once`]).
-pub async fn submit(state: &Ingress, p: &Prepared) -> Result<(), BrokerError> {
-    submit_once(state, p).await.map(|_| ())
-}
-
 /// How a submission was stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
     /// A new message.
     New,
-    /// Its call id was stored within the duplicate window (2 minutes): nothing new was
-    /// stored, whatever this request carried.
+    /// Its call id was stored within `idempotency_window`: nothing new was stored, whatever
+    /// this request carried.
     Duplicate,
+    /// Its `Idempotency-Key` was used within `idempotency_window`, by the call with this id:
+    /// nothing new was stored.
+    Repeat(String),
+    /// Its `Idempotency-Key` is being stored by another request whose call id is not known
+    /// yet: nothing new was stored; asking again shortly gives [`Stored::Repeat`].
+    RepeatInFlight,
 }
 
-/// Publish a prepared message and wait for the broker to store it, or to say its call id is
-/// already stored. A missing stream (deleted to reset the queue, or never created) is created
-/// and the publish tried once more.
+impl Stored {
+    /// The id of the call that holds the request: its own, or the first one of its key.
+    pub fn call_id<'a>(&'a self, p: &'a Prepared) -> Option<&'a str> {
+        match self {
+            Stored::New | Stored::Duplicate => Some(&p.call_id),
+            Stored::Repeat(first) => Some(first),
+            Stored::RepeatInFlight => None,
+        }
+    }
+}
+
+/// Publish a prepared message and wait for the broker to store it, or to say it is already
+/// stored (by call id or `Idempotency-Key`). A missing stream (deleted to reset the queue, or
+/// never created) is created and the publish tried once more.
 pub async fn submit_once(state: &Ingress, p: &Prepared) -> Result<Stored, BrokerError> {
+    let keys = idempotency::Keys {
+        store: state.store.as_ref(),
+        config: &state.config,
+    };
+    if let Some(id) = &p.idempotency
+        && let Some(first) = keys.first_call(&p.queue, id).await?
+    {
+        return Ok(Stored::Repeat(first));
+    }
     let mut result = state.publisher.publish(p.outgoing.clone()).await;
     if let Err(BrokerError::NoStream { .. }) = &result {
         state
@@ -236,8 +266,18 @@ pub async fn submit_once(state: &Ingress, p: &Prepared) -> Result<Stored, Broker
         result = state.publisher.publish(p.outgoing.clone()).await;
     }
     if result?.duplicate {
-        tracing::info!(callId = %p.call_id, function = %p.function, "Duplicate call id: not stored again");
-        return Ok(Stored::Duplicate);
+        let Some(id) = &p.idempotency else {
+            tracing::info!(callId = %p.call_id, function = %p.function, "Duplicate call id: not stored again");
+            return Ok(Stored::Duplicate);
+        };
+        tracing::info!(function = %p.function, "Repeated Idempotency-Key: not stored again");
+        return Ok(match keys.wait_first_call(&p.queue, id).await? {
+            Some(first) => Stored::Repeat(first),
+            None => Stored::RepeatInFlight,
+        });
+    }
+    if let Some(id) = &p.idempotency {
+        remember_first_call(&keys, p, id).await;
     }
     state
         .metrics
@@ -256,4 +296,21 @@ pub async fn submit_once(state: &Ingress, p: &Prepared) -> Result<Stored, Broker
         calls.record(&p.queue, &p.call_id, event);
     }
     Ok(Stored::New)
+}
+
+/// Record the call id of a new keyed call, trying three times: the message is stored already,
+/// so a failure only leaves repeats without the first id (they are answered `409` and still not
+/// queued again, by the message id).
+async fn remember_first_call(keys: &idempotency::Keys<'_>, p: &Prepared, id: &str) {
+    let mut last = None;
+    for pause in [0, 100, 400] {
+        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        match keys.remember(&p.queue, id, &p.call_id).await {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        tracing::warn!(callId = %p.call_id, function = %p.function, error = %crate::telemetry::redact::text(&e.to_string()), "Cannot record the call of an Idempotency-Key");
+    }
 }

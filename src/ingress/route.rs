@@ -159,19 +159,35 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     })
 }
 
-/// `202` with the call's id and start time, and `X-Duplicate: true` when the call id was
-/// already stored (this request's content was not).
+/// `202` with the call's id and start time, and `X-Duplicate: true` when the call id or the
+/// `Idempotency-Key` was already stored (this request's content was not; for a key, the id is
+/// the first call's). `409` with `Retry-After: 1` when the key's first call is still being
+/// stored.
 fn accepted(prepared: &Prepared, stored: Stored) -> Response {
+    let Some(call_id) = stored.call_id(prepared) else {
+        let mut resp = error(
+            StatusCode::CONFLICT,
+            "a call with this Idempotency-Key is being queued right now; ask again shortly \
+             for its X-Call-Id",
+        );
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from_static("1"),
+        );
+        return resp;
+    };
     let mut resp = StatusCode::ACCEPTED.into_response();
-    if stored == Stored::Duplicate {
-        resp.headers_mut()
-            .insert("x-duplicate", HeaderValue::from_static("true"));
-    }
-    if let Ok(v) = HeaderValue::from_str(&prepared.call_id) {
+    if let Ok(v) = HeaderValue::from_str(call_id) {
         resp.headers_mut().insert("x-call-id", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&prepared.start_time) {
+    if (stored == Stored::New || stored == Stored::Duplicate)
+        && let Ok(v) = HeaderValue::from_str(&prepared.start_time)
+    {
         resp.headers_mut().insert("x-start-time", v);
+    }
+    if stored != Stored::New {
+        resp.headers_mut()
+            .insert("x-duplicate", HeaderValue::from_static("true"));
     }
     resp
 }

@@ -88,7 +88,8 @@ impl Worker {
     ) -> Worker {
         let queue = config.queue_name.clone();
         let stream =
-            StreamSpec::work_queue(&queue, config.nats_storage, config.nats_stream_replicas);
+            StreamSpec::work_queue(&queue, config.nats_storage, config.nats_stream_replicas)
+                .with_duplicate_window(config.idempotency_window);
         let dead_letters = StreamSpec::dead_letters(
             &queue,
             config.nats_storage,

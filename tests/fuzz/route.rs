@@ -163,7 +163,8 @@ fn answer(case: &Case) -> (StatusCode, Option<String>, Bytes, Vec<Outgoing>) {
     let state = Arc::new(Ingress {
         config: Arc::new(cfg),
         publisher: recording.clone(),
-        streams: Arc::new(broker),
+        streams: Arc::new(broker.clone()),
+        store: Arc::new(broker),
         clock: Arc::new(FixedClock),
         metrics: METRICS.clone(),
         auth: None,

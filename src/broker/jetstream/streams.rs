@@ -66,6 +66,14 @@ pub(super) async fn ensure_stream(
                     want: retention_name(want).into(),
                 });
             }
+            if info.config.duplicate_window != spec.duplicate_window {
+                let mut config = info.config.clone();
+                config.duplicate_window = spec.duplicate_window;
+                js.update_stream(config)
+                    .await
+                    .map_err(|e| BrokerError::other("stream update", e))?;
+                tracing::info!(stream = %spec.name, window = ?spec.duplicate_window, "Duplicate window of the stream changed");
+            }
             Ok(StreamStatus::Existing)
         }
         Err(e) => match e.kind() {

@@ -161,6 +161,9 @@ impl State {
                 });
             }
             self.sweep_stream(&spec.name, now);
+            if let Some(stream) = self.streams.get_mut(&spec.name) {
+                stream.spec.duplicate_window = spec.duplicate_window;
+            }
             return Ok(StreamStatus::Existing);
         }
         if !valid_name(&spec.name) {

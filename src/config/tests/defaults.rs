@@ -46,6 +46,7 @@ fn every_default() {
     assert_eq!(c.ingress_max_buffered_bytes, 256 * 1024 * 1024);
     assert_eq!(c.dead_letter_max_age, secs(168 * 3600));
     assert_eq!(c.status_ttl, secs(24 * 3600));
+    assert_eq!(c.idempotency_window, secs(120));
     assert_eq!(c.metrics_port, 8081);
     assert_eq!(c.metrics_addr, "0.0.0.0:8081");
     assert_eq!(

@@ -85,6 +85,7 @@ fn bad_values(name: &str) -> &'static [&'static str] {
         "ingress_max_buffered_bytes" => &["0", "1000", "1GB"],
         "dead_letter_max_age" => &["0", "7d"],
         "status_ttl" => &["-1s", "1day"],
+        "idempotency_window" => &["0", "500ms", "25h", "2"],
         "metrics_port" => &["65536", "-1", "http"],
         "shutdown_timeout" => &["30", "-30s"],
         "nats_credentials_file"

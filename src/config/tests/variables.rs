@@ -16,6 +16,7 @@ fn duration_variables() {
         ("max_message_age", "72h"),
         ("dead_letter_max_age", "1ns"),
         ("status_ttl", "1h"),
+        ("idempotency_window", "24h"),
         ("shutdown_timeout", "0s"),
     ]);
     assert_eq!(c.consumer_inactive_threshold, secs(1));
@@ -27,6 +28,7 @@ fn duration_variables() {
     assert_eq!(c.max_message_age, Some(secs(72 * 3600)));
     assert_eq!(c.dead_letter_max_age, Duration::from_nanos(1));
     assert_eq!(c.status_ttl, secs(3600));
+    assert_eq!(c.idempotency_window, secs(24 * 3600));
     assert_eq!(c.shutdown_timeout, Duration::ZERO);
     assert_eq!(
         config_with(&[("max_message_age", "0")]).max_message_age,
