@@ -329,6 +329,7 @@ conformance! {
     stream_info_counts_per_subject => memory_stream_info_counts_per_subject, nats_stream_info_counts_per_subject;
     kv_put_get_delete_and_ttl => memory_kv_put_get_delete_and_ttl, nats_kv_put_get_delete_and_ttl;
     kv_swap_writes_only_over_the_revision_read => memory_kv_swap_writes_only_over_the_revision_read, nats_kv_swap_writes_only_over_the_revision_read;
+    kv_keys_and_revision_follow_writes => memory_kv_keys_and_revision_follow_writes, nats_kv_keys_and_revision_follow_writes;
     ensure_stream_is_idempotent_and_checked => memory_ensure_stream_is_idempotent_and_checked, nats_ensure_stream_is_idempotent_and_checked;
     pull_batch_and_demand_bound_local_buffer => memory_pull_batch_and_demand_bound_local_buffer, nats_pull_batch_and_demand_bound_local_buffer;
     too_large_message_is_refused => memory_too_large_message_is_refused, nats_too_large_message_is_refused;
@@ -966,6 +967,45 @@ async fn kv_put_get_delete_and_ttl(h: &Harness) {
     })
     .await;
     assert!(t0.elapsed() >= ttl.saturating_sub(h.early()));
+}
+
+/// The revision changes with every write and the keys list what was written (what the
+/// worker's view of cancelled calls relies on); a missing bucket is `NoBucket`.
+async fn kv_keys_and_revision_follow_writes(h: &Harness) {
+    let bucket = format!("keys_{}", h.queue.replace('-', "_"));
+    let missing = h.broker.kv_revision(&bucket).await;
+    assert!(
+        matches!(missing, Err(BrokerError::NoBucket { .. })),
+        "{missing:?}"
+    );
+    let missing = h.broker.kv_keys(&bucket).await;
+    assert!(
+        matches!(missing, Err(BrokerError::NoBucket { .. })),
+        "{missing:?}"
+    );
+    let spec = KvSpec {
+        bucket: bucket.clone(),
+        ttl: Duration::from_secs(60),
+        storage: Storage::File,
+        replicas: 1,
+    };
+    h.broker.ensure_kv(&spec).await.unwrap();
+    let empty = h.broker.kv_revision(&bucket).await.unwrap();
+    assert!(h.broker.kv_keys(&bucket).await.unwrap().is_empty());
+    let one = Bytes::from_static(b"1");
+    let r1 = h
+        .broker
+        .kv_put(&bucket, "b64.YQ", one.clone())
+        .await
+        .unwrap();
+    let after_one = h.broker.kv_revision(&bucket).await.unwrap();
+    assert!(after_one > empty && after_one == r1);
+    h.broker.kv_put(&bucket, "c-2", one.clone()).await.unwrap();
+    h.broker.kv_put(&bucket, "c-2", one).await.unwrap();
+    assert!(h.broker.kv_revision(&bucket).await.unwrap() > after_one);
+    let mut keys = h.broker.kv_keys(&bucket).await.unwrap();
+    keys.sort();
+    assert_eq!(keys, ["b64.YQ", "c-2"]);
 }
 
 /// Compare-and-set: a write over the revision read wins, a second write over the same revision

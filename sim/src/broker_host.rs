@@ -454,7 +454,9 @@ impl Conn {
             | Req::KvGet { .. }
             | Req::KvDelete { .. }
             | Req::KvEntry { .. }
-            | Req::KvSwap { .. }) => self.answer_kv(req).await,
+            | Req::KvSwap { .. }
+            | Req::KvRevision { .. }
+            | Req::KvKeys { .. }) => self.answer_kv(req).await,
         })
     }
 
@@ -494,6 +496,8 @@ impl Conn {
                 broker.kv_swap(&bucket, &key, value.into(), expected).await,
                 Resp::Rev,
             ),
+            Req::KvRevision { bucket } => reply(broker.kv_revision(&bucket).await, Resp::Rev),
+            Req::KvKeys { bucket } => reply(broker.kv_keys(&bucket).await, Resp::Names),
             _ => unreachable!("answer() passes only key-value requests"),
         }
     }

@@ -240,6 +240,12 @@ pub enum Req {
         value: Vec<u8>,
         expected: u64,
     },
+    KvRevision {
+        bucket: String,
+    },
+    KvKeys {
+        bucket: String,
+    },
 }
 
 impl Req {

@@ -489,6 +489,26 @@ impl KeyValue for RemoteBroker {
         }
     }
 
+    async fn kv_revision(&self, bucket: &str) -> Result<u64, BrokerError> {
+        let req = Req::KvRevision {
+            bucket: bucket.into(),
+        };
+        match self.c.call(req, REQUEST_TIMEOUT).await? {
+            Resp::Rev(r) => Ok(r),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn kv_keys(&self, bucket: &str) -> Result<Vec<String>, BrokerError> {
+        let req = Req::KvKeys {
+            bucket: bucket.into(),
+        };
+        match self.c.call(req, REQUEST_TIMEOUT).await? {
+            Resp::Names(keys) => Ok(keys),
+            r => Err(unexpected(r)),
+        }
+    }
+
     async fn kv_swap(
         &self,
         bucket: &str,

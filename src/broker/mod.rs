@@ -375,6 +375,14 @@ pub trait KeyValue: Send + Sync + 'static {
     /// The live value of `key` with its revision; `None` when never set, deleted or expired.
     async fn kv_entry(&self, bucket: &str, key: &str) -> Result<Option<(Bytes, u64)>, BrokerError>;
 
+    /// The bucket's latest revision: it changes with every write. One cheap request, to tell
+    /// whether [`KeyValue::kv_keys`] could have changed. [`BrokerError::NoBucket`] when missing.
+    async fn kv_revision(&self, bucket: &str) -> Result<u64, BrokerError>;
+
+    /// The keys written and not expired (on JetStream a deleted key may still be listed; the
+    /// callers never delete). [`BrokerError::NoBucket`] when missing.
+    async fn kv_keys(&self, bucket: &str) -> Result<Vec<String>, BrokerError>;
+
     /// Store `value` under `key` only when the key is still at revision `expected` (`0`: only
     /// when it has no live value); returns the new revision. [`BrokerError::Conflict`] when
     /// another write came first (read again and retry).

@@ -6,7 +6,7 @@ use async_nats::jetstream::stream::{self as js_stream, DiscardPolicy};
 use async_nats::jetstream::{self};
 use async_trait::async_trait;
 
-use crate::broker::{BrokerError, KeyValue, KvSpec};
+use crate::broker::{Admin as _, BrokerError, KeyValue, KvSpec};
 use crate::config::Storage;
 
 use super::JetStreamBroker;
@@ -90,6 +90,29 @@ impl KeyValue for JetStreamBroker {
         Ok(entry
             .filter(|e| e.operation == Operation::Put)
             .map(|e| (e.value, e.revision)))
+    }
+
+    async fn kv_revision(&self, bucket: &str) -> Result<u64, BrokerError> {
+        let stream = super::stream_if_exists(&self.js, &format!("KV_{bucket}")).await?;
+        let stream = stream.ok_or_else(|| BrokerError::NoBucket {
+            bucket: bucket.to_string(),
+        })?;
+        Ok(stream.cached_info().state.last_sequence)
+    }
+
+    async fn kv_keys(&self, bucket: &str) -> Result<Vec<String>, BrokerError> {
+        let prefix = format!("$KV.{bucket}.");
+        let info = self
+            .stream_info(&format!("KV_{bucket}"), Some(&format!("{prefix}>")))
+            .await?
+            .ok_or_else(|| BrokerError::NoBucket {
+                bucket: bucket.to_string(),
+            })?;
+        Ok(info
+            .subjects
+            .into_keys()
+            .filter_map(|s| s.strip_prefix(&prefix).map(str::to_string))
+            .collect())
     }
 
     async fn kv_swap(

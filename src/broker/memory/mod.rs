@@ -422,6 +422,20 @@ impl KeyValue for MemoryBroker {
         self.put_entry(bucket, key, value, Some(expected))
     }
 
+    async fn kv_revision(&self, bucket: &str) -> Result<u64, BrokerError> {
+        let mut state = self.inner.lock();
+        state.sweep_bucket(bucket, Instant::now());
+        let b = state.buckets.get(bucket).ok_or_else(|| no_bucket(bucket))?;
+        Ok(b.revision)
+    }
+
+    async fn kv_keys(&self, bucket: &str) -> Result<Vec<String>, BrokerError> {
+        let mut state = self.inner.lock();
+        state.sweep_bucket(bucket, Instant::now());
+        let b = state.buckets.get(bucket).ok_or_else(|| no_bucket(bucket))?;
+        Ok(b.entries.keys().cloned().collect())
+    }
+
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<Bytes>, BrokerError> {
         Ok(self.kv_entry(bucket, key).await?.map(|(value, _)| value))
     }
