@@ -11,6 +11,7 @@
 //! `strconv.ParseBool` spellings.
 
 mod args;
+mod bound;
 mod go_duration;
 mod validate;
 

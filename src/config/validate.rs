@@ -1,6 +1,7 @@
 //! Reading every variable at once: values checked against what is allowed, defaults for what
 //! is absent or blank, one error per bad variable (naming it, its value and what is allowed).
 
+use super::bound::Bound;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -356,42 +357,6 @@ fn to_usize(v: u64) -> usize {
 
 fn to_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
-}
-
-/// Lower bound of a duration variable.
-#[derive(Clone, Copy)]
-enum Bound {
-    Any,
-    Positive,
-    AtLeast(Duration),
-    Within(Duration, Duration),
-}
-
-impl Bound {
-    fn holds(self, d: Duration) -> bool {
-        match self {
-            Bound::Any => true,
-            Bound::Positive => !d.is_zero(),
-            Bound::AtLeast(min) => d >= min,
-            Bound::Within(min, max) => (min..=max).contains(&d),
-        }
-    }
-
-    fn describe(self) -> String {
-        match self {
-            Bound::Any => "expected a duration".to_owned(),
-            Bound::Positive => "expected a duration greater than 0".to_owned(),
-            Bound::AtLeast(min) => format!(
-                "expected a duration of at least {}",
-                format_go_duration(min)
-            ),
-            Bound::Within(min, max) => format!(
-                "expected a duration from {} to {}",
-                format_go_duration(min),
-                format_go_duration(max)
-            ),
-        }
-    }
 }
 
 const QUEUE_NAME_RULE: &str = "1 to 64 characters of A-Z, a-z, 0-9, '-' and '_', not ending in _DLQ (reserved for dead letters)";
