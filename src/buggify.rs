@@ -21,6 +21,8 @@ pub enum Bug {
     /// Invoke a delivery past the call's last attempt (as the worker did before): a call whose
     /// last attempt's delivery was lost, or whose dead letter was not stored, runs again.
     IgnoreLastAttempt,
+    /// Invoke calls whatever was cancelled: the worker never looks at the cancel markers.
+    IgnoreCancels,
 }
 
 thread_local! {

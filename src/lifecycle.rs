@@ -22,6 +22,7 @@ use crate::status::Calls;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::server::Health;
 use crate::worker::Ports;
+use crate::worker::cancellations::Cancellations;
 use crate::{fds, http_server, ingress, telemetry, worker};
 
 /// The async ingress to serve next to the worker.
@@ -149,6 +150,14 @@ pub async fn run(
     let status_stop = CancellationToken::new();
     let calls = (!config.status_ttl.is_zero())
         .then(|| Calls::start(ports.broker.clone(), &config, status_stop.clone()));
+    // Calls can be cancelled where their status is kept (the cancel API needs it).
+    let cancellations = calls.as_ref().map(|_| {
+        Cancellations::start(
+            ports.broker.clone(),
+            &config.queue_name,
+            status_stop.clone(),
+        )
+    });
     let mut servers = tokio::task::JoinSet::new();
     if let Some(server) = ingress {
         let state = Arc::new(ingress::Ingress {
@@ -166,6 +175,9 @@ pub async fn run(
     let mut worker = worker::Worker::new(config, ports, metrics, health);
     if let Some(calls) = &calls {
         worker = worker.with_calls(calls.clone());
+    }
+    if let Some(cancellations) = cancellations {
+        worker = worker.with_cancellations(cancellations);
     }
     worker.run(shutdown).await;
     while servers.join_next().await.is_some() {}

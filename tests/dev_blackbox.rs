@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::http::CallbackReceiver;
-use common::worker::{Worker, WorkerProcess, get_text, wait_http_ok};
+use common::worker::{Worker, WorkerProcess, get_text, http_client, wait_http_ok};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -129,4 +129,41 @@ async fn dev_queues_a_repeated_idempotency_key_once() {
     assert_eq!(cbs[0].body_str(), "first");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(receiver.count(), 1, "{:?}", receiver.requests());
+}
+
+#[tokio::test]
+async fn dev_cancels_a_running_call_and_calls_back_499() {
+    let dev = start_dev().await;
+    let receiver = CallbackReceiver::start().await;
+    let r = dev
+        .post("sleep?ms=30000")
+        .header("X-Callback-Url", receiver.url("/done"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.headers()["x-call-id"].to_str().unwrap().to_string();
+    let status_url = format!("{}/system/calls/{id}", dev.ingress());
+    let deadline = std::time::Instant::now() + T;
+    while !get_text(&status_url).await.1.contains("\"running\"") {
+        assert!(std::time::Instant::now() < deadline, "never running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancel = http_client()
+        .delete(format!("{}/async-function/{id}", dev.ingress()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let cbs = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(cbs[0].header("x-function-status"), Some("499"));
+    let (code, status) = get_text(&status_url).await;
+    assert_eq!(code, 200);
+    assert!(status.contains("\"cancelled\""), "{status}");
+    let again = http_client()
+        .delete(format!("{}/async-function/{id}", dev.ingress()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::bed::{Bed, TestBed};
+use common::calls::bed_with;
 use common::http::{Recorded, Reply};
 use common::worker::{Worker, WorkerProcess, get_text, wait_http_ok};
 
@@ -194,21 +195,6 @@ async fn missing_secrets_stop_the_start_and_an_open_ingress_on_all_interfaces_is
     wait_http_ok(&format!("http://{metrics}/readyz"), T).await;
     p.wait_log("accepts calls from anyone", T).await;
     p.kill();
-}
-
-/// A bed with a callback receiver, a function answering with `function`, and one worker with
-/// its ingress and `envs`.
-async fn bed_with<F>(name: &str, function: F, envs: &[(&str, &str)]) -> Option<(TestBed, Worker)>
-where
-    F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
-{
-    let bed = Bed::new(name)
-        .function(function)
-        .callback_receiver()
-        .start_without_worker()
-        .await?;
-    let w = bed.worker().ingress().envs(envs).start().await;
-    Some((bed, w))
 }
 
 #[tokio::test]

@@ -5,53 +5,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::bed::{Bed, TestBed};
-use common::http::{Recorded, Reply};
+use common::calls::{bed_with, status, wait_state};
+use common::http::Reply;
 use common::worker::Worker;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(20);
-
-async fn bed_with<F>(name: &str, function: F, envs: &[(&str, &str)]) -> Option<(TestBed, Worker)>
-where
-    F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
-{
-    let bed = Bed::new(name)
-        .function(function)
-        .start_without_worker()
-        .await?;
-    let w = bed.worker().ingress().envs(envs).start().await;
-    Some((bed, w))
-}
-
-/// `GET /system/calls/{id}`: the status code and the JSON body.
-async fn status(w: &Worker, id: &str) -> (u16, Value) {
-    let resp = reqwest::get(format!("{}/system/calls/{id}", w.ingress()))
-        .await
-        .expect("ingress answers");
-    let code = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// Polls the call's status until `state`; the status then.
-async fn wait_state(w: &Worker, id: &str, state: &str) -> Value {
-    let deadline = Instant::now() + T;
-    loop {
-        let (code, body) = status(w, id).await;
-        if code == 200 && body["state"] == state {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "call {id} never {state}; last {code} {body}\n{}",
-            w.proc.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn post(w: &Worker, id: &str) {
     let resp = w
@@ -77,11 +38,11 @@ async fn a_call_is_queued_then_running_then_succeeded_and_the_cli_says_so() {
     };
     assert_eq!(status(&w, "none-such").await.0, 404);
     post(&w, "st-1").await;
-    let running = wait_state(&w, "st-1", "running").await;
+    let running = wait_state(&w, "st-1", "running", T).await;
     assert_eq!(running["attempts"], 1);
     assert!(running["enqueued_at"].as_u64().is_some(), "{running}");
     assert!(running["started_at"].as_u64().is_some(), "{running}");
-    let done = wait_state(&w, "st-1", "succeeded").await;
+    let done = wait_state(&w, "st-1", "succeeded", T).await;
     assert_eq!(done["function"], "fn");
     assert_eq!(done["last_status"], 200);
     assert_eq!(done["queue"], bed.queue.as_str());
@@ -139,19 +100,19 @@ async fn a_retried_call_shows_retrying_then_its_end() {
     post(&w, "st-retry-ok").await;
     post(&w, "st-exhausted").await;
     post(&w, "st-400").await;
-    let retrying = wait_state(&w, "st-retry-ok", "retrying").await;
+    let retrying = wait_state(&w, "st-retry-ok", "retrying", T).await;
     assert_eq!(retrying["last_status"], 503);
     assert!(retrying["next_attempt_at"].as_u64().is_some(), "{retrying}");
-    let ok = wait_state(&w, "st-retry-ok", "succeeded").await;
+    let ok = wait_state(&w, "st-retry-ok", "succeeded", T).await;
     assert_eq!(ok["attempts"], 2);
     assert!(ok.get("next_attempt_at").is_none(), "{ok}");
-    let dead = wait_state(&w, "st-exhausted", "dead_lettered").await;
+    let dead = wait_state(&w, "st-exhausted", "dead_lettered", T).await;
     assert_eq!(
         (dead["attempts"].clone(), dead["reason"].clone()),
         (2.into(), "exhausted".into())
     );
     assert_eq!(dead["last_status"], 500);
-    let failed = wait_state(&w, "st-400", "failed").await;
+    let failed = wait_state(&w, "st-400", "failed", T).await;
     assert_eq!(failed["last_status"], 400);
     assert_eq!(failed["attempts"], 1);
 }
@@ -185,10 +146,10 @@ async fn a_message_published_without_the_ingress_gets_a_status_from_its_first_de
     // Enqueued in 2025: older than max_message_age, never invoked.
     bed.publish_to("fn.openfaas-fn", publish("gw-old", "1735732800000000000"))
         .await;
-    let ok = wait_state(&w, "gw-1", "succeeded").await;
+    let ok = wait_state(&w, "gw-1", "succeeded", T).await;
     assert_eq!(ok["attempts"], 1);
     assert!(ok.get("enqueued_at").is_none(), "no ingress saw it: {ok}");
-    let old = wait_state(&w, "gw-old", "expired").await;
+    let old = wait_state(&w, "gw-old", "expired", T).await;
     assert_eq!(old["attempts"], 0);
     assert_eq!(old["reason"], "expired");
     assert_eq!(bed.function.count(), 1);

@@ -51,6 +51,15 @@ pub const IGNORE_LAST_ATTEMPT: Bug = Bug {
     inject: queue_worker::buggify::Bug::IgnoreLastAttempt,
 };
 
+pub const IGNORE_CANCELS: Bug = Bug {
+    name: "ignore-cancels",
+    about: "invoke calls whatever was cancelled (the worker never reads the cancel markers)",
+    caught_by: scenarios::CANCEL_RACE.name,
+    rule: check::CANCEL,
+    #[cfg(feature = "buggify")]
+    inject: queue_worker::buggify::Bug::IgnoreCancels,
+};
+
 /// Every deliberate bug.
 pub const ALL: &[Bug] = &[
     ACK_BEFORE_INVOKE,
@@ -58,6 +67,7 @@ pub const ALL: &[Bug] = &[
     DROP_PROGRESS_ACKS,
     TRUST_FUNCTION_NAMES,
     IGNORE_LAST_ATTEMPT,
+    IGNORE_CANCELS,
 ];
 
 pub fn find(name: &str) -> Option<&'static Bug> {
@@ -93,7 +103,8 @@ mod tests {
             | B::IgnoreMaxRetryAttempts
             | B::DropProgressAcks
             | B::TrustFunctionNames
-            | B::IgnoreLastAttempt => ALL.iter().filter(|r| r.inject == b).count() == 1,
+            | B::IgnoreLastAttempt
+            | B::IgnoreCancels => ALL.iter().filter(|r| r.inject == b).count() == 1,
         };
         for b in [
             B::AckBeforeInvoke,
@@ -101,6 +112,7 @@ mod tests {
             B::DropProgressAcks,
             B::TrustFunctionNames,
             B::IgnoreLastAttempt,
+            B::IgnoreCancels,
         ] {
             assert!(registered(b), "{b:?}");
         }

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use queue_worker::broker::{Broker, BrokerError};
 use queue_worker::ingress::Ingress;
 use queue_worker::rng::SeededRng;
+use queue_worker::status::Calls;
 use queue_worker::telemetry::metrics::Metrics;
 use queue_worker::telemetry::server::Health;
 use tokio_util::sync::CancellationToken;
 
 use crate::SimClock;
 use crate::broker_host::{self, BrokerShared};
+use crate::cancels;
 use crate::check::{self, Report};
 use crate::functions;
 use crate::history::{Ev, FaultKind, History};
@@ -490,6 +492,9 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         cfg.server,
     ));
     let config = Arc::new(cfg.worker_config());
+    // With cancels, the client records each call's `queued` status, as the ingress does.
+    let cancelling = cfg.calls.iter().any(|c| c.cancel_at.is_some());
+    let status_stop = CancellationToken::new();
     let ingress = Ingress {
         config: config.clone(),
         publisher: broker.clone(),
@@ -498,9 +503,19 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         clock: Arc::new(SimClock),
         metrics: Arc::new(Metrics::new()),
         auth: None,
-        calls: None,
+        calls: cancelling.then(|| Calls::start(broker.clone(), &config, status_stop.clone())),
     };
     let start = tokio::time::Instant::now();
+    let cancels = cancelling.then(|| {
+        let task = cancels::cancel_calls(
+            cfg.clone(),
+            config.clone(),
+            broker.clone(),
+            hist.clone(),
+            start,
+        );
+        tokio::spawn(task)
+    });
     let mut calls = cfg.calls.clone();
     calls.sort_by_key(|c| c.at);
     for c in calls {
@@ -524,6 +539,11 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         }
     }
     settle(&cfg, &hist, start).await;
+    if let Some(task) = cancels {
+        let _ = task.await;
+        cancels::read_final_statuses(&cfg, broker.as_ref(), &hist).await;
+    }
+    status_stop.cancel();
     Ok(())
 }
 

@@ -164,6 +164,14 @@ pub enum Ev {
         retry: String,
         answered: u16,
     },
+
+    // ---- the client's cancels ----
+    /// The client asks to cancel the call.
+    CancelAsk { call: String },
+    /// The cancel was answered: `cancelled`, `unknown`, `final:<state>` or `error`.
+    CancelAnswer { call: String, outcome: String },
+    /// The call's stored status at the end of the run (`none`: unknown).
+    FinalStatus { call: String, state: String },
 }
 
 /// An event with its simulated time.

@@ -17,6 +17,7 @@
 
 pub mod broker_host;
 pub mod bugs;
+pub mod cancels;
 pub mod check;
 pub mod functions;
 pub mod harness;
@@ -151,10 +152,11 @@ fn config_line(c: &plan::RunConfig) -> String {
 fn counts(s: &mut String, st: &check::Stats) {
     let _ = writeln!(
         s,
-        "  accepted {} succeeded {} dead-lettered {:?} (truncated {} headers-only {}) dropped \
+        "  accepted {} succeeded {} cancelled {} dead-lettered {:?} (truncated {} headers-only {}) dropped \
          {} dead-letter publishes failed {} lost(memory restart) {}",
         st.accepted,
         st.succeeded,
+        st.cancelled,
         st.dead_lettered,
         st.dead_letters_truncated,
         st.dead_letters_headers_only,

@@ -168,6 +168,7 @@ mod tests {
             callback: true,
             poison: false,
             raw: Some(raw),
+            cancel_at: None,
         }
     }
 

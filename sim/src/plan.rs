@@ -43,6 +43,8 @@ pub struct CallPlan {
     pub poison: bool,
     /// Published raw, shaped as no ingress would (the hostile scenario).
     pub raw: Option<Raw>,
+    /// When the client cancels the call (the cancel-race scenario).
+    pub cancel_at: Option<Duration>,
 }
 
 /// A message the workload publishes raw: malformed, or sized against the broker's

@@ -3,8 +3,8 @@
 //! that shrinks failing schedules.
 
 use sim::scenarios::{
-    self, BROKER_RESTART, CALLBACK_OUTAGE, CONSUMER_EXPIRY, CRASH, HOSTILE, RETRY_STORM, SATURATED,
-    SLOW,
+    self, BROKER_RESTART, CALLBACK_OUTAGE, CANCEL_RACE, CONSUMER_EXPIRY, CRASH, HOSTILE,
+    RETRY_STORM, SATURATED, SLOW,
 };
 use sim::{Opts, harness::RunResult};
 
@@ -82,6 +82,13 @@ fn saturated() {
         ..Opts::default()
     };
     run_seeds(SATURATED.name, 4, one);
+}
+
+/// Cancels before, during and after invocations, across crashes: never invoked after the
+/// cancel was acknowledged; exactly one terminal state.
+#[test]
+fn cancel_race() {
+    run_seeds(CANCEL_RACE.name, 6, Opts::default());
 }
 
 /// Function mode: consumers expire between bursts while new messages arrive.
@@ -272,6 +279,11 @@ mod teeth {
         caught(&bugs::IGNORE_LAST_ATTEMPT);
     }
 
+    #[test]
+    fn ignore_cancels() {
+        caught(&bugs::IGNORE_CANCELS);
+    }
+
     /// Each registered bug has its test above.
     #[test]
     fn every_bug_has_a_test() {
@@ -283,7 +295,8 @@ mod teeth {
                 bugs::IGNORE_MAX_RETRY_ATTEMPTS.name,
                 bugs::DROP_PROGRESS_ACKS.name,
                 bugs::TRUST_FUNCTION_NAMES.name,
-                bugs::IGNORE_LAST_ATTEMPT.name
+                bugs::IGNORE_LAST_ATTEMPT.name,
+                bugs::IGNORE_CANCELS.name
             ]
         );
     }
@@ -304,7 +317,8 @@ fn every_scenario_has_its_test() {
             RETRY_STORM.name,
             CALLBACK_OUTAGE.name,
             HOSTILE.name,
-            SATURATED.name
+            SATURATED.name,
+            CANCEL_RACE.name
         ]
     );
     for s in scenarios::ALL {

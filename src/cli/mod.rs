@@ -1,5 +1,6 @@
 //! The command line: `queue-worker [run]`, `run --ingress ADDR`, `publish`.
 
+pub mod cancel;
 pub mod demo;
 pub mod dev;
 pub mod publish;
@@ -43,6 +44,9 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// Print a call's status (JSON) from NATS: exit 0, or 1 when the call is unknown.
     Status(status::StatusArgs),
+    /// Cancel calls: queued or retrying ones are never invoked again, running ones are
+    /// aborted. Exit 0 when all were cancelled, 1 when some were unknown or already final.
+    Cancel(cancel::CancelArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -183,6 +187,7 @@ pub fn main() -> ExitCode {
             Command::Publish(args) => publish::main(args).await,
             Command::Dev(args) => dev::main(args).await,
             Command::Status(args) => status::main(args).await,
+            Command::Cancel(args) => cancel::main(args).await,
         }
     });
     drop(runtime);
@@ -191,7 +196,7 @@ pub fn main() -> ExitCode {
     code
 }
 
-/// Connect to NATS for a one-shot command (`publish`, `status`), giving up after 30 s: exit 1
+/// Connect to NATS for a one-shot command (`publish`, `status`, `cancel`), giving up after 30 s: exit 1
 /// when NATS cannot be reached, 2 when it refuses the credentials.
 pub(crate) async fn connect_for_command(
     config: &Config,

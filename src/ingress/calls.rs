@@ -56,11 +56,11 @@ pub(super) async fn call_status(
     )
 }
 
-fn error(text: &str) -> serde_json::Value {
+pub(super) fn error(text: &str) -> serde_json::Value {
     serde_json::json!({ "error": text })
 }
 
-fn json(status: StatusCode, body: &impl Serialize) -> Response {
+pub(super) fn json(status: StatusCode, body: &impl Serialize) -> Response {
     let mut bytes = serde_json::to_vec(body).unwrap_or_default();
     bytes.push(b'\n');
     (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()

@@ -4,6 +4,7 @@
 pub mod body_limit;
 mod budget;
 mod calls;
+mod cancel;
 pub mod idempotency;
 mod route;
 

@@ -1,5 +1,6 @@
 //! The HTTP route `POST /async-function/{name}[.{ns}][/{path}]`: read and check the request,
-//! prepare the message, store it, answer `202` only once the broker has it.
+//! prepare the message, store it, answer `202` only once the broker has it. `DELETE
+//! /async-function/{call-id}` cancels a call (`cancel.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,11 +27,14 @@ pub(super) async fn async_function(
     Extension(budget): Extension<BodyBudget>,
     req: Request,
 ) -> Response {
+    if req.method() == axum::http::Method::DELETE {
+        return super::cancel::cancel_call(&state, req.uri().path()).await;
+    }
     if req.method() != axum::http::Method::POST {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
-            [(axum::http::header::ALLOW, "POST")],
-            "async invocations use POST\n",
+            [(axum::http::header::ALLOW, "POST, DELETE")],
+            "async invocations use POST; DELETE /async-function/<call-id> cancels one\n",
         )
             .into_response();
     }

@@ -4,6 +4,7 @@
 //! applies them in the background ([`writer`]) with compare-and-set, so several workers and
 //! late events never move a call out of a terminal state ([`record::apply`]).
 
+pub mod cancel;
 pub mod key;
 pub mod record;
 mod writer;
@@ -29,27 +30,60 @@ pub fn bucket(queue: &str) -> String {
 pub struct Calls {
     store: Arc<dyn KeyValue>,
     writer: Writer,
+    buckets: Buckets,
+}
+
+/// How the buckets of call status (and cancel markers) are made: `status_ttl`, storage,
+/// replicas.
+#[derive(Debug, Clone, Copy)]
+pub struct Buckets {
+    ttl: Duration,
+    storage: crate::config::Storage,
+    replicas: usize,
+}
+
+impl Buckets {
+    pub fn of(config: &Config) -> Buckets {
+        Buckets {
+            ttl: config.status_ttl,
+            storage: config.nats_storage,
+            replicas: config.nats_stream_replicas,
+        }
+    }
+
+    /// The spec of bucket `bucket`.
+    pub fn spec(self, bucket: String) -> KvSpec {
+        KvSpec {
+            bucket,
+            ttl: self.ttl,
+            storage: self.storage,
+            replicas: self.replicas,
+        }
+    }
 }
 
 impl Calls {
     /// Status kept in `store` as `config` says (`status_ttl`, storage, replicas); the writer
     /// task runs until `stop` and then writes what it holds (for at most [`writer::DRAIN`]).
     pub fn start(store: Arc<dyn KeyValue>, config: &Config, stop: CancellationToken) -> Arc<Calls> {
-        let spec_of = {
-            let (ttl, storage, replicas) = (
-                config.status_ttl,
-                config.nats_storage,
-                config.nats_stream_replicas,
-            );
-            move |queue: &str| KvSpec {
-                bucket: bucket(queue),
-                ttl,
-                storage,
-                replicas,
-            }
-        };
+        let buckets = Buckets::of(config);
+        let spec_of = move |queue: &str| buckets.spec(bucket(queue));
         let writer = Writer::start(store.clone(), Box::new(spec_of), stop);
-        Arc::new(Calls { store, writer })
+        Arc::new(Calls {
+            store,
+            writer,
+            buckets,
+        })
+    }
+
+    /// Cancel `call_id` on `queue` ([`cancel::cancel`]; `at`: now, unix milliseconds).
+    pub async fn cancel(
+        &self,
+        queue: &str,
+        call_id: &str,
+        at: u64,
+    ) -> Result<cancel::Outcome, BrokerError> {
+        cancel_in(self.store.as_ref(), self.buckets, queue, call_id, at).await
     }
 
     /// Record `event` of `call_id` on `queue`: returns at once; written in the background.
@@ -85,6 +119,19 @@ pub async fn read(
         Ok(None) | Err(BrokerError::NoBucket { .. }) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Cancel `call_id` on `queue` in `store`, whose buckets are made as `buckets` says.
+pub async fn cancel_in(
+    store: &dyn KeyValue,
+    buckets: Buckets,
+    queue: &str,
+    call_id: &str,
+    at: u64,
+) -> Result<cancel::Outcome, BrokerError> {
+    let calls = buckets.spec(bucket(queue));
+    let markers = buckets.spec(cancel::bucket(queue));
+    cancel::cancel(store, &calls, &markers, call_id, at).await
 }
 
 /// Unix milliseconds of `t`.

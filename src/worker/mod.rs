@@ -5,6 +5,7 @@
 
 pub(crate) mod call;
 pub(crate) mod callback;
+pub mod cancellations;
 pub(crate) mod company;
 pub(crate) mod dead_letter;
 pub(crate) mod function_mode;
@@ -64,6 +65,8 @@ pub struct Context {
     pub signer: Option<Signer>,
     /// Where call status is recorded; `None`: not recorded.
     pub calls: Option<Arc<Calls>>,
+    /// The calls cancelled on this queue; `None`: calls cannot be cancelled.
+    pub cancellations: Option<Arc<cancellations::Cancellations>>,
 }
 
 impl Context {
@@ -110,6 +113,7 @@ impl Worker {
                     .as_ref()
                     .map(|path| Signer::new(SecretFile::new(path))),
                 calls: None,
+                cancellations: None,
                 config,
                 broker: ports.broker,
                 invoker: ports.invoker,
@@ -126,6 +130,17 @@ impl Worker {
     pub fn with_calls(mut self, calls: Arc<Calls>) -> Worker {
         if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
             ctx.calls = Some(calls);
+        }
+        self
+    }
+
+    /// Let calls be cancelled, as `cancellations` knows them (before [`Worker::run`]).
+    pub fn with_cancellations(
+        mut self,
+        cancellations: Arc<cancellations::Cancellations>,
+    ) -> Worker {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.cancellations = Some(cancellations);
         }
         self
     }

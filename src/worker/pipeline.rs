@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use super::call::{Call, Unreadable};
 use super::callback::{self, Reply};
+use super::cancellations::{Admission, Running};
 use super::company::Company;
 use super::dead_letter;
 use super::lease::{self, Held, Lease};
@@ -19,6 +20,10 @@ use super::tracking;
 use crate::broker::{Acker, Delivery};
 use crate::invoke::InvokeError;
 use crate::rng::PortJitter;
+
+/// The status a cancelled call's callback reports (`X-Function-Status`), as nginx's "client
+/// closed request".
+pub const CANCELLED_STATUS: u16 = 499;
 
 /// What running a delivery gave.
 pub struct Ran {
@@ -127,6 +132,10 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
             );
         }
     };
+    let running = match admit(ctx, &call).await {
+        Admission::Go(running) => running,
+        Admission::Cancelled => return end_cancelled(ctx, &call, false).await,
+    };
     let now = ctx.clock.now();
     if let Some(ended) = end_without_call(ctx, &call, now).await {
         return ended;
@@ -137,8 +146,49 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
         let waited = now.duration_since(delivery.published).unwrap_or_default();
         ctx.metrics.queue_delay(waited.as_secs_f64());
     }
-    let (plan, reply) = invoke_and_plan(ctx, &call, http_req, crowd).await;
+    let Some((plan, reply)) = invoke_and_plan(ctx, &call, http_req, crowd, &running).await else {
+        return end_cancelled(ctx, &call, true).await;
+    };
     (carry_out(ctx, &call, &plan, reply).await, plan.limiter)
+}
+
+/// Whether the call may be invoked now, or was cancelled ([`super::cancellations`]).
+async fn admit(ctx: &Context, call: &Call<'_>) -> Admission {
+    #[cfg(feature = "buggify")]
+    if crate::buggify::on(crate::buggify::Bug::IgnoreCancels) {
+        return Admission::Go(Running::unregistered());
+    }
+    match &ctx.cancellations {
+        Some(cancellations) => cancellations.admit(&call.call_id).await,
+        None => Admission::Go(Running::unregistered()),
+    }
+}
+
+/// End a cancelled call: not invoked (or its invocation aborted, `aborted`); its status says
+/// cancelled, its callback (if any) is sent with status 499, and the message is acked.
+async fn end_cancelled(ctx: &Context, call: &Call<'_>, aborted: bool) -> (Settle, Signal) {
+    tracing::info!(
+        callId = %call.call_id,
+        function = %call.function,
+        delivery = call.delivery.delivered,
+        aborted,
+        "Cancelled; not invoked again"
+    );
+    let attempts = if aborted {
+        call.attempt
+    } else {
+        call.attempt.saturating_sub(1)
+    };
+    tracking::cancelled(ctx, call, attempts);
+    let reply = Reply {
+        status: CANCELLED_STATUS,
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::new(),
+        duration: std::time::Duration::ZERO,
+    };
+    callback::post(ctx, call, reply).await;
+    ctx.metrics.processed();
+    (Settle::Ack, Signal::Other)
 }
 
 /// A call that ends without invoking the function: older than `max_message_age` (a 410
@@ -186,9 +236,10 @@ async fn invoke_and_plan(
     call: &Call<'_>,
     http_req: http::Request<bytes::Bytes>,
     crowd: Crowd<'_>,
-) -> (Plan, Reply) {
+    running: &Running,
+) -> Option<(Plan, Reply)> {
     tracking::started(ctx, call);
-    let invoked = invoke(ctx, call, http_req).await;
+    let invoked = invoke(ctx, call, http_req, running.aborted()).await?;
     let result = match &invoked.result {
         Ok(resp) => AttemptResult::Response {
             status: invoked.status,
@@ -209,7 +260,7 @@ async fn invoke_and_plan(
     let plan = plan::after_call(&attempt, &mut PortJitter(ctx.rng.as_ref()), || {
         ctx.budget().try_retry(&call.function, std_now())
     });
-    (plan, invoked.into_reply())
+    Some((plan, invoked.into_reply()))
 }
 
 /// The call's retry policy (the "teeth" check's deliberate bug may ignore its attempts).
@@ -248,8 +299,14 @@ impl Invoked {
     }
 }
 
-/// Call the function once, with the logs and metrics of an invocation.
-async fn invoke(ctx: &Context, call: &Call<'_>, http_req: http::Request<bytes::Bytes>) -> Invoked {
+/// Call the function once, with the logs and metrics of an invocation; `None` when `abort`
+/// fired first (the call was cancelled: the request is dropped, its connection closed).
+async fn invoke(
+    ctx: &Context,
+    call: &Call<'_>,
+    http_req: http::Request<bytes::Bytes>,
+    abort: &CancellationToken,
+) -> Option<Invoked> {
     tracing::info!(
         callId = %call.call_id,
         function = %call.function,
@@ -265,14 +322,19 @@ async fn invoke(ctx: &Context, call: &Call<'_>, http_req: http::Request<bytes::B
     let inflight = ctx.metrics.inflight(&call.metrics);
     inflight.inc();
     let started = Instant::now();
-    let result = ctx
-        .invoker
-        .invoke(
-            http_req,
-            ctx.config.upstream_timeout,
-            crate::invoke::Attempt(call.delivery.delivered),
-        )
-        .await;
+    let invocation = ctx.invoker.invoke(
+        http_req,
+        ctx.config.upstream_timeout,
+        crate::invoke::Attempt(call.delivery.delivered),
+    );
+    let result = tokio::select! {
+        biased;
+        result = invocation => result,
+        () = abort.cancelled() => {
+            inflight.dec();
+            return None;
+        }
+    };
     let duration = started.elapsed();
     inflight.dec();
     let status = match &result {
@@ -282,11 +344,11 @@ async fn invoke(ctx: &Context, call: &Call<'_>, http_req: http::Request<bytes::B
     log_invoked(call, status, duration, result.as_ref().err());
     ctx.metrics
         .invocation(&call.metrics, status, duration.as_secs_f64());
-    Invoked {
+    Some(Invoked {
         status,
         result,
         duration,
-    }
+    })
 }
 
 /// Carry out the plan of a call: retry bookkeeping, callback, processed count, dead letter.

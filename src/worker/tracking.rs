@@ -37,6 +37,16 @@ pub fn ended_without_call(ctx: &Context, ids: Option<(&str, &str)>, plan: &Plan)
     }
 }
 
+/// The call was cancelled, after `attempts` attempts started.
+pub fn cancelled(ctx: &Context, call: &Call<'_>, attempts: u32) {
+    let Some(calls) = &ctx.calls else {
+        return;
+    };
+    let at = unix_ms(ctx.clock.now());
+    let event = crate::status::cancel::event(&call.req.function, attempts, at);
+    calls.record(&ctx.config.queue_name, &call.call_id, event);
+}
+
 fn record(ctx: &Context, call_id: &str, function: &str, kind: Kind) {
     let Some(calls) = &ctx.calls else {
         return;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bed;
+pub mod calls;
 pub mod cluster;
 pub mod docker;
 pub mod http;

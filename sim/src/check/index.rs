@@ -123,6 +123,12 @@ pub(super) struct Call {
     /// The workers' view.
     pub worker: Vec<WorkerEvent>,
     pub callbacks: Vec<Callback>,
+    /// When the client first asked to cancel the call.
+    pub cancel_asked: Option<Duration>,
+    /// The cancels' answers: when, and what they said.
+    pub cancel_answers: Vec<(Duration, String)>,
+    /// The stored status at the end of the run.
+    pub final_status: Option<String>,
 
     /// Each delivery followed by the next, and what explains the redelivery.
     pub redeliveries: Vec<Redelivery>,
@@ -175,6 +181,19 @@ impl Call {
             .iter()
             .filter(|e| matches!(e.ev, WorkerEv::DeadLetter { stored: false, .. }))
             .count()
+    }
+
+    /// When a cancel of the call was first acknowledged (answered `cancelled`).
+    pub fn cancel_acknowledged(&self) -> Option<Duration> {
+        self.cancel_answers
+            .iter()
+            .find(|(_, outcome)| outcome == "cancelled")
+            .map(|(at, _)| *at)
+    }
+
+    /// Whether the client asked to cancel the call by `at`.
+    pub fn cancel_asked_by(&self, at: Duration) -> bool {
+        self.cancel_asked.is_some_and(|asked| asked <= at)
     }
 
     /// Whether the faults explain duplicates of this call: a broken lease, or a dead letter
@@ -231,6 +250,11 @@ impl Call {
                 answered: *answered,
                 status: function_status.clone(),
             }),
+            Ev::CancelAsk { .. } => {
+                self.cancel_asked.get_or_insert(at);
+            }
+            Ev::CancelAnswer { outcome, .. } => self.cancel_answers.push((at, outcome.clone())),
+            Ev::FinalStatus { state, .. } => self.final_status = Some(state.clone()),
             _ => {
                 if let Some((worker, ev)) = worker_event(ev) {
                     self.worker.push(WorkerEvent { at, worker, ev });
@@ -368,7 +392,10 @@ fn call_of(ev: &Ev) -> Option<&str> {
         | Ev::InvokeEnd { call, .. }
         | Ev::WSettle { call, .. }
         | Ev::WDeadLetter { call, .. }
-        | Ev::CbRecv { call, .. } => Some(call),
+        | Ev::CbRecv { call, .. }
+        | Ev::CancelAsk { call }
+        | Ev::CancelAnswer { call, .. }
+        | Ev::FinalStatus { call, .. } => Some(call),
         _ => None,
     }
 }

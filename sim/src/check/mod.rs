@@ -32,6 +32,7 @@ mod after_terminal;
 mod attempts;
 mod budget;
 mod callback;
+mod cancel;
 mod delay;
 mod exactly_one;
 mod faults;
@@ -50,6 +51,7 @@ use after_terminal::after_terminal;
 use attempts::attempts;
 use budget::budget;
 use callback::callback;
+use cancel::cancel;
 use delay::delay;
 use exactly_one::exactly_one;
 use faults::Faults;
@@ -60,8 +62,8 @@ use terminal::terminal;
 
 use report::Findings;
 pub use report::{
-    AFTER_TERMINAL, ATTEMPTS, BUDGET, CALLBACK, DELAY, EXACTLY_ONE, INFLIGHT, LEASE, RULES, Report,
-    SATURATED, Stats, TERMINAL, Violation,
+    AFTER_TERMINAL, ATTEMPTS, BUDGET, CALLBACK, CANCEL, DELAY, EXACTLY_ONE, INFLIGHT, LEASE, RULES,
+    Report, SATURATED, Stats, TERMINAL, Violation,
 };
 
 /// Check every invariant over `records`.
@@ -83,6 +85,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
     callback(cfg, &calls, &mut found);
     budget(cfg, &calls, &mut found);
     saturated(cfg, &calls, &mut found);
+    cancel(&calls, &mut found);
     found.report()
 }
 

@@ -15,6 +15,7 @@ pub const INFLIGHT: &str = "inflight";
 pub const BUDGET: &str = "budget";
 pub const CALLBACK: &str = "callback";
 pub const SATURATED: &str = "saturated";
+pub const CANCEL: &str = "cancel";
 
 /// Every rule, in the order `sim/README.md` lists them.
 pub const RULES: &[&str] = &[
@@ -28,6 +29,7 @@ pub const RULES: &[&str] = &[
     BUDGET,
     CALLBACK,
     SATURATED,
+    CANCEL,
 ];
 
 /// A broken invariant.
@@ -57,6 +59,8 @@ impl fmt::Display for Violation {
 pub struct Stats {
     pub accepted: usize,
     pub succeeded: usize,
+    /// Calls acked after a cancel was asked, without a successful invocation.
+    pub cancelled: usize,
     pub dead_lettered: BTreeMap<String, usize>,
     /// Dead letters stored without the end of the payload / without the payload and the
     /// message's headers (too large whole), and messages terminated without one (too large

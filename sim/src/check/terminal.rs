@@ -1,5 +1,6 @@
 //! **terminal**: every accepted call ends in a terminal state: removed from the work queue by
-//! an ack that follows a successful invocation of that very delivery, or by a term that follows
+//! an ack that follows a successful invocation of that very delivery (or a cancel the client
+//! asked for before it), or by a term that follows
 //! its stored dead letter, whose reason matches what happened and which keeps as much of the
 //! message as the broker takes; or by a term after the broker refused even a headers-only dead
 //! letter of it (dropped, counted). A poison message is never invoked. Calls lost to a
@@ -39,8 +40,11 @@ pub(super) fn terminal(cfg: &RunConfig, calls: &super::index::Calls, found: &mut
         };
         match end.kind {
             SettleKind::Ack => {
-                found.stats.succeeded += 1;
-                if !ack_follows_success(c, end) {
+                if ack_follows_success(c, end) {
+                    found.stats.succeeded += 1;
+                } else if c.cancel_asked_by(end.at) {
+                    found.stats.cancelled += 1;
+                } else {
                     let detail = format!(
                         "{} acked delivery {} without a successful invocation of it finishing \
                          first",

@@ -111,5 +111,6 @@ fn hostile_call(r: &mut StdRng, i: usize, raw: Raw, spread: Duration) -> CallPla
         callback: valid && r.random_bool(0.5),
         poison: !valid,
         raw: Some(raw),
+        cancel_at: None,
     }
 }

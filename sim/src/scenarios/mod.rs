@@ -4,6 +4,7 @@
 
 pub mod broker_restart;
 pub mod callback_outage;
+pub mod cancel_race;
 pub mod consumer_expiry;
 pub mod crash;
 pub mod hostile;
@@ -87,6 +88,12 @@ pub const SATURATED: Scenario = Scenario {
     build: saturated::build,
 };
 
+pub const CANCEL_RACE: Scenario = Scenario {
+    name: cancel_race::NAME,
+    about: cancel_race::ABOUT,
+    build: cancel_race::build,
+};
+
 /// Every scenario, in the order `--scenario all` runs them.
 pub const ALL: &[Scenario] = &[
     CRASH,
@@ -97,6 +104,7 @@ pub const ALL: &[Scenario] = &[
     CALLBACK_OUTAGE,
     HOSTILE,
     SATURATED,
+    CANCEL_RACE,
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -222,6 +230,7 @@ pub fn calls(
                 callback: rng.random_bool(callback_share),
                 poison,
                 raw: None,
+                cancel_at: None,
             }
         })
         .collect()

@@ -46,6 +46,7 @@ pub fn build(seed: u64, opts: &Opts) -> RunConfig {
                 callback: true,
                 poison: false,
                 raw: None,
+                cancel_at: None,
             }
         })
         .collect();
