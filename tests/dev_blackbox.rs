@@ -167,3 +167,21 @@ async fn dev_cancels_a_running_call_and_calls_back_499() {
         .unwrap();
     assert_eq!(again.status(), 409);
 }
+
+#[tokio::test]
+async fn dev_keeps_a_result_when_asked() {
+    let dev = start_dev().await;
+    let r = dev
+        .post("echo")
+        .header("X-Store-Result", "true")
+        .body("kept body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.headers()["x-call-id"].to_str().unwrap().to_string();
+    let url = format!("{}/system/calls/{id}/result?wait=10s", dev.ingress());
+    let (code, body) = get_text(&url).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "kept body");
+}

@@ -3,7 +3,7 @@
 
 /// Every configuration variable: the environment variable name (lowercase, as the OpenFaaS
 /// chart spells it). The CLI flag is the same name with `_` replaced by `-`.
-pub const ENV_VARS: [&str; 54] = [
+pub const ENV_VARS: [&str; 55] = [
     "nats_host",
     "nats_port",
     "nats_url",
@@ -51,6 +51,7 @@ pub const ENV_VARS: [&str; 54] = [
     "ingress_max_buffered_bytes",
     "dead_letter_max_age",
     "status_ttl",
+    "store_results",
     "idempotency_window",
     "metrics_port",
     "metrics_addr",
@@ -452,6 +453,17 @@ pub struct ConfigArgs {
         value_name = "DURATION"
     )]
     pub status_ttl: Option<String>,
+
+    /// Keep every call's final response (status, headers, body) for `status_ttl`, for
+    /// `GET /system/calls/{id}/result` (a request's `X-Store-Result: true` keeps its own).
+    /// Default: false
+    #[arg(
+        long,
+        env = "store_results",
+        hide_env_values = true,
+        value_name = "BOOL"
+    )]
+    pub store_results: Option<String>,
 
     /// How long an `Idempotency-Key` (and a repeated `X-Call-Id`) is remembered by the ingress: a
     /// repeat inside it is not queued again. 1s to 24h. Default: 2m

@@ -264,6 +264,9 @@ pub struct Config {
     pub dead_letter_max_age: Duration,
     /// Call status retention (`status_ttl`, default 24h; 0 = no call status).
     pub status_ttl: Duration,
+    /// Keep every call's final response (`store_results`, default false; a request's
+    /// `X-Store-Result: true` keeps its own).
+    pub store_results: bool,
     /// How long the queue's stream remembers message ids and the ingress `Idempotency-Key`s
     /// (`idempotency_window`, default 2m, 1s to 24h).
     pub idempotency_window: Duration,
@@ -331,6 +334,7 @@ impl Default for Config {
             ingress_max_buffered_bytes: 256 * 1024 * 1024,
             dead_letter_max_age: Duration::from_secs(168 * 3600),
             status_ttl: Duration::from_secs(24 * 3600),
+            store_results: false,
             idempotency_window: crate::broker::DEFAULT_DUPLICATE_WINDOW,
             metrics_port: 8081,
             metrics_addr: "0.0.0.0:8081".to_owned(),

@@ -312,6 +312,14 @@ impl Validator {
         );
         // 0: no call status is kept.
         c.status_ttl = self.duration("status_ttl", &args.status_ttl, c.status_ttl, Bound::Any);
+        c.store_results = self.boolean("store_results", &args.store_results, c.store_results);
+        if c.store_results && c.status_ttl.is_zero() {
+            self.fail(
+                "store_results",
+                &args.store_results,
+                "needs call status: results are kept as long as it (status_ttl > 0)",
+            );
+        }
         // NATS keeps every message id of the window in memory: a day at most.
         c.idempotency_window = self.duration(
             "idempotency_window",

@@ -6,6 +6,7 @@ mod budget;
 mod calls;
 mod cancel;
 pub mod idempotency;
+mod results;
 mod route;
 
 pub use budget::BodyBudget;
@@ -82,7 +83,8 @@ pub fn router(state: Arc<Ingress>) -> Router {
         // No function named: 400 from the same handler, not the router's 404.
         .route("/async-function/", any(async_function))
         .route("/async-function", any(async_function))
-        .route("/system/calls/{call_id}", get(calls::call_status));
+        .route("/system/calls/{call_id}", get(calls::call_status))
+        .route("/system/calls/{call_id}/result", get(results::call_result));
     if let Some(auth) = &state.auth {
         routes = routes.route_layer(axum::middleware::from_fn_with_state(
             auth.clone(),

@@ -7,6 +7,7 @@
 pub mod cancel;
 pub mod key;
 pub mod record;
+pub mod result;
 mod writer;
 
 use std::sync::Arc;

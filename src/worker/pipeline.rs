@@ -353,6 +353,7 @@ async fn invoke(
 
 /// Carry out the plan of a call: retry bookkeeping, callback, processed count, dead letter.
 async fn carry_out(ctx: &Context, call: &Call<'_>, plan: &Plan, reply: Reply) -> Settle {
+    tracking::keep_result(ctx, call, plan, &reply).await;
     tracking::planned(ctx, call, plan, reply.status);
     if plan.settle == Settle::Again {
         note_pushed_back(ctx, call);

@@ -4,8 +4,9 @@
 
 use super::Context;
 use super::call::Call;
+use super::callback::Reply;
 use super::plan::{Plan, Reason, Settle};
-use crate::status::{Event, Kind, State, unix_ms};
+use crate::status::{Buckets, Event, Kind, State, key, result, unix_ms};
 
 /// Attempt `call.attempt` starts.
 pub fn started(ctx: &Context, call: &Call<'_>) {
@@ -34,6 +35,34 @@ pub fn ended_without_call(ctx: &Context, ids: Option<(&str, &str)>, plan: &Plan)
     };
     if let Some(kind) = kind_of(plan, 0, None) {
         record(ctx, call_id, function, kind);
+    }
+}
+
+/// Keep the call's final response when `plan` ends the call and a result is wanted
+/// ([`result::wanted`]). Waits for the write, so the result is there by the time the status
+/// says the call ended; a failure is logged, and the call goes on.
+pub async fn keep_result(ctx: &Context, call: &Call<'_>, plan: &Plan, reply: &Reply) {
+    // The header only when the setting does not say it already (a lookup per call).
+    let wanted =
+        ctx.config.store_results || result::wanted(false, call.req.header_value(result::HEADER));
+    if ctx.calls.is_none() || !wanted {
+        return;
+    }
+    let Some(Kind::Finished { state, .. }) = kind_of(plan, call.attempt, Some(reply.status)) else {
+        return;
+    };
+    let Some(key) = key::of(&call.call_id).filter(|_| state != State::Expired) else {
+        return;
+    };
+    let spec = Buckets::of(&ctx.config).spec(result::bucket(&ctx.config.queue_name));
+    let response = (reply.status, &reply.headers, &reply.body);
+    if let Err(e) = result::keep(ctx.broker.as_ref(), &spec, &key, response).await {
+        tracing::warn!(
+            callId = %call.call_id,
+            function = %call.function,
+            error = %e,
+            "Cannot keep the call's result"
+        );
     }
 }
 

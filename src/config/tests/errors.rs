@@ -54,9 +54,8 @@ fn bad_values(name: &str) -> &'static [&'static str] {
             "http://gw:99999",
         ],
         "default_function_name" => &["openfaas.fn", "a b", "x/y"],
-        "tls_insecure" | "debug" | "limiter_enabled" | "basic_auth" | "nats_tls_insecure" => {
-            &["yes", "no", "on", "2", "tRUE", "truee"]
-        }
+        "tls_insecure" | "debug" | "limiter_enabled" | "basic_auth" | "nats_tls_insecure"
+        | "store_results" => &["yes", "no", "on", "2", "tRUE", "truee"],
         "log_encoding" => &["text", "logfmt"],
         "max_retry_attempts" => &["0", "10001", "ten"],
         "max_retry_wait" => &["2m3", "forever", "5s"],

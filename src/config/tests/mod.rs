@@ -69,6 +69,7 @@ pub(super) fn field<'a>(args: &'a mut ConfigArgs, name: &str) -> &'a mut Option<
         "ingress_max_buffered_bytes" => &mut args.ingress_max_buffered_bytes,
         "dead_letter_max_age" => &mut args.dead_letter_max_age,
         "status_ttl" => &mut args.status_ttl,
+        "store_results" => &mut args.store_results,
         "idempotency_window" => &mut args.idempotency_window,
         "metrics_port" => &mut args.metrics_port,
         "metrics_addr" => &mut args.metrics_addr,
