@@ -172,6 +172,12 @@ pub async fn run(
         });
         servers.spawn(serve_ingress(state, server, shutdown.clone()));
     }
+    servers.spawn(crate::worker::scheduler::run(
+        ports.broker.clone(),
+        config.clone(),
+        ports.clock.clone(),
+        shutdown.clone(),
+    ));
     let mut worker = worker::Worker::new(config, ports, metrics, health);
     if let Some(calls) = &calls {
         worker = worker.with_calls(calls.clone());

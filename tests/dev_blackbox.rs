@@ -185,3 +185,22 @@ async fn dev_keeps_a_result_when_asked() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, "kept body");
 }
+
+#[tokio::test]
+async fn dev_runs_a_delayed_call_when_due() {
+    let dev = start_dev().await;
+    let receiver = CallbackReceiver::start().await;
+    let posted = std::time::Instant::now();
+    let r = dev
+        .post("echo")
+        .header("X-Delay", "1500ms")
+        .header("X-Callback-Url", receiver.url("/done"))
+        .body("later")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let cbs = receiver.wait_for(1, T).await;
+    assert_eq!(cbs[0].body_str(), "later");
+    assert!(cbs[0].at.duration_since(posted) >= Duration::from_millis(1500));
+}

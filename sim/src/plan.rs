@@ -220,6 +220,8 @@ impl RunConfig {
             retry_budget_ratio: self.retry_budget_ratio,
             callback_retries: self.callback_retries,
             shutdown_timeout: Duration::from_secs(5),
+            // No delayed calls in the simulation (their mover stays off).
+            max_delay: Duration::ZERO,
             ..Config::default()
         }
     }

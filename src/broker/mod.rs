@@ -66,6 +66,17 @@ impl StreamSpec {
         self
     }
 
+    /// The stream of queue `queue`'s delayed calls: `OF_<queue>_delayed` on
+    /// `<queue>-delayed`, each message held there until its [`NOT_BEFORE_HEADER`] and then
+    /// moved to its [`TARGET_HEADER`] subject (`src/worker/scheduler.rs`).
+    pub fn delayed(queue: &str, storage: Storage, replicas: usize) -> StreamSpec {
+        StreamSpec {
+            name: format!("{}_delayed", stream_name(queue)),
+            subjects: vec![delayed_subject(queue)],
+            ..StreamSpec::work_queue(queue, storage, replicas)
+        }
+    }
+
     /// The dead-letter stream of queue `queue`: `OF_<queue>_DLQ` on `<queue>_DLQ.>`.
     ///
     /// (Not `<queue>.dlq.>`: NATS refuses streams whose subjects overlap, and the work queue
@@ -95,6 +106,18 @@ impl StreamSpec {
 pub fn dead_letter_prefix(queue: &str) -> String {
     format!("{queue}_DLQ")
 }
+
+/// The subject delayed calls of `queue` are published on.
+pub fn delayed_subject(queue: &str) -> String {
+    format!("{queue}-delayed")
+}
+
+/// A delayed call's due time (unix milliseconds).
+pub const NOT_BEFORE_HEADER: &str = "Qw-Not-Before";
+/// The work subject a delayed call moves to when due.
+pub const TARGET_HEADER: &str = "Qw-Target";
+/// The message id a delayed call is published to the work queue with.
+pub const DELAYED_MSG_ID_HEADER: &str = "Qw-Msg-Id";
 
 /// `OF_<queue>`.
 pub fn stream_name(queue: &str) -> String {

@@ -1,5 +1,6 @@
 //! `queue-worker publish FUNCTION [--data @file|-|TEXT] [--header K:V]... [--callback URL]
-//! [--queue Q] [--path P] [--query Q]`: enqueue one invocation exactly as the ingress would.
+//! [--delay DURATION] [--queue Q] [--path P] [--query Q]`: enqueue one invocation exactly as the
+//! ingress would.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -28,6 +29,9 @@ pub struct PublishArgs {
     /// Callback URL for the result (`X-Callback-Url`).
     #[arg(long)]
     pub callback: Option<String>,
+    /// Do not invoke before this long from now (`X-Delay`), e.g. 90s; at most `max_delay`.
+    #[arg(long, value_name = "DURATION")]
+    pub delay: Option<String>,
     /// Queue to publish to (default: routing by function_queues, else queue_name).
     #[arg(long)]
     pub queue: Option<String>,
@@ -116,6 +120,9 @@ fn submission(args: &PublishArgs, max_body_bytes: usize) -> Result<Submission, S
     }
     if let Some(cb) = &args.callback {
         header.insert("X-Callback-Url".into(), vec![cb.clone()]);
+    }
+    if let Some(delay) = &args.delay {
+        header.insert(ingress::delay::DELAY_HEADER.into(), vec![delay.clone()]);
     }
     Ok(Submission {
         function: args.function.clone(),

@@ -5,6 +5,7 @@ pub mod body_limit;
 mod budget;
 mod calls;
 mod cancel;
+pub mod delay;
 pub mod idempotency;
 mod results;
 mod route;
@@ -59,6 +60,15 @@ impl Ingress {
 
     fn stream_spec(&self, queue: &str) -> StreamSpec {
         StreamSpec::work_queue(
+            queue,
+            self.config.nats_storage,
+            self.config.nats_stream_replicas,
+        )
+        .with_duplicate_window(self.config.idempotency_window)
+    }
+
+    fn delayed_spec(&self, queue: &str) -> StreamSpec {
+        StreamSpec::delayed(
             queue,
             self.config.nats_storage,
             self.config.nats_stream_replicas,
@@ -126,6 +136,8 @@ pub struct Prepared {
     /// `X-Callback-Url`, checked against `callback_allowed_hosts` by host (its addresses are
     /// checked by [`check_callback_addresses`]).
     pub callback: Option<url::Url>,
+    /// A delayed call's due time (unix milliseconds): it goes to the queue's delayed stream.
+    pub not_before: Option<u64>,
 }
 
 /// Turn a submission into the OpenFaaS message and its subject: assign `X-Call-Id` (unless the
@@ -157,6 +169,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
     };
     let idempotency = idempotency::key_of(header.get(idempotency::HEADER))?
         .map(|key| idempotency::msg_id(&function, key));
+    let not_before = delay::not_before(cfg, crate::status::unix_ms(clock.now()), &header)?;
     let start_time = clock.unix_nanos().to_string();
     header
         .entry("X-Start-Time".into())
@@ -185,11 +198,26 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         callback_url,
         ..Default::default()
     };
+    let msg_id = idempotency.clone().unwrap_or_else(|| call_id.clone());
+    let (subject, headers) = match not_before {
+        Some(at) => (
+            crate::broker::delayed_subject(&queue),
+            vec![
+                (crate::broker::NOT_BEFORE_HEADER.to_string(), at.to_string()),
+                (crate::broker::TARGET_HEADER.to_string(), subject),
+                (
+                    crate::broker::DELAYED_MSG_ID_HEADER.to_string(),
+                    msg_id.clone(),
+                ),
+            ],
+        ),
+        None => (subject, Vec::new()),
+    };
     Ok(Prepared {
         outgoing: Outgoing {
             subject,
-            msg_id: Some(idempotency.clone().unwrap_or_else(|| call_id.clone())),
-            headers: Vec::new(),
+            msg_id: Some(msg_id),
+            headers,
             payload: bytes::Bytes::from(wire::encode(&msg)),
         },
         call_id,
@@ -198,6 +226,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         function,
         idempotency,
         callback,
+        not_before,
     })
 }
 
@@ -262,10 +291,11 @@ pub async fn submit_once(state: &Ingress, p: &Prepared) -> Result<Stored, Broker
     }
     let mut result = state.publisher.publish(p.outgoing.clone()).await;
     if let Err(BrokerError::NoStream { .. }) = &result {
-        state
-            .streams
-            .ensure_stream(&state.stream_spec(&p.queue))
-            .await?;
+        let spec = match p.not_before {
+            Some(_) => state.delayed_spec(&p.queue),
+            None => state.stream_spec(&p.queue),
+        };
+        state.streams.ensure_stream(&spec).await?;
         result = state.publisher.publish(p.outgoing.clone()).await;
     }
     if result?.duplicate {
@@ -294,7 +324,10 @@ pub async fn submit_once(state: &Ingress, p: &Prepared) -> Result<Stored, Broker
         let event = crate::status::Event {
             function: p.function.clone(),
             at: crate::status::unix_ms(state.clock.now()),
-            kind: crate::status::Kind::Queued,
+            kind: match p.not_before {
+                Some(not_before) => crate::status::Kind::Delayed { not_before },
+                None => crate::status::Kind::Queued,
+            },
         };
         calls.record(&p.queue, &p.call_id, event);
     }

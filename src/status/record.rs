@@ -79,6 +79,9 @@ pub struct CallStatus {
     pub started_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// A delayed call is not invoked before this (unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
     /// When the next attempt is due (unix milliseconds), while retrying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<u64>,
@@ -96,6 +99,8 @@ pub struct Event {
 pub enum Kind {
     /// Stored by the ingress.
     Queued,
+    /// Stored by the ingress, to be invoked from `not_before` (unix milliseconds) on.
+    Delayed { not_before: u64 },
     /// Attempt `attempt` (1-based) starts.
     Started { attempt: u32 },
     /// Attempt `attempt` failed with `status`; the next is due after `delay_ms`.
@@ -127,6 +132,7 @@ pub fn apply(current: Option<&CallStatus>, event: &Event) -> Option<CallStatus> 
         enqueued_at: None,
         started_at: None,
         finished_at: None,
+        not_before: None,
         next_attempt_at: None,
     });
     if next.state.is_terminal() {
@@ -135,6 +141,10 @@ pub fn apply(current: Option<&CallStatus>, event: &Event) -> Option<CallStatus> 
     match &event.kind {
         Kind::Queued => {
             next.enqueued_at.get_or_insert(event.at);
+        }
+        Kind::Delayed { not_before } => {
+            next.enqueued_at.get_or_insert(event.at);
+            next.not_before = Some(*not_before);
         }
         Kind::Started { attempt } => started(&mut next, *attempt, event.at)?,
         Kind::Retrying {

@@ -16,6 +16,7 @@ pub(crate) mod pipeline;
 pub(crate) mod plan;
 pub(crate) mod ready;
 pub mod retry;
+pub(crate) mod scheduler;
 pub(crate) mod shutdown;
 pub(crate) mod static_mode;
 pub(crate) mod tracking;

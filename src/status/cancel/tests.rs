@@ -33,6 +33,7 @@ async fn store_status(store: &MemoryBroker, calls: &KvSpec, id: &str, state: Sta
         enqueued_at: Some(1),
         started_at: Some(2),
         finished_at: None,
+        not_before: None,
         next_attempt_at: None,
     };
     let value = Bytes::from(serde_json::to_vec(&status).unwrap());

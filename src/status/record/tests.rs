@@ -98,6 +98,7 @@ fn any_kind() -> impl Strategy<Value = Kind> {
     ];
     prop_oneof![
         Just(Kind::Queued),
+        Just(Kind::Delayed { not_before: 99 }),
         (1u32..5).prop_map(|attempt| Kind::Started { attempt }),
         (1u32..5, 400u16..600).prop_map(|(attempt, status)| Kind::Retrying {
             attempt,
@@ -133,4 +134,12 @@ proptest! {
         });
         prop_assert_eq!(terminal, first);
     }
+}
+
+#[test]
+fn a_delayed_call_is_queued_with_its_due_time() {
+    let status = apply(None, &ev(5, Kind::Delayed { not_before: 3000 })).unwrap();
+    assert_eq!(status.state, State::Queued);
+    assert_eq!(status.not_before, Some(3000));
+    assert_eq!(status.enqueued_at, Some(5));
 }

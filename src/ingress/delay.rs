@@ -1,0 +1,94 @@
+//! Delayed calls: `X-Delay: <duration>` (Go syntax, e.g. `90s`) or `X-Not-Before: <unix
+//! seconds>` at the ingress (and `queue-worker publish --delay`). A call due later than now is
+//! stored in the queue's delayed stream and moved to the work queue when due
+//! (`src/worker/scheduler.rs`); one due now or earlier is queued as usual.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Config, format_go_duration, parse_go_duration};
+
+pub const DELAY_HEADER: &str = "X-Delay";
+pub const NOT_BEFORE_HEADER: &str = "X-Not-Before";
+
+/// When the call may run (unix milliseconds), when that is after `now_ms`; `Err` is a one-line
+/// reason for a `400`: a bad value, both headers, or later than `max_delay` from now.
+pub fn not_before(
+    cfg: &Config,
+    now_ms: u64,
+    header: &BTreeMap<String, Vec<String>>,
+) -> Result<Option<u64>, String> {
+    let first = |name: &str| header.get(name).and_then(|v| v.first()).map(|v| v.trim());
+    let at = match (first(DELAY_HEADER), first(NOT_BEFORE_HEADER)) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "give either {DELAY_HEADER} or {NOT_BEFORE_HEADER}, not both"
+            ));
+        }
+        (Some(delay), None) => {
+            let d = parse_go_duration(delay).map_err(|e| format!("{DELAY_HEADER}: {e}"))?;
+            now_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        }
+        (None, Some(secs)) => {
+            let secs: u64 = secs.parse().map_err(|_| {
+                format!("{NOT_BEFORE_HEADER}: expected unix seconds, e.g. 1796050000")
+            })?;
+            secs.saturating_mul(1000)
+        }
+    };
+    if at <= now_ms {
+        return Ok(None);
+    }
+    let max = u64::try_from(cfg.max_delay.as_millis()).unwrap_or(u64::MAX);
+    if at - now_ms > max {
+        return Err(format!(
+            "the call would wait longer than max_delay ({}); delay it less",
+            format_go_duration(cfg.max_delay)
+        ));
+    }
+    Ok(Some(at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+            .collect()
+    }
+
+    #[test]
+    fn delays_and_due_times_within_max_delay() {
+        let cfg = Config {
+            max_delay: std::time::Duration::from_secs(60),
+            ..Config::default()
+        };
+        let now = 1_000_000;
+        let nb = |pairs: &[(&str, &str)]| not_before(&cfg, now, &header(pairs));
+        assert_eq!(nb(&[]), Ok(None));
+        assert_eq!(nb(&[("X-Delay", "90ms")]), Ok(Some(now + 90)));
+        assert_eq!(nb(&[("X-Delay", "0s")]), Ok(None));
+        assert_eq!(nb(&[("X-Not-Before", "1001")]), Ok(Some(1_001_000)));
+        assert_eq!(nb(&[("X-Not-Before", "999")]), Ok(None), "in the past: now");
+        assert!(
+            nb(&[("X-Delay", "61s")])
+                .unwrap_err()
+                .contains("max_delay (1m0s)")
+        );
+        assert!(
+            nb(&[("X-Not-Before", "2000")])
+                .unwrap_err()
+                .contains("max_delay")
+        );
+        assert!(
+            nb(&[("X-Delay", "soon")])
+                .unwrap_err()
+                .starts_with("X-Delay")
+        );
+        assert!(nb(&[("X-Not-Before", "-5")]).is_err());
+        assert!(nb(&[("X-Delay", "1s"), ("X-Not-Before", "1001")]).is_err());
+    }
+}

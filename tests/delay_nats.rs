@@ -1,0 +1,165 @@
+//! Delayed calls against a real nats-server, through the real binary: `X-Delay`,
+//! `X-Not-Before` and `queue-worker publish --delay` are not invoked before their time, wait in
+//! NATS (not in a worker) so they survive the worker being stopped, and are refused past
+//! `max_delay`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::bed::TestBed;
+use common::calls::{bed_with, status};
+use common::http::{Recorded, Reply};
+
+const T: Duration = Duration::from_secs(20);
+
+fn arrivals(bed: &TestBed, id: &str) -> Vec<Recorded> {
+    bed.function
+        .requests()
+        .into_iter()
+        .filter(|r| r.header("x-call-id") == Some(id))
+        .collect()
+}
+
+/// Waits for the call's first invocation; its arrival time.
+async fn first_arrival(bed: &TestBed, id: &str) -> Instant {
+    let deadline = Instant::now() + T;
+    loop {
+        if let Some(r) = arrivals(bed, id).first() {
+            return r.at;
+        }
+        assert!(Instant::now() < deadline, "{id} never invoked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_delayed_call_waits_in_nats_through_a_worker_restart() {
+    let Some((bed, w)) = bed_with("delay-restart", |_, _| Reply::ok("ok"), &[]).await else {
+        return;
+    };
+    let posted = Instant::now();
+    let r = w
+        .post("fn")
+        .header("x-call-id", "later")
+        .header("X-Delay", "3s")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + T;
+    let queued = loop {
+        let (code, body) = status(&w, "later").await;
+        if code == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no status for the delayed call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(queued["state"], "queued", "{queued}");
+    let not_before = queued["not_before"].as_u64().expect("not_before");
+    assert!(
+        not_before + 1000 >= now_ms + 3000 && not_before <= now_ms + 3000,
+        "{queued}"
+    );
+    w.stop().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(arrivals(&bed, "later").is_empty(), "invoked with no worker");
+    let _w2 = bed.worker().start().await;
+    let at = first_arrival(&bed, "later").await;
+    assert!(at.duration_since(posted) >= Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(arrivals(&bed, "later").len(), 1);
+}
+
+#[tokio::test]
+async fn delays_are_kept_and_checked() {
+    let Some((bed, w)) = bed_with(
+        "delay-checks",
+        |_, _| Reply::ok("ok"),
+        &[("max_delay", "10s")],
+    )
+    .await
+    else {
+        return;
+    };
+    let post = |id: &str, name: &str, value: String| {
+        w.post("fn")
+            .header("x-call-id", id)
+            .header(name, value)
+            .body("x")
+            .send()
+    };
+    let r = post("too-late", "X-Delay", "1m".into()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("max_delay (10s)"));
+    let r = post("bad", "X-Not-Before", "tomorrow".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let past = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let posted = Instant::now();
+    let r = post("past", "X-Not-Before", past.to_string())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let at = first_arrival(&bed, "past").await;
+    assert!(
+        at.duration_since(posted) < Duration::from_secs(2),
+        "a past time is now"
+    );
+
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3;
+    let posted = Instant::now();
+    let r = post("at-time", "X-Not-Before", soon.to_string())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let at = first_arrival(&bed, "at-time").await;
+    assert!(
+        at.duration_since(posted) >= Duration::from_secs(2),
+        "invoked early"
+    );
+
+    let posted = Instant::now();
+    let out = tokio::process::Command::new(common::worker_bin())
+        .args([
+            "publish",
+            "fn",
+            "--delay",
+            "2s",
+            "-H",
+            "X-Call-Id: cli-later",
+        ])
+        .env("nats_url", bed.nats.url())
+        .env("queue_name", &bed.queue)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at = first_arrival(&bed, "cli-later").await;
+    assert!(
+        at.duration_since(posted) >= Duration::from_secs(2),
+        "invoked early"
+    );
+}
