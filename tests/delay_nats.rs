@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::bed::TestBed;
-use common::calls::{bed_with, status};
+use common::calls::{bed_with, cancel, status};
 use common::http::{Recorded, Reply};
 
 const T: Duration = Duration::from_secs(20);
@@ -162,4 +162,40 @@ async fn delays_are_kept_and_checked() {
         at.duration_since(posted) >= Duration::from_secs(2),
         "invoked early"
     );
+}
+
+#[tokio::test]
+async fn a_delayed_call_cancelled_while_it_waits_is_never_invoked() {
+    let Some((bed, w)) = bed_with("delay-cancel", |_, _| Reply::ok("ok"), &[]).await else {
+        return;
+    };
+    let r = w
+        .post("fn")
+        .header("x-call-id", "never")
+        .header("X-Delay", "2s")
+        .header("X-Callback-Url", bed.callback_url("/cb"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = Instant::now() + T;
+    loop {
+        let (code, body) = cancel(&w, "never").await;
+        if code == 202 {
+            break;
+        }
+        // Known about 50 ms after the ingress answered.
+        assert!(code == 404 && Instant::now() < deadline, "{code} {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let callbacks = bed.receiver().wait_for(1, T).await;
+    assert_eq!(callbacks[0].header("x-function-status"), Some("499"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(bed.receiver().count(), 1);
+    assert!(
+        arrivals(&bed, "never").is_empty(),
+        "a cancelled delayed call ran"
+    );
+    bed.wait_drained(T).await;
 }

@@ -6,7 +6,7 @@
 //! An attempt is admitted only when the last refresh *started* within [`FRESH`]; a cancel is
 //! answered [`crate::status::cancel::FENCE`] (longer) after its marker is stored, so an attempt
 //! admitted after the answer has seen the marker. Attempts running when their key shows up
-//! are aborted through their [`Running::aborted`] token.
+//! are aborted ([`Running::aborted`]).
 //!
 //! When NATS cannot tell (unreachable), attempts wait: none is started on stale knowledge.
 
@@ -96,7 +96,8 @@ impl Drop for Waiting<'_> {
 pub struct Running {
     shared: Option<Arc<Shared>>,
     id: u64,
-    token: CancellationToken,
+    /// `None`: no cancel can reach it (and nothing is allocated for it).
+    token: Option<CancellationToken>,
 }
 
 impl Running {
@@ -105,13 +106,23 @@ impl Running {
         Running {
             shared: None,
             id: 0,
-            token: CancellationToken::new(),
+            token: None,
         }
     }
 
-    /// Fires when the call is cancelled while it runs.
-    pub fn aborted(&self) -> &CancellationToken {
-        &self.token
+    /// Completes when the call is cancelled while it runs (never, for an unregistered one).
+    pub async fn aborted(&self) {
+        match &self.token {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether the call was cancelled while it ran.
+    pub fn is_aborted(&self) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 }
 
@@ -186,7 +197,7 @@ impl Shared {
         Some(Admission::Go(Running {
             shared: Some(self.clone()),
             id,
-            token,
+            token: Some(token),
         }))
     }
 

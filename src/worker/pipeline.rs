@@ -239,7 +239,7 @@ async fn invoke_and_plan(
     running: &Running,
 ) -> Option<(Plan, Reply)> {
     tracking::started(ctx, call);
-    let invoked = invoke(ctx, call, http_req, running.aborted()).await?;
+    let invoked = invoke(ctx, call, http_req, running).await?;
     let result = match &invoked.result {
         Ok(resp) => AttemptResult::Response {
             status: invoked.status,
@@ -299,13 +299,13 @@ impl Invoked {
     }
 }
 
-/// Call the function once, with the logs and metrics of an invocation; `None` when `abort`
-/// fired first (the call was cancelled: the request is dropped, its connection closed).
+/// Call the function once, with the logs and metrics of an invocation; `None` when the call
+/// was cancelled first (`running` aborted: the request is dropped, its connection closed).
 async fn invoke(
     ctx: &Context,
     call: &Call<'_>,
     http_req: http::Request<bytes::Bytes>,
-    abort: &CancellationToken,
+    running: &Running,
 ) -> Option<Invoked> {
     tracing::info!(
         callId = %call.call_id,
@@ -330,7 +330,7 @@ async fn invoke(
     let result = tokio::select! {
         biased;
         result = invocation => result,
-        () = abort.cancelled() => {
+        () = running.aborted() => {
             inflight.dec();
             return None;
         }

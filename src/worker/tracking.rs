@@ -42,10 +42,16 @@ pub fn ended_without_call(ctx: &Context, ids: Option<(&str, &str)>, plan: &Plan)
 /// ([`result::wanted`]). Waits for the write, so the result is there by the time the status
 /// says the call ended; a failure is logged, and the call goes on.
 pub async fn keep_result(ctx: &Context, call: &Call<'_>, plan: &Plan, reply: &Reply) {
-    // The header only when the setting does not say it already (a lookup per call).
-    let wanted =
-        ctx.config.store_results || result::wanted(false, call.req.header_value(result::HEADER));
-    if ctx.calls.is_none() || !wanted {
+    if ctx.calls.is_none() {
+        return;
+    }
+    // The header only when the setting does not say it already. Its key as Go (the gateway)
+    // and the ingress write it: one map lookup per call, not a scan of every header.
+    let asked = || {
+        let values = call.req.header.get(result::HEADER);
+        values.and_then(|v| v.first()).map(String::as_str)
+    };
+    if !(ctx.config.store_results || result::wanted(false, asked())) {
         return;
     }
     let Some(Kind::Finished { state, .. }) = kind_of(plan, call.attempt, Some(reply.status)) else {
