@@ -35,6 +35,10 @@ pub(super) async fn call_result(
     Path(call_id): Path<String>,
     Query(query): Query<WaitQuery>,
 ) -> Response {
+    if state.calls.is_none() {
+        let why = "call status (and so results) is not kept here (status_ttl=0)";
+        return json(StatusCode::NOT_FOUND, &error(why));
+    }
     let wait = match wait_of(query.wait.as_deref()) {
         Ok(w) => w,
         Err(why) => return json(StatusCode::BAD_REQUEST, &error(&why)),
