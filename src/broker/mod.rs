@@ -5,6 +5,7 @@
 //! is identical everywhere.
 
 pub mod jetstream;
+pub mod kv_lazy;
 pub mod memory;
 
 use std::collections::BTreeMap;

@@ -3,16 +3,12 @@
 //! cancelled, 1 when some was unknown or already final (or NATS failed meanwhile), 2 for bad
 //! settings, refused credentials or call status turned off.
 
-use std::process::ExitCode;
-use std::sync::Arc;
-
 use clap::Args;
+use std::process::ExitCode;
 
-use super::load_config;
 use crate::config::ConfigArgs;
 use crate::status::cancel::Outcome;
 use crate::status::{Buckets, cancel_in, unix_ms};
-use crate::telemetry::metrics::Metrics;
 
 #[derive(Args, Debug, Clone)]
 pub struct CancelArgs {
@@ -27,26 +23,11 @@ pub struct CancelArgs {
 }
 
 pub async fn main(args: CancelArgs) -> ExitCode {
-    let config = match load_config(&args.config) {
-        Ok(c) => c,
+    let opened = match super::calls::open("cancel", &args.config, args.queue.as_ref(), true).await {
+        Ok(o) => o,
         Err(code) => return code,
     };
-    crate::telemetry::logging::init(config.log_encoding, config.debug);
-    if config.status_ttl.is_zero() {
-        eprintln!(
-            "queue-worker cancel: calls cannot be cancelled with status_ttl=0 (no call status)"
-        );
-        return ExitCode::from(2);
-    }
-    let queues = match &args.queue {
-        Some(q) => vec![q.clone()],
-        None => config.queues(),
-    };
-    let metrics = Arc::new(Metrics::new());
-    let broker = match super::connect_for_command(&config, &metrics, "cancel").await {
-        Ok(b) => b,
-        Err(code) => return code,
-    };
+    let (config, queues, broker) = (opened.config, opened.queues, opened.broker);
     let buckets = Buckets::of(&config);
     let mut all = true;
     for call_id in &args.call_ids {

@@ -1,5 +1,6 @@
 //! The command line: `queue-worker [run]`, `run --ingress ADDR`, `publish`.
 
+mod calls;
 pub mod cancel;
 pub mod demo;
 pub mod dev;

@@ -2,14 +2,10 @@
 //! `GET /system/calls/{call-id}` gives it (pretty JSON). Exit 0 when found, 1 when unknown or
 //! NATS cannot be reached, 2 for bad settings or refused credentials.
 
-use std::process::ExitCode;
-use std::sync::Arc;
-
 use clap::Args;
+use std::process::ExitCode;
 
-use super::load_config;
 use crate::config::ConfigArgs;
-use crate::telemetry::metrics::Metrics;
 
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
@@ -23,20 +19,12 @@ pub struct StatusArgs {
 }
 
 pub async fn main(args: StatusArgs) -> ExitCode {
-    let config = match load_config(&args.config) {
-        Ok(c) => c,
+    let opened = match super::calls::open("status", &args.config, args.queue.as_ref(), false).await
+    {
+        Ok(o) => o,
         Err(code) => return code,
     };
-    crate::telemetry::logging::init(config.log_encoding, config.debug);
-    let queues = match &args.queue {
-        Some(q) => vec![q.clone()],
-        None => config.queues(),
-    };
-    let metrics = Arc::new(Metrics::new());
-    let broker = match super::connect_for_command(&config, &metrics, "status").await {
-        Ok(b) => b,
-        Err(code) => return code,
-    };
+    let (queues, broker) = (opened.queues, opened.broker);
     for queue in &queues {
         match crate::status::read(broker.as_ref(), queue, &args.call_id).await {
             Ok(Some(status)) => {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::broker::{BrokerError, KeyValue, KvSpec};
+use crate::broker::{BrokerError, KeyValue, KvSpec, kv_lazy};
 use crate::config::Config;
 
 /// The request header.
@@ -75,11 +75,8 @@ pub struct Keys<'a> {
 impl Keys<'_> {
     /// The call id first stored under `id` on `queue`, if it is still remembered.
     pub async fn first_call(&self, queue: &str, id: &str) -> Result<Option<String>, BrokerError> {
-        match self.store.kv_get(&bucket(queue), id).await {
-            Ok(v) => Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned())),
-            Err(BrokerError::NoBucket { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let value = kv_lazy::get(self.store, &bucket(queue), id).await?;
+        Ok(value.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// [`Keys::first_call`], waiting up to two seconds for the first request to record it (a
@@ -104,14 +101,9 @@ impl Keys<'_> {
     /// Remember `call_id` as the first call under `id` on `queue` (creating the bucket once).
     pub async fn remember(&self, queue: &str, id: &str, call_id: &str) -> Result<(), BrokerError> {
         let value = Bytes::copy_from_slice(call_id.as_bytes());
-        let bucket = bucket(queue);
-        match self.store.kv_put(&bucket, id, value.clone()).await {
-            Err(BrokerError::NoBucket { .. }) => {
-                self.store.ensure_kv(&self.spec(queue)).await?;
-                self.store.kv_put(&bucket, id, value).await.map(|_| ())
-            }
-            other => other.map(|_| ()),
-        }
+        kv_lazy::put(self.store, &self.spec(queue), id, value)
+            .await
+            .map(drop)
     }
 
     fn spec(&self, queue: &str) -> KvSpec {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::record::{self, CallStatus, Event, Kind, State};
-use crate::broker::{BrokerError, KeyValue, KvSpec};
+use crate::broker::{BrokerError, KeyValue, KvSpec, kv_lazy};
 
 /// How long a cancel waits after its marker is stored before it is answered.
 pub const FENCE: Duration = Duration::from_secs(1);
@@ -123,13 +123,7 @@ async fn put_marker(
     at: u64,
 ) -> Result<(), BrokerError> {
     let value = Bytes::from(format!("{{\"cancelled_at\":{at}}}"));
-    match store.kv_put(&markers.bucket, key, value.clone()).await {
-        Err(BrokerError::NoBucket { .. }) => {
-            store.ensure_kv(markers).await?;
-            store.kv_put(&markers.bucket, key, value).await.map(drop)
-        }
-        other => other.map(drop),
-    }
+    kv_lazy::put(store, markers, key, value).await.map(drop)
 }
 
 /// The stored status of `key` and its revision; `None` when unknown (or unreadable).
@@ -138,13 +132,12 @@ async fn entry(
     bucket: &str,
     key: &str,
 ) -> Result<Option<(CallStatus, u64)>, BrokerError> {
-    match store.kv_entry(bucket, key).await {
-        Ok(Some((bytes, revision))) => Ok(serde_json::from_slice(&bytes)
+    let entry = kv_lazy::entry(store, bucket, key).await?;
+    Ok(entry.and_then(|(bytes, revision)| {
+        serde_json::from_slice(&bytes)
             .ok()
-            .map(|status| (status, revision))),
-        Ok(None) | Err(BrokerError::NoBucket { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+            .map(|status| (status, revision))
+    }))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{BrokerError, KeyValue, KvSpec};
+use crate::broker::{BrokerError, KeyValue, KvSpec, kv_lazy};
 use crate::config::Config;
 
 pub use record::{CallStatus, Event, Kind, State};
@@ -115,11 +115,8 @@ pub async fn read(
     let Some(key) = key::of(call_id) else {
         return Ok(None);
     };
-    match store.kv_get(&bucket(queue), &key).await {
-        Ok(Some(bytes)) => Ok(serde_json::from_slice(&bytes).ok()),
-        Ok(None) | Err(BrokerError::NoBucket { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+    let value = kv_lazy::get(store, &bucket(queue), &key).await?;
+    Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
 /// Cancel `call_id` on `queue` in `store`, whose buckets are made as `buckets` says.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{BrokerError, KeyValue, KvSpec};
+use crate::broker::{BrokerError, KeyValue, KvSpec, kv_lazy};
 
 /// The request header that asks for this call's result to be kept.
 pub const HEADER: &str = "X-Store-Result";
@@ -111,13 +111,7 @@ async fn put(
     key: &str,
     value: Bytes,
 ) -> Result<(), BrokerError> {
-    match store.kv_put(&spec.bucket, key, value.clone()).await {
-        Err(BrokerError::NoBucket { .. }) => {
-            store.ensure_kv(spec).await?;
-            store.kv_put(&spec.bucket, key, value).await.map(drop)
-        }
-        other => other.map(drop),
-    }
+    kv_lazy::put(store, spec, key, value).await.map(drop)
 }
 
 /// The result kept for `call_id` on `queue`; `None` when none is.
@@ -129,11 +123,8 @@ pub async fn read(
     let Some(key) = super::key::of(call_id) else {
         return Ok(None);
     };
-    match store.kv_get(&bucket(queue), &key).await {
-        Ok(Some(value)) => Ok(decode(value)),
-        Ok(None) | Err(BrokerError::NoBucket { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+    let value = kv_lazy::get(store, &bucket(queue), &key).await?;
+    Ok(value.and_then(decode))
 }
 
 #[cfg(test)]

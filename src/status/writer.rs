@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::record::{self, CallStatus, Event};
-use crate::broker::{BrokerError, KeyValue, KvSpec};
+use crate::broker::{BrokerError, KeyValue, KvSpec, kv_lazy};
 
 /// Events held at most (about 200 bytes each).
 pub const MAX_EVENTS: usize = 100_000;
@@ -309,11 +309,12 @@ type Guess = (Option<CallStatus>, u64);
 
 /// The stored status and its revision (`0` when none).
 async fn read(shared: &Shared, bucket: &str, key: &str) -> Result<Guess, BrokerError> {
-    match shared.store.kv_entry(bucket, key).await {
-        Ok(Some((bytes, rev))) => Ok((serde_json::from_slice(&bytes).ok(), rev)),
-        Ok(None) | Err(BrokerError::NoBucket { .. }) => Ok((None, 0)),
-        Err(e) => Err(e),
-    }
+    Ok(
+        match kv_lazy::entry(shared.store.as_ref(), bucket, key).await? {
+            Some((bytes, rev)) => (serde_json::from_slice(&bytes).ok(), rev),
+            None => (None, 0),
+        },
+    )
 }
 
 /// The status after all of `events`; `None` when they change nothing.

@@ -1,0 +1,88 @@
+//! Buckets made on first use: a bucket that does not exist yet reads as empty, and the first
+//! write creates it. Every bucket of the call lifecycle (status, cancel markers, results,
+//! idempotency keys) is used this way, so a queue that never needs one never has one.
+
+use bytes::Bytes;
+
+use super::{BrokerError, KeyValue, KvSpec};
+
+/// Store `value` under `key` in `spec`'s bucket, creating the bucket when it is missing;
+/// returns the entry's revision.
+pub async fn put(
+    store: &dyn KeyValue,
+    spec: &KvSpec,
+    key: &str,
+    value: Bytes,
+) -> Result<u64, BrokerError> {
+    match store.kv_put(&spec.bucket, key, value.clone()).await {
+        Err(BrokerError::NoBucket { .. }) => {
+            store.ensure_kv(spec).await?;
+            store.kv_put(&spec.bucket, key, value).await
+        }
+        other => other,
+    }
+}
+
+/// The live value of `key`; `None` when it has none or the bucket does not exist.
+pub async fn get(
+    store: &dyn KeyValue,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Bytes>, BrokerError> {
+    match store.kv_get(bucket, key).await {
+        Err(BrokerError::NoBucket { .. }) => Ok(None),
+        other => other,
+    }
+}
+
+/// The live value of `key` with its revision; `None` when it has none or the bucket does not
+/// exist.
+pub async fn entry(
+    store: &dyn KeyValue,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Bytes, u64)>, BrokerError> {
+    match store.kv_entry(bucket, key).await {
+        Err(BrokerError::NoBucket { .. }) => Ok(None),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::memory::{MemoryBroker, MemoryLimits};
+    use crate::clock::SystemClock;
+    use crate::config::Storage;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn spec() -> KvSpec {
+        KvSpec {
+            bucket: "lazy".into(),
+            ttl: Duration::from_secs(60),
+            storage: Storage::Memory,
+            replicas: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_bucket_reads_as_empty_and_the_first_put_creates_it() {
+        let broker = MemoryBroker::new(Arc::new(SystemClock), MemoryLimits::default());
+        assert_eq!(get(&broker, "lazy", "k").await.unwrap(), None);
+        assert_eq!(entry(&broker, "lazy", "k").await.unwrap(), None);
+        assert!(matches!(
+            broker.kv_get("lazy", "k").await,
+            Err(BrokerError::NoBucket { .. })
+        ));
+        let revision = put(&broker, &spec(), "k", Bytes::from_static(b"v"))
+            .await
+            .unwrap();
+        assert_eq!(
+            get(&broker, "lazy", "k").await.unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        let (value, at) = entry(&broker, "lazy", "k").await.unwrap().unwrap();
+        assert_eq!((&value[..], at), (&b"v"[..], revision));
+    }
+}
