@@ -9,12 +9,13 @@
 //! | module | holds |
 //! |---|---|
 //! | [`worker`] | the worker: [`worker::Worker`] picks static or function mode; one delivery goes read → plan (pure, `worker/plan.rs`) → carry out |
-//! | [`broker`] | the broker port as small capabilities ([`broker::Publish`], [`broker::Consume`], [`broker::Admin`], [`broker::KeyValue`]) and two brokers: [`broker::jetstream`] (NATS) and [`broker::memory`] (in process: `dev` and the simulation) |
+//! | [`broker`] | the broker port as small capabilities ([`broker::Publish`], [`broker::Consume`], [`broker::Admin`], [`broker::KeyValue`], [`broker::Objects`]) and two brokers: [`broker::jetstream`] (NATS) and [`broker::memory`] (in process: `dev` and the simulation) |
 //! | [`invoke`] | the HTTP port ([`invoke::Invoker`]): calls to functions and callbacks, and building those requests |
 //! | [`wire`] | the OpenFaaS `QueueRequest` as Go writes it, and the names a valid one carries |
 //! | [`ingress`] | `POST /async-function/…`: a request becomes a stored message |
 //! | [`config`] | every variable, validated at once |
 //! | [`security`] | who may use the ingress, where callbacks may go, signed callbacks, secret files |
+//! | [`claim_check`] | request bodies over `payload_offload_bytes`: stored as objects, the message carries their name |
 //! | [`status`] | call status in a key-value bucket: the record, and the writer that keeps it off the hot path |
 //! | [`telemetry`] | metrics, logs, `/metrics`, `/healthz`, `/readyz` |
 //! | [`lifecycle`] | [`serve`] and [`run`]: the process from start to drained stop |
@@ -33,6 +34,7 @@
 pub mod broker;
 #[cfg(feature = "buggify")]
 pub mod buggify;
+pub mod claim_check;
 pub mod cli;
 pub mod clock;
 pub mod config;

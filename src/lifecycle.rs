@@ -106,8 +106,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// `config` with the ingress's body limit fitted to the server's `max_payload`
-/// ([`ingress::body_limit`]): the default lowered (logged), a value set too large refused.
+/// `config` with the limit of bodies carried in messages fitted to the server's `max_payload`
+/// ([`ingress::body_limit`]): the default lowered (logged), a value set too large refused. That
+/// limit is `payload_offload_bytes` when larger bodies go to the object store, else
+/// `max_body_bytes`.
 fn fit_body_limit(
     config: Arc<Config>,
     broker: &dyn Broker,
@@ -116,20 +118,34 @@ fn fit_body_limit(
     if !with_ingress {
         return Ok(config);
     }
-    let configured = config.max_body_bytes;
-    let is_default = configured == crate::config::DEFAULT_MAX_BODY_BYTES;
+    let offloading = config.payload_offload_bytes > 0;
+    let (setting, configured, default) = if offloading {
+        let default = crate::config::DEFAULT_PAYLOAD_OFFLOAD_BYTES;
+        (
+            "payload_offload_bytes",
+            config.payload_offload_bytes,
+            default,
+        )
+    } else {
+        let default = crate::config::DEFAULT_MAX_BODY_BYTES;
+        ("max_body_bytes", config.max_body_bytes, default)
+    };
     let max_payload = broker.max_payload();
-    let fitted = ingress::body_limit::fit(configured, is_default, max_payload)?;
+    let fitted = ingress::body_limit::fit(setting, configured, configured == default, max_payload)?;
     if fitted == configured {
         return Ok(config);
     }
     tracing::info!(
-        maxBodyBytes = fitted,
+        setting,
+        bytes = fitted,
         maxPayload = max_payload.unwrap_or_default(),
-        "Ingress body limit set to what NATS max_payload holds"
+        "Body limit of messages set to what NATS max_payload holds"
     );
     let mut fitted_config = (*config).clone();
-    fitted_config.max_body_bytes = fitted;
+    match offloading {
+        true => fitted_config.payload_offload_bytes = fitted,
+        false => fitted_config.max_body_bytes = fitted,
+    }
     Ok(Arc::new(fitted_config))
 }
 
@@ -165,6 +181,7 @@ pub async fn run(
             publisher: ports.broker.clone(),
             streams: ports.broker.clone(),
             store: ports.broker.clone(),
+            objects: ports.broker.clone(),
             clock: ports.clock.clone(),
             metrics: metrics.clone(),
             auth: config.ingress_auth().map(Arc::new),

@@ -204,3 +204,26 @@ async fn dev_runs_a_delayed_call_when_due() {
     assert_eq!(cbs[0].body_str(), "later");
     assert!(cbs[0].at.duration_since(posted) >= Duration::from_millis(1500));
 }
+
+/// A body over `payload_offload_bytes` (512 KiB) goes through the embedded object store and
+/// reaches the function whole: 768 KiB, whose message could not hold it (base64 makes it the
+/// broker's whole 1 MiB message limit).
+#[tokio::test]
+async fn dev_carries_a_body_over_the_offload_threshold() {
+    let dev = start_dev().await;
+    let receiver = CallbackReceiver::start().await;
+    let body: Vec<u8> = (0..768 * 1024)
+        .map(|i: usize| b'a' + (i % 26) as u8)
+        .collect();
+    let r = dev
+        .post("echo")
+        .header("X-Callback-Url", receiver.url("/done"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let cbs = receiver.wait_for(1, T).await;
+    assert_eq!(cbs[0].header("x-function-status"), Some("200"));
+    assert!(cbs[0].body == body, "echoed {} bytes", cbs[0].body.len());
+}

@@ -201,30 +201,42 @@ async fn a_body_of_exactly_max_body_bytes_is_stored() {
     assert_eq!(big_head.send().await.unwrap().status(), 431);
 }
 
-/// A `max_body_bytes` set above what the server's `max_payload` holds stops the start with
-/// exit code 2 and says why; it used to be accepted, and every body near it refused.
+/// The limit of bodies carried in a message set above what the server's `max_payload` holds
+/// stops the start with exit code 2 and says why (it used to be accepted, and every body near
+/// it refused): `max_body_bytes` when no body goes to the object store
+/// (`payload_offload_bytes=0`), else `payload_offload_bytes`.
 #[tokio::test]
-async fn max_body_bytes_over_what_nats_holds_exits_2() {
+async fn a_message_body_limit_over_what_nats_holds_exits_2() {
     let Some(bed) = Bed::new("toobig").start_without_worker().await else {
         return;
     };
-    let port = common::free_port().to_string();
-    let env = [
-        ("nats_url", bed.nats.url()),
-        ("metrics_port", port.clone()),
-        ("max_body_bytes", "1000000".to_string()),
+    let cases = [
+        [
+            ("max_body_bytes", "1000000"),
+            ("payload_offload_bytes", "0"),
+        ],
+        [
+            ("max_body_bytes", "4000000"),
+            ("payload_offload_bytes", "1000000"),
+        ],
     ];
-    let ingress = format!("127.0.0.1:{}", common::free_port());
-    let mut p = common::worker::WorkerProcess::spawn(
-        &common::worker_bin(),
-        &["run", "--ingress", &ingress],
-        &env,
-    );
-    let status = p.wait_exit(T).await.expect("exits");
-    assert_eq!(status.code(), Some(2), "{}", p.log());
-    let log = p.log();
-    assert!(
-        log.contains("max_body_bytes=1000000") && log.contains("max_payload"),
-        "{log}"
-    );
+    for case in cases {
+        let mut env = vec![
+            ("nats_url", bed.nats.url()),
+            ("metrics_port", common::free_port().to_string()),
+        ];
+        env.extend(case.iter().map(|(k, v)| (*k, v.to_string())));
+        let ingress = format!("127.0.0.1:{}", common::free_port());
+        let mut p = common::worker::WorkerProcess::spawn(
+            &common::worker_bin(),
+            &["run", "--ingress", &ingress],
+            &env,
+        );
+        let status = p.wait_exit(T).await.expect("exits");
+        assert_eq!(status.code(), Some(2), "{}", p.log());
+        let log = p.log();
+        let setting = if case[1].1 == "0" { case[0] } else { case[1] };
+        let named = format!("{}={}", setting.0, setting.1);
+        assert!(log.contains(&named) && log.contains("max_payload"), "{log}");
+    }
 }

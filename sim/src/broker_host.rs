@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use queue_worker::broker::memory::{MemoryBroker, MemoryLimits};
 use queue_worker::broker::{
-    Acker, Admin, BrokerError, Consume, Delivery, KeyValue, Outgoing, Publish, ServerVersion,
-    Subscription,
+    Acker, Admin, BrokerError, Consume, Delivery, KeyValue, ObjectSpec, Objects, Outgoing, Publish,
+    ServerVersion, Subscription,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -457,6 +457,10 @@ impl Conn {
             | Req::KvSwap { .. }
             | Req::KvRevision { .. }
             | Req::KvKeys { .. }) => self.answer_kv(req).await,
+            req @ (Req::EnsureObjects { .. }
+            | Req::ObjPut { .. }
+            | Req::ObjGet { .. }
+            | Req::ObjDelete { .. }) => self.answer_objects(req).await,
         })
     }
 
@@ -499,6 +503,40 @@ impl Conn {
             Req::KvRevision { bucket } => reply(broker.kv_revision(&bucket).await, Resp::Rev),
             Req::KvKeys { bucket } => reply(broker.kv_keys(&bucket).await, Resp::Names),
             _ => unreachable!("answer() passes only key-value requests"),
+        }
+    }
+
+    /// The answer to an object request.
+    async fn answer_objects(&self, req: Req) -> Resp {
+        let broker = &self.shared.broker;
+        match req {
+            Req::EnsureObjects {
+                bucket,
+                ttl,
+                memory,
+                replicas,
+            } => {
+                let kv = Req::kv_spec(bucket, ttl, memory, replicas);
+                let spec = ObjectSpec {
+                    bucket: kv.bucket,
+                    ttl: kv.ttl,
+                    storage: kv.storage,
+                    replicas: kv.replicas,
+                };
+                reply(broker.ensure_objects(&spec).await, |()| Resp::Done)
+            }
+            Req::ObjPut { bucket, name, data } => {
+                reply(broker.object_put(&bucket, &name, data.into()).await, |()| {
+                    Resp::Done
+                })
+            }
+            Req::ObjGet { bucket, name } => reply(broker.object_get(&bucket, &name).await, |v| {
+                Resp::Value(v.map(|b| b.to_vec()))
+            }),
+            Req::ObjDelete { bucket, name } => {
+                reply(broker.object_delete(&bucket, &name).await, |()| Resp::Done)
+            }
+            _ => unreachable!("answer() passes only object requests"),
         }
     }
 

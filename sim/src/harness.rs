@@ -500,6 +500,7 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         publisher: broker.clone(),
         streams: broker.clone(),
         store: broker.clone(),
+        objects: broker.clone(),
         clock: Arc::new(SimClock),
         metrics: Arc::new(Metrics::new()),
         auth: None,

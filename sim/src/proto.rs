@@ -246,6 +246,25 @@ pub enum Req {
     KvKeys {
         bucket: String,
     },
+    EnsureObjects {
+        bucket: String,
+        ttl: Duration,
+        memory: bool,
+        replicas: usize,
+    },
+    ObjPut {
+        bucket: String,
+        name: String,
+        data: Vec<u8>,
+    },
+    ObjGet {
+        bucket: String,
+        name: String,
+    },
+    ObjDelete {
+        bucket: String,
+        name: String,
+    },
 }
 
 impl Req {

@@ -17,8 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use queue_worker::broker::{
-    Acker, Admin, BrokerError, Consume, ConsumerSpec, Delivery, KeyValue, KvSpec, Outgoing, PubAck,
-    Publish, ServerVersion, StreamInfo, StreamSpec, StreamStatus, Subscription,
+    Acker, Admin, BrokerError, Consume, ConsumerSpec, Delivery, KeyValue, KvSpec, ObjectSpec,
+    Objects, Outgoing, PubAck, Publish, ServerVersion, StreamInfo, StreamSpec, StreamStatus,
+    Subscription,
 };
 use queue_worker::config::Storage;
 use tokio::sync::{mpsc, oneshot};
@@ -410,6 +411,47 @@ impl Admin for RemoteBroker {
             })),
             r => Err(unexpected(r)),
         }
+    }
+}
+
+#[async_trait]
+impl Objects for RemoteBroker {
+    async fn ensure_objects(&self, spec: &ObjectSpec) -> Result<(), BrokerError> {
+        let req = Req::EnsureObjects {
+            bucket: spec.bucket.clone(),
+            ttl: spec.ttl,
+            memory: spec.storage == Storage::Memory,
+            replicas: spec.replicas,
+        };
+        self.c.call(req, REQUEST_TIMEOUT).await.map(drop)
+    }
+
+    async fn object_put(&self, bucket: &str, name: &str, data: Bytes) -> Result<(), BrokerError> {
+        let req = Req::ObjPut {
+            bucket: bucket.into(),
+            name: name.into(),
+            data: data.to_vec(),
+        };
+        self.c.call(req, REQUEST_TIMEOUT).await.map(drop)
+    }
+
+    async fn object_get(&self, bucket: &str, name: &str) -> Result<Option<Bytes>, BrokerError> {
+        let req = Req::ObjGet {
+            bucket: bucket.into(),
+            name: name.into(),
+        };
+        match self.c.call(req, REQUEST_TIMEOUT).await? {
+            Resp::Value(v) => Ok(v.map(Bytes::from)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn object_delete(&self, bucket: &str, name: &str) -> Result<(), BrokerError> {
+        let req = Req::ObjDelete {
+            bucket: bucket.into(),
+            name: name.into(),
+        };
+        self.c.call(req, REQUEST_TIMEOUT).await.map(drop)
     }
 }
 

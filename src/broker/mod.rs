@@ -155,6 +155,17 @@ pub struct KvSpec {
     pub replicas: usize,
 }
 
+/// A bucket of objects (large payloads and results) whose objects expire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectSpec {
+    /// Bucket name: letters, digits, `_` and `-` (JetStream stores it in stream `OBJ_<bucket>`).
+    pub bucket: String,
+    /// Objects expire this long after they were put; `Duration::ZERO`: never.
+    pub ttl: Duration,
+    pub storage: Storage,
+    pub replicas: usize,
+}
+
 /// The state of a stream, from [`Admin::stream_info`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamInfo {
@@ -419,13 +430,32 @@ pub trait KeyValue: Send + Sync + 'static {
     ) -> Result<u64, BrokerError>;
 }
 
+/// Buckets of objects: values too large for one message (request bodies over
+/// `payload_offload_bytes`, large results), stored in chunks. Checked by the conformance suite.
+#[async_trait]
+pub trait Objects: Send + Sync + 'static {
+    /// Create the object bucket if missing; leave an existing one alone.
+    async fn ensure_objects(&self, spec: &ObjectSpec) -> Result<(), BrokerError>;
+
+    /// Store `data` as `name` (replacing an object of that name). Names: letters, digits and
+    /// `-_=.`. [`BrokerError::NoBucket`] when the bucket is missing.
+    async fn object_put(&self, bucket: &str, name: &str, data: Bytes) -> Result<(), BrokerError>;
+
+    /// The object `name`, whole; `None` when never put, deleted or expired.
+    /// [`BrokerError::NoBucket`] when the bucket is missing.
+    async fn object_get(&self, bucket: &str, name: &str) -> Result<Option<Bytes>, BrokerError>;
+
+    /// Delete the object `name` (no error when it does not exist or the bucket is missing).
+    async fn object_delete(&self, bucket: &str, name: &str) -> Result<(), BrokerError>;
+}
+
 /// A whole broker: what an implementation provides ([`jetstream::JetStreamBroker`],
 /// [`memory::MemoryBroker`], the simulation's remote broker). Users name the capabilities
-/// they need ([`Publish`], [`Consume`], [`Admin`], [`KeyValue`]); an `Arc<dyn Broker>`
-/// converts into any of them.
-pub trait Broker: Publish + Consume + Admin + KeyValue {}
+/// they need ([`Publish`], [`Consume`], [`Admin`], [`KeyValue`], [`Objects`]); an
+/// `Arc<dyn Broker>` converts into any of them.
+pub trait Broker: Publish + Consume + Admin + KeyValue + Objects {}
 
-impl<T: Publish + Consume + Admin + KeyValue + ?Sized> Broker for T {}
+impl<T: Publish + Consume + Admin + KeyValue + Objects + ?Sized> Broker for T {}
 
 /// Broker failures, phrased for operators.
 #[derive(Debug, thiserror::Error)]

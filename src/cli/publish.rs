@@ -149,6 +149,7 @@ async fn publish(config: Arc<Config>, prepared: Prepared) -> ExitCode {
         publisher: broker.clone(),
         streams: broker.clone(),
         store: broker.clone(),
+        objects: broker.clone(),
         clock: Arc::new(crate::clock::SystemClock),
         metrics,
         auth: None,

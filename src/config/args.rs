@@ -3,7 +3,7 @@
 
 /// Every configuration variable: the environment variable name (lowercase, as the OpenFaaS
 /// chart spells it). The CLI flag is the same name with `_` replaced by `-`.
-pub const ENV_VARS: [&str; 55] = [
+pub const ENV_VARS: [&str; 56] = [
     "nats_host",
     "nats_port",
     "nats_url",
@@ -45,6 +45,7 @@ pub const ENV_VARS: [&str; 55] = [
     "callback_allowed_hosts",
     "max_message_age",
     "max_body_bytes",
+    "payload_offload_bytes",
     "ingress_max_connections",
     "ingress_header_timeout",
     "ingress_body_timeout",
@@ -399,6 +400,17 @@ pub struct ConfigArgs {
         value_name = "BYTES"
     )]
     pub max_body_bytes: Option<String>,
+
+    /// Request bodies larger than this are stored in the queue's JetStream object bucket
+    /// `OF_<queue>_payloads` and the message carries a reference (0 = never; 0 to 67108864).
+    /// Default: 524288
+    #[arg(
+        long,
+        env = "payload_offload_bytes",
+        hide_env_values = true,
+        value_name = "BYTES"
+    )]
+    pub payload_offload_bytes: Option<String>,
 
     /// Connections the ingress serves at once; more wait to be accepted (1 to 1000000). Default: 1024
     #[arg(

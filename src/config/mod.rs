@@ -40,6 +40,9 @@ pub const DEFAULT_FUNCTION_NAMESPACE: &str = "openfaas-fn";
 pub const DEFAULT_RETRY_HTTP_CODES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 /// Default maximum request body accepted by the ingress (`max_body_bytes`): 768 KiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 786_432;
+/// Default size past which a request body goes to the object store (`payload_offload_bytes`):
+/// 512 KiB.
+pub const DEFAULT_PAYLOAD_OFFLOAD_BYTES: usize = 512 * 1024;
 /// Default directory of mounted secrets (`secret_mount_path`).
 pub const DEFAULT_SECRET_MOUNT_PATH: &str = "/var/openfaas/secrets";
 
@@ -250,6 +253,9 @@ pub struct Config {
     pub max_message_age: Option<Duration>,
     /// Largest ingress body in bytes (`max_body_bytes`, 1 to 67108864, default 786432).
     pub max_body_bytes: usize,
+    /// Bodies larger than this are stored in the queue's object bucket, not in the message
+    /// (`payload_offload_bytes`, 0 to 67108864, default 524288; 0: never).
+    pub payload_offload_bytes: usize,
     /// Connections the ingress serves at once (`ingress_max_connections`, default 1024).
     pub ingress_max_connections: usize,
     /// Time for a request's headers, and idle time between requests on a connection
@@ -328,6 +334,7 @@ impl Default for Config {
             callback_allowed_hosts: crate::security::hosts::AllowedHosts::default(),
             max_message_age: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            payload_offload_bytes: DEFAULT_PAYLOAD_OFFLOAD_BYTES,
             ingress_max_connections: 1024,
             ingress_header_timeout: Duration::from_secs(10),
             ingress_body_timeout: Duration::from_secs(60),

@@ -20,9 +20,12 @@ pub fn largest_body(max_payload: usize) -> usize {
     room / 4 * 3
 }
 
-/// The body limit to serve with: `configured`, lowered to [`largest_body`] when it is the
-/// default (`is_default`); `Err` when a value set by the operator does not fit.
+/// The limit of bodies carried in the message (`setting`: `max_body_bytes`, or
+/// `payload_offload_bytes` when larger bodies go to the object store) to serve with:
+/// `configured`, lowered to [`largest_body`] when it is the default (`is_default`); `Err` when
+/// a value set by the operator does not fit.
 pub fn fit(
+    setting: &str,
     configured: usize,
     is_default: bool,
     max_payload: Option<usize>,
@@ -37,10 +40,10 @@ pub fn fit(
         Ok(largest)
     } else {
         Err(format!(
-            "max_body_bytes={configured} cannot be stored: NATS takes messages of at most \
+            "{setting}={configured} cannot be stored: NATS takes messages of at most \
              {max_payload} bytes (max_payload), which holds bodies of at most {largest} bytes \
              (base64 in JSON, with a request head of up to {HEAD_LIMIT} bytes); \
-             set max_body_bytes to {largest} or less, or raise the server's max_payload"
+             set {setting} to {largest} or less, or raise the server's max_payload"
         ))
     }
 }
@@ -62,13 +65,17 @@ mod tests {
     fn the_default_is_lowered_and_a_setting_too_large_refused() {
         let mib = Some(1024 * 1024);
         let largest = largest_body(1024 * 1024);
-        assert_eq!(fit(1000, false, mib), Ok(1000));
-        assert_eq!(fit(786_432, true, mib), Ok(largest));
-        let err = fit(786_432, false, mib).unwrap_err();
+        assert_eq!(fit("max_body_bytes", 1000, false, mib), Ok(1000));
+        assert_eq!(fit("max_body_bytes", 786_432, true, mib), Ok(largest));
+        let err = fit("max_body_bytes", 786_432, false, mib).unwrap_err();
         assert!(
             err.contains("max_body_bytes=786432") && err.contains(&largest.to_string()),
             "{err}"
         );
-        assert_eq!(fit(786_432, false, None), Ok(786_432), "no server to ask");
+        assert_eq!(
+            fit("max_body_bytes", 786_432, false, None),
+            Ok(786_432),
+            "no server to ask"
+        );
     }
 }

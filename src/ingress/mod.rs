@@ -22,7 +22,8 @@ use axum::routing::{any, get};
 
 use route::async_function;
 
-use crate::broker::{Admin, BrokerError, KeyValue, Outgoing, Publish, StreamSpec};
+use crate::broker::{Admin, BrokerError, KeyValue, Objects, Outgoing, Publish, StreamSpec};
+use crate::claim_check;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::invoke::guard;
@@ -43,6 +44,8 @@ pub struct Ingress {
     pub streams: Arc<dyn Admin>,
     /// Keeps the first call id of each `Idempotency-Key`.
     pub store: Arc<dyn KeyValue>,
+    /// Keeps request bodies over `payload_offload_bytes` (the claim check).
+    pub objects: Arc<dyn Objects>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// Credentials every route but `/healthz` requires; `None`: open.
@@ -138,6 +141,9 @@ pub struct Prepared {
     pub callback: Option<url::Url>,
     /// A delayed call's due time (unix milliseconds): it goes to the queue's delayed stream.
     pub not_before: Option<u64>,
+    /// A body over `payload_offload_bytes`: the object name it is stored under, and the body
+    /// (the message carries only the name, see [`claim_check`]).
+    pub offloaded: Option<(String, bytes::Bytes)>,
 }
 
 /// Turn a submission into the OpenFaaS message and its subject: assign `X-Call-Id` (unless the
@@ -182,6 +188,10 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
     };
     let callback_url = callback.as_ref().map(GoUrl::from_url);
 
+    let (body, offloaded) = match claim_check::offloads(cfg, body.len()) {
+        true => (bytes::Bytes::new(), Some((claim_check::new_name(), body))),
+        false => (body, None),
+    };
     let routed = cfg.routed_queue(&function).is_some();
     let queue = cfg.queue_for_function(&function).to_string();
     let (name, namespace) = wire::split_function(&function, &cfg.default_function_name);
@@ -199,7 +209,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         ..Default::default()
     };
     let msg_id = idempotency.clone().unwrap_or_else(|| call_id.clone());
-    let (subject, headers) = match not_before {
+    let (subject, mut headers) = match not_before {
         Some(at) => (
             crate::broker::delayed_subject(&queue),
             vec![
@@ -213,6 +223,9 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         ),
         None => (subject, Vec::new()),
     };
+    if let Some((name, body)) = &offloaded {
+        headers.extend(claim_check::headers(name, body.len()));
+    }
     Ok(Prepared {
         outgoing: Outgoing {
             subject,
@@ -227,6 +240,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         idempotency,
         callback,
         not_before,
+        offloaded,
     })
 }
 
@@ -289,14 +303,16 @@ pub async fn submit_once(state: &Ingress, p: &Prepared) -> Result<Stored, Broker
     {
         return Ok(Stored::Repeat(first));
     }
-    let mut result = state.publisher.publish(p.outgoing.clone()).await;
-    if let Err(BrokerError::NoStream { .. }) = &result {
-        let spec = match p.not_before {
-            Some(_) => state.delayed_spec(&p.queue),
-            None => state.stream_spec(&p.queue),
-        };
-        state.streams.ensure_stream(&spec).await?;
-        result = state.publisher.publish(p.outgoing.clone()).await;
+    if let Some((name, body)) = &p.offloaded {
+        let spec = claim_check::spec(&state.config, &p.queue);
+        claim_check::store(state.objects.as_ref(), &spec, name, body.clone()).await?;
+    }
+    let result = publish(state, p).await;
+    if let Some((name, _)) = &p.offloaded
+        && !matches!(result, Ok(ref ack) if !ack.duplicate)
+    {
+        // Not stored, or stored before with its own body: this one is nobody's.
+        claim_check::discard(state.objects.as_ref(), &p.queue, name).await;
     }
     if result?.duplicate {
         let Some(id) = &p.idempotency else {
@@ -332,6 +348,20 @@ pub async fn submit_once(state: &Ingress, p: &Prepared) -> Result<Stored, Broker
         calls.record(&p.queue, &p.call_id, event);
     }
     Ok(Stored::New)
+}
+
+/// Publish `p`, creating its stream once when it is missing.
+async fn publish(state: &Ingress, p: &Prepared) -> Result<crate::broker::PubAck, BrokerError> {
+    let result = state.publisher.publish(p.outgoing.clone()).await;
+    if let Err(BrokerError::NoStream { .. }) = &result {
+        let spec = match p.not_before {
+            Some(_) => state.delayed_spec(&p.queue),
+            None => state.stream_spec(&p.queue),
+        };
+        state.streams.ensure_stream(&spec).await?;
+        return state.publisher.publish(p.outgoing.clone()).await;
+    }
+    result
 }
 
 /// Record the call id of a new keyed call, trying three times: the message is stored already,

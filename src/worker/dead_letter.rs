@@ -37,7 +37,8 @@ fn fits_a_subject(function: &str) -> bool {
 /// The longest `Qw-Error` kept (an error can quote what the message said, a name of any size).
 const MAX_ERROR_CHARS: usize = 512;
 
-/// Headers of the dead-letter copy: the original ones, then the `Qw-*` ones.
+/// Headers of the dead-letter copy: the original ones (of the `Qw-*` ones only the claim
+/// check's, which name the body), then the `Qw-*` ones saying why.
 pub fn headers(
     original: &[(String, String)],
     dl: &DeadLetterPlan,
@@ -47,7 +48,10 @@ pub fn headers(
 ) -> Vec<(String, String)> {
     let mut h: Vec<(String, String)> = original
         .iter()
-        .filter(|(k, _)| !k.eq_ignore_ascii_case(MSG_ID_HEADER) && !k.starts_with("Qw-"))
+        .filter(|(k, _)| {
+            !k.eq_ignore_ascii_case(MSG_ID_HEADER)
+                && (!k.starts_with("Qw-") || crate::claim_check::is_claim_header(k))
+        })
         .cloned()
         .collect();
     h.push(("Qw-Reason".into(), dl.reason.as_str().into()));
@@ -344,6 +348,8 @@ mod tests {
             &[
                 ("Nats-Msg-Id".into(), "abc".into()),
                 ("X-Trace".into(), "t".into()),
+                ("Qw-Reason".into(), "earlier".into()),
+                ("Qw-Payload".into(), "obj".into()),
             ],
             &dl,
             3,
@@ -359,5 +365,8 @@ mod tests {
         assert_eq!(get("Qw-Failed-At"), Some("2023-11-14T22:13:20.000Z"));
         assert_eq!(get("Qw-Status"), None);
         assert_eq!(get("Qw-Subject"), Some("q.fn.ns"));
+        assert_eq!(get("Qw-Payload"), Some("obj"), "the body object is kept");
+        let reasons = h.iter().filter(|(n, _)| n == "Qw-Reason").count();
+        assert_eq!(reasons, 1, "an earlier reason is not carried");
     }
 }

@@ -14,6 +14,7 @@ use super::cancellations::{Admission, Running};
 use super::company::Company;
 use super::dead_letter;
 use super::lease::{self, Held, Lease};
+use super::payload::{self, Missing};
 use super::plan::{self, Attempt, Plan, RetryPlan, Settle, Signal};
 use super::retry::{AttemptResult, RetryPolicy};
 use super::tracking;
@@ -72,7 +73,10 @@ pub async fn run(
             again: Some(again),
         };
     }
-    settle_delivery(&delivery, &lease, settle).await;
+    let settled = settle_delivery(&delivery, &lease, settle).await;
+    if settled && settle == Settle::Ack {
+        payload::discard(ctx, &delivery).await;
+    }
     Ran {
         signal,
         again: None,
@@ -88,8 +92,9 @@ struct Crowd<'a> {
 
 /// Send the settlement. A `nak` goes only while the lease holds: after it may have run out,
 /// the message is (or is about to be) another worker's, and a nak would cut that worker's
-/// lease short (see [`super::lease`]); the message comes back on its own.
-async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) {
+/// lease short (see [`super::lease`]); the message comes back on its own. `true` when the
+/// broker took the settlement.
+async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) -> bool {
     let acker: &dyn Acker = &*delivery.acker;
     let result = match settle {
         Settle::Ack => acker.ack().await,
@@ -99,16 +104,19 @@ async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) {
                 delivery = delivery.delivered,
                 "Lease lost while working: not giving the message back (it is redelivered)"
             );
-            return;
+            return false;
         }
         Settle::Nak(delay) => acker.nak(delay).await,
         Settle::Term => acker.term().await,
         Settle::Again => {
             debug_assert!(false, "a delivery to run again is not settled");
-            return;
+            return false;
         }
     };
-    if let Err(e) = result {
+    let Err(e) = result else {
+        return true;
+    };
+    {
         // Not fatal: the message is redelivered after ack_wait (at-least-once).
         tracing::warn!(
             seq = delivery.stream_sequence,
@@ -117,6 +125,7 @@ async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) {
             "Could not settle message; it will be redelivered"
         );
     }
+    false
 }
 
 /// Read → plan → carry out; the settlement and what the limiter learns.
@@ -146,10 +155,36 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
         let waited = now.duration_since(delivery.published).unwrap_or_default();
         ctx.metrics.queue_delay(waited.as_secs_f64());
     }
+    let http_req = match payload::fill(ctx, &call, http_req).await {
+        Ok(filled) => filled,
+        Err(missing) => return without_body(ctx, &call, missing).await,
+    };
     let Some((plan, reply)) = invoke_and_plan(ctx, &call, http_req, crowd, &running).await else {
         return end_cancelled(ctx, &call, true).await;
     };
     (carry_out(ctx, &call, &plan, reply).await, plan.limiter)
+}
+
+/// End or postpone a call whose body is not in the object store: acked when the call already
+/// ended (another delivery of it finished and deleted the body), dead-lettered when the body is
+/// gone for good, tried again shortly when the store did not answer.
+async fn without_body(ctx: &Context, call: &Call<'_>, missing: Missing) -> (Settle, Signal) {
+    match missing {
+        Missing::Gone(_) if payload::ended_elsewhere(ctx, call).await => {
+            tracing::info!(callId = %call.call_id, function = %call.function, delivery = call.delivery.delivered, "Already ended by another delivery; its body is gone");
+            (Settle::Ack, Signal::Other)
+        }
+        Missing::Gone(error) => {
+            let plan = plan::poison(error);
+            let ids = Some((call.call_id.as_str(), call.function.as_str()));
+            let settle = carry_out_without_call(ctx, call.delivery, ids, &plan).await;
+            (settle, plan.limiter)
+        }
+        Missing::Unreadable(e) => {
+            tracing::warn!(callId = %call.call_id, function = %call.function, error = %e, "Cannot read the request body from the object store; trying again");
+            (Settle::Nak(Some(payload::UNREADABLE_RETRY)), Signal::Other)
+        }
+    }
 }
 
 /// Whether the call may be invoked now, or was cancelled ([`super::cancellations`]).
@@ -311,7 +346,7 @@ async fn invoke(
         callId = %call.call_id,
         function = %call.function,
         delivery = call.delivery.delivered,
-        bytes = call.req.body.len(),
+        bytes = http_req.body().len(),
         url = %crate::telemetry::redact::short(http_req.uri().path()),
         "Invoke"
     );

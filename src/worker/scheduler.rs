@@ -111,7 +111,7 @@ async fn move_when_due(broker: &dyn Broker, work: &StreamSpec, delivery: &Delive
     let outgoing = Outgoing {
         subject: target.to_string(),
         msg_id: header(DELAYED_MSG_ID_HEADER).map(str::to_string),
-        headers: Vec::new(),
+        headers: crate::claim_check::carried(&delivery.headers),
         payload: delivery.payload.clone(),
     };
     match publish(broker, work, outgoing).await {

@@ -13,6 +13,7 @@ mod auth;
 mod consumers;
 mod delivery;
 mod kv;
+mod objects;
 mod pull;
 mod refusal;
 mod streams;
@@ -96,6 +97,9 @@ pub struct JetStreamBroker {
     publish_timeout: Duration,
     /// Key-value bucket handles already looked up (one stream-info request saved per call).
     kv_stores: std::sync::Mutex<std::collections::HashMap<String, jetstream::kv::Store>>,
+    /// Object bucket handles already looked up.
+    object_stores:
+        std::sync::Mutex<std::collections::HashMap<String, jetstream::object_store::ObjectStore>>,
 }
 
 impl JetStreamBroker {
@@ -132,6 +136,7 @@ impl JetStreamBroker {
             js,
             publish_timeout: opts.publish_timeout,
             kv_stores: Default::default(),
+            object_stores: Default::default(),
         })
     }
 

@@ -50,6 +50,7 @@ mod consumer;
 mod invariants;
 mod kv;
 mod limits;
+mod objects;
 mod state;
 mod stream;
 mod subjects;
@@ -300,19 +301,34 @@ impl Admin for MemoryBroker {
 }
 
 impl MemoryBroker {
+    /// Create bucket `spec.bucket` unless it exists.
+    fn insert_bucket(&self, spec: KvSpec) {
+        let mut state = self.inner.lock();
+        state
+            .buckets
+            .entry(spec.bucket.clone())
+            .or_insert_with(|| Bucket {
+                spec,
+                entries: BTreeMap::new(),
+                expiry: BTreeSet::new(),
+                revision: 0,
+            });
+    }
+
     /// Put `value` under `key`; with `expected`, only when the key's live revision is that
-    /// (`0`: no live value), else [`BrokerError::Conflict`].
+    /// (`0`: no live value), else [`BrokerError::Conflict`]. An entry holds at most `max`
+    /// bytes (key and value).
     fn put_entry(
         &self,
         bucket: &str,
         key: &str,
         value: Bytes,
         expected: Option<u64>,
+        max: usize,
     ) -> Result<u64, BrokerError> {
         if !valid_key(key) {
             return Err(invalid_key(key));
         }
-        let max = self.inner.limits.max_message_bytes;
         if key.len() + value.len() > max {
             return Err(BrokerError::TooLarge(format!(
                 "{} bytes is over the {max} byte limit per entry",
@@ -383,21 +399,18 @@ impl KeyValue for MemoryBroker {
                 ),
             ));
         }
-        let mut state = self.inner.lock();
-        state
-            .buckets
-            .entry(spec.bucket.clone())
-            .or_insert_with(|| Bucket {
-                spec: spec.clone(),
-                entries: BTreeMap::new(),
-                expiry: BTreeSet::new(),
-                revision: 0,
-            });
+        self.insert_bucket(spec.clone());
         Ok(())
     }
 
     async fn kv_put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, BrokerError> {
-        self.put_entry(bucket, key, value, None)
+        self.put_entry(
+            bucket,
+            key,
+            value,
+            None,
+            self.inner.limits.max_message_bytes,
+        )
     }
 
     async fn kv_entry(&self, bucket: &str, key: &str) -> Result<Option<(Bytes, u64)>, BrokerError> {
@@ -419,7 +432,13 @@ impl KeyValue for MemoryBroker {
         value: Bytes,
         expected: u64,
     ) -> Result<u64, BrokerError> {
-        self.put_entry(bucket, key, value, Some(expected))
+        self.put_entry(
+            bucket,
+            key,
+            value,
+            Some(expected),
+            self.inner.limits.max_message_bytes,
+        )
     }
 
     async fn kv_revision(&self, bucket: &str) -> Result<u64, BrokerError> {

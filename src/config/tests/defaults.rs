@@ -40,6 +40,7 @@ fn every_default() {
     assert!(c.callback_allowed_hosts.is_empty());
     assert_eq!(c.max_message_age, None);
     assert_eq!(c.max_body_bytes, 786_432);
+    assert_eq!(c.payload_offload_bytes, 524_288);
     assert_eq!(c.ingress_max_connections, 1024);
     assert_eq!(c.ingress_header_timeout, secs(10));
     assert_eq!(c.ingress_body_timeout, secs(60));

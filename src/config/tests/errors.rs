@@ -78,6 +78,7 @@ fn bad_values(name: &str) -> &'static [&'static str] {
         "nats_user" | "nats_password_file" | "nats_tls_cert_file" | "nats_tls_key_file" => &["x"],
         "max_message_age" => &["1w", "-1h", "60"],
         "max_body_bytes" => &["0", "67108865", "1MB", "1.5"],
+        "payload_offload_bytes" => &["-1", "67108865", "512KiB", "0.5"],
         "ingress_max_connections" => &["0", "1000001", "many"],
         "ingress_header_timeout" => &["0s", "10"],
         "ingress_body_timeout" => &["0", "1 min"],

@@ -63,6 +63,7 @@ pub(super) fn field<'a>(args: &'a mut ConfigArgs, name: &str) -> &'a mut Option<
         "callback_allowed_hosts" => &mut args.callback_allowed_hosts,
         "max_message_age" => &mut args.max_message_age,
         "max_body_bytes" => &mut args.max_body_bytes,
+        "payload_offload_bytes" => &mut args.payload_offload_bytes,
         "ingress_max_connections" => &mut args.ingress_max_connections,
         "ingress_header_timeout" => &mut args.ingress_header_timeout,
         "ingress_body_timeout" => &mut args.ingress_body_timeout,

@@ -50,6 +50,7 @@ fn number_variables() {
         ("retry_budget_ratio", "100"),
         ("callback_retries", "0"),
         ("max_body_bytes", "67108864"),
+        ("payload_offload_bytes", "0"),
         ("metrics_port", "0"),
     ]);
     assert_eq!(c.nats_stream_replicas, 5);
@@ -59,6 +60,7 @@ fn number_variables() {
     assert_eq!(c.retry_budget_ratio, 100.0);
     assert_eq!(c.callback_retries, 0);
     assert_eq!(c.max_body_bytes, 64 * 1024 * 1024);
+    assert_eq!(c.payload_offload_bytes, 0);
     assert_eq!(c.metrics_port, 0);
     assert_eq!(
         config_with(&[("retry_budget_ratio", "0")]).retry_budget_ratio,
