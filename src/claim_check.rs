@@ -83,7 +83,8 @@ pub fn carried(headers: &[(String, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Store `body` as object `name` in `spec`'s bucket, creating the bucket the first time.
+/// Store `body` as object `name` in `spec`'s bucket, creating the bucket the first time (also
+/// used for results' bodies, [`crate::status::result`]).
 pub async fn store(
     objects: &dyn Objects,
     spec: &ObjectSpec,
@@ -105,7 +106,16 @@ pub async fn fetch(
     queue: &str,
     name: &str,
 ) -> Result<Option<Bytes>, BrokerError> {
-    match objects.object_get(&bucket(queue), name).await {
+    fetch_from(objects, &bucket(queue), name).await
+}
+
+/// Object `name` of `bucket`; `None` when it or its bucket is missing.
+pub async fn fetch_from(
+    objects: &dyn Objects,
+    bucket: &str,
+    name: &str,
+) -> Result<Option<Bytes>, BrokerError> {
+    match objects.object_get(bucket, name).await {
         Err(BrokerError::NoBucket { .. }) => Ok(None),
         other => other,
     }

@@ -103,7 +103,8 @@ async fn find(state: &Ingress, call_id: &str) -> Result<Option<(String, CallStat
 
 /// The kept result of an ended call, or `404` saying it has none.
 async fn kept(state: &Ingress, queue: &str, call_id: &str, status: &CallStatus) -> Response {
-    let kept = match result::read(state.store.as_ref(), queue, call_id).await {
+    let stores = (state.store.as_ref(), state.objects.as_ref());
+    let kept = match result::read(stores, queue, call_id).await {
         Ok(k) => k,
         Err(e) => return unavailable(&e),
     };

@@ -3,19 +3,22 @@
 //! and read by `GET /system/calls/{call-id}/result`.
 //!
 //! A value is one JSON line ([`Meta`]) then the body's bytes as they came. A key-value entry
-//! must fit NATS's `max_payload` (1 MiB by default): bodies past [`MAX_BODY_BYTES`] are kept
-//! cut to it and marked `truncated`; when the server refuses even that, the body is left out.
+//! must fit NATS's `max_payload` (1 MiB by default): a body past [`MAX_BODY_BYTES`] (or one
+//! the server refuses in an entry) is kept whole as an object of the same name in the queue's
+//! object bucket `OF_<queue>_results` (objects expire after `status_ttl` too), the entry saying
+//! so (`body_object`). Only when the object store cannot take it is the body kept cut to
+//! [`MAX_BODY_BYTES`] and marked `truncated` (or left out when the server refuses even that).
 
 use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{BrokerError, KeyValue, KvSpec, kv_lazy};
+use crate::broker::{BrokerError, KeyValue, KvSpec, ObjectSpec, Objects, kv_lazy};
 
 /// The request header that asks for this call's result to be kept.
 pub const HEADER: &str = "X-Store-Result";
-/// The most of a body kept.
+/// The most of a body kept in the key-value entry.
 pub const MAX_BODY_BYTES: usize = 768 * 1024;
 
 /// The results bucket of `queue`.
@@ -40,6 +43,9 @@ pub struct Meta {
     /// Only the first [`MAX_BODY_BYTES`] of the body are kept (or none, see the module).
     #[serde(default)]
     pub truncated: bool,
+    /// The body is the object of the same name in the results object bucket.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_object: bool,
 }
 
 /// A kept result.
@@ -68,6 +74,7 @@ pub fn encode(status: u16, headers: &http::HeaderMap, body: &Bytes, max_body: us
         headers: kept,
         body_bytes: body.len(),
         truncated: body_kept.len() < body.len(),
+        body_object: false,
     };
     let line = serde_json::to_vec(&meta).unwrap_or_default();
     let mut out = BytesMut::with_capacity(line.len() + 1 + body_kept.len());
@@ -87,16 +94,53 @@ pub fn decode(value: Bytes) -> Option<Kept> {
     })
 }
 
-/// Keep `value` (from [`encode`] of the response) under `key` in `spec`'s bucket, creating the
-/// bucket the first time; a value the server refuses as too large is kept without its body.
+/// The entry of a response whose body is kept as an object.
+fn encode_with_object(status: u16, headers: &http::HeaderMap, body: &Bytes) -> Bytes {
+    let value = encode(status, headers, body, 0);
+    let Some(mut kept) = decode(value.clone()) else {
+        return value;
+    };
+    kept.meta.truncated = false;
+    kept.meta.body_object = true;
+    let mut line = serde_json::to_vec(&kept.meta).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// The object bucket of `spec`'s results: the same name, storage and TTL.
+fn object_spec(spec: &KvSpec) -> ObjectSpec {
+    ObjectSpec {
+        bucket: spec.bucket.clone(),
+        ttl: spec.ttl,
+        storage: spec.storage,
+        replicas: spec.replicas,
+    }
+}
+
+/// Keep the response under `key` in `spec`'s bucket (creating the buckets the first time): in
+/// the entry, or with its body as an object when it is too large for one (see the module).
 pub async fn keep(
-    store: &dyn KeyValue,
+    (store, objects): (&dyn KeyValue, &dyn Objects),
     spec: &KvSpec,
     key: &str,
     response: (u16, &http::HeaderMap, &Bytes),
 ) -> Result<(), BrokerError> {
     let (status, headers, body) = response;
-    let value = encode(status, headers, body, MAX_BODY_BYTES);
+    if body.len() <= MAX_BODY_BYTES {
+        let value = encode(status, headers, body, MAX_BODY_BYTES);
+        match put(store, spec, key, value).await {
+            Err(BrokerError::TooLarge(_)) => {}
+            other => return other,
+        }
+    }
+    let stored = crate::claim_check::store(objects, &object_spec(spec), key, body.clone()).await;
+    let value = match stored {
+        Ok(()) => encode_with_object(status, headers, body),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot keep a result's body as an object; keeping its start");
+            encode(status, headers, body, MAX_BODY_BYTES)
+        }
+    };
     match put(store, spec, key, value).await {
         Err(BrokerError::TooLarge(_)) => {
             put(store, spec, key, encode(status, headers, body, 0)).await
@@ -114,9 +158,10 @@ async fn put(
     kv_lazy::put(store, spec, key, value).await.map(drop)
 }
 
-/// The result kept for `call_id` on `queue`; `None` when none is.
+/// The result kept for `call_id` on `queue`; `None` when none is. A body kept as an object
+/// that has gone meanwhile comes back empty and marked `truncated`.
 pub async fn read(
-    store: &dyn KeyValue,
+    (store, objects): (&dyn KeyValue, &dyn Objects),
     queue: &str,
     call_id: &str,
 ) -> Result<Option<Kept>, BrokerError> {
@@ -124,7 +169,16 @@ pub async fn read(
         return Ok(None);
     };
     let value = kv_lazy::get(store, &bucket(queue), &key).await?;
-    Ok(value.and_then(decode))
+    let Some(mut kept) = value.and_then(decode) else {
+        return Ok(None);
+    };
+    if kept.meta.body_object {
+        match crate::claim_check::fetch_from(objects, &bucket(queue), &key).await? {
+            Some(body) => kept.body = body,
+            None => kept.meta.truncated = true,
+        }
+    }
+    Ok(Some(kept))
 }
 
 #[cfg(test)]
@@ -159,6 +213,42 @@ mod tests {
         assert!(kept.meta.truncated);
         assert_eq!(kept.meta.body_bytes, 100);
         assert_eq!(decode(Bytes::from_static(b"not a result")), None);
+    }
+
+    #[tokio::test]
+    async fn a_body_too_large_for_an_entry_is_kept_whole_as_an_object() {
+        use crate::broker::memory::{MemoryBroker, MemoryLimits};
+        let broker = MemoryBroker::new(
+            std::sync::Arc::new(crate::clock::SystemClock),
+            MemoryLimits::default(),
+        );
+        let spec = KvSpec {
+            bucket: bucket("q"),
+            ttl: std::time::Duration::from_secs(60),
+            storage: crate::config::Storage::Memory,
+            replicas: 1,
+        };
+        let stores = (&broker as &dyn KeyValue, &broker as &dyn Objects);
+        let big = Bytes::from(vec![b'y'; 3 * MAX_BODY_BYTES]);
+        let headers = http::HeaderMap::new();
+        let key = super::super::key::of("big").unwrap();
+        keep(stores, &spec, &key, (200, &headers, &big)).await.unwrap();
+        let kept = read(stores, "q", "big").await.unwrap().unwrap();
+        assert!(kept.meta.body_object && !kept.meta.truncated);
+        assert!(kept.body == big, "{} bytes back", kept.body.len());
+        let entry = broker.kv_get(&bucket("q"), &key).await.unwrap().unwrap();
+        assert!(entry.len() < 1024, "the entry holds no body: {} bytes", entry.len());
+
+        broker.object_delete(&bucket("q"), &key).await.unwrap();
+        let gone = read(stores, "q", "big").await.unwrap().unwrap();
+        assert!(gone.meta.truncated && gone.body.is_empty());
+
+        let small = Bytes::from_static(b"small");
+        let key = super::super::key::of("small").unwrap();
+        keep(stores, &spec, &key, (201, &headers, &small)).await.unwrap();
+        let kept = read(stores, "q", "small").await.unwrap().unwrap();
+        assert!(!kept.meta.body_object);
+        assert_eq!((kept.meta.status, kept.body), (201, small));
     }
 
     #[test]

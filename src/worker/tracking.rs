@@ -62,7 +62,8 @@ pub async fn keep_result(ctx: &Context, call: &Call<'_>, plan: &Plan, reply: &Re
     };
     let spec = Buckets::of(&ctx.config).spec(result::bucket(&ctx.config.queue_name));
     let response = (reply.status, &reply.headers, &reply.body);
-    if let Err(e) = result::keep(ctx.broker.as_ref(), &spec, &key, response).await {
+    let stores = (ctx.broker.as_ref() as _, ctx.broker.as_ref() as _);
+    if let Err(e) = result::keep(stores, &spec, &key, response).await {
         tracing::warn!(
             callId = %call.call_id,
             function = %call.function,
