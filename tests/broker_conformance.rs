@@ -331,6 +331,7 @@ conformance! {
     kv_swap_writes_only_over_the_revision_read => memory_kv_swap_writes_only_over_the_revision_read, nats_kv_swap_writes_only_over_the_revision_read;
     kv_keys_and_revision_follow_writes => memory_kv_keys_and_revision_follow_writes, nats_kv_keys_and_revision_follow_writes;
     objects_round_trip_replace_delete_and_expire => memory_objects_round_trip_replace_delete_and_expire, nats_objects_round_trip_replace_delete_and_expire;
+    schedules_publish_to_their_target_when_due => memory_schedules_publish_to_their_target_when_due, nats_schedules_publish_to_their_target_when_due;
     ensure_stream_is_idempotent_and_checked => memory_ensure_stream_is_idempotent_and_checked, nats_ensure_stream_is_idempotent_and_checked;
     pull_batch_and_demand_bound_local_buffer => memory_pull_batch_and_demand_bound_local_buffer, nats_pull_batch_and_demand_bound_local_buffer;
     too_large_message_is_refused => memory_too_large_message_is_refused, nats_too_large_message_is_refused;
@@ -968,6 +969,69 @@ async fn kv_put_get_delete_and_ttl(h: &Harness) {
     })
     .await;
     assert!(t0.elapsed() >= ttl.saturating_sub(h.early()));
+}
+
+/// A server that schedules messages (2.12 and later; not the in-process broker) publishes a
+/// schedule to its target when due, with the schedule's own headers and body; a consumer of
+/// the target alone never sees the schedule itself. An older delayed stream is made to hold
+/// schedules by `ensure_stream`.
+async fn schedules_publish_to_their_target_when_due(h: &Harness) {
+    let native = h.broker.schedules_messages();
+    assert_eq!(native, !h.is_memory() && h.version.schedules_messages());
+    if !native {
+        return;
+    }
+    let older = StreamSpec::delayed(&h.queue, Storage::File, 1);
+    let older = StreamSpec {
+        subjects: older.subjects[..1].to_vec(),
+        ..older
+    };
+    h.broker.ensure_stream(&older).await.unwrap();
+    let spec = StreamSpec::delayed(&h.queue, Storage::File, 1).with_schedules(true);
+    assert_eq!(
+        h.broker.ensure_stream(&spec).await.unwrap(),
+        StreamStatus::Existing
+    );
+    let target = queue_worker::broker::delayed_subject(&h.queue);
+    let consumer = ConsumerSpec {
+        stream: spec.name.clone(),
+        filter_subject: Some(target.clone()),
+        ..h.consumer("mover", None)
+    };
+    let mut sub = h.broker.subscribe(&spec, &consumer).await.unwrap();
+    let due = std::time::SystemTime::now() + Duration::from_secs(2);
+    let at = format!("@at {}", humantime::format_rfc3339_millis(due));
+    let schedule = Outgoing {
+        subject: queue_worker::broker::schedule_subject(&h.queue, "one"),
+        msg_id: None,
+        headers: vec![
+            ("Nats-Schedule".into(), at),
+            ("Nats-Schedule-Target".into(), target.clone()),
+            ("X-Kept".into(), "yes".into()),
+        ],
+        payload: Bytes::from_static(b"due"),
+    };
+    let started = Instant::now();
+    h.broker.publish(schedule).await.unwrap();
+    assert!(
+        recv(&mut sub, Duration::from_millis(1500)).await.is_none(),
+        "fired early"
+    );
+    let fired = expect(&mut sub, Duration::from_secs(5), "the scheduled message").await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) - h.early(),
+        "fired after {waited:?}"
+    );
+    assert_eq!(fired.subject, target);
+    assert_eq!(body(&fired), "due");
+    assert!(
+        fired
+            .headers
+            .iter()
+            .any(|(k, v)| k == "X-Kept" && v == "yes")
+    );
+    fired.acker.ack().await.unwrap();
 }
 
 /// Objects of several MiB come back byte for byte, a put replaces, a delete (also of what is

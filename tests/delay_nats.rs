@@ -33,6 +33,24 @@ async fn first_arrival(bed: &TestBed, id: &str) -> Instant {
     }
 }
 
+/// The subjects of the messages in the queue's delayed stream, and whether the server
+/// schedules messages (2.12 and later).
+async fn delayed_subjects(bed: &TestBed) -> (Vec<String>, bool) {
+    let client = async_nats::connect(bed.nats.url()).await.expect("connect");
+    let version = client.server_info().version;
+    let native = queue_worker::broker::ServerVersion::parse(&version)
+        .is_some_and(|v| v.schedules_messages());
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(format!("OF_{}_delayed", bed.queue))
+        .await
+        .expect("the delayed stream");
+    let info = stream.info_with_subjects(">").await.expect("stream info");
+    use futures::TryStreamExt;
+    let subjects: Vec<(String, usize)> = info.try_collect().await.expect("subjects");
+    (subjects.into_iter().map(|(s, _)| s).collect(), native)
+}
+
 #[tokio::test]
 async fn a_delayed_call_waits_in_nats_through_a_worker_restart() {
     let Some((bed, w)) = bed_with("delay-restart", |_, _| Reply::ok("ok"), &[]).await else {
@@ -71,6 +89,16 @@ async fn a_delayed_call_waits_in_nats_through_a_worker_restart() {
         "{queued}"
     );
     w.stop().await;
+    let (waiting, native) = delayed_subjects(&bed).await;
+    match native {
+        true => assert!(
+            waiting
+                .iter()
+                .any(|s| s.starts_with(&format!("{}-delayed.at.", bed.queue))),
+            "a NATS 2.12+ server holds the call as a schedule: {waiting:?}"
+        ),
+        false => assert_eq!(waiting, [format!("{}-delayed", bed.queue)]),
+    }
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(arrivals(&bed, "later").is_empty(), "invoked with no worker");
     let _w2 = bed.worker().start().await;

@@ -33,7 +33,9 @@ async fn result(w: &Worker, id: &str, query: &str) -> reqwest::Response {
 
 /// 3 MiB, more than a key-value entry holds.
 fn big_body() -> Vec<u8> {
-    (0..3 * 1024 * 1024).map(|i: usize| (i % 253) as u8).collect()
+    (0..3 * 1024 * 1024)
+        .map(|i: usize| (i % 253) as u8)
+        .collect()
 }
 
 fn function(req: &common::http::Recorded, _: usize) -> Reply {

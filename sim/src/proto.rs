@@ -44,6 +44,7 @@ impl From<&StreamSpec> for WStream {
             duplicate_window: s.duplicate_window,
             max_age: s.max_age,
             max_bytes: s.max_bytes,
+            schedules: false,
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct StreamSpec {
     pub max_age: Option<Duration>,
     /// `None`: no size limit (the server's own limits apply).
     pub max_bytes: Option<i64>,
+    /// The stream holds message schedules (NATS 2.12+, `allow_msg_schedules`): a message with
+    /// [`SCHEDULE_HEADER`] is published by the server to its [`SCHEDULE_TARGET_HEADER`] when
+    /// due. Set on an existing stream by [`Admin::ensure_stream`] (with its subjects).
+    pub schedules: bool,
 }
 
 impl StreamSpec {
@@ -58,7 +62,14 @@ impl StreamSpec {
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
             max_age: None,
             max_bytes: None,
+            schedules: false,
         }
+    }
+
+    /// The same stream holding message schedules (see [`StreamSpec::schedules`]).
+    pub fn with_schedules(mut self, schedules: bool) -> StreamSpec {
+        self.schedules = schedules;
+        self
     }
 
     /// The same stream remembering message ids for `window` (`idempotency_window`).
@@ -69,11 +80,16 @@ impl StreamSpec {
 
     /// The stream of queue `queue`'s delayed calls: `OF_<queue>_delayed` on
     /// `<queue>-delayed`, each message held there until its [`NOT_BEFORE_HEADER`] and then
-    /// moved to its [`TARGET_HEADER`] subject (`src/worker/scheduler.rs`).
+    /// moved to its [`TARGET_HEADER`] subject (`src/worker/scheduler.rs`); and, where the server
+    /// schedules messages, on `<queue>-delayed.at.<name>`: schedules the server turns into a
+    /// message on `<queue>-delayed` when due.
     pub fn delayed(queue: &str, storage: Storage, replicas: usize) -> StreamSpec {
         StreamSpec {
             name: format!("{}_delayed", stream_name(queue)),
-            subjects: vec![delayed_subject(queue)],
+            subjects: vec![
+                delayed_subject(queue),
+                format!("{}.>", delayed_subject(queue)),
+            ],
             ..StreamSpec::work_queue(queue, storage, replicas)
         }
     }
@@ -99,6 +115,7 @@ impl StreamSpec {
             // Dead letters keep whole messages: bound the stream (1 GiB) so a poison storm
             // cannot fill the server's disk; the oldest are discarded first.
             max_bytes: Some(1 << 30),
+            schedules: false,
         }
     }
 }
@@ -112,6 +129,16 @@ pub fn dead_letter_prefix(queue: &str) -> String {
 pub fn delayed_subject(queue: &str) -> String {
     format!("{queue}-delayed")
 }
+
+/// The subject of a delayed call's schedule (`name`: unique to the call's submission).
+pub fn schedule_subject(queue: &str, name: &str) -> String {
+    format!("{}.at.{name}", delayed_subject(queue))
+}
+
+/// NATS's header making a message a schedule (`@at <RFC 3339 time>`, NATS 2.12+).
+pub const SCHEDULE_HEADER: &str = "Nats-Schedule";
+/// NATS's header naming the subject a schedule publishes to.
+pub const SCHEDULE_TARGET_HEADER: &str = "Nats-Schedule-Target";
 
 /// A delayed call's due time (unix milliseconds).
 pub const NOT_BEFORE_HEADER: &str = "Qw-Not-Before";
@@ -306,6 +333,11 @@ impl ServerVersion {
         self.at_least(2, 12)
     }
 
+    /// Streams may hold message schedules (`allow_msg_schedules`, 2.12 and later).
+    pub fn schedules_messages(&self) -> bool {
+        self.at_least(2, 12)
+    }
+
     /// On a work queue, a filtered consumer whose filter overlaps another's is refused (2.11
     /// and later); before, only a filter that was a subset or superset of another's.
     pub fn refuses_overlapping_filters(&self) -> bool {
@@ -387,6 +419,13 @@ pub trait Admin: Send + Sync + 'static {
     /// known.
     fn max_payload(&self) -> Option<usize> {
         None
+    }
+
+    /// Whether streams with [`StreamSpec::schedules`] publish scheduled messages themselves
+    /// (NATS 2.12 and later). The in-process broker does not: delayed calls then wait as
+    /// messages given back until due.
+    fn schedules_messages(&self) -> bool {
+        false
     }
 }
 

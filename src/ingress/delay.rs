@@ -1,11 +1,19 @@
 //! Delayed calls: `X-Delay: <duration>` (Go syntax, e.g. `90s`) or `X-Not-Before: <unix
 //! seconds>` at the ingress (and `queue-worker publish --delay`). A call due later than now is
 //! stored in the queue's delayed stream and moved to the work queue when due
-//! (`src/worker/scheduler.rs`); one due now or earlier is queued as usual.
+//! (`src/worker/scheduler.rs`); one due now or earlier is queued as usual. Where the server
+//! schedules messages (NATS 2.12+), a call due more than [`SCHEDULE_AFTER_MS`] later is stored
+//! as a schedule ([`scheduled`]) that the server turns into that message when due.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
 
+use crate::broker::{Outgoing, SCHEDULE_HEADER, SCHEDULE_TARGET_HEADER, schedule_subject};
 use crate::config::{Config, format_go_duration, parse_go_duration};
+
+/// Calls due sooner than this (milliseconds) are not scheduled by the server: the delayed
+/// stream's own wait is as good, and a schedule's time has whole-second precision at best.
+pub const SCHEDULE_AFTER_MS: u64 = 2_000;
 
 pub const DELAY_HEADER: &str = "X-Delay";
 pub const NOT_BEFORE_HEADER: &str = "X-Not-Before";
@@ -49,9 +57,51 @@ pub fn not_before(
     Ok(Some(at))
 }
 
+/// The delayed call `outgoing` (for the delayed stream's subject) of `queue`, due at `at`
+/// (unix ms), as a schedule: published on its own subject with [`SCHEDULE_HEADER`]
+/// `@at <time>`, which the server publishes to the delayed stream's subject when due, with
+/// the call's headers. `name` is unique to this submission (a schedule's subject is its
+/// identity); `Nats-Msg-Id` still drops a repeated submission.
+pub fn scheduled(outgoing: Outgoing, queue: &str, at: u64, name: &str) -> Outgoing {
+    let time = UNIX_EPOCH + Duration::from_millis(at);
+    let mut headers = outgoing.headers;
+    headers.push((
+        SCHEDULE_HEADER.to_string(),
+        format!("@at {}", humantime::format_rfc3339_millis(time)),
+    ));
+    headers.push((SCHEDULE_TARGET_HEADER.to_string(), outgoing.subject));
+    Outgoing {
+        subject: schedule_subject(queue, name),
+        headers,
+        ..outgoing
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedule_fires_on_the_delayed_subject_with_the_call_s_headers() {
+        let call = Outgoing {
+            subject: "q-delayed".into(),
+            msg_id: Some("id-1".into()),
+            headers: vec![("Qw-Target".into(), "q.f.ns".into())],
+            payload: bytes::Bytes::from_static(b"{}"),
+        };
+        let s = scheduled(call, "q", 1_796_050_000_250, "abc");
+        assert_eq!(s.subject, "q-delayed.at.abc");
+        assert_eq!(s.msg_id.as_deref(), Some("id-1"));
+        let get = |k: &str| {
+            s.headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("Nats-Schedule"), Some("@at 2026-11-30T14:46:40.250Z"));
+        assert_eq!(get("Nats-Schedule-Target"), Some("q-delayed"));
+        assert_eq!(get("Qw-Target"), Some("q.f.ns"));
+    }
 
     fn header(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<String>> {
         pairs

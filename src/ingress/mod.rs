@@ -77,12 +77,19 @@ impl Ingress {
             self.config.nats_stream_replicas,
         )
         .with_duplicate_window(self.config.idempotency_window)
+        .with_schedules(self.streams.schedules_messages())
     }
 
-    /// Create the streams of every queue the ingress routes to (idempotent).
+    /// Create the streams of every queue the ingress routes to (idempotent); where the server
+    /// schedules messages and delayed calls are taken, also their delayed streams, so that an
+    /// older one is made to hold schedules before the first is stored.
     pub async fn ensure_streams(&self) -> Result<(), BrokerError> {
+        let schedules = self.streams.schedules_messages() && !self.config.max_delay.is_zero();
         for q in self.queues() {
             self.streams.ensure_stream(&self.stream_spec(&q)).await?;
+            if schedules {
+                self.streams.ensure_stream(&self.delayed_spec(&q)).await?;
+            }
         }
         Ok(())
     }
@@ -350,16 +357,25 @@ pub async fn submit_once(state: &Ingress, p: &Prepared) -> Result<Stored, Broker
     Ok(Stored::New)
 }
 
-/// Publish `p`, creating its stream once when it is missing.
+/// Publish `p` (a delayed call as a schedule where the server has them and it is due late
+/// enough, see [`delay::scheduled`]), creating its stream once when it is missing.
 async fn publish(state: &Ingress, p: &Prepared) -> Result<crate::broker::PubAck, BrokerError> {
-    let result = state.publisher.publish(p.outgoing.clone()).await;
+    let now = crate::status::unix_ms(state.clock.now());
+    let outgoing = match p.not_before {
+        Some(at) if at > now + delay::SCHEDULE_AFTER_MS && state.streams.schedules_messages() => {
+            let name = claim_check::new_name();
+            delay::scheduled(p.outgoing.clone(), &p.queue, at, &name)
+        }
+        _ => p.outgoing.clone(),
+    };
+    let result = state.publisher.publish(outgoing.clone()).await;
     if let Err(BrokerError::NoStream { .. }) = &result {
         let spec = match p.not_before {
             Some(_) => state.delayed_spec(&p.queue),
             None => state.stream_spec(&p.queue),
         };
         state.streams.ensure_stream(&spec).await?;
-        return state.publisher.publish(p.outgoing.clone()).await;
+        return state.publisher.publish(outgoing).await;
     }
     result
 }

@@ -232,12 +232,18 @@ mod tests {
         let big = Bytes::from(vec![b'y'; 3 * MAX_BODY_BYTES]);
         let headers = http::HeaderMap::new();
         let key = super::super::key::of("big").unwrap();
-        keep(stores, &spec, &key, (200, &headers, &big)).await.unwrap();
+        keep(stores, &spec, &key, (200, &headers, &big))
+            .await
+            .unwrap();
         let kept = read(stores, "q", "big").await.unwrap().unwrap();
         assert!(kept.meta.body_object && !kept.meta.truncated);
         assert!(kept.body == big, "{} bytes back", kept.body.len());
         let entry = broker.kv_get(&bucket("q"), &key).await.unwrap().unwrap();
-        assert!(entry.len() < 1024, "the entry holds no body: {} bytes", entry.len());
+        assert!(
+            entry.len() < 1024,
+            "the entry holds no body: {} bytes",
+            entry.len()
+        );
 
         broker.object_delete(&bucket("q"), &key).await.unwrap();
         let gone = read(stores, "q", "big").await.unwrap().unwrap();
@@ -245,7 +251,9 @@ mod tests {
 
         let small = Bytes::from_static(b"small");
         let key = super::super::key::of("small").unwrap();
-        keep(stores, &spec, &key, (201, &headers, &small)).await.unwrap();
+        keep(stores, &spec, &key, (201, &headers, &small))
+            .await
+            .unwrap();
         let kept = read(stores, "q", "small").await.unwrap().unwrap();
         assert!(!kept.meta.body_object);
         assert_eq!((kept.meta.status, kept.body), (201, small));

@@ -43,12 +43,15 @@ pub async fn run(
         config.nats_stream_replicas,
     );
     let window = config.idempotency_window;
-    let delayed = StreamSpec::delayed(queue, storage, replicas).with_duplicate_window(window);
+    let delayed = StreamSpec::delayed(queue, storage, replicas)
+        .with_duplicate_window(window)
+        .with_schedules(broker.schedules_messages());
     let work = StreamSpec::work_queue(queue, storage, replicas).with_duplicate_window(window);
     let consumer = ConsumerSpec {
         stream: delayed.name.clone(),
         name: format!("{queue}-delayed"),
-        filter_subject: None,
+        // Not the schedules (`<queue>-delayed.at.…`): the server fires them onto this subject.
+        filter_subject: Some(crate::broker::delayed_subject(queue)),
         ack_wait: ACK_WAIT,
         inactive_threshold: None,
         pull_batch: PULL_BATCH,

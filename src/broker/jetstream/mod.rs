@@ -321,6 +321,11 @@ impl Admin for JetStreamBroker {
         ServerVersion::parse(&info.version)
     }
 
+    fn schedules_messages(&self) -> bool {
+        self.server_version()
+            .is_some_and(|v| v.schedules_messages())
+    }
+
     fn max_payload(&self) -> Option<usize> {
         let info = self.client.try_server_info()?;
         (info.max_payload > 0).then_some(info.max_payload)

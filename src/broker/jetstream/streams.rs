@@ -31,6 +31,7 @@ pub(super) fn js_config(spec: &StreamSpec) -> js_stream::Config {
         max_age: spec.max_age.unwrap_or_default(),
         max_bytes: spec.max_bytes.unwrap_or(-1),
         discard: DiscardPolicy::Old,
+        allow_message_schedules: spec.schedules,
         ..Default::default()
     }
 }
@@ -66,13 +67,11 @@ pub(super) async fn ensure_stream(
                     want: retention_name(want).into(),
                 });
             }
-            if info.config.duplicate_window != spec.duplicate_window {
-                let mut config = info.config.clone();
-                config.duplicate_window = spec.duplicate_window;
+            if let Some(config) = updated(&info.config, spec) {
                 js.update_stream(config)
                     .await
                     .map_err(|e| BrokerError::other("stream update", e))?;
-                tracing::info!(stream = %spec.name, window = ?spec.duplicate_window, "Duplicate window of the stream changed");
+                tracing::info!(stream = %spec.name, window = ?spec.duplicate_window, schedules = spec.schedules, "Stream settings changed");
             }
             Ok(StreamStatus::Existing)
         }
@@ -96,6 +95,26 @@ pub(super) async fn ensure_stream(
             _ => Err(BrokerError::other("get stream", e)),
         },
     }
+}
+
+/// The settings of an existing stream brought to `spec`, when they differ: its duplicate
+/// window; for a stream of schedules, the subjects it lacks and `allow_msg_schedules` (never
+/// turned off, nor subjects taken away).
+fn updated(found: &js_stream::Config, spec: &StreamSpec) -> Option<js_stream::Config> {
+    let mut config = found.clone();
+    config.duplicate_window = spec.duplicate_window;
+    if spec.schedules {
+        config.allow_message_schedules = true;
+        for subject in &spec.subjects {
+            if !config.subjects.contains(subject) {
+                config.subjects.push(subject.clone());
+            }
+        }
+    }
+    let same = config.duplicate_window == found.duplicate_window
+        && config.allow_message_schedules == found.allow_message_schedules
+        && config.subjects == found.subjects;
+    (!same).then_some(config)
 }
 
 /// The stream, or `None` when it does not exist.
