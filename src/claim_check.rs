@@ -46,6 +46,15 @@ pub fn offloads(config: &Config, len: usize) -> bool {
     config.payload_offload_bytes > 0 && len > config.payload_offload_bytes
 }
 
+/// A request body as the message carries it (empty when it goes to the object store), and
+/// the object name and body to store when it does.
+pub fn split(config: &Config, body: Bytes) -> (Bytes, Option<(String, Bytes)>) {
+    match offloads(config, body.len()) {
+        true => (Bytes::new(), Some((new_name(), body))),
+        false => (body, None),
+    }
+}
+
 /// A fresh object name for one submission: never shared, so a repeated call id cannot
 /// replace the body of the call stored first.
 pub fn new_name() -> String {
@@ -91,13 +100,8 @@ pub async fn store(
     name: &str,
     body: Bytes,
 ) -> Result<(), BrokerError> {
-    match objects.object_put(&spec.bucket, name, body.clone()).await {
-        Err(BrokerError::NoBucket { .. }) => {
-            objects.ensure_objects(spec).await?;
-            objects.object_put(&spec.bucket, name, body).await
-        }
-        other => other,
-    }
+    let write = || objects.object_put(&spec.bucket, name, body.clone());
+    crate::broker::kv_lazy::creating(write, || objects.ensure_objects(spec)).await
 }
 
 /// The body object `name` of `queue`; `None` when it is gone (expired, or deleted).

@@ -41,7 +41,7 @@ async fn delayed_subjects(bed: &TestBed) -> (Vec<String>, bool) {
     let native = queue_worker::broker::ServerVersion::parse(&version)
         .is_some_and(|v| v.schedules_messages());
     let js = async_nats::jetstream::new(client);
-    let mut stream = js
+    let stream = js
         .get_stream(format!("OF_{}_delayed", bed.queue))
         .await
         .expect("the delayed stream");

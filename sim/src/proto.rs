@@ -31,6 +31,7 @@ pub struct WStream {
     pub duplicate_window: Duration,
     pub max_age: Option<Duration>,
     pub max_bytes: Option<i64>,
+    pub schedules: bool,
 }
 
 impl From<&StreamSpec> for WStream {
@@ -44,7 +45,7 @@ impl From<&StreamSpec> for WStream {
             duplicate_window: s.duplicate_window,
             max_age: s.max_age,
             max_bytes: s.max_bytes,
-            schedules: false,
+            schedules: s.schedules,
         }
     }
 }
@@ -68,6 +69,7 @@ impl From<WStream> for StreamSpec {
             duplicate_window: s.duplicate_window,
             max_age: s.max_age,
             max_bytes: s.max_bytes,
+            schedules: s.schedules,
         }
     }
 }

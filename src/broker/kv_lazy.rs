@@ -1,10 +1,31 @@
 //! Buckets made on first use: a bucket that does not exist yet reads as empty, and the first
 //! write creates it. Every bucket of the call lifecycle (status, cancel markers, results,
-//! idempotency keys) is used this way, so a queue that never needs one never has one.
+//! idempotency keys, request bodies) is used this way, so a queue that never needs one never
+//! has one.
+
+use std::future::Future;
 
 use bytes::Bytes;
 
 use super::{BrokerError, KeyValue, KvSpec};
+
+/// `write`, and when its bucket is missing, `create` it and `write` once more.
+pub async fn creating<T, W, C>(
+    write: impl Fn() -> W,
+    create: impl FnOnce() -> C,
+) -> Result<T, BrokerError>
+where
+    W: Future<Output = Result<T, BrokerError>>,
+    C: Future<Output = Result<(), BrokerError>>,
+{
+    match write().await {
+        Err(BrokerError::NoBucket { .. }) => {
+            create().await?;
+            write().await
+        }
+        other => other,
+    }
+}
 
 /// Store `value` under `key` in `spec`'s bucket, creating the bucket when it is missing;
 /// returns the entry's revision.
@@ -14,13 +35,8 @@ pub async fn put(
     key: &str,
     value: Bytes,
 ) -> Result<u64, BrokerError> {
-    match store.kv_put(&spec.bucket, key, value.clone()).await {
-        Err(BrokerError::NoBucket { .. }) => {
-            store.ensure_kv(spec).await?;
-            store.kv_put(&spec.bucket, key, value).await
-        }
-        other => other,
-    }
+    let write = || store.kv_put(&spec.bucket, key, value.clone());
+    creating(write, || store.ensure_kv(spec)).await
 }
 
 /// The live value of `key`; `None` when it has none or the bucket does not exist.

@@ -57,6 +57,26 @@ pub fn not_before(
     Ok(Some(at))
 }
 
+/// The subject and headers of a call to `subject` of `queue` due at `at` (unix ms), with
+/// message id `msg_id`: the queue's delayed stream, the due time, the work subject and the id
+/// to publish it with when due.
+pub fn route(
+    queue: &str,
+    subject: String,
+    at: u64,
+    msg_id: &str,
+) -> (String, Vec<(String, String)>) {
+    let headers = vec![
+        (crate::broker::NOT_BEFORE_HEADER.to_string(), at.to_string()),
+        (crate::broker::TARGET_HEADER.to_string(), subject),
+        (
+            crate::broker::DELAYED_MSG_ID_HEADER.to_string(),
+            msg_id.to_string(),
+        ),
+    ];
+    (crate::broker::delayed_subject(queue), headers)
+}
+
 /// The delayed call `outgoing` (for the delayed stream's subject) of `queue`, due at `at`
 /// (unix ms), as a schedule: published on its own subject with [`SCHEDULE_HEADER`]
 /// `@at <time>`, which the server publishes to the delayed stream's subject when due, with

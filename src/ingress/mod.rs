@@ -165,21 +165,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         host,
         body,
     } = sub;
-    let call_id = match header.get("X-Call-Id").and_then(|v| v.first()) {
-        Some(id) if !id.is_empty() => {
-            if id.len() > MAX_CALL_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(format!(
-                    "invalid X-Call-Id: at most {MAX_CALL_ID_LEN} printable ASCII characters"
-                ));
-            }
-            id.clone()
-        }
-        _ => {
-            let id = uuid::Uuid::new_v4().to_string();
-            header.insert("X-Call-Id".into(), vec![id.clone()]);
-            id
-        }
-    };
+    let call_id = call_id_of(&mut header)?;
     let idempotency = idempotency::key_of(header.get(idempotency::HEADER))?
         .map(|key| idempotency::msg_id(&function, key));
     let not_before = delay::not_before(cfg, crate::status::unix_ms(clock.now()), &header)?;
@@ -195,10 +181,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
     };
     let callback_url = callback.as_ref().map(GoUrl::from_url);
 
-    let (body, offloaded) = match claim_check::offloads(cfg, body.len()) {
-        true => (bytes::Bytes::new(), Some((claim_check::new_name(), body))),
-        false => (body, None),
-    };
+    let (body, offloaded) = claim_check::split(cfg, body);
     let routed = cfg.routed_queue(&function).is_some();
     let queue = cfg.queue_for_function(&function).to_string();
     let (name, namespace) = wire::split_function(&function, &cfg.default_function_name);
@@ -217,17 +200,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
     };
     let msg_id = idempotency.clone().unwrap_or_else(|| call_id.clone());
     let (subject, mut headers) = match not_before {
-        Some(at) => (
-            crate::broker::delayed_subject(&queue),
-            vec![
-                (crate::broker::NOT_BEFORE_HEADER.to_string(), at.to_string()),
-                (crate::broker::TARGET_HEADER.to_string(), subject),
-                (
-                    crate::broker::DELAYED_MSG_ID_HEADER.to_string(),
-                    msg_id.clone(),
-                ),
-            ],
-        ),
+        Some(at) => delay::route(&queue, subject, at, &msg_id),
         None => (subject, Vec::new()),
     };
     if let Some((name, body)) = &offloaded {
@@ -249,6 +222,25 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
         not_before,
         offloaded,
     })
+}
+
+/// The caller's `X-Call-Id` when valid; a new one (added to `header`) when none was given.
+fn call_id_of(header: &mut BTreeMap<String, Vec<String>>) -> Result<String, String> {
+    match header.get("X-Call-Id").and_then(|v| v.first()) {
+        Some(id) if !id.is_empty() => {
+            if id.len() > MAX_CALL_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "invalid X-Call-Id: at most {MAX_CALL_ID_LEN} printable ASCII characters"
+                ));
+            }
+            Ok(id.clone())
+        }
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            header.insert("X-Call-Id".into(), vec![id.clone()]);
+            Ok(id)
+        }
+    }
 }
 
 /// The callback URL, valid and to a host `callback_allowed_hosts` allows.

@@ -1,6 +1,6 @@
 //! Key-value buckets: JetStream streams with the KV conventions.
 
-use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::stream::{self as js_stream, DiscardPolicy};
 use async_nats::jetstream::{self};
@@ -10,7 +10,7 @@ use crate::broker::{Admin as _, BrokerError, KeyValue, KvSpec};
 use crate::config::Storage;
 
 use super::JetStreamBroker;
-use super::streams::{STREAM_NAME_IN_USE, STREAM_NOT_FOUND, api_code};
+use super::streams::{STREAM_NAME_IN_USE, api_code, stream_if_exists};
 
 #[async_trait]
 impl KeyValue for JetStreamBroker {
@@ -157,14 +157,10 @@ impl JetStreamBroker {
         if let Some(store) = self.kv_cache().get(bucket) {
             return Ok(store.clone());
         }
-        if let Err(e) = self.js.get_stream(format!("KV_{bucket}")).await {
-            return Err(match e.kind() {
-                GetStreamErrorKind::JetStream(inner) if api_code(&inner) == STREAM_NOT_FOUND => {
-                    BrokerError::NoBucket {
-                        bucket: bucket.to_string(),
-                    }
-                }
-                _ => BrokerError::other("get key-value bucket", e),
+        let stream = stream_if_exists(&self.js, &format!("KV_{bucket}")).await?;
+        if stream.is_none() {
+            return Err(BrokerError::NoBucket {
+                bucket: bucket.to_string(),
             });
         }
         let store = self

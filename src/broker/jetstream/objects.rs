@@ -1,6 +1,5 @@
 //! Object buckets: JetStream object stores (stream `OBJ_<bucket>`, chunks of 128 KiB).
 
-use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::object_store::{
     self as js_objects, DeleteErrorKind, GetErrorKind, ObjectStore,
 };
@@ -10,7 +9,7 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
 use super::JetStreamBroker;
-use super::streams::{STREAM_NOT_FOUND, api_code};
+use super::streams::stream_if_exists;
 use crate::broker::{BrokerError, ObjectSpec, Objects};
 use crate::config::Storage;
 
@@ -104,14 +103,10 @@ impl JetStreamBroker {
         if let Some(store) = self.object_cache().get(bucket) {
             return Ok(store.clone());
         }
-        if let Err(e) = self.js.get_stream(format!("OBJ_{bucket}")).await {
-            return Err(match e.kind() {
-                GetStreamErrorKind::JetStream(inner) if api_code(&inner) == STREAM_NOT_FOUND => {
-                    BrokerError::NoBucket {
-                        bucket: bucket.to_string(),
-                    }
-                }
-                _ => BrokerError::other("get object bucket", e),
+        let stream = stream_if_exists(&self.js, &format!("OBJ_{bucket}")).await?;
+        if stream.is_none() {
+            return Err(BrokerError::NoBucket {
+                bucket: bucket.to_string(),
             });
         }
         let store = self
