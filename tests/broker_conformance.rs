@@ -971,13 +971,13 @@ async fn kv_put_get_delete_and_ttl(h: &Harness) {
     assert!(t0.elapsed() >= ttl.saturating_sub(h.early()));
 }
 
-/// A server that schedules messages (2.12 and later; not the in-process broker) publishes a
+/// A server that schedules messages (2.12 and later, and the in-process broker modelling one) publishes a
 /// schedule to its target when due, with the schedule's own headers and body; a consumer of
 /// the target alone never sees the schedule itself. An older delayed stream is made to hold
 /// schedules by `ensure_stream`.
 async fn schedules_publish_to_their_target_when_due(h: &Harness) {
     let native = h.broker.schedules_messages();
-    assert_eq!(native, !h.is_memory() && h.version.schedules_messages());
+    assert_eq!(native, h.version.schedules_messages());
     if !native {
         return;
     }
@@ -999,7 +999,7 @@ async fn schedules_publish_to_their_target_when_due(h: &Harness) {
         ..h.consumer("mover", None)
     };
     let mut sub = h.broker.subscribe(&spec, &consumer).await.unwrap();
-    let due = std::time::SystemTime::now() + Duration::from_secs(2);
+    let due = std::time::SystemTime::now() + Duration::from_millis(2100);
     let at = format!("@at {}", humantime::format_rfc3339_millis(due));
     let schedule = Outgoing {
         subject: queue_worker::broker::schedule_subject(&h.queue, "one"),
@@ -1011,16 +1011,17 @@ async fn schedules_publish_to_their_target_when_due(h: &Harness) {
         ],
         payload: Bytes::from_static(b"due"),
     };
+    // The consumer is already waiting when the schedule is stored.
     let started = Instant::now();
-    h.broker.publish(schedule).await.unwrap();
-    assert!(
-        recv(&mut sub, Duration::from_millis(1500)).await.is_none(),
-        "fired early"
-    );
-    let fired = expect(&mut sub, Duration::from_secs(5), "the scheduled message").await;
+    let publish = async {
+        sleep(Duration::from_millis(100)).await;
+        h.broker.publish(schedule).await.unwrap();
+    };
+    let wait = expect(&mut sub, Duration::from_secs(6), "the scheduled message");
+    let (fired, ()) = tokio::join!(wait, publish);
     let waited = started.elapsed();
     assert!(
-        waited >= Duration::from_secs(2) - h.early(),
+        waited >= Duration::from_millis(2100) - h.early(),
         "fired after {waited:?}"
     );
     assert_eq!(fired.subject, target);

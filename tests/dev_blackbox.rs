@@ -193,7 +193,7 @@ async fn dev_runs_a_delayed_call_when_due() {
     let posted = std::time::Instant::now();
     let r = dev
         .post("echo")
-        .header("X-Delay", "1500ms")
+        .header("X-Delay", "2500ms")
         .header("X-Callback-Url", receiver.url("/done"))
         .body("later")
         .send()
@@ -202,7 +202,7 @@ async fn dev_runs_a_delayed_call_when_due() {
     assert_eq!(r.status(), 202);
     let cbs = receiver.wait_for(1, T).await;
     assert_eq!(cbs[0].body_str(), "later");
-    assert!(cbs[0].at.duration_since(posted) >= Duration::from_millis(1500));
+    assert!(cbs[0].at.duration_since(posted) >= Duration::from_millis(2500));
 }
 
 /// A body over `payload_offload_bytes` (512 KiB) goes through the embedded object store and

@@ -51,6 +51,7 @@ mod invariants;
 mod kv;
 mod limits;
 mod objects;
+mod schedules;
 mod state;
 mod stream;
 mod subjects;
@@ -283,6 +284,10 @@ impl Admin for MemoryBroker {
 
     fn max_payload(&self) -> Option<usize> {
         Some(self.limits().max_message_bytes)
+    }
+
+    fn schedules_messages(&self) -> bool {
+        self.inner.lock().version.schedules_messages()
     }
 
     fn is_connected(&self) -> bool {

@@ -98,6 +98,7 @@ impl State {
 
     /// Apply everything time-driven to one stream: ages, duplicate window, idle consumers.
     pub(super) fn sweep_stream(&mut self, name: &str, now: Instant) {
+        self.fire_schedules(name, now);
         let Some(stream) = self.streams.get_mut(name) else {
             return;
         };
@@ -163,6 +164,15 @@ impl State {
             self.sweep_stream(&spec.name, now);
             if let Some(stream) = self.streams.get_mut(&spec.name) {
                 stream.spec.duplicate_window = spec.duplicate_window;
+                if spec.schedules {
+                    // As the server's update: schedules on, the subjects it lacks added.
+                    stream.spec.schedules = true;
+                    for subject in &spec.subjects {
+                        if !stream.spec.subjects.contains(subject) {
+                            stream.spec.subjects.push(subject.clone());
+                        }
+                    }
+                }
             }
             return Ok(StreamStatus::Existing);
         }
@@ -262,7 +272,9 @@ impl State {
         self.sweep_stream(&name, now);
         let (headers, msg_id) = with_msg_id(msg.headers, msg.msg_id);
         let size = stored_size(&msg.subject, &headers, &msg.payload);
+        let schedules = self.version.schedules_messages();
         let stream = self.stream_mut(&name, &msg.subject)?;
+        let schedule = super::schedules::read(stream, schedules, &headers)?;
         if let Some(seq) = msg_id
             .as_ref()
             .and_then(|id| stream.dedup.get(id))
@@ -284,6 +296,9 @@ impl State {
             size,
         };
         let seq = self.append(&name, stored)?;
+        if let Some(schedule) = schedule {
+            self.add_schedule(&name, seq, schedule, (published, now));
+        }
         if let Some(id) = msg_id {
             self.remember_id(limits, &name, id, seq, now);
         }
@@ -344,7 +359,7 @@ impl State {
     }
 
     /// Store the message as the stream's next sequence and wake the consumers it is for.
-    fn append(&mut self, name: &str, m: Stored) -> Result<u64, BrokerError> {
+    pub(super) fn append(&mut self, name: &str, m: Stored) -> Result<u64, BrokerError> {
         let stream = stream_in(&mut self.streams, name, &m.subject)?;
         stream.last_seq += 1;
         let seq = stream.last_seq;

@@ -25,6 +25,8 @@ pub(super) struct Stream {
     /// stale one is recognised by its end time).
     pub(super) dedup_order: VecDeque<(Instant, String)>,
     pub(super) consumers: BTreeMap<String, Consumer>,
+    /// Schedule messages by when they fire, with their target subject (`schedules.rs`).
+    pub(super) schedules: BTreeMap<(Instant, u64), String>,
 }
 
 pub(super) struct Stored {
@@ -47,7 +49,13 @@ impl Stream {
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
             consumers: BTreeMap::new(),
+            schedules: BTreeMap::new(),
         }
+    }
+
+    /// When the next schedule fires, if any.
+    pub(super) fn next_schedule(&self) -> Option<Instant> {
+        self.schedules.keys().next().map(|(at, _)| *at)
     }
 
     pub(super) fn covers(&self, subject: &str) -> bool {

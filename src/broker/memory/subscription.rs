@@ -153,16 +153,21 @@ impl MemSubscription {
 
     /// Nothing to hand out: wait as a pull request waiting on the consumer.
     fn wait(&self, state: &mut State) -> Step {
-        let Some(c) = state
-            .streams
-            .get_mut(&self.spec.stream)
-            .and_then(|s| s.consumers.get_mut(&self.spec.name))
-        else {
+        let Some(stream) = state.streams.get_mut(&self.spec.stream) else {
+            return Step::Again;
+        };
+        // A schedule firing may bring this consumer a message: look again then.
+        let schedule = stream.next_schedule();
+        let Some(c) = stream.consumers.get_mut(&self.spec.name) else {
             return Step::Again;
         };
         c.waiting += 1;
+        let deadline = match (c.next_deadline(), schedule) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Step::Wait(
-            c.next_deadline(),
+            deadline,
             WaitGuard {
                 inner: self.inner.clone(),
                 stream: self.spec.stream.clone(),

@@ -621,3 +621,50 @@ impl RandomRun {
         }
     }
 }
+
+/// A schedule is refused as the server refuses it: on a stream without schedules, on a server
+/// before 2.12, with a target outside its stream, or with a time it cannot read.
+#[tokio::test(start_paused = true)]
+async fn schedules_are_refused_where_the_server_refuses_them() {
+    let at = format!(
+        "@at {}",
+        humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(5))
+    );
+    let schedule = |target: &str, when: &str| Outgoing {
+        subject: "q-delayed.at.x".into(),
+        msg_id: None,
+        headers: vec![
+            ("Nats-Schedule".into(), when.to_string()),
+            ("Nats-Schedule-Target".into(), target.to_string()),
+        ],
+        payload: Bytes::from_static(b"p"),
+    };
+    let plain = StreamSpec::delayed("q", Storage::Memory, 1);
+    let b = broker();
+    b.ensure_stream(&plain).await.unwrap();
+    let off = b.publish(schedule("q-delayed", &at)).await.unwrap_err();
+    assert!(off.to_string().contains("disabled"), "{off}");
+    b.ensure_stream(&plain.clone().with_schedules(true))
+        .await
+        .unwrap();
+    b.publish(schedule("q-delayed", &at)).await.unwrap();
+    let outside = b.publish(schedule("elsewhere", &at)).await.unwrap_err();
+    assert!(outside.to_string().contains("target"), "{outside}");
+    let unread = b
+        .publish(schedule("q-delayed", "@every 1s"))
+        .await
+        .unwrap_err();
+    assert!(unread.to_string().contains("invalid"), "{unread}");
+    check(&b);
+
+    let old = MemoryBroker::modelling(
+        Arc::new(SystemClock),
+        MemoryLimits::default(),
+        ServerVersion::NATS_2_9,
+    );
+    assert!(!old.schedules_messages());
+    old.ensure_stream(&plain.with_schedules(true))
+        .await
+        .unwrap();
+    assert!(old.publish(schedule("q-delayed", &at)).await.is_err());
+}
