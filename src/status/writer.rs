@@ -26,9 +26,9 @@ use crate::broker::{BrokerError, KeyValue, KvSpec, kv_lazy};
 
 /// Events held at most (about 200 bytes each).
 pub const MAX_EVENTS: usize = 100_000;
-/// Calls written at once.
-const CONCURRENT_WRITES: usize = 32;
-/// Calls taken in one round.
+/// Calls taken in one round, and written at once: NATS answers many publishes in flight far
+/// more cheaply each than a few at a time (nats-server 2.9, per key-value write: 33 µs of the
+/// server's CPU and 19 µs of the writer's with 32 in flight; 17 µs and 10 µs with 1,024).
 const ROUND: usize = 1024;
 /// Compare-and-set tries of one call in a round before its events wait for the next.
 const SWAP_TRIES: u32 = 5;
@@ -244,7 +244,7 @@ async fn write_round(shared: &Shared) -> bool {
             let done = write_call(shared, &id.0, &id.1, &events).await;
             (id, events, done)
         })
-        .buffer_unordered(CONCURRENT_WRITES)
+        .buffer_unordered(ROUND)
         .collect()
         .await;
     let mut failed = false;

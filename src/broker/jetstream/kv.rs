@@ -4,13 +4,15 @@ use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::stream::{self as js_stream, DiscardPolicy};
 use async_nats::jetstream::{self};
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::broker::{Admin as _, BrokerError, KeyValue, KvSpec};
 use crate::config::Storage;
 
 use super::JetStreamBroker;
-use super::streams::{STREAM_NAME_IN_USE, api_code, stream_if_exists};
+use super::streams::{STREAM_NAME_IN_USE, api_code};
 
 #[async_trait]
 impl KeyValue for JetStreamBroker {
@@ -144,37 +146,19 @@ impl KeyValue for JetStreamBroker {
 }
 
 impl JetStreamBroker {
-    fn kv_cache(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, jetstream::kv::Store>> {
-        self.kv_stores
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// The bucket's handle, looked up once; `NoBucket` when its stream does not exist.
-    async fn kv_store(&self, bucket: &str) -> Result<jetstream::kv::Store, BrokerError> {
-        if let Some(store) = self.kv_cache().get(bucket) {
-            return Ok(store.clone());
-        }
-        let stream = stream_if_exists(&self.js, &format!("KV_{bucket}")).await?;
-        if stream.is_none() {
-            return Err(BrokerError::NoBucket {
-                bucket: bucket.to_string(),
-            });
-        }
-        let store = self
-            .js
-            .get_key_value(bucket)
-            .await
-            .map_err(|e| BrokerError::other("get key-value bucket", e))?;
-        self.kv_cache().insert(bucket.to_string(), store.clone());
-        Ok(store)
+    async fn kv_store(&self, bucket: &str) -> Result<Arc<jetstream::kv::Store>, BrokerError> {
+        let names = (bucket, format!("KV_{bucket}"));
+        let open = self.js.get_key_value(bucket);
+        (self
+            .kv_stores
+            .get(&self.js, names, "get key-value bucket", open))
+        .await
     }
 
     /// Map a key-value error; forget the cached handle in case the bucket was deleted.
     fn kv_error(&self, bucket: &str, op: &'static str, e: impl std::fmt::Display) -> BrokerError {
-        self.kv_cache().remove(bucket);
+        self.kv_stores.forget(bucket);
         BrokerError::other(op, e)
     }
 }

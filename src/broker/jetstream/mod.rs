@@ -12,6 +12,7 @@
 mod auth;
 mod consumers;
 mod delivery;
+mod handles;
 mod kv;
 mod objects;
 mod pull;
@@ -96,10 +97,9 @@ pub struct JetStreamBroker {
     /// Bound on one whole publish (send and PubAck).
     publish_timeout: Duration,
     /// Key-value bucket handles already looked up (one stream-info request saved per call).
-    kv_stores: std::sync::Mutex<std::collections::HashMap<String, jetstream::kv::Store>>,
+    kv_stores: handles::Handles<jetstream::kv::Store>,
     /// Object bucket handles already looked up.
-    object_stores:
-        std::sync::Mutex<std::collections::HashMap<String, jetstream::object_store::ObjectStore>>,
+    object_stores: handles::Handles<jetstream::object_store::ObjectStore>,
 }
 
 impl JetStreamBroker {

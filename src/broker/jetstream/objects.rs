@@ -1,5 +1,7 @@
 //! Object buckets: JetStream object stores (stream `OBJ_<bucket>`, chunks of 128 KiB).
 
+use std::sync::Arc;
+
 use async_nats::jetstream::object_store::{
     self as js_objects, DeleteErrorKind, GetErrorKind, ObjectStore,
 };
@@ -9,7 +11,6 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
 use super::JetStreamBroker;
-use super::streams::stream_if_exists;
 use crate::broker::{BrokerError, ObjectSpec, Objects};
 use crate::config::Storage;
 
@@ -90,33 +91,14 @@ fn read_time(size: usize) -> std::time::Duration {
 }
 
 impl JetStreamBroker {
-    fn object_cache(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ObjectStore>> {
-        self.object_stores
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// The bucket's handle, looked up once; `NoBucket` when its stream does not exist.
-    async fn object_store(&self, bucket: &str) -> Result<ObjectStore, BrokerError> {
-        if let Some(store) = self.object_cache().get(bucket) {
-            return Ok(store.clone());
-        }
-        let stream = stream_if_exists(&self.js, &format!("OBJ_{bucket}")).await?;
-        if stream.is_none() {
-            return Err(BrokerError::NoBucket {
-                bucket: bucket.to_string(),
-            });
-        }
-        let store = self
-            .js
-            .get_object_store(bucket)
-            .await
-            .map_err(|e| BrokerError::other("get object bucket", e))?;
-        self.object_cache()
-            .insert(bucket.to_string(), store.clone());
-        Ok(store)
+    async fn object_store(&self, bucket: &str) -> Result<Arc<ObjectStore>, BrokerError> {
+        let names = (bucket, format!("OBJ_{bucket}"));
+        let open = self.js.get_object_store(bucket);
+        (self
+            .object_stores
+            .get(&self.js, names, "get object bucket", open))
+        .await
     }
 
     /// Map an object error; forget the cached handle in case the bucket was deleted.
@@ -126,7 +108,7 @@ impl JetStreamBroker {
         op: &'static str,
         e: impl std::fmt::Display,
     ) -> BrokerError {
-        self.object_cache().remove(bucket);
+        self.object_stores.forget(bucket);
         BrokerError::other(op, e)
     }
 }
