@@ -40,9 +40,19 @@ pub async fn serve(
     limits: Limits,
     stop: CancellationToken,
 ) {
+    serve_on(&listener, app, limits, stop).await;
+}
+
+/// [`serve`] on a listener that is used again afterwards.
+pub async fn serve_on(
+    listener: &TcpListener,
+    app: axum::Router,
+    limits: Limits,
+    stop: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let connections = TaskTracker::new();
-    while let Some((stream, slot)) = accept(&listener, &slots, &stop).await {
+    while let Some((stream, slot)) = accept(listener, &slots, &stop).await {
         let app = app.clone();
         let stop = stop.clone();
         connections.spawn(async move {

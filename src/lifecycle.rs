@@ -75,14 +75,17 @@ pub async fn serve(
     ));
     let broker = match backend {
         Backend::Ready(broker) => Some(broker),
-        Backend::Nats => match connect_nats(&config, &metrics, &shutdown).await {
-            Ok(broker) => broker.map(|b| Arc::new(b) as Arc<dyn Broker>),
-            Err(refused) => {
-                metrics_stop.cancel();
-                let _ = metrics_task.await;
-                return Err(refused.to_string());
+        Backend::Nats => {
+            let ingress = listeners.ingress.as_ref().map(|i| &i.listener);
+            match connect_waiting(&config, &metrics, ingress, &shutdown).await {
+                Ok(broker) => broker.map(|b| Arc::new(b) as Arc<dyn Broker>),
+                Err(refused) => {
+                    metrics_stop.cancel();
+                    let _ = metrics_task.await;
+                    return Err(refused.to_string());
+                }
             }
-        },
+        }
     };
     if let Some(broker) = broker {
         let config = match fit_body_limit(config, broker.as_ref(), listeners.ingress.is_some()) {
@@ -104,6 +107,19 @@ pub async fn serve(
     metrics_stop.cancel();
     let _ = metrics_task.await;
     Ok(())
+}
+
+/// [`connect_nats`], the ingress (if any) answering `503` meanwhile
+/// ([`ingress::waiting`]).
+async fn connect_waiting(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    ingress: Option<&TcpListener>,
+    shutdown: &CancellationToken,
+) -> Result<Option<JetStreamBroker>, Refusal> {
+    let connecting = connect_nats(config, metrics, shutdown);
+    let limits = ingress::waiting::limits(config);
+    ingress::waiting::answer_while(ingress, limits, connecting).await
 }
 
 /// `config` with the limit of bodies carried in messages fitted to the server's `max_payload`

@@ -15,9 +15,11 @@ async fn start_dev() -> Worker {
     let ingress = format!("127.0.0.1:{}", common::free_port());
     let metrics_port = common::free_port();
     // A NATS URL that nothing listens on: dev must not need it.
+    // A setting spelled in upper case is not read, and dev says so.
     let env = [
         ("nats_url", "nats://127.0.0.1:1".to_string()),
         ("metrics_port", metrics_port.to_string()),
+        ("MAX_INFLIGHT", "7".to_string()),
     ];
     let mut proc =
         WorkerProcess::spawn(&common::worker_bin(), &["dev", "--ingress", &ingress], &env);
@@ -35,6 +37,13 @@ async fn dev_runs_an_async_invocation_with_a_callback_end_to_end() {
     assert!(
         log.contains(&format!("curl -i -X POST {base}/async-function/echo")),
         "the banner tells a newcomer what to curl:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Environment variable not read")
+                && l.contains("MAX_INFLIGHT")
+                && l.contains("max_inflight")),
+        "an upper-case setting is reported, not silently ignored:\n{log}"
     );
     let receiver = CallbackReceiver::start().await;
     let r = dev
@@ -72,7 +81,11 @@ async fn dev_runs_an_async_invocation_with_a_callback_end_to_end() {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             v.as_array().is_some_and(|a| {
                 a.iter().any(|c| {
-                    c["callId"] == id.as_str() && c["status"] == "200" && c["retry"] == "2"
+                    c["callId"] == id.as_str()
+                        && c["status"] == 200
+                        && c["retry"] == 2
+                        && c["headers"]["x-call-id"][0] == id.as_str()
+                        && c["body"] == "ok after 3 attempts\n"
                 })
             })
         }
@@ -83,6 +96,84 @@ async fn dev_runs_an_async_invocation_with_a_callback_end_to_end() {
         text.contains("queue_worker_retries_total{queue_name=\"faas-request\",function_name=\"flaky.openfaas-fn\",code=\"429\"} 2"),
         "{text}"
     );
+}
+
+/// `queue-worker dev | head -1`: when nobody reads stdout any more, dev stops quietly
+/// instead of panicking on the broken pipe.
+#[test]
+fn dev_stops_quietly_when_its_stdout_is_closed() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(common::worker_bin())
+        .args([
+            "dev",
+            "--ingress",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .env("metrics_port", common::free_port().to_string())
+        .env("nats_url", "nats://127.0.0.1:1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn queue-worker dev");
+    drop(child.stdout.take());
+    let deadline = std::time::Instant::now() + T;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("dev kept running with its stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}; stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "stderr:\n{stderr}");
+}
+
+/// `queue-worker publish` as the README first shows it, on a machine where the default NATS
+/// host (`nats`) or the one given does not exist: it fails at once, says what to set, and
+/// prints nothing on stdout (which holds only a call id).
+#[test]
+fn a_command_fails_at_once_when_the_nats_host_does_not_resolve() {
+    for command in [
+        &["publish", "echo", "--data", "x"][..],
+        &["status", "some-id"][..],
+    ] {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(common::worker_bin())
+            .env_clear()
+            .env("nats_url", "nats://no-such-host.invalid:4222")
+            .args(command)
+            .output()
+            .expect("run the command");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{command:?}: stdout {:?}",
+            out.stdout
+        );
+        assert!(
+            stderr.contains("\"no-such-host.invalid\" does not resolve")
+                && stderr.contains("nats_url"),
+            "{command:?}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{command:?} took {:?}: it waited for a host that does not exist",
+            started.elapsed()
+        );
+    }
 }
 
 #[tokio::test]

@@ -616,6 +616,57 @@ async fn nats_restart_mid_run_loses_nothing() {
     );
 }
 
+/// Started while NATS is down, the ingress answers at once: `503` with `Retry-After` (never a
+/// hanging connection), and `202` as soon as NATS is there.
+#[tokio::test]
+async fn an_ingress_started_before_nats_answers_503_until_nats_is_there() {
+    let Some(mut bed) = Bed::new("late")
+        .restartable()
+        .function(|_, _| Reply::ok("ok"))
+        .start_without_worker()
+        .await
+    else {
+        return;
+    };
+    bed.nats.kill();
+    let ingress = format!("127.0.0.1:{}", common::free_port());
+    let env = [
+        ("nats_url", bed.nats.url()),
+        ("queue_name", bed.queue.clone()),
+        ("gateway_url", format!("http://{}", bed.function.addr())),
+        ("metrics_port", common::free_port().to_string()),
+    ];
+    let args = ["run", "--ingress", &ingress];
+    let proc = common::worker::WorkerProcess::spawn(&common::worker_bin(), &args, &env);
+    let url = format!("http://{ingress}/async-function/f");
+    let http = http_client();
+    let deadline = std::time::Instant::now() + T;
+    let (status, retry_after) = loop {
+        match http.post(&url).body("early").send().await {
+            Ok(r) => break (r.status(), r.headers().get("retry-after").cloned()),
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("no answer while NATS is down: {e}\n{}", proc.log())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(status, 503, "{}", proc.log());
+    assert!(retry_after.is_some(), "503 says when to try again");
+    bed.nats.restart().await;
+    common::eventually(T, "the ingress accepts once NATS is there", || {
+        let sent = http
+            .post(&url)
+            .header("X-Call-Id", "late-1")
+            .body("late")
+            .send();
+        async move { sent.await.is_ok_and(|r| r.status() == 202) }
+    })
+    .await;
+    let calls = bed.function.wait_for(1, T).await;
+    assert_eq!(calls[0].header("x-call-id"), Some("late-1"));
+    drop(proc);
+}
+
 #[tokio::test]
 async fn sigterm_lets_in_flight_calls_finish_and_exits_zero() {
     let Some((bed, mut w)) = Bed::new("term")

@@ -26,7 +26,7 @@ pub(crate) async fn open(
     needs_status: bool,
 ) -> Result<Opened, ExitCode> {
     let config = load_config(args)?;
-    crate::telemetry::logging::init(config.log_encoding, config.debug);
+    super::start_logs(&config);
     if needs_status && config.status_ttl.is_zero() {
         eprintln!("queue-worker {command}: no call status is kept (status_ttl=0)");
         return Err(ExitCode::from(EXIT_USAGE));

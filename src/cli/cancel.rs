@@ -53,11 +53,14 @@ async fn cancel_one(
         match cancel_in(store, buckets, queue, call_id, at).await {
             Ok(Outcome::Unknown) => {}
             Ok(Outcome::Cancelled) => {
-                println!("{call_id}: cancelled ({queue})");
+                super::say(format_args!("{call_id}: cancelled ({queue})"));
                 return true;
             }
             Ok(Outcome::Final(state)) => {
-                println!("{call_id}: already ended: {} ({queue})", state.as_str());
+                super::say(format_args!(
+                    "{call_id}: already ended: {} ({queue})",
+                    state.as_str()
+                ));
                 return false;
             }
             Err(e) => {
@@ -66,9 +69,9 @@ async fn cancel_one(
             }
         }
     }
-    println!(
+    super::say(format_args!(
         "{call_id}: unknown in {} (never stored, older than status_ttl, or not yet delivered)",
         queues.join(", ")
-    );
+    ));
     false
 }

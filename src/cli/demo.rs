@@ -4,7 +4,10 @@
 //! - `POST /function/echo` answers with the request body (and its `Content-Type`);
 //! - `POST /function/sleep?ms=N` (or a body holding N) waits N milliseconds (at most 10 min);
 //! - `POST /function/flaky?fail=N` answers `429` N times per call id (default 2), then `200`;
-//! - `POST /callback` records a callback and logs it; `GET /callbacks` lists the last ones.
+//!   the worker's exponential back-off spaces the attempts, unless `&retry_after=S` makes the
+//!   `429` carry `Retry-After: S`, which the worker follows instead;
+//! - `POST /callback` records a callback and logs it; `GET /callbacks` lists the last ones,
+//!   each with its headers and body (cut at [`CALLBACK_BODY`] bytes).
 //!
 //! Everything is bounded: call-id counters and the callback inbox keep the newest entries only.
 
@@ -26,6 +29,11 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(600);
 const FLAKY_MEMORY: usize = 10_000;
 /// Callbacks kept for `GET /callbacks`.
 const CALLBACK_MEMORY: usize = 100;
+/// Bytes of a callback's body kept (as text).
+pub const CALLBACK_BODY: usize = 4096;
+/// Headers of a callback kept, and bytes of each value.
+const CALLBACK_HEADERS: usize = 64;
+const CALLBACK_HEADER_BYTES: usize = 1024;
 
 #[derive(Default)]
 struct Demo {
@@ -76,6 +84,8 @@ async fn sleep(Query(q): Query<SleepQuery>, body: Bytes) -> Response {
 #[derive(Deserialize)]
 struct FlakyQuery {
     fail: Option<u32>,
+    /// Seconds for a `Retry-After` on the `429`s (none by default).
+    retry_after: Option<u32>,
 }
 
 async fn flaky(
@@ -105,38 +115,39 @@ async fn flaky(
         *n
     };
     if seen <= fail {
-        (
+        let mut busy = (
             StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1")],
             format!("busy (attempt {seen} of {})\n", fail + 1),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = q.retry_after {
+            busy.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        busy
     } else {
         format!("ok after {} attempts\n", seen).into_response()
     }
 }
 
 async fn callback(State(demo): State<Arc<Demo>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let h = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let number = |name: &str| text(name).and_then(|v| v.trim().parse::<u64>().ok());
     let entry = serde_json::json!({
-        "callId": h("x-call-id"),
-        "function": h("x-function-name"),
-        "status": h("x-function-status"),
-        "retry": h("x-retry"),
-        "durationSeconds": h("x-duration-seconds"),
+        "callId": text("x-call-id").unwrap_or_default(),
+        "function": text("x-function-name").unwrap_or_default(),
+        "status": number("x-function-status"),
+        "retry": number("x-retry"),
+        "durationSeconds": text("x-duration-seconds").and_then(|v| v.parse::<f64>().ok()),
         "bytes": body.len(),
+        "headers": kept_headers(&headers),
+        "body": String::from_utf8_lossy(&body[..body.len().min(CALLBACK_BODY)]),
+        "bodyCut": body.len() > CALLBACK_BODY,
     });
     tracing::info!(
-        callId = %h("x-call-id"),
-        function = %h("x-function-name"),
-        status = %h("x-function-status"),
-        retry = %h("x-retry"),
+        callId = text("x-call-id").unwrap_or_default(),
+        function = text("x-function-name").unwrap_or_default(),
+        status = number("x-function-status").unwrap_or_default(),
+        retry = number("x-retry").unwrap_or_default(),
         "Callback received"
     );
     let mut list = demo.callbacks.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,6 +156,19 @@ async fn callback(State(demo): State<Arc<Demo>>, headers: HeaderMap, body: Bytes
         list.pop_front();
     }
     StatusCode::OK
+}
+
+/// A callback's headers for `GET /callbacks`: name → values, bounded in count and length.
+fn kept_headers(headers: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    let mut kept = serde_json::Map::new();
+    for name in headers.keys().take(CALLBACK_HEADERS) {
+        let values = headers.get_all(name).iter().map(|v| {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            serde_json::Value::from(v.chars().take(CALLBACK_HEADER_BYTES).collect::<String>())
+        });
+        kept.insert(name.to_string(), values.collect());
+    }
+    kept
 }
 
 async fn callbacks(State(demo): State<Arc<Demo>>) -> Response {

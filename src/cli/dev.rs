@@ -21,6 +21,11 @@ pub struct DevArgs {
     pub config: ConfigArgs,
 }
 
+/// dev's own defaults, which make the demo snappy (`run`'s are for production).
+const MAX_INFLIGHT: &str = "10";
+const INITIAL_RETRY_WAIT: &str = "1s";
+const MAX_RETRY_WAIT: &str = "10s";
+
 /// Defaults that make the demo snappy, used only where the variable is not set.
 fn dev_defaults(args: &mut ConfigArgs, gateway_url: String) {
     let set = |v: &mut Option<String>, default: &str| {
@@ -29,10 +34,51 @@ fn dev_defaults(args: &mut ConfigArgs, gateway_url: String) {
         }
     };
     set(&mut args.gateway_url, &gateway_url);
-    set(&mut args.max_inflight, "10");
-    set(&mut args.initial_retry_wait, "1s");
-    set(&mut args.max_retry_wait, "10s");
+    set(&mut args.max_inflight, MAX_INFLIGHT);
+    set(&mut args.initial_retry_wait, INITIAL_RETRY_WAIT);
+    set(&mut args.max_retry_wait, MAX_RETRY_WAIT);
     set(&mut args.nats_storage, "memory");
+}
+
+/// Settings dev has no use for (it has no NATS server, and serves metrics on 127.0.0.1):
+/// left out of `dev --help`.
+const UNUSED: [&str; 15] = [
+    "nats_host",
+    "nats_port",
+    "nats_url",
+    "nats_credentials_file",
+    "nats_user",
+    "nats_password_file",
+    "nats_token_file",
+    "nats_tls_ca_file",
+    "nats_tls_cert_file",
+    "nats_tls_key_file",
+    "nats_tls_insecure",
+    "nats_stream",
+    "nats_stream_replicas",
+    "nats_storage",
+    "metrics_addr",
+];
+
+/// `dev --help` as dev runs: without the settings it does not use, and with its own
+/// defaults where they differ from `run`'s.
+pub fn help(command: clap::Command) -> clap::Command {
+    let own = [
+        ("gateway_url", "the demo functions, on the ingress address"),
+        ("max_inflight", MAX_INFLIGHT),
+        ("initial_retry_wait", INITIAL_RETRY_WAIT),
+        ("max_retry_wait", MAX_RETRY_WAIT),
+    ];
+    let command = UNUSED
+        .iter()
+        .fold(command, |c, id| c.mut_arg(*id, |a| a.hide(true)));
+    own.iter().fold(command, |c, (id, default)| {
+        c.mut_arg(*id, |a| {
+            let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+            let what = help.split(" Default: ").next().unwrap_or_default();
+            a.help(format!("{what} Default in dev: {default}"))
+        })
+    })
 }
 
 /// `http://127.0.0.1:8080` for a listener on `0.0.0.0:8080` or `127.0.0.1:8080`.
@@ -69,7 +115,7 @@ pub async fn main(mut args: DevArgs) -> ExitCode {
         Ok(c) => Arc::new(c),
         Err(code) => return code,
     };
-    crate::telemetry::logging::init(config.log_encoding, config.debug);
+    super::start_logs(&config);
     let checked = super::check_ingress_auth(&config, Some(&listener))
         .and_then(|()| super::check_callback_signing(&config));
     if let Err(e) = checked {
@@ -95,10 +141,11 @@ pub async fn main(mut args: DevArgs) -> ExitCode {
     let clock = Arc::new(crate::clock::SystemClock);
     let broker = Arc::new(MemoryBroker::new(clock, MemoryLimits::default()));
 
-    println!(
-        "{}",
-        banner(&base, &metrics_url, &config.gateway_url, own_functions)
-    );
+    // Nobody reads stdout any more (`dev | head -1`): stop quietly.
+    let banner = banner(&base, &metrics_url, &config.gateway_url, own_functions);
+    if !super::say(format_args!("{banner}")) {
+        return ExitCode::SUCCESS;
+    }
 
     let listeners = crate::Listeners {
         metrics: metrics_listener,
@@ -130,7 +177,7 @@ fn banner(base: &str, metrics: &str, gateway: &str, own_functions: bool) -> Stri
         format!("functions are called at {gateway}/function/<name>")
     };
     format!(
-        "\nqueue-worker dev: embedded broker (in memory), ingress, worker\n\
+        "queue-worker dev: embedded broker (in memory), ingress, worker\n\
          \n  ingress    {base}/async-function/<name>\
          \n  {functions}\
          \n  callbacks  POST {base}/callback is a callback inbox; GET {base}/callbacks lists them\
@@ -158,6 +205,28 @@ mod tests {
             "http://127.0.0.1:9"
         );
         assert_eq!(local_url("[::1]:80".parse().unwrap()), "http://[::1]:80");
+    }
+
+    #[test]
+    fn dev_help_shows_what_dev_uses_with_its_own_defaults() {
+        let mut command = crate::cli::command();
+        let top = command.render_help().to_string();
+        assert!(top.contains("Without a command"), "{top}");
+        let dev = command.find_subcommand_mut("dev").expect("dev");
+        let help = dev.render_help().to_string();
+        assert!(!help.contains("--nats-url"), "{help}");
+        assert!(!help.contains("--metrics-addr"), "{help}");
+        assert!(help.contains("Default in dev: 10"), "{help}");
+        assert!(
+            !help.contains("Default: http://gateway.openfaas:8080"),
+            "{help}"
+        );
+        let run = command.find_subcommand_mut("run").expect("run");
+        let help = run.render_help().to_string();
+        assert!(
+            help.contains("--nats-url") && help.contains("Default: 1 "),
+            "{help}"
+        );
     }
 
     #[test]

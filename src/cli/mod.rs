@@ -10,7 +10,7 @@ pub mod status;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigArgs};
@@ -24,6 +24,8 @@ pub const EXIT_USAGE: u8 = 2;
     name = "queue-worker",
     version,
     about = "Invoke HTTP functions asynchronously from a NATS JetStream queue (OpenFaaS-compatible)",
+    after_help = "Without a command, queue-worker runs the worker (`run`): the OpenFaaS container \
+                  entrypoint, configured by environment variables.",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -52,8 +54,8 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {
-    /// Also serve the async ingress (`POST /async-function/...`) on this address,
-    /// e.g. 0.0.0.0:8080.
+    /// Also serve the async ingress (`POST /async-function/...`) on this address, e.g.
+    /// 127.0.0.1:8080; on an address others can reach, turn on basic_auth or api_token_file.
     #[arg(long, value_name = "ADDR")]
     pub ingress: Option<String>,
     #[command(flatten)]
@@ -68,6 +70,33 @@ pub fn load_config(args: &ConfigArgs) -> Result<Config, ExitCode> {
         }
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+/// Write `line` to stdout; `false` when stdout is gone (a closed pipe, as in `dev | head -1`),
+/// where `println!` would panic.
+pub fn say(line: std::fmt::Arguments<'_>) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .is_ok()
+}
+
+/// Start logging as `config` says; then warn of environment variables that spell a setting in
+/// another case (`MAX_INFLIGHT`): they are not read.
+pub fn start_logs(config: &Config) {
+    crate::telemetry::logging::init(config.log_encoding, config.debug);
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    for (variable, setting) in crate::config::env_case::unread(names.iter().map(String::as_str)) {
+        tracing::warn!(
+            variable,
+            setting,
+            "Environment variable not read: settings are read from lower-case names"
+        );
+    }
 }
 
 /// A NATS secret, certificate or key file that cannot be read is a configuration error (exit
@@ -164,10 +193,16 @@ pub fn strip_openfaas_flags(args: Vec<String>) -> (Vec<String>, Vec<String>) {
     (kept, dropped)
 }
 
+/// The command line as `--help` shows it (`dev`'s own defaults and settings, [`dev::help`]).
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("dev", dev::help)
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let (args, ignored) = strip_openfaas_flags(std::env::args().collect());
-    let cli = Cli::parse_from(args);
+    let cli = command().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&cli).unwrap_or_else(|e| e.exit());
     for flag in &ignored {
         eprintln!("queue-worker: ignoring the OpenFaaS Pro flag -{flag} (not needed here)");
     }
@@ -197,13 +232,18 @@ pub fn main() -> ExitCode {
     code
 }
 
-/// Connect to NATS for a one-shot command (`publish`, `status`, `cancel`), giving up after 30 s: exit 1
-/// when NATS cannot be reached, 2 when it refuses the credentials.
+/// Connect to NATS for a one-shot command (`publish`, `status`, `cancel`), giving up after 30 s
+/// (at once when no NATS host resolves): exit 1 when NATS cannot be reached, 2 when it refuses
+/// the credentials.
 pub(crate) async fn connect_for_command(
     config: &Config,
     metrics: &Arc<crate::telemetry::metrics::Metrics>,
     command: &str,
 ) -> Result<Arc<crate::broker::jetstream::JetStreamBroker>, ExitCode> {
+    if let Some(hint) = crate::broker::jetstream::no_host_resolves(&config.nats_urls).await {
+        eprintln!("queue-worker {command}: {hint}");
+        return Err(ExitCode::FAILURE);
+    }
     let give_up = tokio_util::sync::CancellationToken::new();
     let g = give_up.clone();
     tokio::spawn(async move {
@@ -240,7 +280,7 @@ async fn run(args: RunArgs) -> ExitCode {
         eprintln!("queue-worker: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
-    crate::telemetry::logging::init(config.log_encoding, config.debug);
+    start_logs(&config);
     let metrics = match bind("metrics", &config.metrics_addr).await {
         Ok(l) => l,
         Err(code) => return code,

@@ -79,7 +79,7 @@ pub async fn main(args: PublishArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    crate::telemetry::logging::init(config.log_encoding, config.debug);
+    super::start_logs(&config);
     if let Some(q) = &args.queue {
         // An explicit queue wins over routing.
         config
@@ -165,7 +165,7 @@ async fn publish(config: Arc<Config>, prepared: Prepared) -> ExitCode {
         }
         Ok(stored) => {
             let id = stored.call_id(&prepared).unwrap_or(&prepared.call_id);
-            println!("{id}");
+            super::say(format_args!("{id}"));
             status_stop.cancel();
             if let Some(calls) = &calls {
                 calls.flush(std::time::Duration::from_secs(2)).await;

@@ -34,7 +34,7 @@ pub async fn main(args: StatusArgs) -> ExitCode {
                     map.insert("queue".into(), queue.clone().into());
                 }
                 let text = serde_json::to_string_pretty(&answer).unwrap_or_default();
-                println!("{text}");
+                super::say(format_args!("{text}"));
                 return ExitCode::SUCCESS;
             }
             Ok(None) => {}

@@ -12,6 +12,7 @@
 
 mod args;
 mod bound;
+pub mod env_case;
 mod go_duration;
 mod validate;
 

@@ -9,6 +9,7 @@ pub mod delay;
 pub mod idempotency;
 mod results;
 mod route;
+pub mod waiting;
 
 pub use budget::BodyBudget;
 

@@ -136,7 +136,7 @@ fn settle_after(
     let (seq, reason) = (delivery.stream_sequence, dl.reason.as_str());
     match stored {
         Ok(kept) => {
-            tracing::warn!(callId = call_id, function, reason, seq, kept = kept.as_str(), error = %dl.error, "Dead-lettered");
+            tracing::warn!(callId = %call_id, function = %function, reason = %reason, seq, kept = %kept.as_str(), error = %dl.error, "Dead-lettered");
             ctx.metrics.dead_letter(reason);
             Settle::Term
         }

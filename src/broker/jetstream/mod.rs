@@ -17,6 +17,7 @@ mod kv;
 mod objects;
 mod pull;
 mod refusal;
+mod resolve;
 mod streams;
 mod tls;
 
@@ -36,6 +37,7 @@ use crate::broker::{
 
 use consumers::consumer_exists;
 use pull::DemandPuller;
+pub use resolve::no_host_resolves;
 use streams::CONSUMER_NOT_FOUND;
 use streams::{api_code, ensure_stream, stream_if_exists};
 
@@ -159,6 +161,7 @@ fn with_events(
     on_reconnect: impl Fn() + Send + Sync + 'static,
 ) -> async_nats::ConnectOptions {
     let lost = Arc::new(AtomicBool::new(false));
+    let last = Arc::new(LastEvent::default());
     let on_reconnect = Arc::new(on_reconnect);
     options
         .name(&opts.name)
@@ -167,6 +170,7 @@ fn with_events(
         .request_timeout(Some(opts.request_timeout))
         .event_callback(move |event| {
             let lost = lost.clone();
+            let last = last.clone();
             let on_reconnect = on_reconnect.clone();
             async move {
                 match event {
@@ -175,6 +179,7 @@ fn with_events(
                         tracing::warn!("NATS disconnected; reconnecting");
                     }
                     async_nats::Event::Connected => {
+                        last.forget();
                         if lost.swap(false, Ordering::SeqCst) {
                             on_reconnect();
                             tracing::info!("NATS reconnected");
@@ -183,10 +188,46 @@ fn with_events(
                     async_nats::Event::SlowConsumer(_) => {
                         tracing::debug!("NATS slow consumer")
                     }
-                    other => tracing::info!(event = %other, "NATS event"),
+                    // The same error on every reconnect attempt is one state, logged once.
+                    other => {
+                        let text = other.to_string();
+                        if last.is_new(&text) {
+                            tracing::info!(event = %text, "NATS event");
+                        } else {
+                            tracing::debug!(event = %text, "NATS event (again)");
+                        }
+                    }
                 }
             }
         })
+}
+
+/// The last connection event logged, so that a repetition (the same error on every reconnect
+/// attempt while NATS is away) is not logged at info again.
+#[derive(Default)]
+struct LastEvent(std::sync::Mutex<Option<String>>);
+
+impl LastEvent {
+    /// Whether `text` differs from the last event seen; it becomes the last.
+    fn is_new(&self, text: &str) -> bool {
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() == Some(text) {
+            return false;
+        }
+        *last = Some(text.to_string());
+        true
+    }
+
+    /// Connected again: whatever comes next is news.
+    fn forget(&self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
 }
 
 /// The server addresses of `urls` (already without credentials).
@@ -362,5 +403,28 @@ impl Admin for JetStreamBroker {
             info.subjects.insert(subject, count as u64);
         }
         Ok(Some(info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastEvent;
+
+    #[test]
+    fn a_repeated_connection_event_is_news_once_until_connected_again() {
+        let last = LastEvent::default();
+        let io = "IO error: Connection refused (os error 111)";
+        assert!(last.is_new(io));
+        assert!(
+            !last.is_new(io),
+            "the same error on the next reconnect attempt"
+        );
+        assert!(last.is_new("timed out"), "another error is news");
+        assert!(last.is_new(io));
+        last.forget();
+        assert!(
+            last.is_new(io),
+            "after a connection, the old error is news again"
+        );
     }
 }
