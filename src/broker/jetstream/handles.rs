@@ -31,13 +31,13 @@ impl<T> Handles<T> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The handle of `bucket`, whose stream is `stream`: the kept one, or one made by `open`
-    /// (and kept) when the stream exists; `NoBucket` when it does not. `op` names the opening
-    /// in its error.
+    /// The handle of `bucket`, whose stream is `prefix` + `bucket`: the kept one, or one made
+    /// by `open` (and kept) when the stream exists; `NoBucket` when it does not. `op` names the
+    /// opening in its error.
     pub async fn get<F, E>(
         &self,
         js: &jetstream::Context,
-        (bucket, stream): (&str, String),
+        (prefix, bucket): (&str, &str),
         op: &'static str,
         open: F,
     ) -> Result<Arc<T>, BrokerError>
@@ -48,7 +48,10 @@ impl<T> Handles<T> {
         if let Some(handle) = self.lock().get(bucket) {
             return Ok(handle.clone());
         }
-        if stream_if_exists(js, &stream).await?.is_none() {
+        if stream_if_exists(js, &format!("{prefix}{bucket}"))
+            .await?
+            .is_none()
+        {
             return Err(BrokerError::NoBucket {
                 bucket: bucket.to_string(),
             });

@@ -148,7 +148,7 @@ impl KeyValue for JetStreamBroker {
 impl JetStreamBroker {
     /// The bucket's handle, looked up once; `NoBucket` when its stream does not exist.
     async fn kv_store(&self, bucket: &str) -> Result<Arc<jetstream::kv::Store>, BrokerError> {
-        let names = (bucket, format!("KV_{bucket}"));
+        let names = ("KV_", bucket);
         let open = self.js.get_key_value(bucket);
         (self
             .kv_stores

@@ -93,7 +93,7 @@ fn read_time(size: usize) -> std::time::Duration {
 impl JetStreamBroker {
     /// The bucket's handle, looked up once; `NoBucket` when its stream does not exist.
     async fn object_store(&self, bucket: &str) -> Result<Arc<ObjectStore>, BrokerError> {
-        let names = (bucket, format!("OBJ_{bucket}"));
+        let names = ("OBJ_", bucket);
         let open = self.js.get_object_store(bucket);
         (self
             .object_stores
