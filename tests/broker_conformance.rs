@@ -28,7 +28,7 @@ use queue_worker::broker::jetstream::{JetStreamBroker, NatsOptions};
 use queue_worker::broker::memory::{MemoryBroker, MemoryLimits};
 use queue_worker::broker::{
     Admin, Broker, BrokerError, ConsumerSpec, Delivery, KvSpec, ObjectSpec, Outgoing, PubAck,
-    Retention, ServerVersion, StreamSpec, StreamStatus, Subscription,
+    Retention, ServerVersion, StreamSpec, StreamStatus, Subscription, Swap,
 };
 use queue_worker::clock::SystemClock;
 use queue_worker::config::Storage;
@@ -329,6 +329,7 @@ conformance! {
     stream_info_counts_per_subject => memory_stream_info_counts_per_subject, nats_stream_info_counts_per_subject;
     kv_put_get_delete_and_ttl => memory_kv_put_get_delete_and_ttl, nats_kv_put_get_delete_and_ttl;
     kv_swap_writes_only_over_the_revision_read => memory_kv_swap_writes_only_over_the_revision_read, nats_kv_swap_writes_only_over_the_revision_read;
+    kv_swap_all_answers_each_write_in_order => memory_kv_swap_all_answers_each_write_in_order, nats_kv_swap_all_answers_each_write_in_order;
     kv_keys_and_revision_follow_writes => memory_kv_keys_and_revision_follow_writes, nats_kv_keys_and_revision_follow_writes;
     objects_round_trip_replace_delete_and_expire => memory_objects_round_trip_replace_delete_and_expire, nats_objects_round_trip_replace_delete_and_expire;
     schedules_publish_to_their_target_when_due => memory_schedules_publish_to_their_target_when_due, nats_schedules_publish_to_their_target_when_due;
@@ -1187,6 +1188,64 @@ async fn kv_swap_writes_only_over_the_revision_read(h: &Harness) {
     assert_eq!(
         h.broker.kv_get(bucket, "c").await.unwrap().as_deref(),
         Some(&b"again"[..])
+    );
+}
+
+/// Many compare-and-sets at once answer as one at a time would, each in its place: creates,
+/// an update at the right revision, a stale one, a create over a live key and one over a
+/// deleted key's marker.
+async fn kv_swap_all_answers_each_write_in_order(h: &Harness) {
+    let spec = KvSpec {
+        bucket: format!("swapall_{}", h.queue.replace('-', "_")),
+        ttl: Duration::from_secs(60),
+        storage: Storage::File,
+        replicas: 1,
+    };
+    let bucket = spec.bucket.as_str();
+    let b = |s: &str| Bytes::from(s.to_string());
+    let swap = |key: &str, value: &str, expected: u64| Swap {
+        key: key.to_string(),
+        value: b(value),
+        expected,
+    };
+    let missing = h.broker.kv_swap_all(bucket, vec![swap("a", "x", 0)]).await;
+    assert!(
+        matches!(missing[..], [Err(BrokerError::NoBucket { .. })]),
+        "{missing:?}"
+    );
+    h.broker.ensure_kv(&spec).await.unwrap();
+    let live = h.broker.kv_swap(bucket, "live", b("1"), 0).await.unwrap();
+    let gone = h.broker.kv_swap(bucket, "gone", b("1"), 0).await.unwrap();
+    h.broker.kv_delete(bucket, "gone").await.unwrap();
+    let writes = vec![
+        swap("a", "a1", 0),
+        swap("live", "2", live),
+        swap("live", "stale", live),
+        swap("b", "b1", 0),
+        swap("a", "again", 0),
+        swap("gone", "back", 0),
+    ];
+    let results = h.broker.kv_swap_all(bucket, writes).await;
+    assert_eq!(results.len(), 6, "{results:?}");
+    let ok = |i: usize| {
+        *results[i]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("write {i}: {e}"))
+    };
+    let conflict = |i: usize| matches!(results[i], Err(BrokerError::Conflict { .. }));
+    assert!(ok(0) > 0 && ok(1) > live && ok(3) > ok(1), "{results:?}");
+    assert!(conflict(2) && conflict(4), "{results:?}");
+    assert!(
+        ok(5) > gone,
+        "a create writes over a delete marker: {results:?}"
+    );
+    for (key, value) in [("a", "a1"), ("live", "2"), ("b", "b1"), ("gone", "back")] {
+        let got = h.broker.kv_get(bucket, key).await.unwrap();
+        assert_eq!(got.as_deref(), Some(value.as_bytes()), "{key}");
+    }
+    assert_eq!(
+        h.broker.kv_entry(bucket, "b").await.unwrap().map(|e| e.1),
+        Some(ok(3))
     );
 }
 

@@ -467,6 +467,25 @@ pub trait KeyValue: Send + Sync + 'static {
         value: Bytes,
         expected: u64,
     ) -> Result<u64, BrokerError>;
+
+    /// [`KeyValue::kv_swap`] of many keys of one bucket at once: one result per write, in
+    /// order. JetStream sends the writes back to back and then reads their acknowledgements
+    /// (no task or boxed future per write); by default they run concurrently.
+    async fn kv_swap_all(&self, bucket: &str, writes: Vec<Swap>) -> Vec<Result<u64, BrokerError>> {
+        let swaps = writes
+            .into_iter()
+            .map(|w| async move { self.kv_swap(bucket, &w.key, w.value, w.expected).await });
+        futures::future::join_all(swaps).await
+    }
+}
+
+/// One compare-and-set of [`KeyValue::kv_swap_all`].
+#[derive(Debug, Clone)]
+pub struct Swap {
+    pub key: String,
+    pub value: Bytes,
+    /// The revision the key must be at (`0`: no live value).
+    pub expected: u64,
 }
 
 /// Buckets of objects: values too large for one message (request bodies over
@@ -497,7 +516,7 @@ pub trait Broker: Publish + Consume + Admin + KeyValue + Objects {}
 impl<T: Publish + Consume + Admin + KeyValue + Objects + ?Sized> Broker for T {}
 
 /// Broker failures, phrased for operators.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect { url: String, reason: String },

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::record::{self, CallStatus, Event};
-use crate::broker::{BrokerError, KeyValue, KvSpec, kv_lazy};
+use crate::broker::{BrokerError, KeyValue, KvSpec, Swap, kv_lazy};
 
 /// Events held at most (about 200 bytes each).
 pub const MAX_EVENTS: usize = 100_000;
@@ -30,6 +30,8 @@ pub const MAX_EVENTS: usize = 100_000;
 /// more cheaply each than a few at a time (nats-server 2.9, per key-value write: 33 µs of the
 /// server's CPU and 19 µs of the writer's with 32 in flight; 17 µs and 10 µs with 1,024).
 const ROUND: usize = 1024;
+/// Calls read and written again at once after their first write lost.
+const CONCURRENT_RETRIES: usize = 32;
 /// Compare-and-set tries of one call in a round before its events wait for the next.
 const SWAP_TRIES: u32 = 5;
 /// Pause after a round that could not write (NATS unreachable).
@@ -155,6 +157,11 @@ impl Shared {
         known.insert(id.clone(), (status, revision));
     }
 
+    /// `n` events are written (or need no write): no longer waiting.
+    fn written_off(&self, n: usize) {
+        self.lock().count -= n;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -233,24 +240,113 @@ async fn drain(shared: &Shared) {
     }
 }
 
-/// One round; `true` when some call could not be written (its events are kept).
+/// One round; `true` when some call could not be written (its events are kept). Each call is
+/// first written on what this process knows of it, all of a queue's calls in one pipelined
+/// batch ([`KeyValue::kv_swap_all`]); the few whose guess was wrong (another writer came
+/// first, or the bucket is missing) are read and written again one by one.
 async fn write_round(shared: &Shared) -> bool {
     let round = shared.take_round();
     if round.is_empty() {
         return false;
     }
-    let results: Vec<_> = futures::stream::iter(round)
-        .map(|(id, events)| async move {
-            let done = write_call(shared, &id.0, &id.1, &events).await;
-            (id, events, done)
+    let mut by_queue: HashMap<String, Vec<Planned>> = HashMap::new();
+    for ((queue, key), events) in round {
+        let planned = plan(shared, &queue, key, events);
+        by_queue.entry(queue).or_default().push(planned);
+    }
+    let mut again = Vec::new();
+    let mut failed = false;
+    for (queue, planned) in by_queue {
+        let mut swaps = Vec::with_capacity(planned.len());
+        let mut written = Vec::with_capacity(planned.len());
+        for p in planned {
+            match p.write {
+                Some((swap, next)) => {
+                    swaps.push(swap);
+                    written.push((p.key, p.events, next));
+                }
+                None => shared.written_off(p.events.len()),
+            }
+        }
+        let results = shared
+            .store
+            .kv_swap_all(&super::bucket(&queue), swaps)
+            .await;
+        for ((key, events, next), result) in written.into_iter().zip(results) {
+            match result {
+                Ok(revision) => {
+                    shared.remember(&(queue.clone(), key), next, revision);
+                    shared.written_off(events.len());
+                }
+                Err(BrokerError::Conflict { .. } | BrokerError::NoBucket { .. }) => {
+                    again.push((queue.clone(), key, events));
+                }
+                Err(e) => {
+                    shared.warn_failed(&e);
+                    shared.give_back((queue.clone(), key), events);
+                    failed = true;
+                }
+            }
+        }
+    }
+    failed | write_again(shared, again).await
+}
+
+/// A call of a round, planned on what this process knows of it.
+struct Planned {
+    key: String,
+    events: Vec<Event>,
+    /// The compare-and-set to send and the status it writes; `None` when the events change
+    /// nothing.
+    write: Option<(Swap, CallStatus)>,
+}
+
+/// What `events` make of the call's status as this process last wrote it (or of nothing, for
+/// a call it never wrote: a create).
+fn plan(shared: &Shared, queue: &str, key: String, events: Vec<Event>) -> Planned {
+    let id = (queue.to_string(), key);
+    let (stored, revision) = match shared.known().remove(&id) {
+        Some((status, revision)) => (Some(status), revision),
+        None => (None, 0),
+    };
+    let Some(next) = apply_all(stored.as_ref(), &events) else {
+        if let Some(status) = stored {
+            shared.remember(&id, status, revision);
+        }
+        return Planned {
+            key: id.1,
+            events,
+            write: None,
+        };
+    };
+    let value = Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
+    let swap = Swap {
+        key: id.1.clone(),
+        value,
+        expected: revision,
+    };
+    Planned {
+        key: id.1,
+        events,
+        write: Some((swap, next)),
+    }
+}
+
+/// The calls whose first write lost: read, apply, compare-and-set, one by one (concurrently);
+/// `true` when some could not be written (their events are kept).
+async fn write_again(shared: &Shared, again: Vec<(String, String, Vec<Event>)>) -> bool {
+    let results: Vec<_> = futures::stream::iter(again)
+        .map(|(queue, key, events)| async move {
+            let done = write_call(shared, &queue, &key, &events).await;
+            ((queue, key), events, done)
         })
-        .buffer_unordered(ROUND)
+        .buffer_unordered(CONCURRENT_RETRIES)
         .collect()
         .await;
     let mut failed = false;
     for (id, events, done) in results {
         match done {
-            Ok(()) => shared.lock().count -= events.len(),
+            Ok(()) => shared.written_off(events.len()),
             Err(e) => {
                 shared.warn_failed(&e);
                 shared.give_back(id, events);
@@ -261,9 +357,8 @@ async fn write_round(shared: &Shared) -> bool {
     failed
 }
 
-/// Apply `events` to the call's stored status and write it if it changed. The stored status
-/// is first taken to be what this process wrote last (or nothing, for a call never seen); a
-/// conflict says otherwise, and then it is read.
+/// Apply `events` to the call's stored status, read first, and write it if it changed
+/// (compare-and-set; read again after a conflict).
 async fn write_call(
     shared: &Shared,
     queue: &str,
@@ -272,13 +367,8 @@ async fn write_call(
 ) -> Result<(), BrokerError> {
     let bucket = super::bucket(queue);
     let id = (queue.to_string(), key.to_string());
-    let known = shared.known().remove(&id);
-    let mut guess: Guess = match known {
-        Some((status, revision)) => (Some(status), revision),
-        None => (None, 0),
-    };
     for _ in 0..SWAP_TRIES {
-        let (stored, revision) = guess;
+        let (stored, revision) = read(shared, &bucket, key).await?;
         let Some(next) = apply_all(stored.as_ref(), events) else {
             if let Some(status) = stored {
                 shared.remember(&id, status, revision);
@@ -297,7 +387,6 @@ async fn write_call(
             }
             Err(e) => return Err(e),
         }
-        guess = read(shared, &bucket, key).await?;
     }
     Err(BrokerError::Conflict {
         key: key.to_string(),

@@ -1,6 +1,7 @@
 //! Key-value buckets: JetStream streams with the KV conventions.
 
-use async_nats::jetstream::context::CreateStreamErrorKind;
+use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
+use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::stream::{self as js_stream, DiscardPolicy};
 use async_nats::jetstream::{self};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::broker::{Admin as _, BrokerError, KeyValue, KvSpec};
+use crate::broker::{Admin as _, BrokerError, KeyValue, KvSpec, Swap};
 use crate::config::Storage;
 
 use super::JetStreamBroker;
@@ -143,9 +144,65 @@ impl KeyValue for JetStreamBroker {
                 _ => self.kv_error(bucket, "key-value update", e),
             })
     }
+
+    async fn kv_swap_all(&self, bucket: &str, writes: Vec<Swap>) -> Vec<Result<u64, BrokerError>> {
+        self.swap_pipelined(bucket, writes).await
+    }
 }
 
 impl JetStreamBroker {
+    /// [`KeyValue::kv_swap_all`]: every write published first, then the acknowledgements read
+    /// in order. A create (`expected` 0) refused because the key holds a delete marker is
+    /// done again by [`KeyValue::kv_swap`], which writes over markers.
+    async fn swap_pipelined(
+        &self,
+        bucket: &str,
+        writes: Vec<Swap>,
+    ) -> Vec<Result<u64, BrokerError>> {
+        let store = match self.kv_store(bucket).await {
+            Ok(store) => store,
+            Err(e) => return writes.iter().map(|_| Err(e.clone())).collect(),
+        };
+        if store.use_jetstream_prefix {
+            // A JetStream domain's prefix (never set by this worker): one write at a time.
+            let swaps = writes
+                .into_iter()
+                .map(|w| async move { self.kv_swap(bucket, &w.key, w.value, w.expected).await });
+            return futures::future::join_all(swaps).await;
+        }
+        let prefix = store.put_prefix.as_ref().unwrap_or(&store.prefix);
+        let mut sent = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let mut headers = async_nats::HeaderMap::new();
+            let expected = async_nats::HeaderValue::from(w.expected);
+            headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected);
+            let subject = format!("{prefix}{}", w.key);
+            sent.push(
+                self.js
+                    .publish_with_headers(subject, headers, w.value.clone())
+                    .await,
+            );
+        }
+        let mut results = Vec::with_capacity(writes.len());
+        for (w, sent) in writes.into_iter().zip(sent) {
+            let acked = match sent {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            results.push(match acked {
+                Ok(ack) => Ok(ack.sequence),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence && w.expected == 0 => {
+                    self.kv_swap(bucket, &w.key, w.value, 0).await
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    Err(BrokerError::Conflict { key: w.key })
+                }
+                Err(e) => Err(self.kv_error(bucket, "key-value update", e)),
+            });
+        }
+        results
+    }
+
     /// The bucket's handle, looked up once; `NoBucket` when its stream does not exist.
     async fn kv_store(&self, bucket: &str) -> Result<Arc<jetstream::kv::Store>, BrokerError> {
         let names = ("KV_", bucket);
