@@ -1147,12 +1147,7 @@ async fn kv_keys_and_revision_follow_writes(h: &Harness) {
 /// Compare-and-set: a write over the revision read wins, a second write over the same revision
 /// is a conflict; `0` creates only a key with no live value (a deleted one included).
 async fn kv_swap_writes_only_over_the_revision_read(h: &Harness) {
-    let spec = KvSpec {
-        bucket: format!("swap_{}", h.queue.replace('-', "_")),
-        ttl: Duration::from_secs(60),
-        storage: Storage::File,
-        replicas: 1,
-    };
+    let spec = kv_spec(h, "swap_");
     let bucket = spec.bucket.as_str();
     h.broker.ensure_kv(&spec).await.unwrap();
     let b = |s: &'static str| Bytes::from_static(s.as_bytes());
@@ -1191,16 +1186,21 @@ async fn kv_swap_writes_only_over_the_revision_read(h: &Harness) {
     );
 }
 
+/// A key-value bucket of this harness's own, named `prefix` + its queue.
+fn kv_spec(h: &Harness, prefix: &str) -> KvSpec {
+    KvSpec {
+        bucket: format!("{prefix}{}", h.queue.replace('-', "_")),
+        ttl: Duration::from_secs(60),
+        storage: Storage::File,
+        replicas: 1,
+    }
+}
+
 /// Many compare-and-sets at once answer as one at a time would, each in its place: creates,
 /// an update at the right revision, a stale one, a create over a live key and one over a
 /// deleted key's marker.
 async fn kv_swap_all_answers_each_write_in_order(h: &Harness) {
-    let spec = KvSpec {
-        bucket: format!("swapall_{}", h.queue.replace('-', "_")),
-        ttl: Duration::from_secs(60),
-        storage: Storage::File,
-        replicas: 1,
-    };
+    let spec = kv_spec(h, "swapall_");
     let bucket = spec.bucket.as_str();
     let b = |s: &str| Bytes::from(s.to_string());
     let swap = |key: &str, value: &str, expected: u64| Swap {

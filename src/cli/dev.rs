@@ -40,25 +40,12 @@ fn dev_defaults(args: &mut ConfigArgs, gateway_url: String) {
     set(&mut args.nats_storage, "memory");
 }
 
-/// Settings dev has no use for (it has no NATS server, and serves metrics on 127.0.0.1):
+/// Whether dev has no use for setting `id`: it has no NATS server (but for the consumer
+/// name, which its embedded broker uses), and serves metrics on 127.0.0.1. Such settings are
 /// left out of `dev --help`.
-const UNUSED: [&str; 15] = [
-    "nats_host",
-    "nats_port",
-    "nats_url",
-    "nats_credentials_file",
-    "nats_user",
-    "nats_password_file",
-    "nats_token_file",
-    "nats_tls_ca_file",
-    "nats_tls_cert_file",
-    "nats_tls_key_file",
-    "nats_tls_insecure",
-    "nats_stream",
-    "nats_stream_replicas",
-    "nats_storage",
-    "metrics_addr",
-];
+fn unused(id: &str) -> bool {
+    (id.starts_with("nats_") && id != "nats_durable") || id == "metrics_addr"
+}
 
 /// `dev --help` as dev runs: without the settings it does not use, and with its own
 /// defaults where they differ from `run`'s.
@@ -69,8 +56,9 @@ pub fn help(command: clap::Command) -> clap::Command {
         ("initial_retry_wait", INITIAL_RETRY_WAIT),
         ("max_retry_wait", MAX_RETRY_WAIT),
     ];
-    let command = UNUSED
+    let command = crate::config::ENV_VARS
         .iter()
+        .filter(|id| unused(id))
         .fold(command, |c, id| c.mut_arg(*id, |a| a.hide(true)));
     own.iter().fold(command, |c, (id, default)| {
         c.mut_arg(*id, |a| {
