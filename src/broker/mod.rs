@@ -472,11 +472,20 @@ pub trait KeyValue: Send + Sync + 'static {
     /// order. JetStream sends the writes back to back and then reads their acknowledgements
     /// (no task or boxed future per write); by default they run concurrently.
     async fn kv_swap_all(&self, bucket: &str, writes: Vec<Swap>) -> Vec<Result<u64, BrokerError>> {
-        let swaps = writes
-            .into_iter()
-            .map(|w| async move { self.kv_swap(bucket, &w.key, w.value, w.expected).await });
-        futures::future::join_all(swaps).await
+        swap_each(self, bucket, writes).await
     }
+}
+
+/// [`KeyValue::kv_swap_all`] as concurrent [`KeyValue::kv_swap`]s, one per write.
+pub async fn swap_each<K: KeyValue + ?Sized>(
+    store: &K,
+    bucket: &str,
+    writes: Vec<Swap>,
+) -> Vec<Result<u64, BrokerError>> {
+    let swaps = writes
+        .into_iter()
+        .map(|w| async move { store.kv_swap(bucket, &w.key, w.value, w.expected).await });
+    futures::future::join_all(swaps).await
 }
 
 /// One compare-and-set of [`KeyValue::kv_swap_all`].

@@ -1,12 +1,12 @@
 //! Key-value buckets: JetStream streams with the KV conventions.
 
+use std::sync::Arc;
+
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
 use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::stream::{self as js_stream, DiscardPolicy};
 use async_nats::jetstream::{self};
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
 use crate::broker::{Admin as _, BrokerError, KeyValue, KvSpec, Swap};
@@ -164,11 +164,8 @@ impl JetStreamBroker {
             Err(e) => return writes.iter().map(|_| Err(e.clone())).collect(),
         };
         if store.use_jetstream_prefix {
-            // A JetStream domain's prefix (never set by this worker): one write at a time.
-            let swaps = writes
-                .into_iter()
-                .map(|w| async move { self.kv_swap(bucket, &w.key, w.value, w.expected).await });
-            return futures::future::join_all(swaps).await;
+            // A JetStream domain's prefix (never set by this worker): no pipelining.
+            return crate::broker::swap_each(self, bucket, writes).await;
         }
         let prefix = store.put_prefix.as_ref().unwrap_or(&store.prefix);
         let mut sent = Vec::with_capacity(writes.len());
