@@ -31,6 +31,7 @@
 //! process; [`serve`] is what `run` and `dev` start. The modules that only the worker uses
 //! inside (`worker::plan`, `worker::pipeline`, the modes, leases, shutdown) are not public.
 
+pub mod admin;
 pub mod broker;
 #[cfg(feature = "buggify")]
 pub mod buggify;

@@ -202,6 +202,7 @@ pub async fn run(
             metrics: metrics.clone(),
             auth: config.ingress_auth().map(Arc::new),
             calls: calls.clone(),
+            operator: Some(ports.broker.clone()),
         });
         servers.spawn(serve_ingress(state, server, shutdown.clone()));
     }

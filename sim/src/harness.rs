@@ -505,6 +505,7 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         metrics: Arc::new(Metrics::new()),
         auth: None,
         calls: cancelling.then(|| Calls::start(broker.clone(), &config, status_stop.clone())),
+        operator: None,
     };
     let start = tokio::time::Instant::now();
     let cancels = cancelling.then(|| {

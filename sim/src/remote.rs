@@ -414,6 +414,9 @@ impl Admin for RemoteBroker {
     }
 }
 
+/// Operators' commands do not run in the simulation: the port's defaults say so.
+impl queue_worker::broker::Operate for RemoteBroker {}
+
 #[async_trait]
 impl Objects for RemoteBroker {
     async fn ensure_objects(&self, spec: &ObjectSpec) -> Result<(), BrokerError> {

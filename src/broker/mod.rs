@@ -7,6 +7,7 @@
 pub mod jetstream;
 pub mod kv_lazy;
 pub mod memory;
+pub mod operate;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::config::Storage;
+pub use operate::{ConsumerState, Operate, Operator, StoredMessage};
 
 /// Header carrying the publisher's de-duplication id (JetStream's duplicate window).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
@@ -518,11 +520,11 @@ pub trait Objects: Send + Sync + 'static {
 
 /// A whole broker: what an implementation provides ([`jetstream::JetStreamBroker`],
 /// [`memory::MemoryBroker`], the simulation's remote broker). Users name the capabilities
-/// they need ([`Publish`], [`Consume`], [`Admin`], [`KeyValue`], [`Objects`]); an
+/// they need ([`Publish`], [`Consume`], [`Admin`], [`KeyValue`], [`Objects`], [`Operate`]); an
 /// `Arc<dyn Broker>` converts into any of them.
-pub trait Broker: Publish + Consume + Admin + KeyValue + Objects {}
+pub trait Broker: Publish + Consume + Admin + KeyValue + Objects + Operate + Operator {}
 
-impl<T: Publish + Consume + Admin + KeyValue + Objects + ?Sized> Broker for T {}
+impl<T: Publish + Consume + Admin + KeyValue + Objects + Operate + ?Sized> Broker for T {}
 
 /// Broker failures, phrased for operators.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -4,7 +4,10 @@ mod calls;
 pub mod cancel;
 pub mod demo;
 pub mod dev;
+pub mod dlq;
+mod operate;
 pub mod publish;
+pub mod queue;
 pub mod status;
 
 use std::process::ExitCode;
@@ -50,6 +53,11 @@ pub enum Command {
     /// Cancel calls: queued or retrying ones are never invoked again, running ones are
     /// aborted. Exit 0 when all were cancelled, 1 when some were unknown or already final.
     Cancel(cancel::CancelArgs),
+    /// Inspect and clear queues: `ls`, `stats`, `purge`, `reset` (exit 0 done, 1 not done, 2
+    /// bad usage).
+    Queue(queue::QueueArgs),
+    /// Dead letters: `ls`, `show`, `redrive`, `purge` (exit 0 done, 1 not done, 2 bad usage).
+    Dlq(dlq::DlqArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -224,6 +232,8 @@ pub fn main() -> ExitCode {
             Command::Dev(args) => dev::main(args).await,
             Command::Status(args) => status::main(args).await,
             Command::Cancel(args) => cancel::main(args).await,
+            Command::Queue(args) => queue::main(args).await,
+            Command::Dlq(args) => dlq::main(args).await,
         }
     });
     drop(runtime);

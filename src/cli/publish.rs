@@ -154,6 +154,7 @@ async fn publish(config: Arc<Config>, prepared: Prepared) -> ExitCode {
         metrics,
         auth: None,
         calls: calls.clone(),
+        operator: None,
     };
     match ingress::submit_once(&state, &prepared).await {
         Ok(ingress::Stored::RepeatInFlight) => {

@@ -14,7 +14,7 @@ mod args;
 mod bound;
 pub mod env_case;
 mod go_duration;
-mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod tests;

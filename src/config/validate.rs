@@ -305,6 +305,15 @@ fn to_u32(v: u64) -> u32 {
 
 const QUEUE_NAME_RULE: &str = "1 to 64 characters of A-Z, a-z, 0-9, '-' and '_', not ending in _DLQ (reserved for dead letters)";
 
+/// `queue`, checked as `queue_name` is; `Err` says the rule.
+pub fn queue_name(queue: &str) -> Result<(), String> {
+    if is_queue_name(queue) {
+        Ok(())
+    } else {
+        Err(format!("queue {queue:?}: {QUEUE_NAME_RULE}"))
+    }
+}
+
 fn is_queue_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()

@@ -1,6 +1,7 @@
 //! The async ingress (README: "HTTP endpoints"): `POST /async-function/{name}[.{ns}][/{path}]` stores an
 //! invocation in JetStream and answers `202 Accepted` only once the broker has stored it.
 
+mod admin;
 pub mod body_limit;
 mod budget;
 mod calls;
@@ -54,6 +55,8 @@ pub struct Ingress {
     /// Call status: recorded when a call is stored, read by `GET /system/calls/{id}`;
     /// `None`: not kept.
     pub calls: Option<Arc<Calls>>,
+    /// Serves `/system/queues` and `/system/dead-letters` (`admin.rs`); `None`: not served.
+    pub operator: Option<Arc<dyn crate::broker::Operator>>,
 }
 
 impl Ingress {
@@ -105,7 +108,8 @@ pub fn router(state: Arc<Ingress>) -> Router {
         .route("/async-function/", any(async_function))
         .route("/async-function", any(async_function))
         .route("/system/calls/{call_id}", get(calls::call_status))
-        .route("/system/calls/{call_id}/result", get(results::call_result));
+        .route("/system/calls/{call_id}/result", get(results::call_result))
+        .merge(admin::routes(&state));
     if let Some(auth) = &state.auth {
         routes = routes.route_layer(axum::middleware::from_fn_with_state(
             auth.clone(),

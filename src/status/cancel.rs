@@ -127,7 +127,7 @@ async fn put_marker(
 }
 
 /// The stored status of `key` and its revision; `None` when unknown (or unreadable).
-async fn entry(
+pub(super) async fn entry(
     store: &dyn KeyValue,
     bucket: &str,
     key: &str,

@@ -7,6 +7,7 @@
 pub mod cancel;
 pub mod key;
 pub mod record;
+pub mod requeue;
 pub mod result;
 mod writer;
 
@@ -130,6 +131,17 @@ pub async fn cancel_in(
     let calls = buckets.spec(bucket(queue));
     let markers = buckets.spec(cancel::bucket(queue));
     cancel::cancel(store, &calls, &markers, call_id, at).await
+}
+
+/// Put `call_id`'s dead-lettered status on `queue` back to `queued` (a redrive):
+/// `Ok(false)` when it has none to change ([`requeue::requeue`]).
+pub async fn requeue_in(
+    store: &dyn KeyValue,
+    queue: &str,
+    call_id: &str,
+    at: u64,
+) -> Result<bool, BrokerError> {
+    requeue::requeue(store, &bucket(queue), call_id, at).await
 }
 
 /// Unix milliseconds of `t`.

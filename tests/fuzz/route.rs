@@ -170,6 +170,7 @@ fn answer(case: &Case) -> (StatusCode, Option<String>, Bytes, Vec<Outgoing>) {
         metrics: METRICS.clone(),
         auth: None,
         calls: None,
+        operator: None,
     });
     RUNTIME.block_on(async {
         let resp = router(state)

@@ -27,18 +27,10 @@ pub(super) fn to_delivery(
         .reply
         .clone()
         .ok_or_else(|| BrokerError::other("read delivery info", "no reply subject"))?;
-    let mut headers = Vec::new();
-    if let Some(h) = &m.headers {
-        for (name, values) in h.iter() {
-            for v in values {
-                headers.push((AsRef::<str>::as_ref(name).to_owned(), v.as_str().to_owned()));
-            }
-        }
-    }
     Ok(Delivery {
         subject: m.subject.as_str().to_owned(),
+        headers: header_pairs(m.headers.as_ref()),
         payload: m.payload,
-        headers,
         delivered,
         stream_sequence,
         published,
@@ -47,6 +39,17 @@ pub(super) fn to_delivery(
             reply,
         }),
     })
+}
+
+/// A message's headers as (name, value) pairs, in order.
+pub(super) fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for (name, values) in headers.into_iter().flat_map(|h| h.iter()) {
+        for v in values {
+            pairs.push((AsRef::<str>::as_ref(name).to_owned(), v.as_str().to_owned()));
+        }
+    }
+    pairs
 }
 
 /// Settles one delivery by publishing to its ack subject (`$JS.ACK.…`, which names the stream,

@@ -15,6 +15,7 @@ mod delivery;
 mod handles;
 mod kv;
 mod objects;
+mod operate;
 mod pull;
 mod refusal;
 mod resolve;

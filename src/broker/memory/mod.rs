@@ -51,6 +51,7 @@ mod invariants;
 mod kv;
 mod limits;
 mod objects;
+mod operate;
 mod schedules;
 mod state;
 mod stream;

@@ -1,0 +1,332 @@
+//! Queues as an operator sees them: every `OF_<queue>` stream with what waits in it, per
+//! function; purging a queue (or one function's messages) and resetting it.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::{AdminError, Operator, StreamSettings};
+use crate::broker::{ConsumerState, StreamInfo, StreamSpec, stream_name};
+
+/// How a queue's messages are consumed, as its consumers show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One consumer for every function (`scaling_mode=static`).
+    Static,
+    /// A consumer per function with work (`scaling_mode=function`).
+    Function,
+    /// No consumer now: no worker has read it lately.
+    None,
+}
+
+/// One queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueReport {
+    pub queue: String,
+    pub stream: String,
+    /// Messages stored: waiting, or running and not yet finished.
+    pub messages: u64,
+    pub bytes: u64,
+    /// Age of the oldest stored message, in seconds.
+    pub oldest_age_seconds: Option<f64>,
+    pub mode: Mode,
+    pub consumers: usize,
+    /// Delivered to a worker and not yet finished (running, or waiting for a retry).
+    pub in_flight: u64,
+    /// Of those, delivered more than once.
+    pub redelivered: u64,
+    /// Delayed calls not yet due (stream `OF_<queue>_delayed`).
+    pub delayed: u64,
+    /// Dead letters kept (stream `OF_<queue>_DLQ`).
+    pub dead_letters: u64,
+    pub functions: Vec<FunctionReport>,
+}
+
+/// One function's messages in a queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionReport {
+    /// `name.namespace` as the subject says it; empty for messages on the bare queue subject
+    /// (older OpenFaaS gateways).
+    pub function: String,
+    pub subject: String,
+    pub messages: u64,
+    /// Only in `stats` (one more request per function).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_age_seconds: Option<f64>,
+    /// Only in `stats`, and in function mode while the function has a consumer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u64>,
+}
+
+/// Every queue: the streams `OF_<queue>` that are neither dead letters nor delayed calls.
+pub async fn names(op: &dyn Operator) -> Result<Vec<String>, AdminError> {
+    Ok(queue_names(&op.stream_names().await?))
+}
+
+/// The queues among stream names (sorted): `OF_<queue>`, but `OF_<queue>_DLQ` and the
+/// `OF_<queue>_delayed` of an existing `OF_<queue>`.
+pub fn queue_names(streams: &[String]) -> Vec<String> {
+    let all: BTreeSet<&str> = streams
+        .iter()
+        .filter_map(|s| s.strip_prefix("OF_"))
+        .filter(|q| !q.is_empty() && !q.ends_with("_DLQ"))
+        .collect();
+    all.iter()
+        .filter(|q| {
+            q.strip_suffix("_delayed")
+                .is_none_or(|base| !all.contains(base))
+        })
+        .map(|q| (*q).to_string())
+        .collect()
+}
+
+/// Every queue's report, without the per-function details of [`stats`].
+pub async fn list(op: &dyn Operator, now: SystemTime) -> Result<Vec<QueueReport>, AdminError> {
+    let mut reports = Vec::new();
+    for queue in names(op).await? {
+        match report(op, &queue, now, false).await {
+            Ok(r) => reports.push(r),
+            // Deleted between the listing and now.
+            Err(AdminError::NoQueue(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(reports)
+}
+
+/// One queue's report, with each function's oldest message and in-flight count.
+pub async fn stats(
+    op: &dyn Operator,
+    queue: &str,
+    now: SystemTime,
+) -> Result<QueueReport, AdminError> {
+    super::check_queue(queue)?;
+    report(op, queue, now, true).await
+}
+
+async fn report(
+    op: &dyn Operator,
+    queue: &str,
+    now: SystemTime,
+    detailed: bool,
+) -> Result<QueueReport, AdminError> {
+    let stream = stream_name(queue);
+    let info = op
+        .stream_info(&stream, Some(">"))
+        .await?
+        .ok_or_else(|| AdminError::NoQueue(queue.to_string()))?;
+    let consumers = op.consumer_states(&stream).await?;
+    let oldest = op.next_message(&stream, 1, None).await?;
+    let mut functions = function_reports(queue, &info);
+    if detailed {
+        for f in &mut functions {
+            let first = op.next_message(&stream, 1, Some(&f.subject)).await?;
+            f.oldest_age_seconds = first.map(|m| age_seconds(m.published, now));
+            f.in_flight = consumers
+                .iter()
+                .find(|c| c.filter_subject.as_deref() == Some(f.subject.as_str()))
+                .map(|c| c.in_flight);
+        }
+    }
+    let delayed = count(op, &format!("{stream}_delayed")).await?;
+    let dead_letters = count(op, &format!("{stream}_DLQ")).await?;
+    Ok(QueueReport {
+        queue: queue.to_string(),
+        stream,
+        messages: info.messages,
+        bytes: info.bytes,
+        oldest_age_seconds: oldest.map(|m| age_seconds(m.published, now)),
+        mode: mode(&consumers),
+        consumers: consumers.len(),
+        in_flight: consumers.iter().map(|c| c.in_flight).sum(),
+        redelivered: consumers.iter().map(|c| c.redelivered).sum(),
+        delayed,
+        dead_letters,
+        functions,
+    })
+}
+
+async fn count(op: &dyn Operator, stream: &str) -> Result<u64, AdminError> {
+    Ok(op
+        .stream_info(stream, None)
+        .await?
+        .map_or(0, |i| i.messages))
+}
+
+/// The functions with messages, from the stream's per-subject counts.
+fn function_reports(queue: &str, info: &StreamInfo) -> Vec<FunctionReport> {
+    info.subjects
+        .iter()
+        .filter_map(|(subject, n)| {
+            let function = if subject == queue {
+                ""
+            } else {
+                subject.strip_prefix(queue)?.strip_prefix('.')?
+            };
+            Some(FunctionReport {
+                function: function.to_string(),
+                subject: subject.clone(),
+                messages: *n,
+                oldest_age_seconds: None,
+                in_flight: None,
+            })
+        })
+        .collect()
+}
+
+fn mode(consumers: &[ConsumerState]) -> Mode {
+    if consumers.is_empty() {
+        Mode::None
+    } else if consumers.iter().any(|c| c.filter_subject.is_none()) {
+        Mode::Static
+    } else {
+        Mode::Function
+    }
+}
+
+fn age_seconds(published: SystemTime, now: SystemTime) -> f64 {
+    let age = now.duration_since(published).unwrap_or_default();
+    (age.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    pub queue: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// Messages removed from the queue.
+    pub purged: u64,
+    /// Delayed calls removed (a whole-queue purge only: delayed calls name no function in
+    /// their subject).
+    pub delayed_purged: u64,
+}
+
+/// Remove the waiting messages of `queue` (and its delayed calls), or only those of
+/// `function`. Messages already delivered and running finish; they are not invoked again.
+pub async fn purge(
+    op: &dyn Operator,
+    queue: &str,
+    function: Option<(&str, &str)>,
+) -> Result<Purged, AdminError> {
+    super::check_queue(queue)?;
+    let stream = stream_name(queue);
+    if op.stream_info(&stream, None).await?.is_none() {
+        return Err(AdminError::NoQueue(queue.to_string()));
+    }
+    let subject = match function {
+        Some((f, namespace)) => Some(super::function_subject(queue, f, namespace)?),
+        None => None,
+    };
+    let purged = op.purge(&stream, subject.as_deref()).await?;
+    let delayed_purged = match subject {
+        Some(_) => 0,
+        None => op.purge(&format!("{stream}_delayed"), None).await?,
+    };
+    Ok(Purged {
+        queue: queue.to_string(),
+        function: function.map(|(f, _)| f.to_string()),
+        purged,
+        delayed_purged,
+    })
+}
+
+/// What a reset did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reset {
+    pub queue: String,
+    /// Messages the deleted stream held.
+    pub deleted_messages: u64,
+    /// Consumers the deleted stream had (workers make theirs again).
+    pub deleted_consumers: usize,
+}
+
+/// Delete stream `OF_<queue>` with its messages and consumers, and create it again with
+/// `settings`. Running workers make their consumers again, as when a stream vanishes; calls
+/// they were running finish, and their acks find nothing to remove. Delayed calls and dead
+/// letters (their own streams) are kept.
+pub async fn reset(
+    op: &dyn Operator,
+    queue: &str,
+    settings: StreamSettings,
+) -> Result<Reset, AdminError> {
+    super::check_queue(queue)?;
+    let stream = stream_name(queue);
+    let info = op
+        .stream_info(&stream, None)
+        .await?
+        .ok_or_else(|| AdminError::NoQueue(queue.to_string()))?;
+    let consumers = op.list_consumers(&stream).await?.len();
+    op.delete_stream(&stream).await?;
+    let spec: StreamSpec = settings.work_queue(queue);
+    op.ensure_stream(&spec).await?;
+    Ok(Reset {
+        queue: queue.to_string(),
+        deleted_messages: info.messages,
+        deleted_consumers: consumers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn queues_are_the_work_streams() {
+        let streams = v(&[
+            "OF_faas-request",
+            "OF_faas-request_DLQ",
+            "OF_faas-request_delayed",
+            "KV_OF_faas-request_calls",
+            "OBJ_OF_faas-request_payloads",
+            "OF_slow_delayed",
+            "OF_",
+            "other",
+        ]);
+        // `slow_delayed` is a queue of its own: no `OF_slow` makes it a delayed stream.
+        assert_eq!(queue_names(&streams), v(&["faas-request", "slow_delayed"]));
+    }
+
+    #[test]
+    fn functions_come_from_the_subjects_of_the_queue() {
+        let mut info = StreamInfo::default();
+        for (s, n) in [
+            ("q", 2),
+            ("q.figlet.openfaas-fn", 3),
+            ("q2.x.y", 9),
+            ("q.env.dev", 1),
+        ] {
+            info.subjects.insert(s.to_string(), n);
+        }
+        let got: Vec<(String, u64)> = function_reports("q", &info)
+            .into_iter()
+            .map(|f| (f.function, f.messages))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (String::new(), 2),
+                ("env.dev".to_string(), 1),
+                ("figlet.openfaas-fn".to_string(), 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_mode_shows_in_the_consumers() {
+        let any = ConsumerState::default();
+        let filtered = ConsumerState {
+            filter_subject: Some("q.f.ns".into()),
+            ..ConsumerState::default()
+        };
+        assert_eq!(mode(&[]), Mode::None);
+        assert_eq!(mode(std::slice::from_ref(&any)), Mode::Static);
+        assert_eq!(mode(&[filtered.clone(), filtered]), Mode::Function);
+    }
+}

@@ -1,0 +1,127 @@
+//! [`Operate`] on JetStream: the stream and consumer APIs an operator's commands use.
+
+use std::time::SystemTime;
+
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::stream::{DeleteMessageErrorKind, LastRawMessageErrorKind};
+use async_trait::async_trait;
+use futures::TryStreamExt;
+
+use super::JetStreamBroker;
+use super::streams::{STREAM_NOT_FOUND, api_code, stream_if_exists};
+use crate::broker::{BrokerError, ConsumerState, Operate, StoredMessage};
+
+/// Error code the server gives when no message has the sequence asked for.
+const NO_MESSAGE_FOUND: u64 = 10037;
+/// Error code for a delete of a message that is not there ("message delete failed").
+const MESSAGE_DELETE_FAILED: u64 = 10057;
+
+#[async_trait]
+impl Operate for JetStreamBroker {
+    async fn stream_names(&self) -> Result<Vec<String>, BrokerError> {
+        self.js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(|e| BrokerError::other("list streams", e))
+    }
+
+    async fn consumer_states(&self, stream: &str) -> Result<Vec<ConsumerState>, BrokerError> {
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(Vec::new());
+        };
+        let infos: Vec<_> = s
+            .consumers()
+            .try_collect()
+            .await
+            .map_err(|e| BrokerError::other("list consumers", e))?;
+        Ok(infos
+            .into_iter()
+            .map(|i| ConsumerState {
+                filter_subject: Some(i.config.filter_subject.clone()).filter(|f| !f.is_empty()),
+                name: i.name,
+                waiting: i.num_pending,
+                in_flight: i.num_ack_pending as u64,
+                redelivered: i.num_redelivered as u64,
+                paused: i.paused,
+            })
+            .collect())
+    }
+
+    async fn next_message(
+        &self,
+        stream: &str,
+        from: u64,
+        subject: Option<&str>,
+    ) -> Result<Option<StoredMessage>, BrokerError> {
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(None);
+        };
+        let asked = s
+            .raw_message_builder()
+            .sequence(from.max(1))
+            .next_by_subject(subject.unwrap_or(">"))
+            .send()
+            .await;
+        match asked {
+            Ok(m) => Ok(Some(StoredMessage {
+                sequence: m.sequence,
+                subject: m.subject.to_string(),
+                headers: super::delivery::header_pairs(Some(&m.headers)),
+                payload: m.payload,
+                published: SystemTime::from(m.time),
+            })),
+            Err(e) => match e.kind() {
+                LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                LastRawMessageErrorKind::JetStream(inner)
+                    if [NO_MESSAGE_FOUND, STREAM_NOT_FOUND].contains(&api_code(&inner)) =>
+                {
+                    Ok(None)
+                }
+                _ => Err(BrokerError::other("get message", e)),
+            },
+        }
+    }
+
+    async fn delete_message(&self, stream: &str, sequence: u64) -> Result<bool, BrokerError> {
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(false);
+        };
+        match s.delete_message(sequence).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) => match e.kind() {
+                DeleteMessageErrorKind::JetStream(inner)
+                    if api_code(&inner) == MESSAGE_DELETE_FAILED =>
+                {
+                    Ok(false)
+                }
+                _ => Err(BrokerError::other("delete message", e)),
+            },
+        }
+    }
+
+    async fn purge(&self, stream: &str, subject: Option<&str>) -> Result<u64, BrokerError> {
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(0);
+        };
+        let purged = match subject {
+            Some(subject) => s.purge().filter(subject).await,
+            None => s.purge().await,
+        };
+        purged
+            .map(|r| r.purged)
+            .map_err(|e| BrokerError::other("purge", e))
+    }
+
+    async fn delete_stream(&self, stream: &str) -> Result<bool, BrokerError> {
+        match self.js.delete_stream(stream).await {
+            Ok(status) => Ok(status.success),
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(inner) if api_code(&inner) == STREAM_NOT_FOUND => {
+                    Ok(false)
+                }
+                _ => Err(BrokerError::other("delete stream", e)),
+            },
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! `queue-worker queue ls|stats|purge|reset`: what waits in the queues, and clearing them,
+//! through NATS alone (exit codes in `operate.rs`).
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::{Args, Subcommand};
+
+use super::operate::{Common, confirm, failed, print};
+use crate::admin::{StreamSettings, queues, render};
+
+#[derive(Args, Debug, Clone)]
+pub struct QueueArgs {
+    #[command(subcommand)]
+    pub action: QueueAction,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum QueueAction {
+    /// Every queue: messages, in flight, oldest message, functions, consumers, mode, delayed
+    /// calls and dead letters.
+    Ls(Common),
+    /// One queue (default: `queue_name`), per function: messages, in flight, oldest message.
+    Stats(Target),
+    /// Remove a queue's waiting messages and delayed calls, or only one function's
+    /// messages; asks first on a terminal.
+    Purge(PurgeArgs),
+    /// Delete the queue's stream with its messages and consumers and create it again with the
+    /// current settings; running workers make their consumers again. Delayed calls and dead
+    /// letters are kept.
+    Reset(ResetArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The queue (default: `queue_name`).
+    pub queue: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only this function's messages (`name` or `name.namespace`).
+    #[arg(long)]
+    pub function: Option<String>,
+    /// Do it without asking.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Do it without asking.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+pub async fn main(args: QueueArgs) -> ExitCode {
+    match args.action {
+        QueueAction::Ls(common) => ls(common).await,
+        QueueAction::Stats(target) => stats(target).await,
+        QueueAction::Purge(purge_args) => purge(purge_args).await,
+        QueueAction::Reset(reset_args) => reset(reset_args).await,
+    }
+}
+
+async fn ls(common: Common) -> ExitCode {
+    let opened = match super::calls::open("queue ls", &common.config, None, false).await {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    match queues::list(opened.broker.as_ref(), SystemTime::now()).await {
+        Ok(reports) => {
+            print(common.json, &reports, |r| render::queues(r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed("queue ls", &e),
+    }
+}
+
+async fn stats(target: Target) -> ExitCode {
+    let opened = match super::calls::open("queue stats", &target.common.config, None, false).await {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let queue = target.queue.unwrap_or(opened.config.queue_name.clone());
+    match queues::stats(opened.broker.as_ref(), &queue, SystemTime::now()).await {
+        Ok(report) => {
+            print(target.common.json, &report, render::stats);
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed("queue stats", &e),
+    }
+}
+
+async fn purge(args: PurgeArgs) -> ExitCode {
+    let opened =
+        match super::calls::open("queue purge", &args.target.common.config, None, false).await {
+            Ok(o) => o,
+            Err(code) => return code,
+        };
+    let queue = args
+        .target
+        .queue
+        .unwrap_or(opened.config.queue_name.clone());
+    let what = match &args.function {
+        Some(f) => format!("purge the messages of {f} in queue {queue}"),
+        None => format!("purge every message and delayed call of queue {queue}"),
+    };
+    if let Err(code) = confirm("queue purge", &what, args.yes) {
+        return code;
+    }
+    let namespace = opened.config.default_function_name.as_str();
+    let function = args.function.as_deref().map(|f| (f, namespace));
+    match queues::purge(opened.broker.as_ref(), &queue, function).await {
+        Ok(done) => {
+            print(args.target.common.json, &done, |d| {
+                format!(
+                    "purged {} messages and {} delayed calls from queue {}",
+                    d.purged, d.delayed_purged, d.queue
+                )
+            });
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed("queue purge", &e),
+    }
+}
+
+async fn reset(args: ResetArgs) -> ExitCode {
+    let opened =
+        match super::calls::open("queue reset", &args.target.common.config, None, false).await {
+            Ok(o) => o,
+            Err(code) => return code,
+        };
+    let queue = args
+        .target
+        .queue
+        .unwrap_or(opened.config.queue_name.clone());
+    let what = format!("reset queue {queue}: delete its stream with every message in it");
+    if let Err(code) = confirm("queue reset", &what, args.yes) {
+        return code;
+    }
+    let settings = StreamSettings::of(&opened.config);
+    match queues::reset(opened.broker.as_ref(), &queue, settings).await {
+        Ok(done) => {
+            print(args.target.common.json, &done, |d| {
+                format!(
+                    "reset queue {}: {} messages and {} consumers deleted; the stream is made again",
+                    d.queue, d.deleted_messages, d.deleted_consumers
+                )
+            });
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed("queue reset", &e),
+    }
+}

@@ -1,0 +1,257 @@
+//! The operator's routes (behind the ingress credentials), the same operations as the
+//! `queue` and `dlq` commands (`src/admin/`), answering JSON:
+//! - `GET /system/queues`, `GET /system/queues/{queue}`;
+//! - `DELETE /system/queues/{queue}/messages[?function=F]`;
+//! - `GET /system/dead-letters[?queue=&function=&reason=&since=&limit=]`,
+//!   `GET /system/dead-letters/{seq}[?queue=&body=true]`;
+//! - `POST /system/dead-letters/redrive` and `POST /system/dead-letters/purge` with a JSON body
+//!   (`queue`, and `sequences`, or filters `function`/`reason`/`since`, or `all`; `dry_run`),
+//!   `POST /system/dead-letters/{seq}/redrive[?queue=]`.
+//!
+//! `404` for an unknown queue or dead letter, `400` for a bad name or filter, `503` when NATS
+//! cannot answer.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+use super::Ingress;
+use super::calls::{error, json};
+use crate::admin::dead_letters::{self as dl, Filter, Selection};
+use crate::admin::{AdminError, Operator, StreamSettings, queues};
+use crate::config::Config;
+
+/// What the routes share.
+pub(super) struct Operating {
+    op: Arc<dyn Operator>,
+    config: Arc<Config>,
+}
+
+type Op = State<Arc<Operating>>;
+
+/// The routes, where the ingress has an operator (none: not served, 404).
+pub(super) fn routes<S: Clone + Send + Sync + 'static>(ingress: &Ingress) -> Router<S> {
+    let Some(op) = ingress.operator.clone() else {
+        return Router::new();
+    };
+    let state = Arc::new(Operating {
+        op,
+        config: ingress.config.clone(),
+    });
+    Router::new()
+        .route("/system/queues", get(list_queues))
+        .route("/system/queues/{queue}", get(queue_stats))
+        .route("/system/queues/{queue}/messages", delete(purge_queue))
+        .route("/system/dead-letters", get(list_dead_letters))
+        .route("/system/dead-letters/{seq}", get(show_dead_letter))
+        .route("/system/dead-letters/{seq}/redrive", post(redrive_one))
+        .route("/system/dead-letters/redrive", post(redrive))
+        .route("/system/dead-letters/purge", post(purge_dead_letters))
+        .with_state(state)
+}
+
+fn failed(e: &AdminError) -> Response {
+    let status = match e {
+        AdminError::NoQueue(_) => StatusCode::NOT_FOUND,
+        AdminError::Invalid(_) => StatusCode::BAD_REQUEST,
+        AdminError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    if let AdminError::Broker(b) = e {
+        tracing::warn!(error = %b, "Queue administration failed");
+    }
+    json(status, &error(&e.to_string()))
+}
+
+fn answer<T: serde::Serialize>(done: Result<T, AdminError>) -> Response {
+    match done {
+        Ok(value) => json(StatusCode::OK, &value),
+        Err(e) => failed(&e),
+    }
+}
+
+async fn list_queues(State(state): Op) -> Response {
+    let op = state.op.as_ref();
+    answer(queues::list(op, SystemTime::now()).await)
+}
+
+async fn queue_stats(State(state): Op, Path(queue): Path<String>) -> Response {
+    let op = state.op.as_ref();
+    answer(queues::stats(op, &queue, SystemTime::now()).await)
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionQuery {
+    function: Option<String>,
+}
+
+async fn purge_queue(
+    State(state): Op,
+    Path(queue): Path<String>,
+    Query(q): Query<FunctionQuery>,
+) -> Response {
+    let op = state.op.as_ref();
+    let namespace = state.config.default_function_name.as_str();
+    let function = q.function.as_deref().map(|f| (f, namespace));
+    answer(queues::purge(op, &queue, function).await)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    queue: Option<String>,
+    function: Option<String>,
+    reason: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_dead_letters(State(state): Op, Query(q): Query<ListQuery>) -> Response {
+    let op = state.op.as_ref();
+    let since = match q
+        .since
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => return failed(&AdminError::Invalid(format!("since: {e}"))),
+    };
+    let filter = Filter {
+        function: q.function,
+        reason: q.reason,
+        since,
+    };
+    let queue = q.queue.unwrap_or(state.config.queue_name.clone());
+    let at = (
+        state.config.default_function_name.as_str(),
+        SystemTime::now(),
+    );
+    answer(dl::list(op, &queue, &filter, q.limit.unwrap_or(100), at).await)
+}
+
+#[derive(Debug, Deserialize)]
+struct ShowQuery {
+    queue: Option<String>,
+    #[serde(default)]
+    body: bool,
+}
+
+async fn show_dead_letter(
+    State(state): Op,
+    Path(sequence): Path<u64>,
+    Query(q): Query<ShowQuery>,
+) -> Response {
+    let op = state.op.as_ref();
+    let queue = q.queue.unwrap_or(state.config.queue_name.clone());
+    match dl::show(op, &queue, sequence, q.body).await {
+        Ok(Some(d)) => json(StatusCode::OK, &d),
+        Ok(None) => json(
+            StatusCode::NOT_FOUND,
+            &error(&format!("no dead letter {sequence} in queue {queue}")),
+        ),
+        Err(e) => failed(&e),
+    }
+}
+
+/// The body of `redrive` and `purge`: sequences, or filters, or `all`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Act {
+    queue: Option<String>,
+    #[serde(default)]
+    sequences: Vec<u64>,
+    #[serde(flatten)]
+    filter: Filter,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl Act {
+    fn selection(&self) -> Result<Selection, AdminError> {
+        let filtered = self.filter != Filter::default();
+        match (self.sequences.is_empty(), filtered, self.all) {
+            (false, false, false) => Ok(Selection::Sequences(self.sequences.clone())),
+            (true, true, _) | (true, false, true) => Ok(Selection::Matching(self.filter.clone())),
+            _ => Err(AdminError::Invalid(
+                "give \"sequences\", or filters (\"function\", \"reason\", \"since\"), or \"all\": true"
+                    .into(),
+            )),
+        }
+    }
+}
+
+fn context<'a>(state: &'a Operating, queue: &'a str) -> dl::Context<'a> {
+    dl::Context {
+        queue,
+        default_namespace: &state.config.default_function_name,
+        settings: StreamSettings::of(&state.config),
+        status: !state.config.status_ttl.is_zero(),
+        now: SystemTime::now(),
+    }
+}
+
+/// The most a `redrive` or `purge` body may hold.
+const MAX_ACT_BYTES: usize = 1 << 20;
+
+/// The JSON body of `redrive` or `purge`.
+async fn read_act(body: Body) -> Result<Act, AdminError> {
+    let bytes = axum::body::to_bytes(body, MAX_ACT_BYTES)
+        .await
+        .map_err(|_| AdminError::Invalid(format!("a body of at most {MAX_ACT_BYTES} bytes")))?;
+    serde_json::from_slice(&bytes).map_err(|e| AdminError::Invalid(format!("body: {e}")))
+}
+
+async fn redrive(State(state): Op, body: Body) -> Response {
+    match read_act(body).await {
+        Ok(act) => redrive_as(&state, act).await,
+        Err(e) => failed(&e),
+    }
+}
+
+async fn redrive_as(state: &Operating, act: Act) -> Response {
+    let op = state.op.as_ref();
+    let selection = match act.selection() {
+        Ok(s) => s,
+        Err(e) => return failed(&e),
+    };
+    let queue = act.queue.clone().unwrap_or(state.config.queue_name.clone());
+    let ctx = context(state, &queue);
+    answer(dl::redrive(op, &ctx, &selection, act.dry_run, &mut |_| {}).await)
+}
+
+async fn redrive_one(
+    State(state): Op,
+    Path(sequence): Path<u64>,
+    Query(q): Query<ShowQuery>,
+) -> Response {
+    let act = Act {
+        queue: q.queue,
+        sequences: vec![sequence],
+        ..Act::default()
+    };
+    redrive_as(&state, act).await
+}
+
+async fn purge_dead_letters(State(state): Op, body: Body) -> Response {
+    let act = match read_act(body).await {
+        Ok(act) => act,
+        Err(e) => return failed(&e),
+    };
+    let op = state.op.as_ref();
+    let selection = match act.selection() {
+        Ok(s) => s,
+        Err(e) => return failed(&e),
+    };
+    let queue = act.queue.clone().unwrap_or(state.config.queue_name.clone());
+    let ctx = context(&state, &queue);
+    answer(dl::purge(op, &ctx, &selection, &mut |_| {}).await)
+}

@@ -1,0 +1,253 @@
+//! Operating queues against a real nats-server, through the real binary: `queue ls|stats|
+//! purge|reset` and `dlq ls|show|redrive|purge` (tables, `--json`, exit codes) and the same
+//! operations over HTTP (`/system/queues`, `/system/dead-letters`).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use common::bed::{Bed, TestBed};
+use common::calls::{bed_with, wait_state};
+use common::http::Reply;
+use common::worker::{Worker, http_client};
+
+/// Runs `queue-worker ARGS` against the bed's NATS and queue: exit code, stdout, stderr.
+async fn cli(bed: &TestBed, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(common::worker_bin())
+        .args(args)
+        .env("nats_url", bed.nats.url())
+        .env("queue_name", &bed.queue)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run queue-worker");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// Runs `queue-worker ARGS --json`, expecting exit 0; its JSON.
+async fn cli_json(bed: &TestBed, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (code, out, err) = cli(bed, &all).await;
+    assert_eq!(code, 0, "queue-worker {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+}
+
+async fn create_queue(bed: &TestBed) {
+    use async_nats::jetstream::stream::{Config, RetentionPolicy};
+    let js = bed.nats.jetstream().await;
+    js.create_stream(Config {
+        name: bed.stream(),
+        subjects: vec![bed.queue.clone(), format!("{}.>", bed.queue)],
+        retention: RetentionPolicy::WorkQueue,
+        ..Default::default()
+    })
+    .await
+    .expect("create the queue's stream");
+}
+
+fn function<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["functions"]
+        .as_array()?
+        .iter()
+        .find(|f| f["function"] == name)
+}
+
+#[tokio::test]
+async fn queue_commands_report_purge_one_function_and_reset() {
+    let Some(bed) = Bed::new("admin-queue").start_without_worker().await else {
+        return;
+    };
+    create_queue(&bed).await;
+    for _ in 0..3 {
+        bed.publish_to("a.openfaas-fn", "{}").await;
+    }
+    for _ in 0..2 {
+        bed.publish_to("b.openfaas-fn", "{}").await;
+    }
+
+    let all = cli_json(&bed, &["queue", "ls"]).await;
+    let mine = all
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|q| q["queue"] == bed.queue.as_str())
+        .expect("the bed's queue is listed");
+    assert_eq!(mine["messages"], 5);
+    assert_eq!(mine["mode"], "none");
+    let (code, table, _) = cli(&bed, &["queue", "ls"]).await;
+    assert_eq!(code, 0);
+    assert!(table.starts_with("QUEUE"), "{table}");
+    assert!(table.contains(&bed.queue), "{table}");
+
+    let stats = cli_json(&bed, &["queue", "stats"]).await;
+    let a = function(&stats, "a.openfaas-fn").expect("a is listed");
+    assert_eq!(a["messages"], 3);
+    assert!(a["oldest_age_seconds"].as_f64().is_some(), "{stats}");
+    assert_eq!(function(&stats, "b.openfaas-fn").expect("b")["messages"], 2);
+
+    // Without --yes and no terminal to ask: refused, nothing removed.
+    let (code, _, err) = cli(&bed, &["queue", "purge", "--function", "a"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(bed.stream_messages().await, 5);
+
+    let purged = cli_json(&bed, &["queue", "purge", "--function", "a", "--yes"]).await;
+    assert_eq!(purged["purged"], 3);
+    let stats = cli_json(&bed, &["queue", "stats"]).await;
+    assert!(function(&stats, "a.openfaas-fn").is_none(), "{stats}");
+    assert_eq!(
+        function(&stats, "b.openfaas-fn").expect("b stays")["messages"],
+        2
+    );
+
+    let (code, _, err) = cli(&bed, &["queue", "stats", "nosuch"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no queue nosuch"), "{err}");
+    let (code, _, _) = cli(&bed, &["queue", "stats", "bad name"]).await;
+    assert_eq!(code, 2);
+
+    let reset = cli_json(&bed, &["queue", "reset", "--yes"]).await;
+    assert_eq!(reset["deleted_messages"], 2);
+    let stats = cli_json(&bed, &["queue", "stats"]).await;
+    assert_eq!(stats["messages"], 0, "the stream is made again, empty");
+}
+
+/// `GET` or `POST` (with a JSON body) on the worker's ingress: status and JSON.
+async fn http(
+    w: &Worker,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http_client().request(method, format!("{}{path}", w.ingress()));
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let resp = req.send().await.expect("ingress answers");
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_found_by_filter_and_redriven_to_run_again() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let f = failing.clone();
+    let Some((bed, w)) = bed_with(
+        "admin-dlq",
+        move |_, _| match f.load(Ordering::SeqCst) {
+            true => Reply::status(500),
+            false => Reply::ok("ok"),
+        },
+        &[("max_retry_attempts", "1")],
+    )
+    .await
+    else {
+        return;
+    };
+    let resp = w
+        .post("fn")
+        .header("x-call-id", "dl-1")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    bed.wait_dead_letters(1, Duration::from_secs(20)).await;
+
+    let listed = cli_json(&bed, &["dlq", "ls"]).await;
+    let entry = &listed[0];
+    assert_eq!(entry["call_id"], "dl-1", "{listed}");
+    assert_eq!(entry["function"], "fn.openfaas-fn");
+    let seq = entry["sequence"].as_u64().expect("a sequence");
+    let reason = entry["reason"].as_str().expect("a reason").to_string();
+    let by_reason = cli_json(&bed, &["dlq", "ls", "--reason", &reason]).await;
+    assert_eq!(by_reason.as_array().map(Vec::len), Some(1));
+    let other = cli_json(&bed, &["dlq", "ls", "--reason", "poison-not-this"]).await;
+    assert_eq!(other.as_array().map(Vec::len), Some(0));
+    let other_fn = cli_json(&bed, &["dlq", "ls", "--function", "other"]).await;
+    assert_eq!(other_fn.as_array().map(Vec::len), Some(0));
+    let (code, listed_http) = http(
+        &w,
+        reqwest::Method::GET,
+        "/system/dead-letters?function=fn",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, listed_http[0]["sequence"].as_u64()),
+        (200, Some(seq))
+    );
+
+    let shown = cli_json(&bed, &["dlq", "show", &seq.to_string()]).await;
+    assert!(
+        shown["headers"].is_array() && shown.get("body").is_none(),
+        "{shown}"
+    );
+    let with_body = cli_json(&bed, &["dlq", "show", &seq.to_string(), "--body"]).await;
+    assert!(
+        with_body["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("dl-1"))
+    );
+
+    failing.store(false, Ordering::SeqCst);
+    let dry = json!({ "sequences": [seq], "dry_run": true });
+    let (code, dry) = http(
+        &w,
+        reqwest::Method::POST,
+        "/system/dead-letters/redrive",
+        Some(dry),
+    )
+    .await;
+    assert_eq!((code, &dry["redriven"]), (200, &json!([seq])), "{dry}");
+    assert_eq!(
+        bed.dead_letter_count().await,
+        1,
+        "a dry run changes nothing"
+    );
+    let (code, bad) = http(
+        &w,
+        reqwest::Method::POST,
+        "/system/dead-letters/redrive",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(code, 400, "{bad}");
+
+    let done = cli_json(&bed, &["dlq", "redrive", &seq.to_string()]).await;
+    assert_eq!(done["call_ids"], json!(["dl-1"]));
+    let status = wait_state(&w, "dl-1", "succeeded", Duration::from_secs(20)).await;
+    assert_eq!(status["attempts"], 1, "a fresh attempt count: {status}");
+    assert_eq!(bed.dead_letter_count().await, 0);
+    let (code, _, _) = cli(&bed, &["dlq", "show", &seq.to_string()]).await;
+    assert_eq!(code, 1, "gone from the dead letters");
+    let (code, _, err) = cli(&bed, &["dlq", "redrive"]).await;
+    assert_eq!(code, 2, "says which: {err}");
+
+    let (code, queues) = http(&w, reqwest::Method::GET, "/system/queues", None).await;
+    assert_eq!(code, 200);
+    assert!(
+        queues
+            .as_array()
+            .is_some_and(|qs| qs.iter().any(|q| q["queue"] == bed.queue.as_str()))
+    );
+    let (code, _) = http(
+        &w,
+        reqwest::Method::DELETE,
+        "/system/queues/nosuch/messages",
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
+}
