@@ -45,6 +45,7 @@ pub mod ingress;
 pub mod invoke;
 mod keep_trying;
 pub mod lifecycle;
+pub mod pause;
 pub mod rng;
 pub mod security;
 pub mod status;

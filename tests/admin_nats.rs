@@ -251,3 +251,139 @@ async fn a_dead_letter_is_found_by_filter_and_redriven_to_run_again() {
     .await;
     assert_eq!(code, 404);
 }
+
+/// Calls of `function` the bed's function has received.
+fn calls_of(bed: &TestBed, function: &str) -> usize {
+    bed.function
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.header("x-call-id")
+                .is_some_and(|id| id.starts_with(function))
+        })
+        .count()
+}
+
+async fn post_calls(w: &Worker, function: &str, n: usize, tag: &str) {
+    for i in 0..n {
+        let resp = w
+            .post(function)
+            .header("x-call-id", format!("{function}-{tag}-{i}"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+}
+
+/// Waits until the function has received `n` calls of `function`.
+async fn until_calls(bed: &TestBed, function: &str, n: usize) {
+    common::eventually(
+        Duration::from_secs(20),
+        &format!("{n} calls of {function}"),
+        || async { calls_of(bed, function) >= n },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_paused_queue_starts_nothing_on_any_replica_even_after_a_restart_until_resumed() {
+    let Some(bed) = Bed::new("admin-pause")
+        .function(|_, _| Reply::ok("ok"))
+        .start_without_worker()
+        .await
+    else {
+        return;
+    };
+    let w1 = bed.worker().ingress().start().await;
+    let w2 = bed.worker().start().await;
+    post_calls(&w1, "a", 2, "before").await;
+    until_calls(&bed, "a", 2).await;
+
+    let paused = cli_json(&bed, &["queue", "pause"]).await;
+    assert_eq!(paused["paused"], true, "{paused}");
+    // Every replica follows within two seconds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    post_calls(&w1, "a", 4, "paused").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(calls_of(&bed, "a"), 2, "nothing starts while paused");
+    assert_eq!(w2.metric("queue_worker_queue_paused{").await, Some(1.0));
+    let stats = cli_json(&bed, &["queue", "stats"]).await;
+    assert_eq!(
+        (stats["paused"].clone(), stats["messages"].clone()),
+        (json!(true), json!(4))
+    );
+
+    // A replica started while the queue is paused starts nothing either.
+    w2.stop().await;
+    let w3 = bed.worker().start().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(calls_of(&bed, "a"), 2, "still paused after a restart");
+
+    let resumed = cli_json(&bed, &["queue", "resume"]).await;
+    assert_eq!(resumed["paused"], false);
+    until_calls(&bed, "a", 6).await;
+    bed.wait_drained(Duration::from_secs(20)).await;
+    drop(w3);
+}
+
+#[tokio::test]
+async fn pausing_a_function_over_http_holds_only_its_calls() {
+    pausing_a_function_holds_only_its_calls("static").await;
+}
+
+#[tokio::test]
+async fn pausing_a_function_holds_only_its_calls_in_function_mode() {
+    pausing_a_function_holds_only_its_calls("function").await;
+}
+
+async fn pausing_a_function_holds_only_its_calls(mode: &str) {
+    let envs = [("scaling_mode", mode)];
+    let Some((bed, w)) = bed_with("admin-pause-fn", |_, _| Reply::ok("ok"), &envs).await else {
+        return;
+    };
+    let (code, body) = http(
+        &w,
+        reqwest::Method::POST,
+        "/system/queues/nosuch/pause",
+        None,
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    let path = format!("/system/queues/{}/pause?function=a", bed.queue);
+    let (code, body) = http(&w, reqwest::Method::POST, &path, None).await;
+    assert_eq!(
+        (code, &body["paused_functions"]),
+        (200, &json!(["a.openfaas-fn"])),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    post_calls(&w, "a", 3, "held").await;
+    post_calls(&w, "b", 3, "free").await;
+    until_calls(&bed, "b", 3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(calls_of(&bed, "a"), 0, "a's calls wait while b's run");
+    let (_, stats) = http(
+        &w,
+        reqwest::Method::GET,
+        &format!("/system/queues/{}", bed.queue),
+        None,
+    )
+    .await;
+    let a = function(&stats, "a.openfaas-fn").expect("a's calls wait in the queue");
+    assert_eq!(
+        (a["messages"].clone(), a["paused"].clone()),
+        (json!(3), json!(true)),
+        "{stats}"
+    );
+
+    let path = format!("/system/queues/{}/resume?function=a", bed.queue);
+    let (code, body) = http(&w, reqwest::Method::POST, &path, None).await;
+    assert_eq!(
+        (code, &body["paused_functions"]),
+        (200, &json!([])),
+        "{body}"
+    );
+    until_calls(&bed, "a", 3).await;
+}

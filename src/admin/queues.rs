@@ -41,6 +41,10 @@ pub struct QueueReport {
     pub delayed: u64,
     /// Dead letters kept (stream `OF_<queue>_DLQ`).
     pub dead_letters: u64,
+    /// The whole queue is paused (`queue pause`).
+    pub paused: bool,
+    /// Functions paused on their own (`name.namespace`).
+    pub paused_functions: Vec<String>,
     pub functions: Vec<FunctionReport>,
 }
 
@@ -52,6 +56,8 @@ pub struct FunctionReport {
     pub function: String,
     pub subject: String,
     pub messages: u64,
+    /// Its calls wait: the queue or the function is paused.
+    pub paused: bool,
     /// Only in `stats` (one more request per function).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_age_seconds: Option<f64>,
@@ -119,7 +125,11 @@ async fn report(
         .ok_or_else(|| AdminError::NoQueue(queue.to_string()))?;
     let consumers = op.consumer_states(&stream).await?;
     let oldest = op.next_message(&stream, 1, None).await?;
+    let (paused, _) = crate::pause::read(op, queue).await?;
     let mut functions = function_reports(queue, &info);
+    for f in &mut functions {
+        f.paused = paused.holds_subject(queue, &f.subject);
+    }
     if detailed {
         for f in &mut functions {
             let first = op.next_message(&stream, 1, Some(&f.subject)).await?;
@@ -144,6 +154,8 @@ async fn report(
         redelivered: consumers.iter().map(|c| c.redelivered).sum(),
         delayed,
         dead_letters,
+        paused: paused.queue,
+        paused_functions: paused.functions.into_iter().collect(),
         functions,
     })
 }
@@ -169,6 +181,7 @@ fn function_reports(queue: &str, info: &StreamInfo) -> Vec<FunctionReport> {
                 function: function.to_string(),
                 subject: subject.clone(),
                 messages: *n,
+                paused: false,
                 oldest_age_seconds: None,
                 in_flight: None,
             })

@@ -56,6 +56,7 @@ pub fn queues(reports: &[QueueReport]) -> String {
                 format!("{:?}", r.mode).to_lowercase(),
                 r.delayed.to_string(),
                 r.dead_letters.to_string(),
+                paused(r),
             ]
         })
         .collect();
@@ -69,14 +70,25 @@ pub fn queues(reports: &[QueueReport]) -> String {
         "MODE",
         "DELAYED",
         "DEAD LETTERS",
+        "PAUSED",
     ];
     table(&header, &rows)
+}
+
+/// `yes`, `2 functions`, or `no`.
+fn paused(r: &QueueReport) -> String {
+    match (r.paused, r.paused_functions.len()) {
+        (true, _) => "yes".into(),
+        (false, 0) => "no".into(),
+        (false, 1) => "1 function".into(),
+        (false, n) => format!("{n} functions"),
+    }
 }
 
 /// `queue stats`: the queue's totals, then one line per function.
 pub fn stats(r: &QueueReport) -> String {
     let totals = format!(
-        "queue {}: {} messages ({} bytes), {} in flight ({} redelivered), oldest {}, {} consumers ({} mode), {} delayed, {} dead letters",
+        "queue {}: {} messages ({} bytes), {} in flight ({} redelivered), oldest {}, {} consumers ({} mode), {} delayed, {} dead letters, paused: {}",
         r.queue,
         r.messages,
         r.bytes,
@@ -87,6 +99,7 @@ pub fn stats(r: &QueueReport) -> String {
         format!("{:?}", r.mode).to_lowercase(),
         r.delayed,
         r.dead_letters,
+        paused(r),
     );
     let rows: Vec<Vec<String>> = r
         .functions
@@ -101,10 +114,14 @@ pub fn stats(r: &QueueReport) -> String {
                 f.messages.to_string(),
                 f.in_flight.map_or("-".into(), |n| n.to_string()),
                 age(f.oldest_age_seconds),
+                if f.paused { "yes".into() } else { "no".into() },
             ]
         })
         .collect();
-    let functions = table(&["FUNCTION", "MESSAGES", "IN FLIGHT", "OLDEST"], &rows);
+    let functions = table(
+        &["FUNCTION", "MESSAGES", "IN FLIGHT", "OLDEST", "PAUSED"],
+        &rows,
+    );
     format!("{totals}\n\n{functions}")
 }
 

@@ -335,6 +335,11 @@ impl ServerVersion {
         self.at_least(2, 12)
     }
 
+    /// Consumers may be paused (`pause_until`, 2.11 and later).
+    pub fn pauses_consumers(&self) -> bool {
+        self.at_least(2, 11)
+    }
+
     /// Streams may hold message schedules (`allow_msg_schedules`, 2.12 and later).
     pub fn schedules_messages(&self) -> bool {
         self.at_least(2, 12)

@@ -86,6 +86,19 @@ pub trait Operate: Send + Sync + 'static {
         Err(unsupported("purge"))
     }
 
+    /// Pause (`paused`) or resume consumer `name` on the server (NATS 2.11+ consumer pause):
+    /// a paused consumer delivers nothing. `Ok(false)` when the server cannot pause consumers
+    /// or the consumer does not exist.
+    async fn pause_consumer(
+        &self,
+        stream: &str,
+        name: &str,
+        paused: bool,
+    ) -> Result<bool, BrokerError> {
+        let _ = (stream, name, paused);
+        Ok(false)
+    }
+
     /// Delete the stream with its messages and consumers; `Ok(false)` when it did not exist.
     async fn delete_stream(&self, stream: &str) -> Result<bool, BrokerError> {
         let _ = stream;

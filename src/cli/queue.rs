@@ -1,5 +1,5 @@
-//! `queue-worker queue ls|stats|purge|reset`: what waits in the queues, and clearing them,
-//! through NATS alone (exit codes in `operate.rs`).
+//! `queue-worker queue ls|stats|pause|resume|purge|reset`: what waits in the queues, holding
+//! and clearing them, through NATS alone (exit codes in `operate.rs`).
 
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use clap::{Args, Subcommand};
 
 use super::operate::{Common, confirm, failed, print};
-use crate::admin::{StreamSettings, queues, render};
+use crate::admin::{StreamSettings, pauses, queues, render};
 
 #[derive(Args, Debug, Clone)]
 pub struct QueueArgs {
@@ -22,6 +22,12 @@ pub enum QueueAction {
     Ls(Common),
     /// One queue (default: `queue_name`), per function: messages, in flight, oldest message.
     Stats(Target),
+    /// Stop the workers of a queue (or of one function in it) from starting calls; new calls
+    /// are still accepted. Kept in NATS: every replica follows within a second or two, and
+    /// across restarts, until `resume`.
+    Pause(PauseArgs),
+    /// Let the workers start the calls of a paused queue (or function) again.
+    Resume(PauseArgs),
     /// Remove a queue's waiting messages and delayed calls, or only one function's
     /// messages; asks first on a terminal.
     Purge(PurgeArgs),
@@ -52,6 +58,15 @@ pub struct PurgeArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only this function (`name` or `name.namespace`).
+    #[arg(long)]
+    pub function: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct ResetArgs {
     #[command(flatten)]
     pub target: Target,
@@ -64,6 +79,8 @@ pub async fn main(args: QueueArgs) -> ExitCode {
     match args.action {
         QueueAction::Ls(common) => ls(common).await,
         QueueAction::Stats(target) => stats(target).await,
+        QueueAction::Pause(a) => pause(a, true).await,
+        QueueAction::Resume(a) => pause(a, false).await,
         QueueAction::Purge(purge_args) => purge(purge_args).await,
         QueueAction::Reset(reset_args) => reset(reset_args).await,
     }
@@ -95,6 +112,42 @@ async fn stats(target: Target) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => failed("queue stats", &e),
+    }
+}
+
+async fn pause(args: PauseArgs, paused: bool) -> ExitCode {
+    let command = if paused {
+        "queue pause"
+    } else {
+        "queue resume"
+    };
+    let opened = match super::calls::open(command, &args.target.common.config, None, false).await {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let config = &opened.config;
+    let queue = args.target.queue.unwrap_or(config.queue_name.clone());
+    let spec = crate::pause::spec(config, &queue);
+    let function = args
+        .function
+        .as_deref()
+        .map(|f| (f, config.default_function_name.as_str()));
+    match pauses::set(opened.broker.as_ref(), &spec, &queue, function, paused).await {
+        Ok(report) => {
+            print(args.target.common.json, &report, |r| {
+                let functions = match r.paused_functions.is_empty() {
+                    true => "none".to_string(),
+                    false => r.paused_functions.join(", "),
+                };
+                format!(
+                    "queue {}: paused: {}; functions paused: {functions}",
+                    r.queue,
+                    if r.paused { "yes" } else { "no" }
+                )
+            });
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(command, &e),
     }
 }
 

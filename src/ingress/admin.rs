@@ -2,6 +2,7 @@
 //! `queue` and `dlq` commands (`src/admin/`), answering JSON:
 //! - `GET /system/queues`, `GET /system/queues/{queue}`;
 //! - `DELETE /system/queues/{queue}/messages[?function=F]`;
+//! - `POST /system/queues/{queue}/pause[?function=F]`, `POST /system/queues/{queue}/resume[?function=F]`;
 //! - `GET /system/dead-letters[?queue=&function=&reason=&since=&limit=]`,
 //!   `GET /system/dead-letters/{seq}[?queue=&body=true]`;
 //! - `POST /system/dead-letters/redrive` and `POST /system/dead-letters/purge` with a JSON body
@@ -26,7 +27,7 @@ use axum::routing::{delete, get, post};
 use super::Ingress;
 use super::calls::{error, json};
 use crate::admin::dead_letters::{self as dl, Filter, Selection};
-use crate::admin::{AdminError, Operator, StreamSettings, queues};
+use crate::admin::{AdminError, Operator, StreamSettings, pauses, queues};
 use crate::config::Config;
 
 /// What the routes share.
@@ -50,6 +51,8 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>(ingress: &Ingress) -> Rou
         .route("/system/queues", get(list_queues))
         .route("/system/queues/{queue}", get(queue_stats))
         .route("/system/queues/{queue}/messages", delete(purge_queue))
+        .route("/system/queues/{queue}/pause", post(pause_queue))
+        .route("/system/queues/{queue}/resume", post(resume_queue))
         .route("/system/dead-letters", get(list_dead_letters))
         .route("/system/dead-letters/{seq}", get(show_dead_letter))
         .route("/system/dead-letters/{seq}/redrive", post(redrive_one))
@@ -101,6 +104,34 @@ async fn purge_queue(
     let namespace = state.config.default_function_name.as_str();
     let function = q.function.as_deref().map(|f| (f, namespace));
     answer(queues::purge(op, &queue, function).await)
+}
+
+async fn pause_queue(
+    State(state): Op,
+    Path(queue): Path<String>,
+    Query(q): Query<FunctionQuery>,
+) -> Response {
+    set_paused(&state, &queue, q.function.as_deref(), true).await
+}
+
+async fn resume_queue(
+    State(state): Op,
+    Path(queue): Path<String>,
+    Query(q): Query<FunctionQuery>,
+) -> Response {
+    set_paused(&state, &queue, q.function.as_deref(), false).await
+}
+
+async fn set_paused(
+    state: &Operating,
+    queue: &str,
+    function: Option<&str>,
+    paused: bool,
+) -> Response {
+    let spec = crate::pause::spec(&state.config, queue);
+    let namespace = state.config.default_function_name.as_str();
+    let function = function.map(|f| (f, namespace));
+    answer(pauses::set(state.op.as_ref(), &spec, queue, function, paused).await)
 }
 
 #[derive(Debug, Deserialize)]

@@ -94,6 +94,9 @@ pub struct Metrics {
     pub callbacks: Family<OutcomeLabels, Counter>,
     /// `queue_worker_consumers{queue_name}`
     pub consumers: Family<QueueLabels, Gauge>,
+    /// `queue_worker_queue_paused{queue_name,function_name}`: 1 while paused by an operator;
+    /// `function_name="*"` for the whole queue.
+    pub queue_paused: Family<FunctionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -121,6 +124,7 @@ impl Metrics {
             dead_letters_dropped: Family::default(),
             callbacks: Family::default(),
             consumers: Family::default(),
+            queue_paused: Family::default(),
         };
         metrics.register_all();
         metrics
@@ -203,6 +207,11 @@ impl Metrics {
             "queue_worker_consumers",
             "NATS consumers this worker reads from",
             self.consumers.clone(),
+        );
+        r.register(
+            "queue_worker_queue_paused",
+            "1 while an operator has paused the queue (function_name=\"*\") or the function",
+            self.queue_paused.clone(),
         );
     }
 

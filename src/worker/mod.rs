@@ -11,6 +11,7 @@ pub(crate) mod dead_letter;
 pub(crate) mod function_mode;
 pub(crate) mod lease;
 pub(crate) mod limiter;
+pub(crate) mod pauses;
 pub(crate) mod payload;
 pub(crate) mod pending;
 pub(crate) mod pipeline;

@@ -7,6 +7,7 @@
 pub mod bed;
 pub mod calls;
 pub mod cluster;
+pub mod conformance;
 pub mod docker;
 pub mod http;
 pub mod load;

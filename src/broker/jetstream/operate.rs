@@ -2,14 +2,20 @@
 
 use std::time::SystemTime;
 
+use async_nats::datetime::DateTime;
 use async_nats::jetstream::context::GetStreamErrorKind;
-use async_nats::jetstream::stream::{DeleteMessageErrorKind, LastRawMessageErrorKind};
+use async_nats::jetstream::stream::{
+    ConsumerErrorKind, DeleteMessageErrorKind, LastRawMessageErrorKind,
+};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 
 use super::JetStreamBroker;
-use super::streams::{STREAM_NOT_FOUND, api_code, stream_if_exists};
-use crate::broker::{BrokerError, ConsumerState, Operate, StoredMessage};
+use super::streams::{CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, api_code, stream_if_exists};
+use crate::broker::{Admin, BrokerError, ConsumerState, Operate, StoredMessage};
+
+/// How long a pause asks the server to hold a consumer: until resumed, in effect.
+const PAUSED_FOR: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Error code the server gives when no message has the sequence asked for.
 const NO_MESSAGE_FOUND: u64 = 10037;
@@ -111,6 +117,36 @@ impl Operate for JetStreamBroker {
         purged
             .map(|r| r.purged)
             .map_err(|e| BrokerError::other("purge", e))
+    }
+
+    async fn pause_consumer(
+        &self,
+        stream: &str,
+        name: &str,
+        paused: bool,
+    ) -> Result<bool, BrokerError> {
+        if !self.server_version().is_some_and(|v| v.pauses_consumers()) {
+            return Ok(false);
+        }
+        let Some(s) = stream_if_exists(&self.js, stream).await? else {
+            return Ok(false);
+        };
+        let done = match paused {
+            true => {
+                let until = SystemTime::now() + PAUSED_FOR;
+                s.pause_consumer(name, DateTime::from(until)).await
+            }
+            false => s.resume_consumer(name).await,
+        };
+        match done {
+            Ok(_) => Ok(true),
+            Err(e) => match e.kind() {
+                ConsumerErrorKind::JetStream(inner) if api_code(&inner) == CONSUMER_NOT_FOUND => {
+                    Ok(false)
+                }
+                _ => Err(BrokerError::other("pause consumer", e)),
+            },
+        }
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<bool, BrokerError> {

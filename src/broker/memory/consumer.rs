@@ -39,6 +39,8 @@ pub(super) struct Consumer {
     pub(super) lingering: BTreeMap<u64, Instant>,
     pub(super) last_active: Instant,
     pub(super) notify: Arc<Notify>,
+    /// Paused (NATS 2.11+ consumer pause): delivers nothing until resumed.
+    pub(super) paused: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +75,7 @@ impl Consumer {
             lingering: BTreeMap::new(),
             last_active: now,
             notify: Arc::new(Notify::new()),
+            paused: false,
         }
     }
 

@@ -33,6 +33,8 @@
 //! - Acks take effect at once. (The server queues acks and handles them on their own
 //!   goroutine, so a pull sent right after a nak can overtake it and get a newer message
 //!   first; the model's order is one the server can also produce.)
+//! - Consumer pause (modelled for 2.11 and later, as [`crate::broker::Operate::pause_consumer`]):
+//!   a paused consumer delivers nothing until resumed.
 //! - Bounded memory ([`MemoryLimits`]): a publish or KV put that would exceed the limits fails
 //!   with [`BrokerError::Full`]; a message larger than `max_message_bytes` with
 //!   [`BrokerError::TooLarge`].

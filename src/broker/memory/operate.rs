@@ -38,7 +38,7 @@ impl Operate for MemoryBroker {
                 waiting,
                 in_flight: c.pending.len() as u64,
                 redelivered: c.pending.values().filter(|p| p.delivered > 1).count() as u64,
-                paused: false,
+                paused: c.paused,
             });
         }
         Ok(out)
@@ -87,6 +87,29 @@ impl Operate for MemoryBroker {
             .map(|(seq, _)| *seq)
             .collect();
         Ok(remove_messages(&mut state, stream, &seqs))
+    }
+
+    async fn pause_consumer(
+        &self,
+        stream: &str,
+        name: &str,
+        paused: bool,
+    ) -> Result<bool, BrokerError> {
+        let mut state = self.inner.lock();
+        if !state.version.pauses_consumers() {
+            return Ok(false);
+        }
+        state.sweep_stream(stream, Instant::now());
+        let Some(c) = state
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.consumers.get_mut(name))
+        else {
+            return Ok(false);
+        };
+        c.paused = paused;
+        c.notify.notify_waiters();
+        Ok(true)
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<bool, BrokerError> {

@@ -189,6 +189,9 @@ impl Stream {
             return out;
         };
         c.fire_timers(now);
+        if c.paused {
+            return out;
+        }
         let deadline = later(now, c.ack_wait());
         while out.len() < n {
             if let Some((_, seq)) = c.redeliver.pop_first() {

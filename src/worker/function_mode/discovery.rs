@@ -59,15 +59,14 @@ impl FunctionMode {
                 f.pending = seen.get(subject).copied().unwrap_or(0);
             }
             for (subject, n) in &seen {
-                if *n > 0 && !s.functions.contains_key(subject) {
+                if *n > 0 && !s.functions.contains_key(subject) && !s.holds(subject) {
                     start.push(subject.clone());
                 }
             }
             for subject in &start {
                 let limiter = cfg.limiter_enabled.then(|| Limiter::new(cfg.max_inflight));
                 let pending = seen.get(subject).copied().unwrap_or(0);
-                s.functions
-                    .insert(subject.clone(), FunctionState::new(limiter, pending));
+                s.track(subject, FunctionState::new(limiter, pending));
             }
             consumers = s.functions.len();
         }

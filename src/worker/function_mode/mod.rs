@@ -32,6 +32,7 @@ pub use discovery::DISCOVERY_INTERVAL;
 
 use super::Context;
 use super::lease::progress_period;
+use super::pauses::Pauses;
 use super::pending::PendingGauges;
 use super::ready::{Ready, Sched};
 use super::shutdown::InFlight;
@@ -93,10 +94,17 @@ impl FunctionMode {
         if ready.is_none() {
             return;
         }
+        // What is paused, before any feeder pulls.
+        let mut pauses = Pauses::new(self.ctx.clone(), self.ready.shared(), self.ready.waker());
+        pauses.look().await;
+        let pauses_stop = CancellationToken::new();
+        let pauses = tokio::spawn(pauses.run(pauses_stop.clone()));
         self.health.set_ready(true);
         let feeders = Feeders::default();
         let in_flight = InFlight::new();
         self.serve(&in_flight, &feeders, &shutdown).await;
+        pauses_stop.cancel();
+        let _ = pauses.await;
 
         // Shutdown: stop feeders (they give back what they pulled), then the common drain, all
         // within `shutdown_timeout`.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::pause::Paused;
 use crate::worker::company::Company;
 
 use tokio::sync::Notify;
@@ -36,6 +37,9 @@ pub(crate) struct FunctionState {
     /// The function answered 429 and none of its calls ended otherwise since: it is sent
     /// nothing more until one does (while none runs, one call may probe).
     full: bool,
+    /// Paused by an operator (`src/pause.rs`): nothing of it starts, nothing more is pulled
+    /// for it; what it holds waits, leased.
+    paused: bool,
 }
 
 impl FunctionState {
@@ -48,6 +52,7 @@ impl FunctionState {
             pending,
             running: Arc::default(),
             full: false,
+            paused: false,
         }
     }
 
@@ -60,7 +65,7 @@ impl FunctionState {
     /// Calls it may start now: its limit less those in flight, none while it is full (after a
     /// 429) and one of its calls still runs.
     fn room(&self, max_inflight: usize) -> usize {
-        if self.full && self.in_flight > 0 {
+        if self.paused || (self.full && self.in_flight > 0) {
             return 0;
         }
         self.limit(max_inflight).saturating_sub(self.in_flight)
@@ -72,6 +77,9 @@ impl FunctionState {
     /// message of the function waits out a retry delay. What it brings waits in the ready
     /// queue, kept leased by progress acks.
     pub(crate) fn wanted(&self, max_inflight: usize) -> usize {
+        if self.paused {
+            return 0;
+        }
         let room = self
             .limit(max_inflight)
             .saturating_sub(self.in_flight)
@@ -96,9 +104,37 @@ pub(crate) struct Sched {
     /// The ready queues are out for renewal ([`Self::take_queues`]): a function that looks idle
     /// may have deliveries waiting, so none is forgotten meanwhile.
     renewing: bool,
+    /// What an operator paused, with the queue's name (`None`: nothing).
+    paused: Option<(String, Paused)>,
 }
 
 impl Sched {
+    /// Pause what `paused` says of `queue`, resume the rest, and wake whoever waits for room.
+    pub(crate) fn set_paused(&mut self, queue: &str, paused: Paused) {
+        for (subject, f) in &mut self.functions {
+            let now = paused.holds_subject(queue, subject);
+            if f.paused && !now {
+                f.room.notify_one();
+            }
+            f.paused = now;
+        }
+        self.paused = (!paused.is_empty()).then(|| (queue.to_string(), paused));
+        self.intake.notify_one();
+    }
+
+    /// Whether the function on `subject` is paused.
+    pub(crate) fn holds(&self, subject: &str) -> bool {
+        self.paused
+            .as_ref()
+            .is_some_and(|(queue, p)| p.holds_subject(queue, subject))
+    }
+
+    /// Track the function on `subject` (function mode's discovery; static mode's intake).
+    pub(crate) fn track(&mut self, subject: &str, mut state: FunctionState) {
+        state.paused = self.holds(subject);
+        self.functions.insert(subject.to_owned(), state);
+    }
+
     /// The next function (after `last`, wrapping) with a ready delivery and room under its
     /// limit: its subject, the delivery, and the company it runs in.
     pub(crate) fn pick(&mut self, max_inflight: usize) -> Option<(String, Held, Company)> {
@@ -167,8 +203,7 @@ impl Sched {
                 self.functions
                     .retain(|_, f| !f.ready.is_empty() || f.in_flight > 0);
             }
-            self.functions
-                .insert(subject.to_owned(), FunctionState::new(limiter(), 0));
+            self.track(subject, FunctionState::new(limiter(), 0));
         }
         if let Some(f) = self.functions.get_mut(subject) {
             f.ready.push_back(held);
@@ -179,6 +214,9 @@ impl Sched {
     /// the slots that no ready delivery can take now (its function is at its limit), while the
     /// deliveries held back stay within [`HOLD_MESSAGES`] and [`HOLD_BYTES`].
     pub(crate) fn intake_demand(&self, free_slots: usize, max_inflight: usize) -> usize {
+        if self.paused.as_ref().is_some_and(|(_, p)| p.queue) {
+            return 0;
+        }
         let (mut startable, mut held, mut bytes) = (0usize, 0usize, 0usize);
         for f in self.functions.values() {
             startable += f.ready.len().min(f.room(max_inflight));
@@ -409,6 +447,42 @@ mod tests {
         s.file("q.new.ns", held(99, 1), || limited(1), 3);
         let left: Vec<&str> = s.functions.keys().map(String::as_str).collect();
         assert_eq!(left, ["q.busy.ns", "q.new.ns", "q.waiting.ns"]);
+    }
+
+    #[tokio::test]
+    async fn a_paused_function_starts_nothing_and_pulls_nothing_until_resumed() {
+        let mut s = Sched::default();
+        let mut paused = Paused::default();
+        paused.functions.insert("a.ns".into());
+        s.set_paused("q", paused.clone());
+        file(&mut s, "q.a.ns", 0, 3);
+        file(&mut s, "q.b.ns", 1, 3);
+        assert!(
+            s.functions["q.a.ns"].paused,
+            "tracked paused when first filed"
+        );
+        assert_eq!(
+            s.functions["q.a.ns"].wanted(MAX),
+            0,
+            "its feeder pulls nothing"
+        );
+        let (subject, _, _) = s.pick(MAX).expect("b runs");
+        assert_eq!(subject, "q.b.ns");
+        assert!(s.pick(MAX).is_none(), "a's delivery waits");
+        assert_eq!(
+            s.intake_demand(MAX - 1, MAX),
+            MAX - 1,
+            "the intake pulls on for others"
+        );
+        s.set_paused("q", Paused::default());
+        let (subject, _, _) = s.pick(MAX).expect("resumed");
+        assert_eq!(subject, "q.a.ns");
+
+        let whole = paused.with(None, true).unwrap();
+        s.set_paused("q", whole);
+        file(&mut s, "q.c.ns", 2, 3);
+        assert!(s.pick(MAX).is_none() && s.holds("q.c.ns"));
+        assert_eq!(s.intake_demand(MAX, MAX), 0, "a paused queue pulls nothing");
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::function_mode::consumer_prefix;
 use super::lease::progress_period;
+use super::pauses::Pauses;
 use super::pending::{self, PENDING_REPORT_INTERVAL};
 use super::ready::Ready;
 use super::shutdown::InFlight;
@@ -80,6 +81,10 @@ impl StaticMode {
             reporter_stop.clone(),
         ));
         let ready = Ready::new(self.ctx.clone());
+        // What is paused, before anything is pulled.
+        let mut pauses = Pauses::new(self.ctx.clone(), ready.shared(), ready.waker());
+        pauses.look().await;
+        let pauses = tokio::spawn(pauses.run(reporter_stop.clone()));
         let slots = Arc::new(Semaphore::new(cfg.max_inflight));
         // Stopped at shutdown, or by the intake itself when the subscription ends for good.
         let intake_stop = shutdown.child_token();
@@ -105,6 +110,7 @@ impl StaticMode {
         let deadline = Instant::now() + cfg.shutdown_timeout;
         reporter_stop.cancel();
         let _ = reporter.await;
+        let _ = pauses.await;
         let unstarted = ready.sched().take_ready();
         in_flight.drain(&self.ctx, unstarted, deadline).await;
     }

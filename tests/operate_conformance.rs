@@ -1,0 +1,226 @@
+//! The conformance suite of what operators' commands need of a broker (`Operate`, and the
+//! pause document in key-value storage), run against the in-process broker modelling each
+//! supported server version and against a real nats-server (see `tests/broker_conformance.rs`).
+//!
+//! | behaviour | 2.9 | 2.11 and later (2.15.1 checked) |
+//! |---|---|---|
+//! | `a_paused_consumer_delivers_nothing_until_resumed` | no consumer pause: `pause_consumer` says so, deliveries go on | the consumer delivers nothing while paused |
+
+mod common;
+
+use std::time::Duration;
+
+use common::conformance::*;
+use queue_worker::pause::{self, Paused};
+
+/// Messages of two functions: `a` gets 3, `b` gets 2, in the order a, b, a, b, a.
+async fn two_functions(h: &Harness) -> Vec<u64> {
+    h.broker.ensure_stream(&h.stream()).await.expect("stream");
+    let mut seqs = Vec::new();
+    for (i, f) in ["a", "b", "a", "b", "a"].iter().enumerate() {
+        seqs.push(h.publish(&h.subject(f), &format!("{f}{i}")).await.sequence);
+    }
+    seqs
+}
+
+async fn messages_are_read_deleted_and_purged_by_subject(h: &Harness) {
+    let seqs = two_functions(h).await;
+    let stream = h.stream_name();
+    let b = h.broker.as_ref();
+    let first = b
+        .next_message(&stream, 1, None)
+        .await
+        .unwrap()
+        .expect("one");
+    assert_eq!(
+        (first.sequence, first.payload.as_ref()),
+        (seqs[0], b"a0".as_ref())
+    );
+    assert_eq!(first.subject, h.subject("a"));
+    assert_eq!(first.header("X-Test"), Some("yes"));
+    let next_b = b
+        .next_message(&stream, seqs[0] + 1, Some(&h.subject("b")))
+        .await
+        .unwrap()
+        .expect("b's first");
+    assert_eq!(next_b.sequence, seqs[1]);
+    let wildcard = format!("{}.>", h.queue);
+    let any = b
+        .next_message(&stream, seqs[4], Some(&wildcard))
+        .await
+        .unwrap();
+    assert_eq!(any.map(|m| m.sequence), Some(seqs[4]));
+    assert_eq!(
+        b.next_message(&stream, seqs[4] + 1, None).await.unwrap(),
+        None
+    );
+
+    assert!(b.delete_message(&stream, seqs[0]).await.unwrap());
+    assert!(
+        !b.delete_message(&stream, seqs[0]).await.unwrap(),
+        "deleted once"
+    );
+    let first = b
+        .next_message(&stream, 1, None)
+        .await
+        .unwrap()
+        .expect("one");
+    assert_eq!(first.sequence, seqs[1], "the deleted one is skipped");
+
+    assert_eq!(b.purge(&stream, Some(&h.subject("a"))).await.unwrap(), 2);
+    assert_eq!(h.messages().await, 2, "b's two are left");
+    assert_eq!(b.purge(&stream, None).await.unwrap(), 2);
+    assert_eq!(h.messages().await, 0);
+
+    let missing = format!("{stream}_missing");
+    assert_eq!(b.next_message(&missing, 1, None).await.unwrap(), None);
+    assert_eq!(b.purge(&missing, None).await.unwrap(), 0);
+    assert!(!b.delete_message(&missing, 1).await.unwrap());
+}
+
+async fn consumers_report_waiting_in_flight_and_redelivered(h: &Harness) {
+    two_functions(h).await;
+    let spec = h.consumer("workers", None);
+    let mut sub = h.subscribe(&spec).await;
+    let d = expect(&mut sub, PROMPTLY, "the first").await;
+    d.acker.nak(None).await.expect("nak");
+    // The server may deliver the next message before the nak'd one comes again.
+    let mut others = Vec::new();
+    let again = loop {
+        let next = expect(&mut sub, PROMPTLY, "the first again").await;
+        if next.stream_sequence == d.stream_sequence {
+            break next;
+        }
+        others.push(next);
+    };
+    assert_eq!(again.delivered, 2);
+    let in_flight = 1 + others.len() as u64;
+    let stream = h.stream_name();
+    eventually(PROMPTLY, "the counts", || async {
+        let states = h.broker.consumer_states(&stream).await.unwrap();
+        let c = states.iter().find(|c| c.name == "workers");
+        c.is_some_and(|c| {
+            c.filter_subject.is_none()
+                && c.in_flight == in_flight
+                && c.redelivered == 1
+                && c.waiting == 5 - in_flight
+        })
+    })
+    .await;
+    assert!(
+        h.broker
+            .consumer_states("OF_nosuch")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    again.acker.ack().await.expect("ack");
+}
+
+async fn streams_are_listed_and_deleted(h: &Harness) {
+    two_functions(h).await;
+    let stream = h.stream_name();
+    let names = h.broker.stream_names().await.unwrap();
+    assert!(names.contains(&stream), "{names:?}");
+    assert!(h.broker.delete_stream(&stream).await.unwrap());
+    assert!(
+        !h.broker.delete_stream(&stream).await.unwrap(),
+        "deleted once"
+    );
+    assert!(!h.broker.stream_names().await.unwrap().contains(&stream));
+}
+
+async fn a_paused_consumer_delivers_nothing_until_resumed(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.expect("stream");
+    let spec = h.consumer("workers", None);
+    let mut sub = h.subscribe(&spec).await;
+    let stream = h.stream_name();
+    let paused = h
+        .broker
+        .pause_consumer(&stream, "workers", true)
+        .await
+        .unwrap();
+    assert_eq!(paused, h.version.pauses_consumers());
+    h.publish(&h.subject("a"), "x").await;
+    if !paused {
+        expect(&mut sub, PROMPTLY, "no pause: delivered").await;
+        return;
+    }
+    assert!(
+        recv(&mut sub, Duration::from_millis(1500)).await.is_none(),
+        "paused"
+    );
+    let states = h.broker.consumer_states(&stream).await.unwrap();
+    assert!(
+        states.iter().any(|c| c.name == "workers" && c.paused),
+        "{states:?}"
+    );
+    assert!(
+        h.broker
+            .pause_consumer(&stream, "workers", false)
+            .await
+            .unwrap()
+    );
+    expect(&mut sub, PROMPTLY + PROMPTLY, "resumed: delivered").await;
+    assert!(
+        !h.broker
+            .pause_consumer(&stream, "nosuch", true)
+            .await
+            .unwrap()
+    );
+}
+
+async fn the_pause_document_is_changed_with_compare_and_set(h: &Harness) {
+    let spec = queue_worker::broker::KvSpec {
+        bucket: pause::bucket(&h.queue),
+        ttl: Duration::ZERO,
+        storage: queue_worker::config::Storage::File,
+        replicas: 1,
+    };
+    let b = h.broker.as_ref();
+    assert_eq!(
+        pause::read(b, &h.queue).await.unwrap(),
+        (Paused::default(), 0),
+        "no bucket yet"
+    );
+    let one = pause::set(b, &spec, &h.queue, Some("f.ns"), true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(one.functions.contains("f.ns") && !one.queue);
+    let both = pause::set(b, &spec, &h.queue, None, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(both.queue && both.functions.contains("f.ns"));
+    let (read, revision) = pause::read(b, &h.queue).await.unwrap();
+    assert_eq!(read, both);
+    assert!(revision > 0);
+    let again = pause::set(b, &spec, &h.queue, None, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, both, "pausing twice changes nothing");
+    assert_eq!(
+        pause::read(b, &h.queue).await.unwrap().1,
+        revision,
+        "nothing written"
+    );
+    pause::set(b, &spec, &h.queue, None, false)
+        .await
+        .unwrap()
+        .unwrap();
+    let none = pause::set(b, &spec, &h.queue, Some("f.ns"), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+conformance_tests! {
+    messages_are_read_deleted_and_purged_by_subject => memory_messages_are_read_deleted_and_purged_by_subject, nats_messages_are_read_deleted_and_purged_by_subject;
+    consumers_report_waiting_in_flight_and_redelivered => memory_consumers_report_waiting_in_flight_and_redelivered, nats_consumers_report_waiting_in_flight_and_redelivered;
+    streams_are_listed_and_deleted => memory_streams_are_listed_and_deleted, nats_streams_are_listed_and_deleted;
+    a_paused_consumer_delivers_nothing_until_resumed => memory_a_paused_consumer_delivers_nothing_until_resumed, nats_a_paused_consumer_delivers_nothing_until_resumed;
+    the_pause_document_is_changed_with_compare_and_set => memory_the_pause_document_is_changed_with_compare_and_set, nats_the_pause_document_is_changed_with_compare_and_set;
+}
