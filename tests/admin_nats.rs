@@ -387,3 +387,31 @@ async fn pausing_a_function_holds_only_its_calls(mode: &str) {
     );
     until_calls(&bed, "a", 3).await;
 }
+
+#[tokio::test]
+async fn a_reset_while_two_workers_run_loses_nothing_accepted_afterwards() {
+    let Some(bed) = Bed::new("admin-reset")
+        .function(|_, _| Reply::ok("ok"))
+        .start_without_worker()
+        .await
+    else {
+        return;
+    };
+    let w1 = bed.worker().ingress().start().await;
+    let _w2 = bed.worker().start().await;
+    post_calls(&w1, "a", 3, "before").await;
+    until_calls(&bed, "a", 3).await;
+
+    let reset = cli_json(&bed, &["queue", "reset", "--yes"]).await;
+    assert!(reset["deleted_consumers"].as_u64().is_some(), "{reset}");
+    post_calls(&w1, "b", 20, "after").await;
+    let all = tokio::time::timeout(Duration::from_secs(20), until_calls(&bed, "b", 20)).await;
+    assert!(
+        all.is_ok(),
+        "{} of 20 calls ran\n{}\n{}",
+        calls_of(&bed, "b"),
+        w1.proc.log(),
+        _w2.proc.log()
+    );
+    bed.wait_drained(Duration::from_secs(20)).await;
+}

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::{AdminError, Operator, StreamSettings};
-use crate::broker::{ConsumerState, StreamInfo, StreamSpec, stream_name};
+use crate::broker::{BrokerError, ConsumerState, StreamInfo, StreamSpec, stream_name};
 
 /// How a queue's messages are consumed, as its consumers show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -250,16 +250,24 @@ pub async fn purge(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reset {
     pub queue: String,
-    /// Messages the deleted stream held.
+    /// Messages the stream held.
     pub deleted_messages: u64,
-    /// Consumers the deleted stream had (workers make theirs again).
+    /// Consumers deleted (workers make theirs again).
     pub deleted_consumers: usize,
+    /// The stream itself was deleted and made again; `false`: emptied and its settings
+    /// brought to the current ones (servers before 2.12, see below).
+    pub recreated: bool,
 }
 
-/// Delete stream `OF_<queue>` with its messages and consumers, and create it again with
-/// `settings`. Running workers make their consumers again, as when a stream vanishes; calls
-/// they were running finish, and their acks find nothing to remove. Delayed calls and dead
-/// letters (their own streams) are kept.
+/// Start `queue` afresh with `settings`: its messages and consumers deleted, the stream as
+/// the current settings make it. Running workers make their consumers again, as when a stream
+/// vanishes; calls they were running finish, and their acks find nothing to remove. Delayed
+/// calls and dead letters (their own streams) are kept.
+///
+/// From NATS 2.12 the stream is deleted and created again. Before, a stream deleted and at
+/// once made again by a running worker can fail every read, so it is emptied instead (purged,
+/// its consumers deleted, its settings updated), unless its settings cannot be updated (another
+/// retention): then it is deleted, and the workers should be stopped first.
 pub async fn reset(
     op: &dyn Operator,
     queue: &str,
@@ -271,20 +279,54 @@ pub async fn reset(
         .stream_info(&stream, None)
         .await?
         .ok_or_else(|| AdminError::NoQueue(queue.to_string()))?;
-    let consumers = op.list_consumers(&stream).await?.len();
-    op.delete_stream(&stream).await?;
+    let consumers = op.list_consumers(&stream).await?;
     let spec: StreamSpec = settings.work_queue(queue);
-    op.ensure_stream(&spec).await?;
+    let recreate = op
+        .server_version()
+        .is_none_or(|v| v.recreates_deleted_streams());
+    let recreated = if recreate {
+        op.delete_stream(&stream).await?;
+        op.ensure_stream(&spec).await?;
+        true
+    } else {
+        empty(op, &spec, &consumers).await?
+    };
     Ok(Reset {
         queue: queue.to_string(),
         deleted_messages: info.messages,
-        deleted_consumers: consumers,
+        deleted_consumers: consumers.len(),
+        recreated,
     })
+}
+
+/// Purge the stream of `spec`, delete `consumers`, bring its settings to `spec`'s; `true`
+/// when it had to be deleted and made again for that.
+async fn empty(
+    op: &dyn Operator,
+    spec: &StreamSpec,
+    consumers: &[String],
+) -> Result<bool, AdminError> {
+    op.purge(&spec.name, None).await?;
+    for c in consumers {
+        op.delete_consumer(&spec.name, c).await?;
+    }
+    match op.ensure_stream(spec).await {
+        Ok(_) => Ok(false),
+        Err(BrokerError::IncompatibleStream { .. }) => {
+            tracing::warn!(stream = %spec.name, "The stream's settings cannot be changed in place: deleting it");
+            op.delete_stream(&spec.name).await?;
+            op.ensure_stream(spec).await?;
+            Ok(true)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::memory::MemoryBroker;
+    use crate::broker::{Admin, Consume, Publish};
 
     fn v(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
@@ -329,6 +371,89 @@ mod tests {
                 ("figlet.openfaas-fn".to_string(), 3)
             ]
         );
+    }
+
+    async fn queue_with_messages(version: crate::broker::ServerVersion) -> MemoryBroker {
+        let b = MemoryBroker::modelling(
+            std::sync::Arc::new(crate::clock::SystemClock),
+            crate::broker::memory::MemoryLimits::default(),
+            version,
+        );
+        b.ensure_stream(&settings().work_queue("q")).await.unwrap();
+        for f in ["a", "a", "b"] {
+            let out = crate::broker::Outgoing {
+                subject: format!("q.{f}.ns"),
+                msg_id: None,
+                headers: vec![],
+                payload: bytes::Bytes::from_static(b"{}"),
+            };
+            b.publish(out).await.unwrap();
+        }
+        b
+    }
+
+    fn settings() -> StreamSettings {
+        StreamSettings {
+            storage: crate::config::Storage::Memory,
+            replicas: 1,
+            duplicate_window: std::time::Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_purge_of_one_function_leaves_the_others() {
+        let b = queue_with_messages(crate::broker::ServerVersion::NEWEST).await;
+        let done = purge(&b, "q", Some(("a", "ns"))).await.unwrap();
+        assert_eq!((done.purged, done.delayed_purged), (2, 0));
+        let report = stats(&b, "q", SystemTime::now()).await.unwrap();
+        let left: Vec<(&str, u64)> = report
+            .functions
+            .iter()
+            .map(|f| (f.function.as_str(), f.messages))
+            .collect();
+        assert_eq!(left, vec![("b.ns", 1)]);
+        assert!(matches!(
+            purge(&b, "nosuch", None).await,
+            Err(AdminError::NoQueue(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_reset_empties_the_queue_and_recreates_it_where_that_is_safe() {
+        use crate::broker::ServerVersion;
+        for (version, recreated) in [
+            (ServerVersion::NATS_2_9, false),
+            (ServerVersion::NEWEST, true),
+        ] {
+            let b = queue_with_messages(version).await;
+            let consumer = crate::broker::ConsumerSpec {
+                stream: "OF_q".into(),
+                name: "q-workers".into(),
+                filter_subject: None,
+                ack_wait: std::time::Duration::from_secs(30),
+                inactive_threshold: None,
+                pull_batch: 1,
+                recreate: true,
+            };
+            let _sub = b
+                .subscribe(&settings().work_queue("q"), &consumer)
+                .await
+                .unwrap();
+            let done = reset(&b, "q", settings()).await.unwrap();
+            assert_eq!(
+                (done.deleted_messages, done.deleted_consumers),
+                (3, 1),
+                "{version}"
+            );
+            assert_eq!(done.recreated, recreated, "{version}");
+            let info = b
+                .stream_info("OF_q", None)
+                .await
+                .unwrap()
+                .expect("made again");
+            assert_eq!(info.messages, 0);
+            assert!(b.list_consumers("OF_q").await.unwrap().is_empty());
+        }
     }
 
     #[test]

@@ -335,6 +335,13 @@ impl ServerVersion {
         self.at_least(2, 12)
     }
 
+    /// A stream deleted and at once created again works (2.12 and later). On 2.9 the new
+    /// stream can fail every read (`error opening msg block file`) when a client recreates
+    /// it the moment it is gone, as running workers do.
+    pub fn recreates_deleted_streams(&self) -> bool {
+        self.at_least(2, 12)
+    }
+
     /// Consumers may be paused (`pause_until`, 2.11 and later).
     pub fn pauses_consumers(&self) -> bool {
         self.at_least(2, 11)

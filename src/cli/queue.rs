@@ -31,9 +31,9 @@ pub enum QueueAction {
     /// Remove a queue's waiting messages and delayed calls, or only one function's
     /// messages; asks first on a terminal.
     Purge(PurgeArgs),
-    /// Delete the queue's stream with its messages and consumers and create it again with the
-    /// current settings; running workers make their consumers again. Delayed calls and dead
-    /// letters are kept.
+    /// Start the queue afresh: its messages and consumers deleted, its stream as the current
+    /// settings make it (deleted and made again from NATS 2.12; emptied before); running
+    /// workers make their consumers again. Delayed calls and dead letters are kept.
     Reset(ResetArgs),
 }
 
@@ -202,8 +202,12 @@ async fn reset(args: ResetArgs) -> ExitCode {
     match queues::reset(opened.broker.as_ref(), &queue, settings).await {
         Ok(done) => {
             print(args.target.common.json, &done, |d| {
+                let how = match d.recreated {
+                    true => "the stream is made again",
+                    false => "the stream is emptied and set as configured",
+                };
                 format!(
-                    "reset queue {}: {} messages and {} consumers deleted; the stream is made again",
+                    "reset queue {}: {} messages and {} consumers deleted; {how}",
                     d.queue, d.deleted_messages, d.deleted_consumers
                 )
             });
