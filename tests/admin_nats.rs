@@ -165,6 +165,16 @@ async fn a_dead_letter_is_found_by_filter_and_redriven_to_run_again() {
     assert_eq!(resp.status(), 202);
     bed.wait_dead_letters(1, Duration::from_secs(20)).await;
 
+    let waiting = format!(
+        "queue_worker_dead_letters_waiting{{queue_name=\"{}\",reason=",
+        bed.queue
+    );
+    common::eventually(
+        Duration::from_secs(15),
+        "the dead letters' gauge",
+        || async { w.metric(&waiting).await == Some(1.0) },
+    )
+    .await;
     let listed = cli_json(&bed, &["dlq", "ls"]).await;
     let entry = &listed[0];
     assert_eq!(entry["call_id"], "dl-1", "{listed}");
@@ -309,6 +319,15 @@ async fn a_paused_queue_starts_nothing_on_any_replica_even_after_a_restart_until
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(calls_of(&bed, "a"), 2, "nothing starts while paused");
     assert_eq!(w2.metric("queue_worker_queue_paused{").await, Some(1.0));
+    common::eventually(
+        Duration::from_secs(15),
+        "the oldest message's age",
+        || async {
+            let age = w2.metric("queue_worker_oldest_message_age_seconds{").await;
+            age.is_some_and(|a| a >= 3.0)
+        },
+    )
+    .await;
     let stats = cli_json(&bed, &["queue", "stats"]).await;
     assert_eq!(
         (stats["paused"].clone(), stats["messages"].clone()),

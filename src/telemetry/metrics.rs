@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -97,6 +98,10 @@ pub struct Metrics {
     /// `queue_worker_queue_paused{queue_name,function_name}`: 1 while paused by an operator;
     /// `function_name="*"` for the whole queue.
     pub queue_paused: Family<FunctionLabels, Gauge>,
+    /// `queue_worker_oldest_message_age_seconds{queue_name,function_name}`
+    pub oldest_message_age: Family<FunctionLabels, Gauge<f64, AtomicU64>>,
+    /// `queue_worker_dead_letters_waiting{queue_name,reason}`: dead letters kept now.
+    pub dead_letters_waiting: Family<ReasonLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -125,6 +130,8 @@ impl Metrics {
             callbacks: Family::default(),
             consumers: Family::default(),
             queue_paused: Family::default(),
+            oldest_message_age: Family::default(),
+            dead_letters_waiting: Family::default(),
         };
         metrics.register_all();
         metrics
@@ -212,6 +219,16 @@ impl Metrics {
             "queue_worker_queue_paused",
             "1 while an operator has paused the queue (function_name=\"*\") or the function",
             self.queue_paused.clone(),
+        );
+        r.register(
+            "queue_worker_oldest_message_age_seconds",
+            "Age of the oldest message stored for the function (waiting, running or waiting to be retried)",
+            self.oldest_message_age.clone(),
+        );
+        r.register(
+            "queue_worker_dead_letters_waiting",
+            "Dead letters kept in the queue's dead-letter stream, by reason",
+            self.dead_letters_waiting.clone(),
         );
     }
 

@@ -3,6 +3,7 @@
 //! Shape: [`Worker::run`] is the delivery loop (concurrency, shutdown); `pipeline.rs` takes one
 //! delivery from receipt to settlement; what happens to it is decided by `plan.rs` (pure).
 
+pub(crate) mod backlog;
 pub(crate) mod call;
 pub(crate) mod callback;
 pub mod cancellations;
@@ -150,6 +151,14 @@ impl Worker {
 
     /// Run the configured mode until `shutdown`, then drain (see `shutdown.rs`).
     pub async fn run(self, shutdown: CancellationToken) {
+        let gauges_stop = CancellationToken::new();
+        let gauges = tokio::spawn(backlog::report(self.ctx.clone(), gauges_stop.clone()));
+        self.run_mode(shutdown).await;
+        gauges_stop.cancel();
+        let _ = gauges.await;
+    }
+
+    async fn run_mode(self, shutdown: CancellationToken) {
         match self.ctx.config.scaling_mode {
             ScalingMode::Function => {
                 function_mode::FunctionMode::new(self.ctx, self.stream, self.health)

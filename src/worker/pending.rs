@@ -16,7 +16,7 @@ pub const PENDING_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 pub const LEGACY_FUNCTION_LABEL: &str = "_legacy";
 
 /// The metrics label of the function on `subject`.
-fn function_label(queue: &str, subject: &str) -> String {
+pub(crate) fn function_label(queue: &str, subject: &str) -> String {
     match subject
         .strip_prefix(queue)
         .and_then(|t| t.strip_prefix('.'))

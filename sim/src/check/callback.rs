@@ -1,13 +1,16 @@
 //! **callback**: at most `callback_retries + 1` posts per invocation, none after the receiver
 //! accepted one; with a healthy receiver every finished call with a callback URL got its
-//! result, unless it ended past a last attempt that never finished (its worker crashed, or
-//! the delivery never reached one): a delivery past the last attempt is not invoked and posts
-//! nothing, as that attempt's outcome is not known.
+//! result, unless it ended past a last attempt that was never carried out (its worker crashed
+//! before or right after the function answered, or the delivery never reached one): a delivery
+//! past the last attempt is not invoked and posts nothing, as that attempt's outcome is not
+//! known. (A worker that answered but never settled its delivery without a fault to explain
+//! it is caught by the lease checks.)
 
 use std::collections::BTreeMap;
 
 use super::index::{Call, Calls, Settle};
 use super::report::{CALLBACK, Findings};
+use crate::history::SettleKind;
 use crate::plan::{Fault, RunConfig};
 
 /// The receiver's answers to the posts of each invocation, by (sender, `X-Retry`).
@@ -64,9 +67,22 @@ pub(super) fn callback(cfg: &RunConfig, calls: &Calls, found: &mut Findings) {
     }
 }
 
-/// Whether the call ended past its last attempt while no invocation of that attempt finished
-/// (its worker crashed, or its delivery never reached a worker): no callback is posted then.
+/// Whether the call ended past its last attempt while no invocation of that attempt was carried
+/// out: none finished and was then settled by its worker (it crashed between the function's
+/// answer and the callback, or earlier, or the delivery never reached a worker). No callback
+/// is posted then.
 fn past_an_unfinished_last_attempt(cfg: &RunConfig, c: &Call, end: &Settle) -> bool {
     let last = u64::from(cfg.max_attempts);
-    end.n > last && !c.last_end.keys().any(|(_, n)| *n == last)
+    end.n > last
+        && !c
+            .last_end
+            .keys()
+            .any(|(worker, n)| *n == last && carried_out(c, worker, last))
+}
+
+/// Whether `worker` settled delivery `n` (an ack, nak or term: its plan carried out).
+fn carried_out(c: &Call, worker: &str, n: u64) -> bool {
+    c.settles
+        .iter()
+        .any(|s| s.n == n && s.from == worker && !matches!(s.kind, SettleKind::Progress))
 }
