@@ -83,6 +83,14 @@ pub fn is_claim_header(name: &str) -> bool {
     name.eq_ignore_ascii_case(PAYLOAD_HEADER) || name.eq_ignore_ascii_case(PAYLOAD_BYTES_HEADER)
 }
 
+/// Whether header `name` goes along when a message is stored again elsewhere (as a dead letter,
+/// or back in its queue from there): not its `Nats-Msg-Id` (the new copy has its own), and of
+/// the `Qw-*` headers only the claim check's (the others say why it was moved).
+pub fn moves_with_message(name: &str) -> bool {
+    !name.eq_ignore_ascii_case(crate::broker::MSG_ID_HEADER)
+        && (!name.starts_with("Qw-") || is_claim_header(name))
+}
+
 /// The claim-check headers among `headers`.
 pub fn carried(headers: &[(String, String)]) -> Vec<(String, String)> {
     headers

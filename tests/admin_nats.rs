@@ -297,19 +297,25 @@ async fn until_calls(bed: &TestBed, function: &str, n: usize) {
     .await;
 }
 
-#[tokio::test]
-async fn a_paused_queue_starts_nothing_on_any_replica_even_after_a_restart_until_resumed() {
-    let Some(bed) = Bed::new("admin-pause")
+/// A bed whose function answers 200, two worker replicas (the first with the ingress), and
+/// `n` calls of function `a` already run.
+async fn two_replicas_that_ran(name: &str, n: usize) -> Option<(TestBed, Worker, Worker)> {
+    let bed = Bed::new(name)
         .function(|_, _| Reply::ok("ok"))
         .start_without_worker()
-        .await
-    else {
-        return;
-    };
+        .await?;
     let w1 = bed.worker().ingress().start().await;
     let w2 = bed.worker().start().await;
-    post_calls(&w1, "a", 2, "before").await;
-    until_calls(&bed, "a", 2).await;
+    post_calls(&w1, "a", n, "before").await;
+    until_calls(&bed, "a", n).await;
+    Some((bed, w1, w2))
+}
+
+#[tokio::test]
+async fn a_paused_queue_starts_nothing_on_any_replica_even_after_a_restart_until_resumed() {
+    let Some((bed, w1, w2)) = two_replicas_that_ran("admin-pause", 2).await else {
+        return;
+    };
 
     let paused = cli_json(&bed, &["queue", "pause"]).await;
     assert_eq!(paused["paused"], true, "{paused}");
@@ -409,17 +415,9 @@ async fn pausing_a_function_holds_only_its_calls(mode: &str) {
 
 #[tokio::test]
 async fn a_reset_while_two_workers_run_loses_nothing_accepted_afterwards() {
-    let Some(bed) = Bed::new("admin-reset")
-        .function(|_, _| Reply::ok("ok"))
-        .start_without_worker()
-        .await
-    else {
+    let Some((bed, w1, _w2)) = two_replicas_that_ran("admin-reset", 3).await else {
         return;
     };
-    let w1 = bed.worker().ingress().start().await;
-    let _w2 = bed.worker().start().await;
-    post_calls(&w1, "a", 3, "before").await;
-    until_calls(&bed, "a", 3).await;
 
     let reset = cli_json(&bed, &["queue", "reset", "--yes"]).await;
     assert!(reset["deleted_consumers"].as_u64().is_some(), "{reset}");

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{AdminError, Operator, StreamSettings};
-use crate::broker::{BrokerError, MSG_ID_HEADER, Outgoing, StoredMessage, dead_letter_prefix};
+use crate::broker::{BrokerError, Outgoing, StoredMessage, dead_letter_prefix};
 
 /// Which dead letters an operation takes. Empty: all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -209,10 +209,7 @@ pub fn redrive_message(queue: &str, m: &StoredMessage) -> Outgoing {
     let headers = m
         .headers
         .iter()
-        .filter(|(k, _)| {
-            !k.eq_ignore_ascii_case(MSG_ID_HEADER)
-                && (!k.starts_with("Qw-") || crate::claim_check::is_claim_header(k))
-        })
+        .filter(|(k, _)| crate::claim_check::moves_with_message(k))
         .cloned()
         .collect();
     let stored = m

@@ -22,6 +22,9 @@ pub enum AdminError {
     /// The queue (its stream `OF_<queue>`) does not exist.
     #[error("no queue {0} (no stream OF_{0})")]
     NoQueue(String),
+    /// No such dead letter (or other thing asked for by name).
+    #[error("{0}")]
+    NotFound(String),
     /// A name or filter that cannot be used.
     #[error("{0}")]
     Invalid(String),

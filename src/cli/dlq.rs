@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 
-use super::operate::{Common, confirm, failed, print, progress};
+use super::operate::{Common, confirm, finish, open, progress};
 use crate::admin::dead_letters::{self as dl, Filter, Selection};
 use crate::admin::{StreamSettings, render};
 use crate::config::Config;
@@ -115,47 +115,34 @@ pub async fn main(args: DlqArgs) -> ExitCode {
 }
 
 async fn ls(args: LsArgs) -> ExitCode {
-    let opened = match super::calls::open("dlq ls", &args.common.config, None, false).await {
+    let (opened, queue) = match open("dlq ls", &args.common, args.filters.queue.as_ref()).await {
         Ok(o) => o,
         Err(code) => return code,
     };
-    let config = &opened.config;
-    let queue = args
-        .filters
-        .queue
-        .clone()
-        .unwrap_or(config.queue_name.clone());
-    let at = (config.default_function_name.as_str(), SystemTime::now());
+    let at = (
+        opened.config.default_function_name.as_str(),
+        SystemTime::now(),
+    );
     let filter = args.filters.filter();
-    match dl::list(opened.broker.as_ref(), &queue, &filter, args.limit, at).await {
-        Ok(list) => {
-            print(args.common.json, &list, |l| render::dead_letters(l));
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed("dlq ls", &e),
-    }
+    let done = dl::list(opened.broker.as_ref(), &queue, &filter, args.limit, at).await;
+    finish("dlq ls", args.common.json, done, |l| {
+        render::dead_letters(l)
+    })
 }
 
 async fn show(args: ShowArgs) -> ExitCode {
-    let opened = match super::calls::open("dlq show", &args.common.config, None, false).await {
+    let (opened, queue) = match open("dlq show", &args.common, args.queue.as_ref()).await {
         Ok(o) => o,
         Err(code) => return code,
     };
-    let queue = args.queue.unwrap_or(opened.config.queue_name.clone());
-    match dl::show(opened.broker.as_ref(), &queue, args.sequence, args.body).await {
-        Ok(Some(d)) => {
-            print(args.common.json, &d, render::dead_letter);
-            ExitCode::SUCCESS
-        }
-        Ok(None) => {
-            eprintln!(
-                "queue-worker dlq show: no dead letter {} in queue {queue}",
-                args.sequence
-            );
-            ExitCode::FAILURE
-        }
-        Err(e) => failed("dlq show", &e),
-    }
+    let found = dl::show(opened.broker.as_ref(), &queue, args.sequence, args.body).await;
+    let found = found.and_then(|d| {
+        d.ok_or_else(|| {
+            let what = format!("no dead letter {} in queue {queue}", args.sequence);
+            crate::admin::AdminError::NotFound(what)
+        })
+    });
+    finish("dlq show", args.common.json, found, render::dead_letter)
 }
 
 /// `redrive` or `purge`: of the sequences given, or of what the filters (or `--all`) take.
@@ -167,60 +154,49 @@ async fn act(command: &str, args: ActArgs) -> ExitCode {
             return ExitCode::from(super::EXIT_USAGE);
         }
     };
-    let opened = match super::calls::open(command, &args.common.config, None, false).await {
+    let (opened, queue) = match open(command, &args.common, args.filters.queue.as_ref()).await {
         Ok(o) => o,
         Err(code) => return code,
     };
-    let config = &opened.config;
-    let queue = args
-        .filters
-        .queue
-        .clone()
-        .unwrap_or(config.queue_name.clone());
-    let ctx = context(config, &queue);
+    let ctx = context(&opened.config, &queue);
     let op = opened.broker.as_ref();
     let total = match &selection {
         Selection::Sequences(s) => s.len(),
         Selection::Matching(_) => 0,
     };
+    let json = args.common.json;
     if command == "dlq purge" {
         let what = format!("delete the selected dead letters of queue {queue}");
         if let Err(code) = confirm(command, &what, args.yes) {
             return code;
         }
-        return match dl::purge(op, &ctx, &selection, &mut progress("deleted", total)).await {
-            Ok(done) => {
-                print(args.common.json, &done, |d| {
-                    format!("deleted {} dead letters of queue {}", d.purged, d.queue)
-                });
-                outcome(done.not_found.is_empty())
-            }
-            Err(e) => failed(command, &e),
-        };
+        let done = dl::purge(op, &ctx, &selection, &mut progress("deleted", total)).await;
+        let all_found = done.as_ref().is_ok_and(|d| d.not_found.is_empty());
+        let code = finish(command, json, done, |d| {
+            format!("deleted {} dead letters of queue {}", d.purged, d.queue)
+        });
+        return if all_found { code } else { ExitCode::FAILURE };
     }
     let mut told = progress("redriven", total);
-    match dl::redrive(op, &ctx, &selection, args.dry_run, &mut told).await {
-        Ok(done) => {
-            print(args.common.json, &done, |d| {
-                let verb = if d.dry_run {
-                    "would redrive"
-                } else {
-                    "redrove"
-                };
-                let mut text = format!(
-                    "{verb} {} dead letters of queue {}",
-                    d.redriven.len(),
-                    d.queue
-                );
-                if !d.not_found.is_empty() {
-                    text.push_str(&format!("; not found: {:?}", d.not_found));
-                }
-                text
-            });
-            outcome(done.not_found.is_empty())
+    let done = dl::redrive(op, &ctx, &selection, args.dry_run, &mut told).await;
+    let all_found = done.as_ref().is_ok_and(|d| d.not_found.is_empty());
+    let code = finish(command, json, done, |d| {
+        let verb = if d.dry_run {
+            "would redrive"
+        } else {
+            "redrove"
+        };
+        let mut text = format!(
+            "{verb} {} dead letters of queue {}",
+            d.redriven.len(),
+            d.queue
+        );
+        if !d.not_found.is_empty() {
+            text.push_str(&format!("; not found: {:?}", d.not_found));
         }
-        Err(e) => failed(command, &e),
-    }
+        text
+    });
+    if all_found { code } else { ExitCode::FAILURE }
 }
 
 fn selection(args: &ActArgs) -> Result<Selection, String> {
@@ -241,13 +217,5 @@ fn context<'a>(config: &'a Config, queue: &'a str) -> dl::Context<'a> {
         settings: StreamSettings::of(config),
         status: !config.status_ttl.is_zero(),
         now: SystemTime::now(),
-    }
-}
-
-fn outcome(all_found: bool) -> ExitCode {
-    if all_found {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }

@@ -24,7 +24,7 @@ pub struct Common {
 }
 
 /// Print `value` as JSON, or as `table` draws it.
-pub fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce(&T) -> String) {
+fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce(&T) -> String) {
     let text = if json {
         serde_json::to_string_pretty(value).unwrap_or_default()
     } else {
@@ -33,12 +33,41 @@ pub fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce(&T) -> Stri
     super::say(format_args!("{text}"));
 }
 
+/// Print what `done` gave (JSON, or as `table` draws it) and exit 0; or say why it failed.
+pub fn finish<T: Serialize>(
+    command: &str,
+    json: bool,
+    done: Result<T, AdminError>,
+    table: impl FnOnce(&T) -> String,
+) -> ExitCode {
+    match done {
+        Ok(value) => {
+            print(json, &value, table);
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(command, &e),
+    }
+}
+
+/// Load the settings and connect for `command`; the queue is `queue`, or `queue_name`.
+pub async fn open(
+    command: &str,
+    common: &Common,
+    queue: Option<&String>,
+) -> Result<(super::calls::Opened, String), ExitCode> {
+    let opened = super::calls::open(command, &common.config, None, false).await?;
+    let queue = queue.cloned().unwrap_or(opened.config.queue_name.clone());
+    Ok((opened, queue))
+}
+
 /// The exit code and message of a failed operation.
-pub fn failed(command: &str, e: &AdminError) -> ExitCode {
+fn failed(command: &str, e: &AdminError) -> ExitCode {
     eprintln!("queue-worker {command}: {e}");
     match e {
         AdminError::Invalid(_) => ExitCode::from(EXIT_USAGE),
-        AdminError::NoQueue(_) | AdminError::Broker(_) => ExitCode::FAILURE,
+        AdminError::NoQueue(_) | AdminError::NotFound(_) | AdminError::Broker(_) => {
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
 
-use super::operate::{Common, confirm, failed, print};
+use super::operate::{Common, confirm, finish, open};
 use crate::admin::{StreamSettings, pauses, queues, render};
 
 #[derive(Args, Debug, Clone)]
@@ -87,32 +87,21 @@ pub async fn main(args: QueueArgs) -> ExitCode {
 }
 
 async fn ls(common: Common) -> ExitCode {
-    let opened = match super::calls::open("queue ls", &common.config, None, false).await {
+    let (opened, _) = match open("queue ls", &common, None).await {
         Ok(o) => o,
         Err(code) => return code,
     };
-    match queues::list(opened.broker.as_ref(), SystemTime::now()).await {
-        Ok(reports) => {
-            print(common.json, &reports, |r| render::queues(r));
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed("queue ls", &e),
-    }
+    let done = queues::list(opened.broker.as_ref(), SystemTime::now()).await;
+    finish("queue ls", common.json, done, |r| render::queues(r))
 }
 
 async fn stats(target: Target) -> ExitCode {
-    let opened = match super::calls::open("queue stats", &target.common.config, None, false).await {
+    let (opened, queue) = match open("queue stats", &target.common, target.queue.as_ref()).await {
         Ok(o) => o,
         Err(code) => return code,
     };
-    let queue = target.queue.unwrap_or(opened.config.queue_name.clone());
-    match queues::stats(opened.broker.as_ref(), &queue, SystemTime::now()).await {
-        Ok(report) => {
-            print(target.common.json, &report, render::stats);
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed("queue stats", &e),
-    }
+    let done = queues::stats(opened.broker.as_ref(), &queue, SystemTime::now()).await;
+    finish("queue stats", target.common.json, done, render::stats)
 }
 
 async fn pause(args: PauseArgs, paused: bool) -> ExitCode {
@@ -121,46 +110,35 @@ async fn pause(args: PauseArgs, paused: bool) -> ExitCode {
     } else {
         "queue resume"
     };
-    let opened = match super::calls::open(command, &args.target.common.config, None, false).await {
+    let target = &args.target;
+    let (opened, queue) = match open(command, &target.common, target.queue.as_ref()).await {
         Ok(o) => o,
         Err(code) => return code,
     };
     let config = &opened.config;
-    let queue = args.target.queue.unwrap_or(config.queue_name.clone());
     let spec = crate::pause::spec(config, &queue);
-    let function = args
-        .function
-        .as_deref()
-        .map(|f| (f, config.default_function_name.as_str()));
-    match pauses::set(opened.broker.as_ref(), &spec, &queue, function, paused).await {
-        Ok(report) => {
-            print(args.target.common.json, &report, |r| {
-                let functions = match r.paused_functions.is_empty() {
-                    true => "none".to_string(),
-                    false => r.paused_functions.join(", "),
-                };
-                format!(
-                    "queue {}: paused: {}; functions paused: {functions}",
-                    r.queue,
-                    if r.paused { "yes" } else { "no" }
-                )
-            });
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed(command, &e),
-    }
+    let namespace = config.default_function_name.as_str();
+    let function = args.function.as_deref().map(|f| (f, namespace));
+    let done = pauses::set(opened.broker.as_ref(), &spec, &queue, function, paused).await;
+    finish(command, target.common.json, done, |r| {
+        let functions = match r.paused_functions.is_empty() {
+            true => "none".to_string(),
+            false => r.paused_functions.join(", "),
+        };
+        let queue_paused = if r.paused { "yes" } else { "no" };
+        format!(
+            "queue {}: paused: {queue_paused}; functions paused: {functions}",
+            r.queue
+        )
+    })
 }
 
 async fn purge(args: PurgeArgs) -> ExitCode {
-    let opened =
-        match super::calls::open("queue purge", &args.target.common.config, None, false).await {
-            Ok(o) => o,
-            Err(code) => return code,
-        };
-    let queue = args
-        .target
-        .queue
-        .unwrap_or(opened.config.queue_name.clone());
+    let target = &args.target;
+    let (opened, queue) = match open("queue purge", &target.common, target.queue.as_ref()).await {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let what = match &args.function {
         Some(f) => format!("purge the messages of {f} in queue {queue}"),
         None => format!("purge every message and delayed call of queue {queue}"),
@@ -170,49 +148,35 @@ async fn purge(args: PurgeArgs) -> ExitCode {
     }
     let namespace = opened.config.default_function_name.as_str();
     let function = args.function.as_deref().map(|f| (f, namespace));
-    match queues::purge(opened.broker.as_ref(), &queue, function).await {
-        Ok(done) => {
-            print(args.target.common.json, &done, |d| {
-                format!(
-                    "purged {} messages and {} delayed calls from queue {}",
-                    d.purged, d.delayed_purged, d.queue
-                )
-            });
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed("queue purge", &e),
-    }
+    let done = queues::purge(opened.broker.as_ref(), &queue, function).await;
+    finish("queue purge", target.common.json, done, |d| {
+        format!(
+            "purged {} messages and {} delayed calls from queue {}",
+            d.purged, d.delayed_purged, d.queue
+        )
+    })
 }
 
 async fn reset(args: ResetArgs) -> ExitCode {
-    let opened =
-        match super::calls::open("queue reset", &args.target.common.config, None, false).await {
-            Ok(o) => o,
-            Err(code) => return code,
-        };
-    let queue = args
-        .target
-        .queue
-        .unwrap_or(opened.config.queue_name.clone());
-    let what = format!("reset queue {queue}: delete its stream with every message in it");
+    let target = &args.target;
+    let (opened, queue) = match open("queue reset", &target.common, target.queue.as_ref()).await {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let what = format!("reset queue {queue}: delete every message in it");
     if let Err(code) = confirm("queue reset", &what, args.yes) {
         return code;
     }
     let settings = StreamSettings::of(&opened.config);
-    match queues::reset(opened.broker.as_ref(), &queue, settings).await {
-        Ok(done) => {
-            print(args.target.common.json, &done, |d| {
-                let how = match d.recreated {
-                    true => "the stream is made again",
-                    false => "the stream is emptied and set as configured",
-                };
-                format!(
-                    "reset queue {}: {} messages and {} consumers deleted; {how}",
-                    d.queue, d.deleted_messages, d.deleted_consumers
-                )
-            });
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed("queue reset", &e),
-    }
+    let done = queues::reset(opened.broker.as_ref(), &queue, settings).await;
+    finish("queue reset", target.common.json, done, |d| {
+        let how = match d.recreated {
+            true => "the stream is made again",
+            false => "the stream is emptied and set as configured",
+        };
+        format!(
+            "reset queue {}: {} messages and {} consumers deleted; {how}",
+            d.queue, d.deleted_messages, d.deleted_consumers
+        )
+    })
 }

@@ -63,7 +63,7 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>(ingress: &Ingress) -> Rou
 
 fn failed(e: &AdminError) -> Response {
     let status = match e {
-        AdminError::NoQueue(_) => StatusCode::NOT_FOUND,
+        AdminError::NoQueue(_) | AdminError::NotFound(_) => StatusCode::NOT_FOUND,
         AdminError::Invalid(_) => StatusCode::BAD_REQUEST,
         AdminError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
     };

@@ -137,7 +137,8 @@ impl Metrics {
         metrics
     }
 
-    /// Registers every handle (the registry keeps clones: they share their values).
+    /// Registers every handle (the registry keeps clones: they share their values): the
+    /// OpenFaaS families, then ours.
     fn register_all(&mut self) {
         let r = &mut self.registry;
         r.register(
@@ -165,6 +166,12 @@ impl Metrics {
             "Total number of times the NATS client has reconnected",
             self.nats_reconnects.clone(),
         );
+        self.register_ours();
+    }
+
+    /// The families OpenFaaS's queue-worker does not have.
+    fn register_ours(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "queue_worker_invocations",
             "Function invocations by HTTP status (503 for transport errors and timeouts)",

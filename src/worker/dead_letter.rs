@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::Context;
 use super::plan::{DeadLetterPlan, Settle};
-use crate::broker::{BrokerError, Delivery, MSG_ID_HEADER, Outgoing};
+use crate::broker::{BrokerError, Delivery, Outgoing};
 
 /// Retry delay when the dead-letter stream cannot take the message right now.
 const DLQ_UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
@@ -48,10 +48,7 @@ pub fn headers(
 ) -> Vec<(String, String)> {
     let mut h: Vec<(String, String)> = original
         .iter()
-        .filter(|(k, _)| {
-            !k.eq_ignore_ascii_case(MSG_ID_HEADER)
-                && (!k.starts_with("Qw-") || crate::claim_check::is_claim_header(k))
-        })
+        .filter(|(k, _)| crate::claim_check::moves_with_message(k))
         .cloned()
         .collect();
     h.push(("Qw-Reason".into(), dl.reason.as_str().into()));

@@ -129,9 +129,8 @@ async fn show_gives_the_body_only_when_asked() {
     assert_eq!(show(&b, Q, seq + 1, false).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_redrive_stores_the_call_again_and_removes_the_dead_letter() {
-    let b = broker().await;
+/// Call `call_id`'s status is `dead_lettered`.
+async fn store_dead_lettered(b: &MemoryBroker, call_id: &str) {
     let calls = KvSpec {
         bucket: crate::status::bucket(Q),
         ttl: Duration::ZERO,
@@ -139,7 +138,13 @@ async fn a_redrive_stores_the_call_again_and_removes_the_dead_letter() {
         replicas: 1,
     };
     b.ensure_kv(&calls).await.unwrap();
-    let dead = CallStatus {
+    let key = crate::status::key::of(call_id).unwrap();
+    let value = Bytes::from(serde_json::to_vec(&dead_lettered()).unwrap());
+    b.kv_put(&calls.bucket, &key, value).await.unwrap();
+}
+
+fn dead_lettered() -> CallStatus {
+    CallStatus {
         state: State::DeadLettered,
         function: "figlet".into(),
         attempts: 3,
@@ -151,15 +156,13 @@ async fn a_redrive_stores_the_call_again_and_removes_the_dead_letter() {
         finished_at: Some(3),
         not_before: None,
         next_attempt_at: None,
-    };
-    let key = crate::status::key::of("c1").unwrap();
-    b.kv_put(
-        &calls.bucket,
-        &key,
-        Bytes::from(serde_json::to_vec(&dead).unwrap()),
-    )
-    .await
-    .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_redrive_stores_the_call_again_and_removes_the_dead_letter() {
+    let b = broker().await;
+    store_dead_lettered(&b, "c1").await;
     let seq = park(&b, "figlet", "exhausted", "c1").await;
     let other = park(&b, "env", "exhausted", "c2").await;
     let now = SystemTime::now();
