@@ -432,3 +432,43 @@ async fn a_reset_while_two_workers_run_loses_nothing_accepted_afterwards() {
     );
     bed.wait_drained(Duration::from_secs(20)).await;
 }
+
+#[tokio::test]
+async fn purging_one_function_over_http_leaves_the_others_to_run() {
+    let Some((bed, w)) = bed_with("admin-purge-http", |_, _| Reply::ok("ok"), &[]).await else {
+        return;
+    };
+    let queue = format!("/system/queues/{}", bed.queue);
+    let (code, _) = http(&w, reqwest::Method::POST, &format!("{queue}/pause"), None).await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    post_calls(&w, "a", 3, "gone").await;
+    post_calls(&w, "b", 2, "kept").await;
+    let (code, purged) = http(
+        &w,
+        reqwest::Method::DELETE,
+        &format!("{queue}/messages?function=a"),
+        None,
+    )
+    .await;
+    assert_eq!((code, &purged["purged"]), (200, &json!(3)), "{purged}");
+    let (code, bad) = http(
+        &w,
+        reqwest::Method::DELETE,
+        &format!("{queue}/messages?function=no%20spaces"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 400, "{bad}");
+    let (code, _) = http(&w, reqwest::Method::POST, &format!("{queue}/resume"), None).await;
+    assert_eq!(code, 200);
+    let ran = tokio::time::timeout(Duration::from_secs(20), until_calls(&bed, "b", 2)).await;
+    let (_, stats) = http(&w, reqwest::Method::GET, &queue, None).await;
+    assert!(
+        ran.is_ok(),
+        "b's calls never ran: {stats}\n{}",
+        w.proc.log()
+    );
+    bed.wait_drained(Duration::from_secs(20)).await;
+    assert_eq!(calls_of(&bed, "a"), 0, "the purged calls never ran");
+}

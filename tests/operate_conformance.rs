@@ -78,6 +78,29 @@ async fn messages_are_read_deleted_and_purged_by_subject(h: &Harness) {
     assert!(!b.delete_message(&missing, 1).await.unwrap());
 }
 
+async fn a_consumer_delivers_what_a_purge_of_one_subject_left(h: &Harness) {
+    h.broker.ensure_stream(&h.stream()).await.expect("stream");
+    let spec = h.consumer("workers", None);
+    let mut sub = h.subscribe(&spec).await;
+    let first = h.publish(&h.subject("b"), "b0").await.sequence;
+    let d = expect(&mut sub, PROMPTLY, "the first").await;
+    assert_eq!(d.stream_sequence, first);
+    d.acker.ack().await.expect("ack");
+    for f in ["a", "a", "b", "a", "b"] {
+        h.publish(&h.subject(f), f).await;
+    }
+    let purged = h
+        .broker
+        .purge(&h.stream_name(), Some(&h.subject("a")))
+        .await;
+    assert_eq!(purged.unwrap(), 3);
+    for _ in 0..2 {
+        let d = expect(&mut sub, PROMPTLY, "b's messages after the purge").await;
+        assert_eq!(body(&d), "b");
+        d.acker.ack().await.expect("ack");
+    }
+}
+
 async fn consumers_report_waiting_in_flight_and_redelivered(h: &Harness) {
     two_functions(h).await;
     let spec = h.consumer("workers", None);
@@ -218,6 +241,7 @@ async fn the_pause_document_is_changed_with_compare_and_set(h: &Harness) {
 }
 
 conformance_tests! {
+    a_consumer_delivers_what_a_purge_of_one_subject_left => memory_a_consumer_delivers_what_a_purge_of_one_subject_left, nats_a_consumer_delivers_what_a_purge_of_one_subject_left;
     messages_are_read_deleted_and_purged_by_subject => memory_messages_are_read_deleted_and_purged_by_subject, nats_messages_are_read_deleted_and_purged_by_subject;
     consumers_report_waiting_in_flight_and_redelivered => memory_consumers_report_waiting_in_flight_and_redelivered, nats_consumers_report_waiting_in_flight_and_redelivered;
     streams_are_listed_and_deleted => memory_streams_are_listed_and_deleted, nats_streams_are_listed_and_deleted;

@@ -238,13 +238,14 @@ pub struct Context<'a> {
 
 /// Redrive the dead letters `selection` names: its call status, if kept, goes back to
 /// `queued`; then each is stored again in its queue (the queue's stream made again if it is
-/// gone), then removed from the dead letters. `progress` is told after each.
+/// gone), then removed from the dead letters. `progress` is told after each: how many are done
+/// of how many.
 pub async fn redrive(
     op: &dyn Operator,
     ctx: &Context<'_>,
     selection: &Selection,
     dry_run: bool,
-    progress: &mut (dyn FnMut(usize) + Send),
+    progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> Result<Redriven, AdminError> {
     let (found, not_found) = select(op, ctx, selection).await?;
     let mut done = Redriven {
@@ -270,7 +271,7 @@ pub async fn redrive(
         }
         done.redriven.push(m.sequence);
         done.call_ids.extend(call_id);
-        progress(done.redriven.len());
+        progress(done.redriven.len(), found.len());
     }
     Ok(done)
 }
@@ -306,7 +307,7 @@ pub async fn purge(
     op: &dyn Operator,
     ctx: &Context<'_>,
     selection: &Selection,
-    progress: &mut (dyn FnMut(usize) + Send),
+    progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> Result<Purged, AdminError> {
     let stream = dead_letter_stream(ctx.queue);
     let mut done = Purged {
@@ -328,7 +329,7 @@ pub async fn purge(
         if op.delete_message(&stream, m.sequence).await? {
             done.purged += 1;
         }
-        progress(done.purged as usize);
+        progress(done.purged as usize, found.len());
     }
     Ok(done)
 }

@@ -342,6 +342,13 @@ impl ServerVersion {
         self.at_least(2, 12)
     }
 
+    /// A purge of one subject leaves the stream's consumers delivering the rest (2.12 and
+    /// later; on 2.9 a consumer of a work queue delivers nothing more after it: seen in the
+    /// conformance suite).
+    pub fn purges_subjects_safely(&self) -> bool {
+        self.at_least(2, 12)
+    }
+
     /// Consumers may be paused (`pause_until`, 2.11 and later).
     pub fn pauses_consumers(&self) -> bool {
         self.at_least(2, 11)

@@ -160,24 +160,20 @@ async fn act(command: &str, args: ActArgs) -> ExitCode {
     };
     let ctx = context(&opened.config, &queue);
     let op = opened.broker.as_ref();
-    let total = match &selection {
-        Selection::Sequences(s) => s.len(),
-        Selection::Matching(_) => 0,
-    };
     let json = args.common.json;
     if command == "dlq purge" {
         let what = format!("delete the selected dead letters of queue {queue}");
         if let Err(code) = confirm(command, &what, args.yes) {
             return code;
         }
-        let done = dl::purge(op, &ctx, &selection, &mut progress("deleted", total)).await;
+        let done = dl::purge(op, &ctx, &selection, &mut progress("deleted")).await;
         let all_found = done.as_ref().is_ok_and(|d| d.not_found.is_empty());
         let code = finish(command, json, done, |d| {
             format!("deleted {} dead letters of queue {}", d.purged, d.queue)
         });
         return if all_found { code } else { ExitCode::FAILURE };
     }
-    let mut told = progress("redriven", total);
+    let mut told = progress("redriven");
     let done = dl::redrive(op, &ctx, &selection, args.dry_run, &mut told).await;
     let all_found = done.as_ref().is_ok_and(|d| d.not_found.is_empty());
     let code = finish(command, json, done, |d| {

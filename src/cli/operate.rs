@@ -93,11 +93,11 @@ pub fn confirm(command: &str, what: &str, yes: bool) -> Result<(), ExitCode> {
     }
 }
 
-/// Progress on stderr when it is a terminal: `\r<verb> N of M`.
-pub fn progress(verb: &'static str, total: usize) -> impl FnMut(usize) + Send {
-    let on = std::io::stderr().is_terminal() && total > 1;
-    move |n| {
-        if on {
+/// Progress on stderr when it is a terminal: `\r<verb> N of M`, for more than one.
+pub fn progress(verb: &'static str) -> impl FnMut(usize, usize) + Send {
+    let on = std::io::stderr().is_terminal();
+    move |n, total| {
+        if on && total > 1 {
             eprint!("\r{verb} {n} of {total}");
             if n == total {
                 eprintln!();

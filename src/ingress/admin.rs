@@ -256,7 +256,7 @@ async fn redrive_as(state: &Operating, act: Act) -> Response {
     };
     let queue = act.queue.clone().unwrap_or(state.config.queue_name.clone());
     let ctx = context(state, &queue);
-    answer(dl::redrive(op, &ctx, &selection, act.dry_run, &mut |_| {}).await)
+    answer(dl::redrive(op, &ctx, &selection, act.dry_run, &mut |_, _| {}).await)
 }
 
 async fn redrive_one(
@@ -284,5 +284,5 @@ async fn purge_dead_letters(State(state): Op, body: Body) -> Response {
     };
     let queue = act.queue.clone().unwrap_or(state.config.queue_name.clone());
     let ctx = context(&state, &queue);
-    answer(dl::purge(op, &ctx, &selection, &mut |_| {}).await)
+    answer(dl::purge(op, &ctx, &selection, &mut |_, _| {}).await)
 }

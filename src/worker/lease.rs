@@ -80,6 +80,9 @@ pub struct Held {
     /// Times this delivery's call was refused with back-pressure this worker caused and filed
     /// again without costing an attempt (see `plan::after_call`).
     pub pushed_back: u32,
+    /// It waited while its function (or queue) was paused: an operator may have purged its
+    /// message meanwhile, which is looked up before it runs.
+    pub paused: bool,
 }
 
 impl Held {
@@ -89,6 +92,7 @@ impl Held {
             delivery,
             lease: Lease::new(Instant::now(), ack_wait),
             pushed_back: 0,
+            paused: false,
         }
     }
 

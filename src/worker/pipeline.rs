@@ -48,6 +48,7 @@ pub async fn run(
         delivery,
         mut lease,
         pushed_back,
+        paused,
     } = held;
     let acker: &dyn Acker = &*delivery.acker;
     let crowd = Crowd {
@@ -67,6 +68,7 @@ pub async fn run(
             delivery,
             lease,
             pushed_back: pushed_back.saturating_add(1),
+            paused,
         };
         return Ran {
             signal,

@@ -168,7 +168,7 @@ async fn a_redrive_stores_the_call_again_and_removes_the_dead_letter() {
     let now = SystemTime::now();
     let asked = Selection::Sequences(vec![seq, 999]);
 
-    let dry = redrive(&b, &ctx(now), &asked, true, &mut |_| {})
+    let dry = redrive(&b, &ctx(now), &asked, true, &mut |_, _| {})
         .await
         .unwrap();
     assert_eq!(
@@ -181,7 +181,7 @@ async fn a_redrive_stores_the_call_again_and_removes_the_dead_letter() {
     );
 
     let mut told = 0;
-    let done = redrive(&b, &ctx(now), &asked, false, &mut |n| told = n)
+    let done = redrive(&b, &ctx(now), &asked, false, &mut |n, _| told = n)
         .await
         .unwrap();
     assert_eq!(
@@ -212,7 +212,7 @@ async fn a_redrive_stores_the_call_again_and_removes_the_dead_letter() {
         .expect("status");
     assert_eq!((status.state, status.attempts), (State::Queued, 0));
 
-    let twice = redrive(&b, &ctx(now), &asked, false, &mut |_| {})
+    let twice = redrive(&b, &ctx(now), &asked, false, &mut |_, _| {})
         .await
         .unwrap();
     assert_eq!(twice.not_found, vec![seq, 999]);
@@ -230,7 +230,9 @@ async fn purge_removes_only_what_the_filter_takes() {
         function: Some("figlet".into()),
         since: None,
     });
-    let done = purge(&b, &ctx(now), &by_reason, &mut |_| {}).await.unwrap();
+    let done = purge(&b, &ctx(now), &by_reason, &mut |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(done.purged, 1);
     let at = ("openfaas-fn", now);
     assert_eq!(
@@ -242,7 +244,7 @@ async fn purge_removes_only_what_the_filter_takes() {
         ..Filter::default()
     });
     assert_eq!(
-        purge(&b, &ctx(now), &by_function, &mut |_| {})
+        purge(&b, &ctx(now), &by_function, &mut |_, _| {})
             .await
             .unwrap()
             .purged,

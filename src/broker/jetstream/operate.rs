@@ -110,7 +110,11 @@ impl Operate for JetStreamBroker {
         let Some(s) = stream_if_exists(&self.js, stream).await? else {
             return Ok(0);
         };
+        let safely = self
+            .server_version()
+            .is_some_and(|v| v.purges_subjects_safely());
         let purged = match subject {
+            Some(subject) if !safely => return self.delete_each(stream, subject).await,
             Some(subject) => s.purge().filter(subject).await,
             None => s.purge().await,
         };
@@ -159,5 +163,22 @@ impl Operate for JetStreamBroker {
                 _ => Err(BrokerError::other("delete stream", e)),
             },
         }
+    }
+}
+
+impl JetStreamBroker {
+    /// Purge `subject` from `stream` a message at a time (servers where a purge by subject
+    /// stops the consumers, [`crate::broker::ServerVersion::purges_subjects_safely`]); how
+    /// many were deleted.
+    async fn delete_each(&self, stream: &str, subject: &str) -> Result<u64, BrokerError> {
+        let mut deleted = 0;
+        let mut from = 1;
+        while let Some(m) = self.next_message(stream, from, Some(subject)).await? {
+            if self.delete_message(stream, m.sequence).await? {
+                deleted += 1;
+            }
+            from = m.sequence + 1;
+        }
+        Ok(deleted)
     }
 }

@@ -102,7 +102,7 @@ impl Feeder {
                     idle_since = Instant::now();
                     let held = Held::received(d, self.ctx.config.ack_wait);
                     if let Some(f) = self.sched().functions.get_mut(&self.subject) {
-                        f.ready.push_back(held);
+                        f.take_in(held);
                     }
                     self.dispatch.notify_one();
                 }

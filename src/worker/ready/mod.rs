@@ -131,6 +131,16 @@ async fn run_ready(
     abandon: &CancellationToken,
 ) -> Ran {
     held.renew_before_running(ctx.config.ack_wait).await;
+    if held.paused && !still_stored(ctx, &held).await {
+        tracing::info!(
+            seq = held.delivery.stream_sequence,
+            "Removed from the queue while paused: not run"
+        );
+        return Ran {
+            signal: Signal::Other,
+            again: None,
+        };
+    }
     if held.lease.holds(Instant::now()) {
         return pipeline::run(ctx, held, company, abandon).await;
     }
@@ -142,5 +152,19 @@ async fn run_ready(
     Ran {
         signal: Signal::Other,
         again: None,
+    }
+}
+
+/// Whether the message of `held` is still in its stream (an operator's purge may have removed
+/// it while it waited paused); `true` when the broker cannot say.
+async fn still_stored(ctx: &Context, held: &Held) -> bool {
+    let seq = held.delivery.stream_sequence;
+    match ctx
+        .broker
+        .next_message(&ctx.config.stream_name(), seq, None)
+        .await
+    {
+        Ok(found) => found.is_some_and(|m| m.sequence == seq),
+        Err(_) => true,
     }
 }

@@ -56,6 +56,12 @@ impl FunctionState {
         }
     }
 
+    /// Take `held` into the ready queue (marked when it waits paused).
+    pub(crate) fn take_in(&mut self, mut held: Held) {
+        held.paused |= self.paused;
+        self.ready.push_back(held);
+    }
+
     fn limit(&self, max_inflight: usize) -> usize {
         self.limiter
             .as_ref()
@@ -115,6 +121,9 @@ impl Sched {
             let now = paused.holds_subject(queue, subject);
             if f.paused && !now {
                 f.room.notify_one();
+            }
+            if now {
+                f.ready.iter_mut().for_each(|h| h.paused = true);
             }
             f.paused = now;
         }
@@ -206,7 +215,7 @@ impl Sched {
             self.track(subject, FunctionState::new(limiter(), 0));
         }
         if let Some(f) = self.functions.get_mut(subject) {
-            f.ready.push_back(held);
+            f.take_in(held);
         }
     }
 
