@@ -40,12 +40,20 @@ pub async fn report(ctx: Arc<Context>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = ages.refresh(&ctx).await {
-            tracing::debug!(error = %e, "Cannot read the oldest messages");
-        }
-        match reasons.refresh(&ctx).await {
-            Ok(()) => reasons.show(&ctx),
-            Err(e) => tracing::debug!(error = %e, "Cannot read the dead letters"),
+        // The reads can wait on NATS for seconds while it is away: a stop does not wait.
+        let round = async {
+            if let Err(e) = ages.refresh(&ctx).await {
+                tracing::debug!(error = %e, "Cannot read the oldest messages");
+            }
+            match reasons.refresh(&ctx).await {
+                Ok(()) => reasons.show(&ctx),
+                Err(e) => tracing::debug!(error = %e, "Cannot read the dead letters"),
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = round => {}
         }
     }
 }

@@ -46,11 +46,17 @@ impl Pauses {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(LOOK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A look can wait on NATS for seconds while it is away: a stop does not wait for it.
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                _ = tick.tick() => self.look().await,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = self.look() => {}
             }
         }
     }

@@ -80,7 +80,13 @@ pub async fn report(ctx: Arc<Context>, stream: String, every: Duration, stop: Ca
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Ok(Some(info)) = ctx.broker.stream_info(&stream, Some(">")).await {
+        // The read can wait on NATS for seconds while it is away: a stop does not wait for it.
+        let info = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            info = ctx.broker.stream_info(&stream, Some(">")) => info,
+        };
+        if let Ok(Some(info)) = info {
             gauges.update(ctx.metrics.all(), &ctx.config.queue_name, &info.subjects);
         }
     }
