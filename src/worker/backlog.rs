@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
+use super::ticks::Ticks;
 use crate::broker::BrokerError;
 use crate::telemetry::metrics::{FunctionLabels, ReasonLabels};
 
@@ -32,15 +33,8 @@ const MAX_REMEMBERED: usize = 200_000;
 pub async fn report(ctx: Arc<Context>, stop: CancellationToken) {
     let mut ages = AgeGauges::default();
     let mut reasons = ReasonCounts::default();
-    let mut tick = tokio::time::interval(BACKLOG_REPORT_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        // The reads can wait on NATS for seconds while it is away: a stop does not wait.
+    let mut ticks = Ticks::new(BACKLOG_REPORT_INTERVAL, &stop);
+    while ticks.next().await {
         let round = async {
             if let Err(e) = ages.refresh(&ctx).await {
                 tracing::debug!(error = %e, "Cannot read the oldest messages");
@@ -50,10 +44,8 @@ pub async fn report(ctx: Arc<Context>, stop: CancellationToken) {
                 Err(e) => tracing::debug!(error = %e, "Cannot read the dead letters"),
             }
         };
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            _ = round => {}
+        if ticks.run(round).await.is_none() {
+            return;
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod retry;
 pub(crate) mod scheduler;
 pub(crate) mod shutdown;
 pub(crate) mod static_mode;
+pub(crate) mod ticks;
 pub(crate) mod tracking;
 
 use crate::security::secret_file::SecretFile;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::ready::Sched;
+use super::ticks::Ticks;
 use crate::broker::BrokerError;
 use crate::pause::{self, Paused};
 use crate::telemetry::metrics::FunctionLabels;
@@ -44,19 +45,10 @@ impl Pauses {
 
     /// Look until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(LOOK_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A look can wait on NATS for seconds while it is away: a stop does not wait for it.
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                _ = self.look() => {}
+        let mut ticks = Ticks::new(LOOK_EVERY, &stop);
+        while ticks.next().await {
+            if ticks.run(self.look()).await.is_none() {
+                return;
             }
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
+use super::ticks::Ticks;
 use crate::telemetry::metrics::FunctionLabels;
 
 /// How often static mode refreshes the gauges from the stream.
@@ -72,19 +73,10 @@ impl PendingGauges {
 /// mode updates the gauges as it discovers functions).
 pub async fn report(ctx: Arc<Context>, stream: String, every: Duration, stop: CancellationToken) {
     let mut gauges = PendingGauges::default();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        // The read can wait on NATS for seconds while it is away: a stop does not wait for it.
-        let info = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            info = ctx.broker.stream_info(&stream, Some(">")) => info,
+    let mut ticks = Ticks::new(every, &stop);
+    while ticks.next().await {
+        let Some(info) = ticks.run(ctx.broker.stream_info(&stream, Some(">"))).await else {
+            return;
         };
         if let Ok(Some(info)) = info {
             gauges.update(ctx.metrics.all(), &ctx.config.queue_name, &info.subjects);
