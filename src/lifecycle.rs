@@ -192,18 +192,13 @@ pub async fn run(
     });
     let mut servers = tokio::task::JoinSet::new();
     if let Some(server) = ingress {
-        let state = Arc::new(ingress::Ingress {
-            config: config.clone(),
-            publisher: ports.broker.clone(),
-            streams: ports.broker.clone(),
-            store: ports.broker.clone(),
-            objects: ports.broker.clone(),
-            clock: ports.clock.clone(),
-            metrics: metrics.clone(),
-            auth: config.ingress_auth().map(Arc::new),
-            calls: calls.clone(),
-            operator: Some(ports.broker.clone()),
-        });
+        let state = Arc::new(ingress::Ingress::over(
+            ports.broker.clone(),
+            config.clone(),
+            ports.clock.clone(),
+            metrics.clone(),
+            calls.clone(),
+        ));
         servers.spawn(serve_ingress(state, server, shutdown.clone()));
     }
     servers.spawn(crate::worker::scheduler::run(

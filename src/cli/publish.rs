@@ -145,16 +145,15 @@ async fn publish(config: Arc<Config>, prepared: Prepared) -> ExitCode {
     let calls = (!config.status_ttl.is_zero())
         .then(|| crate::status::Calls::start(broker.clone(), &config, status_stop.clone()));
     let state = Ingress {
-        config: config.clone(),
-        publisher: broker.clone(),
-        streams: broker.clone(),
-        store: broker.clone(),
-        objects: broker.clone(),
-        clock: Arc::new(crate::clock::SystemClock),
-        metrics,
         auth: None,
-        calls: calls.clone(),
         operator: None,
+        ..Ingress::over(
+            broker.clone(),
+            config.clone(),
+            Arc::new(crate::clock::SystemClock),
+            metrics,
+            calls.clone(),
+        )
     };
     match ingress::submit_once(&state, &prepared).await {
         Ok(ingress::Stored::RepeatInFlight) => {

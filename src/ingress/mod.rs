@@ -60,6 +60,29 @@ pub struct Ingress {
 }
 
 impl Ingress {
+    /// The ingress over one broker (publishing, streams, `Idempotency-Key`s, claim checks and
+    /// the admin routes), with the credentials `config` names.
+    pub fn over(
+        broker: Arc<dyn crate::broker::Broker>,
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        calls: Option<Arc<Calls>>,
+    ) -> Ingress {
+        Ingress {
+            auth: config.ingress_auth().map(Arc::new),
+            config,
+            publisher: broker.clone(),
+            streams: broker.clone(),
+            store: broker.clone(),
+            objects: broker.clone(),
+            clock,
+            metrics,
+            calls,
+            operator: Some(broker),
+        }
+    }
+
     /// Every queue the ingress may publish to: `queue_name` and the `function_queues` targets.
     pub fn queues(&self) -> Vec<String> {
         self.config.queues()
