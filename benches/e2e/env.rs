@@ -136,6 +136,35 @@ impl Env {
         Ok(())
     }
 
+    /// The consumers on the benchmark's stream.
+    pub(crate) async fn consumer_count(&self) -> Res<usize> {
+        let s = self
+            .js
+            .get_stream(STREAM)
+            .await
+            .map_err(err("get stream"))?;
+        Ok(s.cached_info().state.consumer_count)
+    }
+
+    /// Leave no consumer behind for the next trial (a work queue forbids overlapping
+    /// consumers; the worker removes the other mode's consumers itself, but be tidy).
+    pub(crate) async fn delete_all_consumers(&self) -> Res<()> {
+        let s = self
+            .js
+            .get_stream(STREAM)
+            .await
+            .map_err(err("get stream"))?;
+        let names: Vec<String> = s
+            .consumer_names()
+            .filter_map(|n| async { n.ok() })
+            .collect()
+            .await;
+        for n in names {
+            let _ = s.delete_consumer(&n).await;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn delete_consumer(&self, name: &str) {
         if let Ok(s) = self.js.get_stream(STREAM).await {
             let _ = s.delete_consumer(name).await;
@@ -330,10 +359,4 @@ pub(crate) struct Drain {
     pub(crate) cpu_us: [f64; 3],
     /// Messages the consumer sent to NATS per message, besides its ack (pull requests).
     pub(crate) requests_per_msg: f64,
-}
-
-pub(crate) fn best(v: &[Drain]) -> Drain {
-    *v.iter()
-        .max_by(|a, b| a.rate.total_cmp(&b.rate))
-        .expect("at least one trial")
 }

@@ -3,9 +3,9 @@
 //!
 //! ```text
 //! cargo bench --bench e2e -- run --worker target/release/queue-worker [--messages 100000]
-//!               [--concurrency 64,256] [--trials 3] [--quick]
-//!               [--sections throughput,latency,ingress,rss,scale]
-//!               [--latency-fractions 0.5,0.25] [--scale-functions 1000] [--scale-messages 50]
+//!               [--concurrency 64,256] [--trials 3] [--quick] [--json PATH]
+//!               [--sections throughput,latency,ingress,scale,rss]
+//!               [--latency-fractions 0.25,0.5] [--scale-functions 1000] [--scale-messages 50]
 //!               [--worker-env K=V,..] [--worker-prefix CMD] [--baseline-prefix CMD]
 //!               [--nats-server PATH]
 //! e2e fn-server [ADDR]           # the HTTP function (used by `run`)
@@ -16,14 +16,16 @@
 //!
 //! `run` starts everything it needs on loopback (a nats-server with a file store in its own
 //! temporary directory, the function server, the baseline, the worker binary), measures, prints
-//! a table and, last, `throughput-ratio: <worker/baseline>` at the highest concurrency. Every wait
-//! is bounded; every process it starts is stopped on the way out.
+//! a table per section and ends with the figures a script reads, each measured in this run:
+//! `ingress-ratio`, `function-mode-ratio`, `queue-delay-p99-ms` and, last, `throughput-ratio`
+//! (worker / bare loop at the highest concurrency); `--json PATH` writes everything as JSON.
+//! Every wait is bounded; every process it starts is stopped on the way out.
 //!
 //! Throughput is measured on a pre-filled stream: from the first message acknowledged (the work
 //! queue shrinks) to the stream being empty, by polling the stream's message count. CPU time per
-//! message of each process comes from `/proc/<pid>/stat` over the same window. Baseline and
-//! worker trials alternate and the best of each is kept (on a shared machine, other work only
-//! ever slows a trial down). `--worker-prefix "valgrind --tool=callgrind"` or `"perf record -g
+//! message of each process comes from `/proc/<pid>/stat` over the same window. The two sides of
+//! a comparison run the same workload in alternating trials; the tables give each side's median
+//! with the spread, and ratios are of medians. `--worker-prefix "valgrind --tool=callgrind"` or `"perf record -g
 //! --"` profiles the worker in place; `--worker-env RUST_LOG=warn` tries a variation.
 
 use std::collections::HashMap;
@@ -58,16 +60,27 @@ const SLEEP: Duration = Duration::from_millis(250);
 mod baseline;
 mod env;
 mod fn_server;
+mod ingress;
+mod latency;
 mod procs;
+mod rss;
 mod run;
 mod scale;
+mod setup;
+mod stats;
+mod throughput;
 
 use baseline::baseline;
-use env::{Env, best, message, publish_acked};
+use env::{Drain, Env, message, publish_acked};
 use fn_server::fn_server;
-use procs::{Procs, cpu_time, free_port, peak_rss_kib};
-use run::run;
+use ingress::ingress;
+use latency::latency;
+use procs::{Procs, cpu_time, free_port, peak_rss_kib, rss_kib};
+use rss::rss;
+use run::{Plan, run};
 use scale::scale;
+use stats::{Spread, Summary, pair_ratios, spread};
+use throughput::{create_consumer, throughput};
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench` to a `harness = false` target.
