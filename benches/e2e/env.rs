@@ -228,7 +228,13 @@ impl Env {
         }
     }
 
-    pub(crate) fn start_baseline(&self, procs: &mut Procs, concurrency: usize) -> Res<u32> {
+    /// Start the bare loop against `function` and wait until it says it is ready.
+    pub(crate) fn start_baseline(
+        &self,
+        procs: &mut Procs,
+        concurrency: usize,
+        function: &str,
+    ) -> Res<u32> {
         let mut cmd = match self.baseline_prefix.split_first() {
             Some((p, rest)) => {
                 let mut c = Command::new(p);
@@ -245,7 +251,7 @@ impl Env {
                 "--concurrency",
                 &concurrency.to_string(),
                 "--url",
-                &format!("http://{}/function/bench-fn", self.fn_addr),
+                &format!("http://{}/function/{function}", self.fn_addr),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -50,22 +50,7 @@ async fn baseline_peak(procs: &mut Procs, env: &Env, n: usize) -> Res<f64> {
     env.fill(STREAM, &format!("{SLEEP_PREFIX}-fn"), n, BIG)
         .await?;
     create_consumer(&env.js, BASELINE_CONSUMER).await?;
-    let child = Command::new(&env.self_bin)
-        .args([
-            "baseline",
-            "--nats",
-            &env.nats_url,
-            "--concurrency",
-            "1024",
-            "--url",
-            &format!("http://{}/function/{SLEEP_PREFIX}-fn", env.fn_addr),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(err("start baseline"))?;
-    let pid = procs.add("baseline", child);
+    let pid = env.start_baseline(procs, 1024, &format!("{SLEEP_PREFIX}-fn"))?;
     env.drain(pid, Duration::from_secs(180)).await?;
     let rss = peak_rss_kib(pid);
     procs.stop(pid, Duration::from_secs(2));

@@ -75,7 +75,7 @@ async fn baseline_trial(plan: &Plan, procs: &mut Procs, env: &Env, c: usize) -> 
     env.fill(STREAM, "bench-fn", plan.messages, plan.body_bytes)
         .await?;
     create_consumer(&env.js, BASELINE_CONSUMER).await?;
-    let pid = env.start_baseline(procs, c)?;
+    let pid = env.start_baseline(procs, c, "bench-fn")?;
     let d = env.drain(pid, Duration::from_secs(180)).await;
     procs.stop(pid, Duration::from_secs(2));
     env.delete_consumer(BASELINE_CONSUMER).await;
