@@ -283,6 +283,7 @@ async fn replicas_share_one_consumer(h: &Harness) {
     let spec = ConsumerSpec {
         pull_batch: 2,
         recreate: true,
+        memory_storage: false,
         ..h.consumer("w", None)
     };
     let mut a = h.subscribe(&spec).await;
@@ -325,6 +326,7 @@ async fn first_deliveries_in_stream_order(h: &Harness) {
     let spec = ConsumerSpec {
         pull_batch: 4,
         recreate: true,
+        memory_storage: false,
         ..h.consumer("w", None)
     };
     let mut sub = h.subscribe(&spec).await;
@@ -1023,6 +1025,7 @@ async fn pull_batch_and_demand_bound_local_buffer(h: &Harness) {
     let spec = |batch: usize| ConsumerSpec {
         pull_batch: batch,
         recreate: true,
+        memory_storage: false,
         ack_wait: Duration::from_secs(30),
         ..h.consumer("w", None)
     };
@@ -1206,6 +1209,49 @@ async fn nats_restart_keeps_ack_pending_leases() {
         return;
     };
     restart_keeps_ack_pending_leases(&mut h).await;
+}
+
+/// A consumer kept in the server's memory (function mode's default) ends with a restart of a
+/// server with file storage; its unacked message stays in the stream, and the consumer created
+/// again delivers it, counting from 1. A file consumer on the same stream survives.
+async fn restart_ends_a_memory_consumer_and_keeps_its_messages(h: &mut Harness) {
+    let first = h.publish_or_create("unacked").await;
+    let in_memory = ConsumerSpec {
+        memory_storage: true,
+        ..h.consumer("m", Some(h.subject("f")))
+    };
+    let mut sub = h.subscribe(&in_memory).await;
+    let d = expect(&mut sub, PROMPTLY, "unacked").await;
+    assert_eq!(d.delivered, 1);
+    let on_file = h.subscribe(&h.consumer("f", Some(h.subject("g")))).await;
+    drop((sub, on_file));
+    h.restart().await;
+    assert!(
+        !h.consumer_exists("m").await,
+        "memory consumer outlived the restart"
+    );
+    assert!(
+        h.consumer_exists("f").await,
+        "file consumer lost in the restart"
+    );
+    let mut again = h.subscribe(&in_memory).await;
+    let d = expect(&mut again, Duration::from_secs(5), "unacked again").await;
+    assert_eq!(d.stream_sequence, first.sequence);
+    assert_eq!(d.delivered, 1);
+    d.acker.ack().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_restart_ends_a_memory_consumer_and_keeps_its_messages() {
+    restart_ends_a_memory_consumer_and_keeps_its_messages(&mut Harness::memory()).await;
+}
+
+#[tokio::test]
+async fn nats_restart_ends_a_memory_consumer_and_keeps_its_messages() {
+    let Some(mut h) = Harness::nats_restartable().await else {
+        return;
+    };
+    restart_ends_a_memory_consumer_and_keeps_its_messages(&mut h).await;
 }
 
 #[tokio::test(start_paused = true)]

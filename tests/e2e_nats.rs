@@ -560,11 +560,29 @@ async fn dead_letters_survive_a_queue_reset() {
 
 #[tokio::test]
 async fn nats_restart_mid_run_loses_nothing() {
-    let Some((mut bed, w)) = Bed::new("restart")
+    restart_mid_run_loses_nothing("static", "file").await;
+}
+
+#[tokio::test]
+async fn nats_restart_mid_run_loses_nothing_in_function_mode() {
+    restart_mid_run_loses_nothing("function", "file").await;
+}
+
+/// Function consumers kept in the server's memory (`consumer_storage=memory`) end with the
+/// restart; the workers create them again for the functions with work.
+#[tokio::test]
+async fn nats_restart_mid_run_loses_nothing_with_consumers_in_memory() {
+    restart_mid_run_loses_nothing("function", "memory").await;
+}
+
+async fn restart_mid_run_loses_nothing(mode: &str, consumers: &str) {
+    let Some((mut bed, w)) = Bed::new(&format!("restart-{mode}-{consumers}"))
         .restartable()
         .function(|_, _| Reply::ok("ok").with_delay(Duration::from_millis(100)))
         .ingress()
         .env("max_inflight", "2")
+        .env("scaling_mode", mode)
+        .env("consumer_storage", consumers)
         .start()
         .await
     else {

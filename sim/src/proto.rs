@@ -83,6 +83,7 @@ pub struct WConsumer {
     pub inactive_threshold: Option<Duration>,
     pub pull_batch: usize,
     pub recreate: bool,
+    pub memory_storage: bool,
 }
 
 impl From<&ConsumerSpec> for WConsumer {
@@ -95,6 +96,7 @@ impl From<&ConsumerSpec> for WConsumer {
             inactive_threshold: c.inactive_threshold,
             pull_batch: c.pull_batch,
             recreate: c.recreate,
+            memory_storage: c.memory_storage,
         }
     }
 }
@@ -109,6 +111,7 @@ impl From<WConsumer> for ConsumerSpec {
             inactive_threshold: c.inactive_threshold,
             pull_batch: c.pull_batch,
             recreate: c.recreate,
+            memory_storage: c.memory_storage,
         }
     }
 }

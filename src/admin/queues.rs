@@ -434,6 +434,7 @@ mod tests {
                 inactive_threshold: None,
                 pull_batch: 1,
                 recreate: true,
+                memory_storage: false,
             };
             let _sub = b
                 .subscribe(&settings().work_queue("q"), &consumer)

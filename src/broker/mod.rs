@@ -171,6 +171,10 @@ pub struct ConsumerSpec {
     /// stream): recreate it and carry on (static mode), or end the subscription (`next` gives
     /// `None`; function mode recreates consumers only for functions with work).
     pub recreate: bool,
+    /// Keep the consumer's state (delivered and acked sequences) in the server's memory rather
+    /// than in files: no file written per ack, but a server restart ends the consumer (on a
+    /// work queue its unacked messages stay in the stream for the next one).
+    pub memory_storage: bool,
 }
 
 /// A key-value bucket whose entries expire (the call status).

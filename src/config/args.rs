@@ -3,7 +3,7 @@
 
 /// Every configuration variable: the environment variable name (lowercase, as the OpenFaaS
 /// chart spells it). The CLI flag is the same name with `_` replaced by `-`.
-pub const ENV_VARS: [&str; 56] = [
+pub const ENV_VARS: [&str; 57] = [
     "nats_host",
     "nats_port",
     "nats_url",
@@ -25,6 +25,7 @@ pub const ENV_VARS: [&str; 56] = [
     "scaling_mode",
     "consumer_inactive_threshold",
     "consumer_pull_max_messages",
+    "consumer_storage",
     "ack_wait",
     "upstream_timeout",
     "gateway_url",
@@ -222,6 +223,15 @@ pub struct ConfigArgs {
         value_name = "N"
     )]
     pub consumer_pull_max_messages: Option<String>,
+
+    /// Function mode: where a function consumer keeps its state, file or memory. Default: file
+    #[arg(
+        long,
+        env = "consumer_storage",
+        hide_env_values = true,
+        value_name = "file|memory"
+    )]
+    pub consumer_storage: Option<String>,
 
     /// Ack wait: the liveness lease before NATS redelivers (at least 100ms). Default: 60s
     #[arg(

@@ -212,6 +212,8 @@ pub struct Config {
     pub consumer_inactive_threshold: Duration,
     /// Messages buffered per consumer pull (1 to 10000); `None` = chosen by mode.
     pub consumer_pull_max_messages: Option<usize>,
+    /// Where function mode's consumers keep their state (`consumer_storage`, default file).
+    pub consumer_storage: Storage,
     /// Ack wait lease (`ack_wait`, default 60s, at least 100ms).
     pub ack_wait: Duration,
     /// Per-attempt invocation timeout (`upstream_timeout`, default 1m, greater than 0).
@@ -315,6 +317,7 @@ impl Default for Config {
             scaling_mode: ScalingMode::Static,
             consumer_inactive_threshold: Duration::from_secs(30),
             consumer_pull_max_messages: None,
+            consumer_storage: Storage::File,
             ack_wait: Duration::from_secs(60),
             upstream_timeout: Duration::from_secs(60),
             gateway_url: DEFAULT_GATEWAY_URL.to_owned(),

@@ -165,6 +165,14 @@ impl Validator {
                 "a whole number",
             ))
         });
+        let storages = [Storage::File, Storage::Memory];
+        c.consumer_storage = self.choice(
+            "consumer_storage",
+            &args.consumer_storage,
+            c.consumer_storage,
+            &storages,
+            |s| s.as_str(),
+        );
         let at_least_100ms = Bound::AtLeast(Duration::from_millis(100));
         c.ack_wait = self.duration("ack_wait", &args.ack_wait, c.ack_wait, at_least_100ms);
         c.limiter_enabled =

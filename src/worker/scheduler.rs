@@ -56,6 +56,7 @@ pub async fn run(
         inactive_threshold: None,
         pull_batch: PULL_BATCH,
         recreate: true,
+        memory_storage: false,
     };
     let subscribed = crate::keep_trying::retry_until(
         &shutdown,

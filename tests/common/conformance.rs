@@ -152,6 +152,7 @@ impl Harness {
             inactive_threshold: None,
             pull_batch: 1,
             recreate: true,
+            memory_storage: false,
         }
     }
 

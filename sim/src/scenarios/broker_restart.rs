@@ -1,16 +1,18 @@
 //! Broker restarts (file storage: messages survive) and worker↔broker partitions of varying
 //! length: nothing is lost; the workers reconnect and carry on. One seed in five restarts a
 //! broker with memory storage instead: its stored messages are lost (documented, counted).
+//! Half the seeds run function mode, whose consumers live in the broker's memory
+//! (`consumer_storage`): each restart ends them and the workers create them again.
 
 use super::{Mix, Opts, between, calls, finish, rng, secs};
 use crate::plan::{Fault, RunConfig};
-use queue_worker::config::Storage;
+use queue_worker::config::{ScalingMode, Storage};
 use rand::Rng;
 
 /// The scenario's name (it also seeds the scenario's choices).
 pub const NAME: &str = "broker-restart";
 
-pub const ABOUT: &str = "broker restarts (file storage) and worker-broker partitions from 200ms to 30s: nothing lost, workers reconnect";
+pub const ABOUT: &str = "broker restarts (file storage; function mode's consumers in memory) and worker-broker partitions from 200ms to 30s: nothing lost, workers reconnect";
 
 pub fn build(seed: u64, opts: &Opts) -> RunConfig {
     let mut r = rng(seed, NAME);
@@ -22,6 +24,9 @@ pub fn build(seed: u64, opts: &Opts) -> RunConfig {
     let memory = r.random_bool(0.2);
     if memory {
         cfg.storage = Storage::Memory;
+    }
+    if r.random_bool(0.5) {
+        cfg.mode = ScalingMode::Function;
     }
     let h = spread.as_secs_f64() + 5.0;
     for _ in 0..r.random_range(1..=2) {

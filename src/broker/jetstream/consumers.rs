@@ -22,6 +22,7 @@ pub(super) fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
         max_ack_pending: -1,
         filter_subject: spec.filter_subject.clone().unwrap_or_default(),
         inactive_threshold: spec.inactive_threshold.unwrap_or_default(),
+        memory_storage: spec.memory_storage,
         ..Default::default()
     }
 }

@@ -137,7 +137,8 @@ impl MemoryBroker {
 
     /// Model a broker restart. `keep_messages = false` (memory storage): every stream,
     /// consumer and bucket is gone; subscriptions recreate their stream and consumer, empty.
-    /// `true` (file storage): messages, consumers and buckets survive, and so do the leases of
+    /// `true` (file storage): messages, file consumers and buckets survive (consumers kept in
+    /// memory, [`ConsumerSpec::memory_storage`], do not), and so do the leases of
     /// ack-pending messages: each is redelivered when its ack wait (or nak delay) runs out, not
     /// at once, as nats-server 2.9 and 2.15 restore pending deliveries from their store
     /// (checked by the conformance suite's `restart_keeps_ack_pending_leases`). Pull requests
@@ -162,6 +163,9 @@ impl MemoryBroker {
         for stream in state.streams.values_mut() {
             stream.rebuild_dedup(now);
             dedup_ids += stream.dedup.len();
+            // Consumers kept in the server's memory end with it; their unacked messages stay
+            // in the stream for whoever creates the consumer again.
+            stream.consumers.retain(|_, c| !c.spec.memory_storage);
             for c in stream.consumers.values_mut() {
                 c.last_active = now;
                 // Pull requests do not survive a restart.

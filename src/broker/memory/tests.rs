@@ -34,6 +34,7 @@ fn consumer(name: &str, filter: Option<&str>, ack_wait: Duration) -> ConsumerSpe
         inactive_threshold: None,
         pull_batch: 1,
         recreate: true,
+        memory_storage: false,
     }
 }
 
@@ -256,6 +257,7 @@ async fn subscriptions_of_one_consumer_share_its_messages() {
     let spec = ConsumerSpec {
         pull_batch: 4,
         recreate: true,
+        memory_storage: false,
         ..consumer("w", None, 10 * SEC)
     };
     let mut a = b.subscribe(&queue(), &spec).await.unwrap();
@@ -524,6 +526,7 @@ impl RandomRun {
                 inactive_threshold: Some(3 * SEC),
                 pull_batch: 3,
                 recreate: true,
+                memory_storage: false,
                 ..consumer("c", Some("q"), 2 * SEC)
             },
         ];

@@ -16,6 +16,7 @@ fn every_default() {
     assert_eq!(c.nats_durable, "faas-request-workers");
     assert_eq!(c.nats_stream_replicas, 1);
     assert_eq!(c.nats_storage, Storage::File);
+    assert_eq!(c.consumer_storage, Storage::File);
     assert_eq!(c.max_inflight, 1);
     assert_eq!(c.scaling_mode, ScalingMode::Static);
     assert_eq!(c.consumer_inactive_threshold, secs(30));

@@ -42,6 +42,7 @@ fn bad_values(name: &str) -> &'static [&'static str] {
         "scaling_mode" => &["dynamic", "functions"],
         "consumer_inactive_threshold" => &["999ms", "0", "30", "abc", "-30s"],
         "consumer_pull_max_messages" => &["0", "10001", "many"],
+        "consumer_storage" => &["disk", "ram", "0"],
         "ack_wait" => &["99ms", "0", "60", "1d"],
         "upstream_timeout" => &["0", "0s", "1x", "-1m"],
         "gateway_url" => &[

@@ -43,6 +43,7 @@ pub(super) fn field<'a>(args: &'a mut ConfigArgs, name: &str) -> &'a mut Option<
         "scaling_mode" => &mut args.scaling_mode,
         "consumer_inactive_threshold" => &mut args.consumer_inactive_threshold,
         "consumer_pull_max_messages" => &mut args.consumer_pull_max_messages,
+        "consumer_storage" => &mut args.consumer_storage,
         "ack_wait" => &mut args.ack_wait,
         "upstream_timeout" => &mut args.upstream_timeout,
         "gateway_url" => &mut args.gateway_url,

@@ -86,11 +86,13 @@ fn number_variables() {
 fn enum_variables() {
     let c = config_with(&[
         ("nats_storage", "memory"),
+        ("consumer_storage", "memory"),
         ("scaling_mode", "function"),
         ("log_encoding", "json"),
         ("backoff", "full"),
     ]);
     assert_eq!(c.nats_storage, Storage::Memory);
+    assert_eq!(c.consumer_storage, Storage::Memory);
     assert_eq!(c.scaling_mode, ScalingMode::Function);
     assert_eq!(c.log_encoding, LogEncoding::Json);
     assert_eq!(c.backoff, Backoff::Full);

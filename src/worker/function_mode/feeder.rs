@@ -13,6 +13,7 @@ use crate::worker::ready::Sched;
 use tokio::time::Instant;
 
 use crate::broker::{BrokerError, ConsumerSpec, Delivery, StreamSpec, Subscription};
+use crate::config::Storage;
 use crate::telemetry::metrics::QueueLabels;
 use crate::worker::Context;
 use crate::worker::MAX_DEFAULT_PULL_BATCH;
@@ -62,6 +63,7 @@ impl Feeder {
             inactive_threshold: Some(threshold),
             pull_batch: cfg.consumer_pull_max_messages.unwrap_or(default_batch),
             recreate: false,
+            memory_storage: cfg.consumer_storage == Storage::Memory,
         }
     }
 

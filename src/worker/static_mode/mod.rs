@@ -46,6 +46,7 @@ impl StaticMode {
                 .consumer_pull_max_messages
                 .unwrap_or_else(|| config.max_inflight.clamp(1, MAX_DEFAULT_PULL_BATCH)),
             recreate: true,
+            memory_storage: false,
         }
     }
 
