@@ -3,7 +3,9 @@
 //! decide, build the request, record metrics, (build the callback), ack.
 //!
 //! Each case runs the whole worker (start, N messages, graceful stop) on a current-thread
-//! runtime, so counts are deterministic. `ci/perf-gate` takes the difference between the
+//! runtime, so counts are deterministic. The ingress cases send N requests through the
+//! ingress's router (status kept, as by default) on a current-thread runtime whose clock is
+//! paused, so the status writer's rounds do not depend on how fast valgrind runs. `ci/perf-gate` takes the difference between the
 //! 1,200- and the 200-message cases, divided by 1,000: instructions per message, with start
 //! and stop costs cancelled out, and compares it with `benches/hot_path.baseline`.
 //!
@@ -19,6 +21,7 @@ use gungraun::{library_benchmark, library_benchmark_group, main};
 use tokio::runtime::Runtime;
 
 use common::Pipeline;
+use common::ingress::IngressCase;
 
 // The allocator the binary ships with (src/main.rs), so the counts are the shipped ones.
 #[global_allocator]
@@ -61,6 +64,29 @@ fn setup_case(n: usize, callback: bool) -> (Runtime, Pipeline, usize, bool) {
     (rt, p, n, callback)
 }
 
-library_benchmark_group!(name = hot_path; benchmarks = worker_pipeline);
+fn setup_ingress(n: usize) -> (Runtime, IngressCase, usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let case = rt.block_on(IngressCase::ready(n));
+    (rt, case, n)
+}
+
+fn teardown_ingress((rt, accepted, n): (Runtime, usize, usize)) {
+    assert_eq!(accepted, n, "every request accepted");
+    drop(rt);
+}
+
+#[library_benchmark(setup = setup_ingress, teardown = teardown_ingress)]
+#[bench::ingress_200(200)]
+#[bench::ingress_1200(1200)]
+fn ingress_requests((rt, case, n): (Runtime, IngressCase, usize)) -> (Runtime, usize, usize) {
+    let accepted = black_box(rt.block_on(case.run()));
+    (rt, accepted, n)
+}
+
+library_benchmark_group!(name = hot_path; benchmarks = worker_pipeline, ingress_requests);
 
 main!(library_benchmark_groups = hot_path);

@@ -22,6 +22,8 @@ use queue_worker::telemetry::server::Health;
 use queue_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
+pub mod ingress;
+
 /// Body size of the benchmark's invocations (as `ci/bench`).
 pub const BODY_BYTES: usize = 512;
 
