@@ -73,14 +73,7 @@ impl Validator {
             "a whole number",
         );
         c.nats_stream_replicas = to_usize(replicas);
-        let storages = [Storage::File, Storage::Memory];
-        c.nats_storage = self.choice(
-            "nats_storage",
-            &args.nats_storage,
-            c.nats_storage,
-            &storages,
-            |s| s.as_str(),
-        );
+        c.nats_storage = self.storage("nats_storage", &args.nats_storage, c.nats_storage);
     }
 
     /// How the worker proves who it is to NATS and checks NATS: one way to authenticate
@@ -165,13 +158,10 @@ impl Validator {
                 "a whole number",
             ))
         });
-        let storages = [Storage::File, Storage::Memory];
-        c.consumer_storage = self.choice(
+        c.consumer_storage = self.storage(
             "consumer_storage",
             &args.consumer_storage,
             c.consumer_storage,
-            &storages,
-            |s| s.as_str(),
         );
         let at_least_100ms = Bound::AtLeast(Duration::from_millis(100));
         c.ack_wait = self.duration("ack_wait", &args.ack_wait, c.ack_wait, at_least_100ms);
@@ -427,6 +417,12 @@ impl Validator {
             );
             default
         })
+    }
+
+    /// `file` or `memory`.
+    fn storage(&mut self, name: &'static str, value: &Option<String>, default: Storage) -> Storage {
+        let storages = [Storage::File, Storage::Memory];
+        self.choice(name, value, default, &storages, |s| s.as_str())
     }
 
     fn choice<T: Copy>(
