@@ -48,6 +48,32 @@ async fn cluster_bed(name: &str, workers: usize) -> Option<(TestBed<NatsCluster>
     Some((bed, started))
 }
 
+/// What the cluster and the ingress know of calls accepted without a callback: each call's
+/// status record (stored, picked up, ended?) and the stream's messages and consumers, so a
+/// failure says whether the message was lost or is stuck.
+async fn explain_missing(
+    bed: &TestBed<NatsCluster>,
+    target: &common::load::Target,
+    ids: &[String],
+) {
+    let http = client();
+    for id in ids.iter().take(5) {
+        let url = format!("{}/system/calls/{id}", target.ingresses[0]);
+        let answer = match http.get(&url).send().await {
+            Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => format!("no answer: {e}"),
+        };
+        eprintln!("missing callback: {id}: status record: {answer}");
+    }
+    let stream = bed.stream();
+    let js = async_nats::jetstream::new(bed.nats.client().await);
+    eprintln!(
+        "missing callback: stream {stream} holds {} messages; consumers (name, pending, ack pending): {:?}",
+        stream_messages(&bed.nats, &stream).await,
+        consumer_states(&js, &stream).await
+    );
+}
+
 async fn stream_messages(cluster: &NatsCluster, stream: &str) -> u64 {
     let js = async_nats::jetstream::new(cluster.client().await);
     match js.get_stream(stream).await {
@@ -328,8 +354,16 @@ async fn without_quorum_the_ingress_answers_503_and_service_resumes_after() {
         200,
         "quorum is back: every post is accepted in the end"
     );
-    bed.wait_all_called_back(&after, Duration::from_secs(60))
-        .await;
+    let missing = bed.missing_callbacks(&after, Duration::from_secs(60)).await;
+    if !missing.is_empty() {
+        explain_missing(&bed, &target, &missing).await;
+        panic!(
+            "{} of {} accepted after quorum came back have no successful callback after 60s: {:?}",
+            missing.len(),
+            after.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
     let (status, _) = get_text(&format!("{}/readyz", workers[0].metrics)).await;
     assert_eq!(status, 200);
     wait_drained(&bed.nats, &stream, Duration::from_secs(60)).await;

@@ -312,6 +312,16 @@ impl<N> TestBed<N> {
         super::load::wait_all_called_back(self.receiver(), accepted, timeout).await;
     }
 
+    /// The accepted ids still without a successful callback after `timeout`
+    /// ([`super::load::missing_callbacks`]).
+    pub async fn missing_callbacks(
+        &self,
+        accepted: &HashSet<String>,
+        timeout: Duration,
+    ) -> Vec<String> {
+        super::load::missing_callbacks(self.receiver(), accepted, timeout).await
+    }
+
     /// The work-queue stream, `OF_<queue>`.
     pub fn stream(&self) -> String {
         format!("OF_{}", self.queue)

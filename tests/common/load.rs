@@ -140,6 +140,25 @@ pub async fn wait_all_called_back(
     accepted: &HashSet<String>,
     timeout: Duration,
 ) {
+    let missing = missing_callbacks(receiver, accepted, timeout).await;
+    if !missing.is_empty() {
+        panic!(
+            "{} of {} accepted invocations have no successful callback after {timeout:?}, \
+             e.g. {:?}",
+            missing.len(),
+            accepted.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+}
+
+/// The ids in `accepted` still without a callback with `X-Function-Status: 200` once all have
+/// one or `timeout` has passed (sorted; empty when all have one).
+pub async fn missing_callbacks(
+    receiver: &CallbackReceiver,
+    accepted: &HashSet<String>,
+    timeout: Duration,
+) -> Vec<String> {
     let deadline = Instant::now() + timeout;
     loop {
         let reqs = receiver.requests();
@@ -148,22 +167,14 @@ pub async fn wait_all_called_back(
             .filter(|r| r.header("x-function-status") == Some("200"))
             .filter_map(|r| r.header("x-call-id"))
             .collect();
-        let missing: Vec<&String> = accepted
+        let mut missing: Vec<String> = accepted
             .iter()
             .filter(|id| !ok.contains(id.as_str()))
+            .cloned()
             .collect();
-        if missing.is_empty() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            let mut sample: Vec<&&String> = missing.iter().take(10).collect();
-            sample.sort();
-            panic!(
-                "{} of {} accepted invocations have no successful callback after {timeout:?}, \
-                 e.g. {sample:?}",
-                missing.len(),
-                accepted.len()
-            );
+        if missing.is_empty() || Instant::now() >= deadline {
+            missing.sort();
+            return missing;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
