@@ -182,14 +182,7 @@ impl Env {
     ) -> Res<u32> {
         let metrics_port = free_port()?;
         // `--worker-prefix "perf record -g -o /tmp/w.data --"` profiles the worker.
-        let mut cmd = match self.worker_prefix.split_first() {
-            Some((p, rest)) => {
-                let mut c = Command::new(p);
-                c.args(rest).arg(&self.worker_bin);
-                c
-            }
-            None => Command::new(&self.worker_bin),
-        };
+        let mut cmd = prefixed(&self.worker_prefix, &self.worker_bin);
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -235,36 +228,18 @@ impl Env {
         concurrency: usize,
         function: &str,
     ) -> Res<u32> {
-        let mut cmd = match self.baseline_prefix.split_first() {
-            Some((p, rest)) => {
-                let mut c = Command::new(p);
-                c.args(rest).arg(&self.self_bin);
-                c
-            }
-            None => Command::new(&self.self_bin),
-        };
-        let mut child = cmd
-            .args([
-                "baseline",
-                "--nats",
-                &self.nats_url,
-                "--concurrency",
-                &concurrency.to_string(),
-                "--url",
-                &format!("http://{}/function/{function}", self.fn_addr),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(err("start baseline"))?;
-        let out = child.stdout.take().ok_or("baseline stdout")?;
-        let pid = procs.add("baseline", child);
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .map_err(err("baseline"))?;
-        if line.trim() != "ready" {
+        let mut cmd = prefixed(&self.baseline_prefix, &self.self_bin);
+        cmd.args([
+            "baseline",
+            "--nats",
+            &self.nats_url,
+            "--concurrency",
+            &concurrency.to_string(),
+            "--url",
+            &format!("http://{}/function/{function}", self.fn_addr),
+        ]);
+        let (pid, line) = procs.spawn_announcing("baseline", &mut cmd)?;
+        if line != "ready" {
             return Err("the baseline did not start".into());
         }
         Ok(pid)
@@ -365,4 +340,16 @@ pub(crate) struct Drain {
     pub(crate) cpu_us: [f64; 3],
     /// Messages the consumer sent to NATS per message, besides its ack (pull requests).
     pub(crate) requests_per_msg: f64,
+}
+
+/// `bin` run through `prefix` (`perf record … --`, `valgrind`, …) when one is given.
+fn prefixed(prefix: &[String], bin: &Path) -> Command {
+    match prefix.split_first() {
+        Some((p, rest)) => {
+            let mut c = Command::new(p);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
 }

@@ -12,6 +12,25 @@ impl Procs {
         self.0.push((name.to_string(), c));
         pid
     }
+
+    /// Start `cmd` (its stdout piped to us, stderr shared), keep it as `name`, and read the
+    /// first line it prints (how our helpers say they are ready); its pid and that line.
+    pub(crate) fn spawn_announcing(&mut self, name: &str, cmd: &mut Command) -> Res<(u32, String)> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(err(&format!("start {name}")))?;
+        let out = child.stdout.take().ok_or(format!("{name} stdout"))?;
+        let pid = self.add(name, child);
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .map_err(err(name))?;
+        Ok((pid, line.trim().to_string()))
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL.
     pub(crate) fn stop(&mut self, pid: u32, grace: Duration) {
         if let Some(i) = self.0.iter().position(|(_, c)| c.id() == pid) {

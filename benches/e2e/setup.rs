@@ -65,21 +65,9 @@ pub(crate) async fn start(
 
 /// The function server: this binary, in its own process; its address and pid.
 fn start_fn_server(procs: &mut Procs, self_bin: &Path) -> Res<(SocketAddr, u32)> {
-    let mut f = Command::new(self_bin)
-        .arg("fn-server")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(err("start the function server"))?;
-    let out = f.stdout.take().ok_or("fn-server stdout")?;
-    let pid = procs.add("fn-server", f);
-    let mut line = String::new();
-    BufReader::new(out)
-        .read_line(&mut line)
-        .map_err(err("fn-server"))?;
+    let (pid, line) =
+        procs.spawn_announcing("fn-server", Command::new(self_bin).arg("fn-server"))?;
     let addr = line
-        .trim()
         .strip_prefix("listening ")
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| format!("fn-server said {line:?}"))?;
