@@ -74,24 +74,37 @@ fn go_escape(rest: &[u8]) -> Option<(&'static [u8], usize)> {
 /// next 0xE2 are remembered apart, so each part of the string is searched once per kind.
 #[derive(Default)]
 struct Candidates {
-    /// The next `<`, `>` or `&` at or after the position it was searched from (`None`: none).
-    ascii: Option<Option<usize>>,
+    /// Where the last search for `<`, `>` or `&` found one (the string's length: none left).
+    ascii: Option<usize>,
     /// The same for 0xE2.
-    e2: Option<Option<usize>>,
+    e2: Option<usize>,
 }
 
 impl Candidates {
     fn next(&mut self, bytes: &[u8], from: usize) -> Option<usize> {
-        let search = |found: Option<usize>| found.map(|p| from + p);
-        if self.ascii.is_none_or(|p| p.is_some_and(|p| p < from)) {
-            self.ascii = Some(search(memchr::memchr3(b'<', b'>', b'&', &bytes[from..])));
-        }
-        if self.e2.is_none_or(|p| p.is_some_and(|p| p < from)) {
-            self.e2 = Some(search(memchr::memchr(0xE2, &bytes[from..])));
-        }
-        match (self.ascii.flatten(), self.e2.flatten()) {
-            (Some(a), Some(e)) => Some(a.min(e)),
-            (a, e) => a.or(e),
+        let ascii = ahead(&mut self.ascii, bytes, from, |s| {
+            memchr::memchr3(b'<', b'>', b'&', s)
+        });
+        let e2 = ahead(&mut self.e2, bytes, from, |s| memchr::memchr(0xE2, s));
+        let at = ascii.min(e2);
+        (at < bytes.len()).then_some(at)
+    }
+}
+
+/// The first place at or after `from` where `find` matches (`bytes.len()`: none), searching
+/// again only when the one `cached` is behind `from`.
+fn ahead(
+    cached: &mut Option<usize>,
+    bytes: &[u8],
+    from: usize,
+    find: impl Fn(&[u8]) -> Option<usize>,
+) -> usize {
+    match *cached {
+        Some(at) if at >= from => at,
+        _ => {
+            let at = find(&bytes[from..]).map_or(bytes.len(), |p| from + p);
+            *cached = Some(at);
+            at
         }
     }
 }
