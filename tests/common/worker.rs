@@ -282,8 +282,24 @@ pub struct WorkerSpec {
 }
 
 impl Worker {
-    /// Spawns the worker `spec` describes and waits until `/readyz` answers.
+    /// Spawns the worker `spec` describes and waits until `/readyz` answers. Ports are picked
+    /// free just before the start, so another process may take one in between: a worker that
+    /// exits because its address is in use is started again on new ports (a few times).
     pub async fn start(spec: &WorkerSpec) -> Worker {
+        for _ in 0..3 {
+            let (mut proc, metrics, ingress) = Worker::spawn_on_free_ports(spec);
+            if !lost_its_port(&mut proc, &metrics, spec.ready_timeout).await {
+                wait_http_ok(&format!("{metrics}/readyz"), spec.ready_timeout).await;
+                return Worker::new(proc, metrics, ingress);
+            }
+            eprintln!("worker: a port it was given was taken meanwhile; starting it on others");
+        }
+        panic!("worker: three starts in a row found a port taken");
+    }
+
+    /// The worker `spec` describes on ports free a moment ago: its process, metrics URL and
+    /// ingress URL.
+    fn spawn_on_free_ports(spec: &WorkerSpec) -> (WorkerProcess, String, Option<String>) {
         let metrics_port = super::free_port();
         let ingress_addr = spec
             .ingress
@@ -306,8 +322,7 @@ impl Worker {
         }
         let proc = WorkerProcess::spawn_limited(&super::worker_bin(), &args, &env, spec.nofile);
         let metrics = format!("http://127.0.0.1:{metrics_port}");
-        wait_http_ok(&format!("{metrics}/readyz"), spec.ready_timeout).await;
-        Worker::new(proc, metrics, ingress_addr.map(|a| format!("http://{a}")))
+        (proc, metrics, ingress_addr.map(|a| format!("http://{a}")))
     }
 
     /// A worker already started (and ready): its process, metrics URL and ingress URL.
@@ -401,4 +416,26 @@ fn limit_nofile(cmd: &mut Command, n: u64) {
             }
         });
     }
+}
+
+/// Whether `proc` exited, before its `/readyz` under `metrics` answered 200 or `timeout`
+/// passed, because an address it was to listen on is in use.
+async fn lost_its_port(proc: &mut WorkerProcess, metrics: &str, timeout: Duration) -> bool {
+    let (client, url) = (http_client(), format!("{metrics}/readyz"));
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if proc.try_exit().is_some() {
+            return proc.log().contains("Address already in use");
+        }
+        if client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
