@@ -103,14 +103,32 @@ impl ReqwestInvoker {
     }
 }
 
+/// Bodies of at least this many bytes are handed over to the connection (see
+/// [`request_body`]).
+const HANDED_OVER_FROM: usize = 16 * 1024;
+
+/// The reqwest body of `body`. reqwest keeps a copy of a body it can send again (for a 307 or
+/// 308 redirect, even with redirects off) until the answer's head arrives: for a function that
+/// takes its time, that is the whole call. A large body is given as a one-chunk stream
+/// instead: sent with its `Content-Length` as before, and freed once written, so a call in
+/// flight holds its message and not a second copy of its body. Small ones stay as they are
+/// (no boxing).
+fn request_body(body: Bytes) -> reqwest::Body {
+    if body.len() < HANDED_OVER_FROM {
+        reqwest::Body::from(body)
+    } else {
+        reqwest::Body::wrap(http_body_util::Full::new(body))
+    }
+}
+
 /// The reqwest request for `req`: what `reqwest::Request::try_from` builds, with the URL from
-/// the cache (when one is given).
+/// the cache (when one is given) and the body as [`request_body`] gives it.
 fn to_reqwest(
     req: http::Request<Bytes>,
     urls: Option<&UrlCache>,
 ) -> Result<reqwest::Request, InvokeError> {
     let slow = |req: http::Request<Bytes>| {
-        reqwest::Request::try_from(req.map(reqwest::Body::from))
+        reqwest::Request::try_from(req.map(request_body))
             .map_err(|e| InvokeError::Transport(e.to_string()))
     };
     let Some(urls) = urls.filter(|_| req.extensions().is_empty()) else {
@@ -124,7 +142,7 @@ fn to_reqwest(
     let mut out = reqwest::Request::new(parts.method, url);
     *out.headers_mut() = parts.headers;
     *out.version_mut() = parts.version;
-    *out.body_mut() = Some(reqwest::Body::from(body));
+    *out.body_mut() = Some(request_body(body));
     Ok(out)
 }
 
@@ -239,6 +257,73 @@ impl Invoker for ReqwestInvoker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn post(body: Bytes) -> http::Request<Bytes> {
+        let mut r = http::Request::new(body);
+        *r.method_mut() = http::Method::POST;
+        *r.uri_mut() = "http://127.0.0.1:1/function/f".parse().unwrap();
+        r
+    }
+
+    #[test]
+    fn only_small_bodies_are_kept_by_reqwest_for_sending_again() {
+        let small = Bytes::from(vec![b's'; HANDED_OVER_FROM - 1]);
+        let large = Bytes::from(vec![b'l'; HANDED_OVER_FROM]);
+        let kept = to_reqwest(post(small), None).unwrap();
+        assert!(kept.try_clone().is_some(), "a small body stays reusable");
+        for urls in [None, Some(&UrlCache::default())] {
+            let handed = to_reqwest(post(large.clone()), urls).unwrap();
+            assert!(handed.try_clone().is_none(), "reqwest keeps no copy");
+        }
+    }
+
+    /// A large body arrives whole, with its `Content-Length` (not chunked), as a small one does.
+    #[tokio::test]
+    async fn a_large_body_is_sent_with_its_length() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body: Bytes = (0..HANDED_OVER_FROM * 3).map(|i| (i % 251) as u8).collect();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 8192];
+            let head_end = loop {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the connection closed before the head ended");
+                seen.extend_from_slice(&buf[..n]);
+                if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .expect("a content-length header")
+                .trim()
+                .parse()
+                .unwrap();
+            while seen.len() < head_end + length {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the connection closed before the body ended");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            (head, seen[head_end..].to_vec())
+        });
+        let mut req = post(body.clone());
+        *req.uri_mut() = format!("http://{addr}/function/f").parse().unwrap();
+        install_crypto_provider();
+        let client = reqwest::Client::new();
+        let answer = exchange(&client, req, Duration::from_secs(10), None).await;
+        assert_eq!(answer.unwrap().status(), http::StatusCode::OK);
+        let (head, received) = server.await.unwrap();
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(received, body.as_ref());
+    }
 
     #[test]
     fn cached_conversion_matches_reqwest() {

@@ -42,7 +42,7 @@ impl<'a> Call<'a> {
         ctx: &Context,
         delivery: &'a Delivery,
     ) -> Result<(Call<'a>, http::Request<Bytes>), Unreadable> {
-        let req = wire::decode(&delivery.payload).map_err(|reason| Unreadable {
+        let mut req = wire::decode(&delivery.payload).map_err(|reason| Unreadable {
             ids: None,
             error: reason.to_string(),
         })?;
@@ -59,6 +59,9 @@ impl<'a> Call<'a> {
                 });
             }
         };
+        // The request holds the body from here on, and lets go of it once sent: nothing after
+        // needs it (a dead letter keeps the delivery's own bytes).
+        req.body = Bytes::new();
         let policy = policy(ctx, &req, &call_id, &function);
         let call = Call {
             delivery,
