@@ -74,11 +74,12 @@ async fn run_in(plan: &Plan, procs: &mut Procs, dir: &Path, worker_bin: PathBuf)
         worker_rate = throughput(plan, procs, &env, &mut summary).await?;
     }
     if plan.has("latency") {
-        // The worker's median rate at the highest concurrency, when measured above.
-        let max_rate = if worker_rate > 0.0 {
-            worker_rate
-        } else {
-            plan.opts.num("latency-max-rate", 10_000.0)
+        // `--latency-max-rate` when given, else the worker's median rate at the highest
+        // concurrency when measured above.
+        let max_rate = match plan.opts.0.get("latency-max-rate") {
+            Some(_) => plan.opts.num("latency-max-rate", 10_000.0),
+            None if worker_rate > 0.0 => worker_rate,
+            None => 10_000.0,
         };
         latency(plan, procs, &env, &mut summary, max_rate).await?;
     }
