@@ -154,3 +154,32 @@ async fn a_message_published_without_the_ingress_gets_a_status_from_its_first_de
     assert_eq!(old["reason"], "expired");
     assert_eq!(bed.function.count(), 1);
 }
+
+/// Connections the worker's log says it made for call status.
+fn status_connections(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("Connected to NATS") && l.contains("queue-worker-status"))
+        .count()
+}
+
+/// Call status is written on a NATS connection of its own (a round of status writes never
+/// queues ahead of the worker's acks and pulls or the ingress's publishes), and none is made
+/// when status is off.
+#[tokio::test]
+async fn status_has_a_connection_of_its_own_and_none_when_off() {
+    let Some((_bed, w)) = bed_with("st-conn", |_, _| Reply::ok("done"), &[]).await else {
+        return;
+    };
+    post(&w, "conn-1").await;
+    wait_state(&w, "conn-1", "succeeded", T).await;
+    let log = w.proc.log();
+    assert_eq!(status_connections(&log), 1, "{log}");
+
+    let off = [("status_ttl", "0")];
+    let Some((_bed, w)) = bed_with("st-conn-off", |_, _| Reply::ok("done"), &off).await else {
+        return;
+    };
+    let log = w.proc.log();
+    assert!(log.contains("Connected to NATS"), "{log}");
+    assert_eq!(status_connections(&log), 0, "{log}");
+}

@@ -178,6 +178,7 @@ impl Pipeline {
             invoker: self.invoker.clone(),
             clock: Arc::new(SystemClock),
             rng: Arc::new(queue_worker::rng::SeededRng::seeded(1)),
+            status_store: None,
         };
         let worker = Worker::new(
             self.config.clone(),

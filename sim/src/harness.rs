@@ -461,6 +461,7 @@ async fn worker(cfg: Arc<RunConfig>, hist: History, i: usize, incarnation: u32) 
             hist.clone(),
             cfg.server,
         )),
+        status_store: None,
         invoker: Arc::new(SimInvoker {
             worker: name.clone(),
             hist: hist.clone(),

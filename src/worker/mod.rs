@@ -51,6 +51,9 @@ pub struct Ports {
     pub invoker: Arc<dyn Invoker>,
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<dyn Rng>,
+    /// Where call status is written and read; `None`: `broker`. In production, a NATS
+    /// connection of its own (see `lifecycle::serve`).
+    pub status_store: Option<Arc<dyn crate::broker::KeyValue>>,
 }
 
 /// Everything one delivery's processing needs (shared by all in-flight tasks).
