@@ -395,7 +395,8 @@ async fn connect_nats_as(
     Ok(Some(broker))
 }
 
-/// How [`connect_nats`] reaches NATS: `config`'s servers, credentials and TLS settings.
+/// How [`connect_nats`] reaches NATS: `config`'s servers, credentials and TLS settings, on a
+/// connection named `name`.
 fn nats_options(config: &Config, name: &str) -> NatsOptions {
     let client_cert = match (&config.nats_tls_cert_file, &config.nats_tls_key_file) {
         (Some(cert_file), Some(key_file)) => Some(ClientCert {
