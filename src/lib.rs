@@ -15,6 +15,7 @@
 //! | [`ingress`] | `POST /async-function/…`: a request becomes a stored message |
 //! | [`config`] | every variable, validated at once |
 //! | [`security`] | who may use the ingress, where callbacks may go, signed callbacks, secret files |
+//! | [`flow`] | flow control: a function's `max_concurrency` and `rate` across every replica, kept in a key-value bucket |
 //! | [`claim_check`] | request bodies over `payload_offload_bytes`: stored as objects, the message carries their name |
 //! | [`status`] | call status in a key-value bucket: the record, and the writer that keeps it off the hot path |
 //! | [`telemetry`] | metrics, logs, `/metrics`, `/healthz`, `/readyz` |
@@ -40,6 +41,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod fds;
+pub mod flow;
 pub mod http_server;
 pub mod ingress;
 pub mod invoke;

@@ -98,6 +98,9 @@ pub struct Metrics {
     /// `queue_worker_queue_paused{queue_name,function_name}`: 1 while paused by an operator;
     /// `function_name="*"` for the whole queue.
     pub queue_paused: Family<FunctionLabels, Gauge>,
+    /// `queue_worker_flow_waiting{queue_name,function_name}`: calls this worker holds back
+    /// because the function is at its flow limits (`max_concurrency`, `rate`).
+    pub flow_waiting: Family<FunctionLabels, Gauge>,
     /// `queue_worker_oldest_message_age_seconds{queue_name,function_name}`
     pub oldest_message_age: Family<FunctionLabels, Gauge<f64, AtomicU64>>,
     /// `queue_worker_dead_letters_waiting{queue_name,reason}`: dead letters kept now.
@@ -130,6 +133,7 @@ impl Metrics {
             callbacks: Family::default(),
             consumers: Family::default(),
             queue_paused: Family::default(),
+            flow_waiting: Family::default(),
             oldest_message_age: Family::default(),
             dead_letters_waiting: Family::default(),
         };
@@ -228,6 +232,11 @@ impl Metrics {
             self.queue_paused.clone(),
         );
         r.register(
+            "queue_worker_flow_waiting",
+            "Calls this worker holds back because their function is at its flow limits",
+            self.flow_waiting.clone(),
+        );
+        r.register(
             "queue_worker_oldest_message_age_seconds",
             "Age of the oldest message stored for the function (waiting, running or waiting to be retried)",
             self.oldest_message_age.clone(),
@@ -297,6 +306,19 @@ impl QueueMetrics {
     pub fn all(&self) -> &Metrics {
         &self.metrics
     }
+    /// Set `queue_worker_flow_waiting` of `function` to `waiting`.
+    pub fn flow_waiting(&self, function: &str, waiting: usize) {
+        let labels = FunctionLabels {
+            queue_name: self.queue.clone(),
+            function_name: function.to_string(),
+        };
+        let waiting = i64::try_from(waiting).unwrap_or(i64::MAX);
+        self.metrics
+            .flow_waiting
+            .get_or_create(&labels)
+            .set(waiting);
+    }
+
     pub fn queue(&self) -> &str {
         &self.queue
     }

@@ -9,6 +9,7 @@ pub(crate) mod callback;
 pub mod cancellations;
 pub(crate) mod company;
 pub(crate) mod dead_letter;
+pub(crate) mod flow_gate;
 pub(crate) mod function_mode;
 pub(crate) mod lease;
 pub(crate) mod limiter;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Broker, StreamSpec};
 use crate::clock::Clock;
 use crate::config::{Config, ScalingMode};
+use crate::flow::{self, Flow};
 use crate::invoke::Invoker;
 use crate::rng::Rng;
 use crate::telemetry::metrics::{Metrics, QueueMetrics};
@@ -75,6 +77,8 @@ pub struct Context {
     pub calls: Option<Arc<Calls>>,
     /// The calls cancelled on this queue; `None`: calls cannot be cancelled.
     pub cancellations: Option<Arc<cancellations::Cancellations>>,
+    /// The queue's flow limits (`src/flow/`).
+    pub flow: Arc<Flow>,
 }
 
 impl Context {
@@ -122,6 +126,7 @@ impl Worker {
                     .map(|path| Signer::new(SecretFile::new(path))),
                 calls: None,
                 cancellations: None,
+                flow: Arc::new(Flow::new(ports.broker.clone(), flow::spec(&config, &queue))),
                 config,
                 broker: ports.broker,
                 invoker: ports.invoker,
@@ -157,9 +162,15 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let gauges_stop = CancellationToken::new();
         let gauges = tokio::spawn(backlog::report(self.ctx.clone(), gauges_stop.clone()));
+        flow_gate::look_pins(&self.ctx).await;
+        let pins = tokio::spawn(flow_gate::follow_pins(
+            self.ctx.clone(),
+            gauges_stop.clone(),
+        ));
         self.run_mode(shutdown).await;
         gauges_stop.cancel();
         let _ = gauges.await;
+        let _ = pins.await;
     }
 
     async fn run_mode(self, shutdown: CancellationToken) {

@@ -13,6 +13,7 @@ use super::callback::{self, Reply};
 use super::cancellations::{Admission, Running};
 use super::company::Company;
 use super::dead_letter;
+use super::flow_gate::{self, Entered};
 use super::lease::{self, Held, Lease};
 use super::payload::{self, Missing};
 use super::plan::{self, Attempt, Plan, RetryPlan, Settle, Signal};
@@ -31,8 +32,20 @@ pub struct Ran {
     /// What the limiter learns.
     pub signal: Signal,
     /// The delivery itself, unsettled, when it is to run again once its function has room: the
-    /// function refused it with back-pressure this worker caused (see [`plan::after_call`]).
+    /// function refused it with back-pressure this worker caused (see [`plan::after_call`]),
+    /// or its flow limits held it back (`held_back`).
     pub again: Option<Held>,
+    /// The function's flow limits held the delivery back: it runs again after this.
+    pub held_back: Option<HeldBack>,
+}
+
+/// A delivery held back by its function's flow limits (see [`super::flow_gate`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HeldBack {
+    /// Until it may be tried again.
+    pub wait: std::time::Duration,
+    /// The function's `max_concurrency`, when it has one.
+    pub cap: Option<u32>,
 }
 
 /// Process one delivery to the end (settled, or handed back to run again). `company`: the other
@@ -63,6 +76,19 @@ pub async fn run(
         s = lease::keep(acker, &mut lease, ctx.config.ack_wait, work) => s,
         _ = abandon.cancelled() => (Settle::Nak(None), Signal::Other),
     };
+    if let Settle::Hold { wait, cap } = settle {
+        let again = Held {
+            delivery,
+            lease,
+            pushed_back,
+            paused,
+        };
+        return Ran {
+            signal,
+            again: Some(again),
+            held_back: Some(HeldBack { wait, cap }),
+        };
+    }
     if settle == Settle::Again {
         let again = Held {
             delivery,
@@ -73,6 +99,7 @@ pub async fn run(
         return Ran {
             signal,
             again: Some(again),
+            held_back: None,
         };
     }
     let settled = settle_delivery(&delivery, &lease, settle).await;
@@ -82,6 +109,7 @@ pub async fn run(
     Ran {
         signal,
         again: None,
+        held_back: None,
     }
 }
 
@@ -110,7 +138,7 @@ async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) -> 
         }
         Settle::Nak(delay) => acker.nak(delay).await,
         Settle::Term => acker.term().await,
-        Settle::Again => {
+        Settle::Again | Settle::Hold { .. } => {
             debug_assert!(false, "a delivery to run again is not settled");
             return false;
         }
@@ -151,6 +179,10 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
     if let Some(ended) = end_without_call(ctx, &call, now).await {
         return ended;
     }
+    let slot = match flow_gate::enter(ctx, &call).await {
+        Entered::Go(slot) => slot,
+        Entered::Wait { wait, cap } => return (Settle::Hold { wait, cap }, Signal::Other),
+    };
     // A delivery run again after back-pressure is the same attempt: counted once.
     if call.attempt == 1 && crowd.pushed_back == 0 {
         ctx.budget().record_first_attempt(&call.function, std_now());
@@ -159,9 +191,14 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
     }
     let http_req = match payload::fill(ctx, &call, http_req).await {
         Ok(filled) => filled,
-        Err(missing) => return without_body(ctx, &call, missing).await,
+        Err(missing) => {
+            flow_gate::leave(ctx, &call, slot).await;
+            return without_body(ctx, &call, missing).await;
+        }
     };
-    let Some((plan, reply)) = invoke_and_plan(ctx, &call, http_req, crowd, &running).await else {
+    let invoked = invoke_and_plan(ctx, &call, http_req, crowd, &running).await;
+    flow_gate::leave(ctx, &call, slot).await;
+    let Some((plan, reply)) = invoked else {
         return end_cancelled(ctx, &call, true).await;
     };
     (carry_out(ctx, &call, &plan, reply).await, plan.limiter)

@@ -34,6 +34,9 @@ pub enum Settle {
     /// Keep it, unsettled, and run it again when its function has room (back-pressure this
     /// worker caused: no attempt spent).
     Again,
+    /// Keep it, unsettled, and run it again after `wait`: its function's flow limits hold it
+    /// back (`src/flow/`; no attempt spent). `cap`: the function's `max_concurrency`.
+    Hold { wait: Duration, cap: Option<u32> },
 }
 
 /// Why a message is dead-lettered (`Qw-Reason`).

@@ -23,7 +23,7 @@ pub(crate) use sched::{FunctionState, Sched};
 use super::Context;
 use super::company::Company;
 use super::lease::Held;
-use super::pipeline::{self, Ran};
+use super::pipeline::{self, HeldBack, Ran};
 use super::plan::Signal;
 use super::shutdown::InFlight;
 
@@ -79,7 +79,10 @@ impl Ready {
                 let ran = run_ready(&ctx, held, company.as_ref(), &abandon).await;
                 // The slot first: `finished` wakes the intake, which counts free slots.
                 drop(permit);
-                lock(&sched).finished(&subject, ran.signal, ran.again);
+                match (ran.held_back, ran.again) {
+                    (Some(back), Some(held)) => hold_back(&ctx, &sched, &wake, subject, held, back),
+                    (_, again) => lock(&sched).finished(&subject, ran.signal, again),
+                }
                 wake.notify_one();
             });
         }
@@ -117,6 +120,35 @@ impl Ready {
     }
 }
 
+/// Put a delivery its flow limits held back first in its queue, and look again after its wait.
+fn hold_back(
+    ctx: &Arc<Context>,
+    sched: &Arc<Mutex<Sched>>,
+    wake: &Arc<Notify>,
+    subject: String,
+    held: Held,
+    back: HeldBack,
+) {
+    let waiting = lock(sched).held_back(&subject, held, back.cap);
+    let function = function_of(ctx, &subject);
+    ctx.metrics.flow_waiting(function, waiting);
+    let (ctx, sched, wake) = (ctx.clone(), sched.clone(), wake.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(back.wait).await;
+        lock(&sched).look_again(&subject);
+        ctx.metrics.flow_waiting(function_of(&ctx, &subject), 0);
+        wake.notify_one();
+    });
+}
+
+/// The function (`name.namespace`) of a subject of this queue.
+fn function_of<'a>(ctx: &Context, subject: &'a str) -> &'a str {
+    subject
+        .strip_prefix(ctx.config.queue_name.as_str())
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(subject)
+}
+
 fn lock(sched: &Mutex<Sched>) -> MutexGuard<'_, Sched> {
     sched.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -139,6 +171,7 @@ async fn run_ready(
         return Ran {
             signal: Signal::Other,
             again: None,
+            held_back: None,
         };
     }
     if held.lease.holds(Instant::now()) {
@@ -152,6 +185,7 @@ async fn run_ready(
     Ran {
         signal: Signal::Other,
         again: None,
+        held_back: None,
     }
 }
 

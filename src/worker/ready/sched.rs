@@ -40,6 +40,12 @@ pub(crate) struct FunctionState {
     /// Paused by an operator (`src/pause.rs`): nothing of it starts, nothing more is pulled
     /// for it; what it holds waits, leased.
     paused: bool,
+    /// Its flow limits held a call back (`src/flow/`): nothing of it starts until the wait is
+    /// over or one of its calls here ends.
+    held_back: bool,
+    /// Its `max_concurrency` across replicas, once a call of it said so: the worker starts
+    /// no more than that at once (the least of it and the adaptive limit).
+    cap: Option<usize>,
 }
 
 impl FunctionState {
@@ -53,6 +59,8 @@ impl FunctionState {
             running: Arc::default(),
             full: false,
             paused: false,
+            held_back: false,
+            cap: None,
         }
     }
 
@@ -63,15 +71,17 @@ impl FunctionState {
     }
 
     fn limit(&self, max_inflight: usize) -> usize {
-        self.limiter
+        let adaptive = self
+            .limiter
             .as_ref()
             .map(|l| l.limit())
-            .unwrap_or(max_inflight)
+            .unwrap_or(max_inflight);
+        self.cap.map_or(adaptive, |cap| adaptive.min(cap.max(1)))
     }
     /// Calls it may start now: its limit less those in flight, none while it is full (after a
     /// 429) and one of its calls still runs.
     fn room(&self, max_inflight: usize) -> usize {
-        if self.paused || (self.full && self.in_flight > 0) {
+        if self.paused || self.held_back || (self.full && self.in_flight > 0) {
             return 0;
         }
         self.limit(max_inflight).saturating_sub(self.in_flight)
@@ -190,9 +200,39 @@ impl Sched {
             if let Some(held) = again {
                 f.ready.push_front(held);
             }
+            // A slot of its own freed up: a call held back may find room now.
+            f.held_back = false;
             f.room.notify_one();
         } else if let Some(held) = again {
             tokio::spawn(held.give_back());
+        }
+        self.intake.notify_one();
+    }
+
+    /// A delivery of the function on `subject` its flow limits held back: it goes first in its
+    /// queue again, and nothing of the function starts until [`Self::look_again`] or one of its
+    /// calls here ends. `cap`: the function's `max_concurrency`. Returns the deliveries of it
+    /// waiting here.
+    pub(crate) fn held_back(&mut self, subject: &str, held: Held, cap: Option<u32>) -> usize {
+        let Some(f) = self.functions.get_mut(subject) else {
+            tokio::spawn(held.give_back());
+            return 0;
+        };
+        debug_assert!(f.in_flight > 0, "a held-back delivery was in flight");
+        f.in_flight = f.in_flight.saturating_sub(1);
+        f.running.fetch_sub(1, Ordering::Relaxed);
+        f.cap = cap.map(|c| c as usize);
+        f.ready.push_front(held);
+        f.held_back = true;
+        self.intake.notify_one();
+        f.ready.len()
+    }
+
+    /// The wait of the function on `subject` is over: its next call may try its limits again.
+    pub(crate) fn look_again(&mut self, subject: &str) {
+        if let Some(f) = self.functions.get_mut(subject).filter(|f| f.held_back) {
+            f.held_back = false;
+            f.room.notify_one();
         }
         self.intake.notify_one();
     }

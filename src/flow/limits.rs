@@ -1,0 +1,247 @@
+//! A function's flow limits: how many of its calls may run at once across every replica, and how
+//! many may start per period. Read from the message's annotations, or pinned by an operator
+//! (`queue-worker flow set`), the pin winning.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{format_go_duration, parse_go_duration};
+
+/// Calls of a function in flight across all replicas.
+pub const ANNOTATION_MAX_CONCURRENCY: &str = "com.openfaas.queue.max_concurrency";
+/// Calls of a function started per period across all replicas, `R/PERIOD` (`5/1s`).
+pub const ANNOTATION_RATE: &str = "com.openfaas.queue.rate";
+/// Calls that may start at once beyond the rate, after a quiet spell.
+pub const ANNOTATION_BURST: &str = "com.openfaas.queue.burst";
+
+/// The largest `max_concurrency`, rate count and burst accepted.
+pub const MAX_COUNT: u32 = 10_000;
+/// The shortest and longest rate period accepted.
+pub const MIN_PERIOD: Duration = Duration::from_millis(10);
+pub const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// `calls` starts per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub calls: u32,
+    pub period: Duration,
+}
+
+impl Rate {
+    /// The time between two starts at an even pace, rounded up to the microsecond so that the
+    /// rounding never lets one call more into a period.
+    pub fn interval_micros(&self) -> u64 {
+        let period = u64::try_from(self.period.as_micros()).unwrap_or(u64::MAX);
+        period.div_ceil(u64::from(self.calls.max(1)))
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.calls, format_go_duration(self.period))
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    /// `R/PERIOD`: a whole number of calls from 1 to [`MAX_COUNT`] and a Go duration from
+    /// [`MIN_PERIOD`] to [`MAX_PERIOD`] (`5/1s`, `100/1m`).
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let expected = format!(
+            "expected R/PERIOD: calls from 1 to {MAX_COUNT} per a duration from 10ms to 24h, e.g. 5/1s"
+        );
+        let (calls, period) = s.trim().split_once('/').ok_or_else(|| expected.clone())?;
+        let calls = calls
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_COUNT).contains(n))
+            .ok_or_else(|| expected.clone())?;
+        let period = parse_go_duration(period.trim()).map_err(|_| expected.clone())?;
+        if !(MIN_PERIOD..=MAX_PERIOD).contains(&period) {
+            return Err(expected);
+        }
+        Ok(Rate { calls, period })
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The limits of one function; all absent: not limited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+    /// Starts allowed at once beyond the rate (only with a rate).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub burst: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Limits {
+    /// Whether nothing is limited.
+    pub fn is_none(&self) -> bool {
+        self.max_concurrency.is_none() && self.rate.is_none()
+    }
+
+    /// The limits a message's annotations set. Surrounding whitespace is ignored and an empty
+    /// value counts as absent; a bad value is ignored with a warning (returned, not logged)
+    /// naming the annotation, the value and what is allowed.
+    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> (Limits, Vec<String>) {
+        let mut limits = Limits::default();
+        let mut warnings = Vec::new();
+        let get = |key: &str| {
+            annotations
+                .get(key)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(v) = get(ANNOTATION_MAX_CONCURRENCY) {
+            match count(v, 1) {
+                Some(n) => limits.max_concurrency = Some(n),
+                None => warnings.push(ignored(ANNOTATION_MAX_CONCURRENCY, v, &count_range(1))),
+            }
+        }
+        if let Some(v) = get(ANNOTATION_RATE) {
+            match v.parse::<Rate>() {
+                Ok(rate) => limits.rate = Some(rate),
+                Err(allowed) => warnings.push(ignored(ANNOTATION_RATE, v, &allowed)),
+            }
+        }
+        if let Some(v) = get(ANNOTATION_BURST) {
+            match count(v, 0) {
+                Some(n) => limits.burst = n,
+                None => warnings.push(ignored(ANNOTATION_BURST, v, &count_range(0))),
+            }
+        }
+        (limits, warnings)
+    }
+
+    /// The limits as one line (`max_concurrency=2 rate=5/1s burst=1`; `none`).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.max_concurrency {
+            parts.push(format!("max_concurrency={n}"));
+        }
+        if let Some(rate) = self.rate {
+            parts.push(format!("rate={rate}"));
+            if self.burst > 0 {
+                parts.push(format!("burst={}", self.burst));
+            }
+        }
+        if parts.is_empty() {
+            "none".to_string()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
+
+/// A whole number from `min` to [`MAX_COUNT`].
+pub fn count(text: &str, min: u32) -> Option<u32> {
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (min..=MAX_COUNT).contains(n))
+}
+
+fn count_range(min: u32) -> String {
+    format!("expected a whole number from {min} to {MAX_COUNT}")
+}
+
+fn ignored(key: &str, value: &str, allowed: &str) -> String {
+    format!("ignoring annotation {key}={value:?}: {allowed}; not limited by it")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn annotations_set_the_limits_and_bad_ones_are_ignored_with_a_warning() {
+        let (limits, warnings) = Limits::from_annotations(&annotations(&[
+            (ANNOTATION_MAX_CONCURRENCY, " 2 "),
+            (ANNOTATION_RATE, "5/1s"),
+            (ANNOTATION_BURST, "3"),
+            ("com.openfaas.retry.attempts", "9"),
+        ]));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(limits.max_concurrency, Some(2));
+        assert_eq!(
+            limits.rate,
+            Some(Rate {
+                calls: 5,
+                period: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(limits.burst, 3);
+        assert_eq!(limits.describe(), "max_concurrency=2 rate=5/1s burst=3");
+
+        for (key, bad) in [
+            (ANNOTATION_MAX_CONCURRENCY, "0"),
+            (ANNOTATION_MAX_CONCURRENCY, "10001"),
+            (ANNOTATION_MAX_CONCURRENCY, "two"),
+            (ANNOTATION_RATE, "5"),
+            (ANNOTATION_RATE, "0/1s"),
+            (ANNOTATION_RATE, "5/1ms"),
+            (ANNOTATION_RATE, "5/48h"),
+            (ANNOTATION_RATE, "5/soon"),
+            (ANNOTATION_BURST, "-1"),
+        ] {
+            let (limits, warnings) = Limits::from_annotations(&annotations(&[(key, bad)]));
+            assert!(limits.is_none(), "{key}={bad} set {limits:?}");
+            assert_eq!(warnings.len(), 1, "{key}={bad}");
+            assert!(
+                warnings[0].contains(key) && warnings[0].contains("expected"),
+                "{}",
+                warnings[0]
+            );
+        }
+        let (limits, warnings) = Limits::from_annotations(&annotations(&[(ANNOTATION_RATE, "")]));
+        assert!(limits.is_none() && warnings.is_empty(), "empty is absent");
+    }
+
+    #[test]
+    fn the_interval_is_rounded_up_and_the_rate_reads_back_as_written() {
+        let rate: Rate = "3/1s".parse().unwrap();
+        assert_eq!(rate.interval_micros(), 333_334);
+        assert!(3 * rate.interval_micros() >= 1_000_000);
+        let json = serde_json::to_string(&Limits {
+            max_concurrency: None,
+            rate: Some(rate),
+            burst: 0,
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"rate":"3/1s"}"#);
+        let back: Limits = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.rate, Some(rate));
+        assert!(serde_json::from_str::<Limits>(r#"{"rate":"3"}"#).is_err());
+    }
+}
