@@ -15,32 +15,7 @@ use common::calls::{bed_with, wait_state};
 use common::http::Reply;
 use common::worker::{Worker, http_client};
 
-/// Runs `queue-worker ARGS` against the bed's NATS and queue: exit code, stdout, stderr.
-async fn cli(bed: &TestBed, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(common::worker_bin())
-        .args(args)
-        .env("nats_url", bed.nats.url())
-        .env("queue_name", &bed.queue)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("run queue-worker");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
-}
-
-/// Runs `queue-worker ARGS --json`, expecting exit 0; its JSON.
-async fn cli_json(bed: &TestBed, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let (code, out, err) = cli(bed, &all).await;
-    assert_eq!(code, 0, "queue-worker {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
-}
+use common::bed::{cli, cli_json};
 
 async fn create_queue(bed: &TestBed) {
     use async_nats::jetstream::stream::{Config, RetentionPolicy};

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::bed::{Bed, TestBed};
+use common::bed::{Bed, TestBed, cli, cli_json};
 use common::http::{FunctionServer, Recorded, Reply};
 use common::worker::Worker;
 
@@ -24,15 +24,18 @@ fn message(function: &str, id: &str, annotations: &[(&str, &str)]) -> String {
     )
 }
 
-/// Publish `n` calls of `function` (ids `<function>-<i>`) with `annotations`.
+/// Publish `n` calls of `function` (ids `<function>-<i>`) with `annotations`, on one
+/// connection, all sent before their acknowledgements are read.
 async fn publish(bed: &TestBed, function: &str, n: usize, annotations: &[(&str, &str)]) {
+    let js = bed.nats.jetstream().await;
+    let subject = format!("{}.{function}.openfaas-fn", bed.queue);
+    let mut acks = Vec::with_capacity(n);
     for i in 0..n {
-        let id = format!("{function}-{i}");
-        bed.publish_to(
-            &format!("{function}.openfaas-fn"),
-            message(function, &id, annotations),
-        )
-        .await;
+        let payload = message(function, &format!("{function}-{i}"), annotations);
+        acks.push(js.publish(subject.clone(), payload.into()).await.unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap();
     }
 }
 
@@ -160,4 +163,69 @@ async fn a_rate_holds_across_three_replicas_over_twenty_seconds() {
         took < Duration::from_secs(40),
         "100 calls at 5/s took {took:?}: far below the rate"
     );
+}
+
+/// A pin wins over the calls' annotations on every replica; `flow ls` and `queue stats` show
+/// it; a function without limits runs on at full speed beside the pinned one; `unset` removes
+/// the pin.
+#[tokio::test]
+async fn a_pin_wins_over_annotations_and_other_functions_run_on() {
+    let run = Duration::from_millis(300);
+    let Some(bed) = Bed::new("flow-pin")
+        .function(move |req, _| match req.path.starts_with("/function/slow") {
+            true => Reply::ok("ok").with_delay(run),
+            false => Reply::ok("ok"),
+        })
+        .envs(&[("max_inflight", "16"), ("limiter_enabled", "false")])
+        .start_without_worker()
+        .await
+    else {
+        return;
+    };
+    let _workers = three_replicas(&bed).await;
+    let pinned = cli_json(&bed, &["flow", "set", "slow", "--max-concurrency", "1"]).await;
+    assert_eq!(pinned[0]["function"], "slow.openfaas-fn", "{pinned}");
+    assert_eq!(pinned[0]["pinned"]["max_concurrency"], 1, "{pinned}");
+    // Every replica follows within a second.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    publish(
+        &bed,
+        "slow",
+        12,
+        &[("com.openfaas.queue.max_concurrency", "4")],
+    )
+    .await;
+    publish(&bed, "free", 30, &[]).await;
+    wait_called(&bed.function, "free", 30, T).await;
+    let slow_by_then = calls_of("slow", &bed.function.requests()).len();
+    assert!(
+        slow_by_then < 12,
+        "the free function's 30 calls waited for the pinned one's backlog"
+    );
+    // Its backlog is still stored: `queue stats` lists it with its limits.
+    let stats = cli_json(&bed, &["queue", "stats"]).await;
+    let functions = stats["functions"].as_array().cloned().unwrap_or_default();
+    let slow = functions
+        .iter()
+        .find(|f| f["function"] == "slow.openfaas-fn");
+    assert_eq!(
+        slow.map(|f| f["limits"].clone()),
+        Some(serde_json::json!("max_concurrency=1")),
+        "{stats}"
+    );
+    wait_called(&bed.function, "slow", 12, T).await;
+    let requests = bed.function.requests();
+    let mut starts: Vec<Instant> = calls_of("slow", &requests).iter().map(|r| r.at).collect();
+    starts.sort();
+    let closest = starts.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    assert!(
+        closest >= run - Duration::from_millis(20),
+        "two calls of the pinned function overlapped: starts {closest:?} apart"
+    );
+    let listed = cli_json(&bed, &["flow", "ls"]).await;
+    assert_eq!(listed[0]["enforced"]["max_concurrency"], 1, "{listed}");
+    let unset = cli_json(&bed, &["flow", "unset", "slow"]).await;
+    assert!(unset[0]["pinned"].is_null(), "{unset}");
+    let (code, _, err) = cli(&bed, &["flow", "set", "slow"]).await;
+    assert_eq!(code, 2, "a pin without limits is bad usage: {err}");
 }

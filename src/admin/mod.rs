@@ -6,6 +6,7 @@
 //! tables people read.
 
 pub mod dead_letters;
+pub mod flow;
 pub mod pauses;
 pub mod queues;
 pub mod render;

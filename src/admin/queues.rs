@@ -64,6 +64,9 @@ pub struct FunctionReport {
     /// Only in `stats`, and in function mode while the function has a consumer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<u64>,
+    /// Only in `stats`: its flow limits (pinned, else the last enforced), as one line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<String>,
 }
 
 /// Every queue: the streams `OF_<queue>` that are neither dead letters nor delayed calls.
@@ -131,7 +134,13 @@ async fn report(
         f.paused = paused.holds_subject(queue, &f.subject);
     }
     if detailed {
+        let flows = super::flow::list(op, queue, now).await?;
         for f in &mut functions {
+            f.limits = flows
+                .iter()
+                .find(|r| r.function == f.function)
+                .and_then(|r| r.limits())
+                .map(|l| l.describe());
             let first = op.next_message(&stream, 1, Some(&f.subject)).await?;
             f.oldest_age_seconds = first.map(|m| age_seconds(m.published, now));
             f.in_flight = consumers
@@ -184,6 +193,7 @@ fn function_reports(queue: &str, info: &StreamInfo) -> Vec<FunctionReport> {
                 paused: false,
                 oldest_age_seconds: None,
                 in_flight: None,
+                limits: None,
             })
         })
         .collect()

@@ -115,11 +115,19 @@ pub fn stats(r: &QueueReport) -> String {
                 f.in_flight.map_or("-".into(), |n| n.to_string()),
                 age(f.oldest_age_seconds),
                 if f.paused { "yes".into() } else { "no".into() },
+                f.limits.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     let functions = table(
-        &["FUNCTION", "MESSAGES", "IN FLIGHT", "OLDEST", "PAUSED"],
+        &[
+            "FUNCTION",
+            "MESSAGES",
+            "IN FLIGHT",
+            "OLDEST",
+            "PAUSED",
+            "LIMITS",
+        ],
         &rows,
     );
     format!("{totals}\n\n{functions}")
@@ -206,4 +214,24 @@ mod tests {
         assert_eq!(age(Some(7800.0)), "2h10m");
         assert_eq!(age(Some(273_600.0)), "3d04h");
     }
+}
+
+/// `flow ls|set|unset`: one line per function with flow limits.
+pub fn flow(reports: &[crate::admin::flow::FlowReport]) -> String {
+    if reports.is_empty() {
+        return "no function has flow limits".to_string();
+    }
+    let describe = |l: Option<crate::flow::Limits>| l.map_or("-".into(), |l| l.describe());
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| {
+            vec![
+                r.function.clone(),
+                describe(r.pinned),
+                describe(r.enforced),
+                r.running.to_string(),
+            ]
+        })
+        .collect();
+    table(&["FUNCTION", "PINNED", "LAST ENFORCED", "RUNNING"], &rows)
 }

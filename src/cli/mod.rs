@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod demo;
 pub mod dev;
 pub mod dlq;
+pub mod flow;
 mod operate;
 pub mod publish;
 pub mod queue;
@@ -58,6 +59,9 @@ pub enum Command {
     Queue(queue::QueueArgs),
     /// Dead letters: `ls`, `show`, `redrive`, `purge` (exit 0 done, 1 not done, 2 bad usage).
     Dlq(dlq::DlqArgs),
+    /// Flow limits of functions across every replica: `ls`, `set`, `unset` (exit 0 done, 1
+    /// not done, 2 bad usage).
+    Flow(flow::FlowArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -234,6 +238,7 @@ pub fn main() -> ExitCode {
             Command::Cancel(args) => cancel::main(args).await,
             Command::Queue(args) => queue::main(args).await,
             Command::Dlq(args) => dlq::main(args).await,
+            Command::Flow(args) => flow::main(args).await,
         }
     });
     drop(runtime);

@@ -429,3 +429,30 @@ impl WorkerBuilder {
         Worker::start(&self.0).await
     }
 }
+
+/// Runs `queue-worker ARGS` against the bed's NATS and queue: exit code, stdout, stderr.
+pub async fn cli(bed: &TestBed, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(super::worker_bin())
+        .args(args)
+        .env("nats_url", bed.nats.url())
+        .env("queue_name", &bed.queue)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run queue-worker");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// Runs `queue-worker ARGS --json`, expecting exit 0; its JSON.
+pub async fn cli_json(bed: &TestBed, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (code, out, err) = cli(bed, &all).await;
+    assert_eq!(code, 0, "queue-worker {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+}
