@@ -66,20 +66,22 @@ impl Flow {
         *self.pins.write().unwrap_or_else(|e| e.into_inner()) = pins;
     }
 
-    /// Whether call `id` of `function` may start at `now_us` (unix µs) under `limits`; its slot
-    /// lapses after `hold`.
+    /// Whether call `id` of `function` may start now under `limits`; its slot lapses after
+    /// `hold`. `now`: the time (unix µs), read after the state is, so that a slow read does not
+    /// date the start back.
     pub async fn enter(
         &self,
         function: &str,
         limits: &Limits,
         id: &str,
-        now_us: u64,
+        now: &(dyn Fn() -> u64 + Sync),
         hold: Duration,
     ) -> Result<Gate, BrokerError> {
         let key = key_of(function);
         let hold_us = u64::try_from(hold.as_micros()).unwrap_or(u64::MAX);
         for _ in 0..SWAP_TRIES {
             let (state, revision) = self.read(&key).await?;
+            let now_us = now();
             let next = match state.decide(limits, now_us, id, hold_us) {
                 Decision::Start(next) => next,
                 Decision::Wait { until_us } => {
@@ -233,22 +235,34 @@ mod tests {
     async fn slots_are_shared_through_the_store_and_given_back() {
         let flow = flow();
         let hold = Duration::from_secs(60);
-        let Gate::Go(Some(first)) = flow.enter("f.ns", &cap(1), "a/1", 0, hold).await.unwrap()
+        let Gate::Go(Some(first)) = flow
+            .enter("f.ns", &cap(1), "a/1", &|| 0, hold)
+            .await
+            .unwrap()
         else {
             panic!("the first call starts with a slot");
         };
-        let second = flow.enter("f.ns", &cap(1), "b/1", 1, hold).await.unwrap();
+        let second = flow
+            .enter("f.ns", &cap(1), "b/1", &|| 1, hold)
+            .await
+            .unwrap();
         assert!(
             matches!(second, Gate::Wait(d) if d > Duration::ZERO),
             "{second:?}"
         );
-        let other = flow.enter("g.ns", &cap(1), "c/1", 1, hold).await.unwrap();
+        let other = flow
+            .enter("g.ns", &cap(1), "c/1", &|| 1, hold)
+            .await
+            .unwrap();
         assert!(
             matches!(other, Gate::Go(Some(_))),
             "another function has its own"
         );
         flow.leave(first).await.unwrap();
-        let again = flow.enter("f.ns", &cap(1), "b/1", 2, hold).await.unwrap();
+        let again = flow
+            .enter("f.ns", &cap(1), "b/1", &|| 2, hold)
+            .await
+            .unwrap();
         assert!(matches!(again, Gate::Go(Some(_))), "{again:?}");
     }
 

@@ -27,12 +27,12 @@ pub(super) async fn enter(ctx: &Context, call: &Call<'_>) -> Entered {
         return Entered::Go(None);
     }
     let id = format!("{}/{}", call.call_id, call.attempt);
-    let now_us = u64::try_from(ctx.clock.unix_nanos() / 1_000).unwrap_or(u64::MAX);
+    let now_us = || u64::try_from(ctx.clock.unix_nanos() / 1_000).unwrap_or(u64::MAX);
     let hold = ctx.config.upstream_timeout + gate::HOLD_MARGIN;
     let cap = limits.max_concurrency;
     match ctx
         .flow
-        .enter(&call.function, &limits, &id, now_us, hold)
+        .enter(&call.function, &limits, &id, &now_us, hold)
         .await
     {
         Ok(Gate::Go(slot)) => Entered::Go(slot),

@@ -458,6 +458,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_call_held_back_by_flow_limits_waits_first_in_line_and_others_run_on() {
+        let mut s = Sched::default();
+        for seq in 0..4 {
+            file(&mut s, "q.a.ns", seq, MAX);
+        }
+        file(&mut s, "q.b.ns", 9, MAX);
+        let (subject, first, _) = s.pick(MAX).expect("a first");
+        assert_eq!(subject, "q.a.ns");
+        assert_eq!(s.held_back("q.a.ns", first, Some(2)), 4, "all of a's wait");
+        let (subject, _, _) = s.pick(MAX).expect("b runs on");
+        assert_eq!(subject, "q.b.ns");
+        assert!(s.pick(MAX).is_none(), "a starts nothing while held back");
+        assert_eq!(
+            s.intake_demand(MAX - 1, MAX),
+            MAX - 1,
+            "a's waiting calls take no slot: the intake pulls on for others"
+        );
+        s.look_again("q.a.ns");
+        let (_, d, _) = s.pick(MAX).expect("a's wait is over");
+        assert_eq!(d.delivery.stream_sequence, 0, "first in line");
+        assert!(s.pick(MAX).is_some());
+        assert!(s.pick(MAX).is_none(), "no more of a at once than its cap of 2");
+        // Held back again: one of its calls ending here lifts the hold at once.
+        s.finished("q.a.ns", Signal::Success, None);
+        let (_, again, _) = s.pick(MAX).expect("room under the cap");
+        s.held_back("q.a.ns", again, Some(2));
+        assert!(s.pick(MAX).is_none());
+        s.finished("q.a.ns", Signal::Success, None);
+        assert!(s.pick(MAX).is_some(), "a slot of its own freed up");
+    }
+
+    #[tokio::test]
     async fn the_hold_is_bounded_in_messages_and_bytes() {
         let mut s = Sched::default();
         for seq in 0..HOLD_MESSAGES as u64 - 1 {
