@@ -23,6 +23,9 @@ pub enum Bug {
     IgnoreLastAttempt,
     /// Invoke calls whatever was cancelled: the worker never looks at the cancel markers.
     IgnoreCancels,
+    /// Let every call through the flow gate: a function's `max_concurrency` and `rate` hold
+    /// only within each replica's adaptive limit, not across replicas.
+    IgnoreFlowLimits,
 }
 
 thread_local! {

@@ -60,6 +60,15 @@ pub const IGNORE_CANCELS: Bug = Bug {
     inject: queue_worker::buggify::Bug::IgnoreCancels,
 };
 
+pub const IGNORE_FLOW_LIMITS: Bug = Bug {
+    name: "ignore-flow-limits",
+    about: "let every call through the flow gate (limits hold only within one replica)",
+    caught_by: scenarios::FLOW_CONTROL.name,
+    rule: check::FLOW,
+    #[cfg(feature = "buggify")]
+    inject: queue_worker::buggify::Bug::IgnoreFlowLimits,
+};
+
 /// Every deliberate bug.
 pub const ALL: &[Bug] = &[
     ACK_BEFORE_INVOKE,
@@ -68,6 +77,7 @@ pub const ALL: &[Bug] = &[
     TRUST_FUNCTION_NAMES,
     IGNORE_LAST_ATTEMPT,
     IGNORE_CANCELS,
+    IGNORE_FLOW_LIMITS,
 ];
 
 pub fn find(name: &str) -> Option<&'static Bug> {
@@ -104,7 +114,8 @@ mod tests {
             | B::DropProgressAcks
             | B::TrustFunctionNames
             | B::IgnoreLastAttempt
-            | B::IgnoreCancels => ALL.iter().filter(|r| r.inject == b).count() == 1,
+            | B::IgnoreCancels
+            | B::IgnoreFlowLimits => ALL.iter().filter(|r| r.inject == b).count() == 1,
         };
         for b in [
             B::AckBeforeInvoke,
@@ -113,6 +124,7 @@ mod tests {
             B::TrustFunctionNames,
             B::IgnoreLastAttempt,
             B::IgnoreCancels,
+            B::IgnoreFlowLimits,
         ] {
             assert!(registered(b), "{b:?}");
         }

@@ -523,8 +523,11 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
     calls.sort_by_key(|c| c.at);
     for c in calls {
         tokio::time::sleep_until(start + c.at).await;
-        let prepared = prepare(&config, &c)?;
+        let mut prepared = prepare(&config, &c)?;
         let raw = c.poison || c.raw.is_some();
+        if let Some(limits) = cfg.flow.get(&c.function).filter(|_| !raw) {
+            message::annotate(&mut prepared, limits)?;
+        }
         // Until the broker accepts it, or the run's deadline.
         loop {
             match message::publish(&ingress, &prepared, raw).await {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use queue_worker::broker::{BrokerError, MSG_ID_HEADER, Outgoing};
 use queue_worker::config::Config;
+use queue_worker::flow::Limits;
+use queue_worker::flow::limits::{ANNOTATION_BURST, ANNOTATION_MAX_CONCURRENCY, ANNOTATION_RATE};
 use queue_worker::ingress::{self, Ingress, Prepared, Submission};
 use queue_worker::wire;
 
@@ -37,6 +39,25 @@ pub fn prepare(config: &Config, c: &CallPlan) -> Result<Prepared, String> {
         Some(raw) => shape(out, raw, &c.id)?,
     }
     Ok(prepared)
+}
+
+/// Give `prepared` the flow annotations of `limits` (as OpenFaaS copies a function's
+/// annotations into each of its messages).
+pub fn annotate(prepared: &mut Prepared, limits: &Limits) -> Result<(), String> {
+    let out = &mut prepared.outgoing;
+    let mut req = decoded(out)?;
+    let mut set = |key: &str, value: String| {
+        req.annotations.insert(key.to_string(), value);
+    };
+    if let Some(n) = limits.max_concurrency {
+        set(ANNOTATION_MAX_CONCURRENCY, n.to_string());
+    }
+    if let Some(rate) = limits.rate {
+        set(ANNOTATION_RATE, rate.to_string());
+        set(ANNOTATION_BURST, limits.burst.to_string());
+    }
+    out.payload = Bytes::from(wire::encode(&req));
+    Ok(())
 }
 
 /// Call `c` through `ingress::prepare`.

@@ -1,10 +1,12 @@
 //! What one run does: the worker configuration, the workload (calls and how their functions
 //! behave), and the faults. Scenarios build a [`RunConfig`] from a seed; the harness runs it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use queue_worker::broker::ServerVersion;
 use queue_worker::config::{Backoff, Config, ScalingMode, Storage};
+use queue_worker::flow::Limits;
 
 /// How a function answers one call.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,6 +192,9 @@ pub struct RunConfig {
     pub deadline: Duration,
     /// A deliberate bug to inject (`buggify` builds only).
     pub bug: Option<&'static Bug>,
+    /// Flow limits by function, carried in its calls' annotations (as OpenFaaS puts a
+    /// function's annotations in its messages).
+    pub flow: BTreeMap<String, Limits>,
 }
 
 pub const QUEUE: &str = "faas-request";

@@ -3,8 +3,8 @@
 //! that shrinks failing schedules.
 
 use sim::scenarios::{
-    self, BROKER_RESTART, CALLBACK_OUTAGE, CANCEL_RACE, CONSUMER_EXPIRY, CRASH, HOSTILE,
-    RETRY_STORM, SATURATED, SLOW,
+    self, BROKER_RESTART, CALLBACK_OUTAGE, CANCEL_RACE, CONSUMER_EXPIRY, CRASH, FLOW_CONTROL,
+    HOSTILE, RETRY_STORM, SATURATED, SLOW,
 };
 use sim::{Opts, harness::RunResult};
 
@@ -89,6 +89,13 @@ fn saturated() {
 #[test]
 fn cancel_race() {
     run_seeds(CANCEL_RACE.name, 6, Opts::default());
+}
+
+/// Flow limits across replicas, under crashes, partitions and broker restarts: they hold, and
+/// without faults a held-back call costs no attempt.
+#[test]
+fn flow_control() {
+    run_seeds(FLOW_CONTROL.name, 6, Opts::default());
 }
 
 /// Function mode: consumers expire between bursts while new messages arrive.
@@ -284,6 +291,11 @@ mod teeth {
         caught(&bugs::IGNORE_CANCELS);
     }
 
+    #[test]
+    fn ignore_flow_limits() {
+        caught(&bugs::IGNORE_FLOW_LIMITS);
+    }
+
     /// Each registered bug has its test above.
     #[test]
     fn every_bug_has_a_test() {
@@ -296,7 +308,8 @@ mod teeth {
                 bugs::DROP_PROGRESS_ACKS.name,
                 bugs::TRUST_FUNCTION_NAMES.name,
                 bugs::IGNORE_LAST_ATTEMPT.name,
-                bugs::IGNORE_CANCELS.name
+                bugs::IGNORE_CANCELS.name,
+                bugs::IGNORE_FLOW_LIMITS.name
             ]
         );
     }
@@ -318,7 +331,8 @@ fn every_scenario_has_its_test() {
             CALLBACK_OUTAGE.name,
             HOSTILE.name,
             SATURATED.name,
-            CANCEL_RACE.name
+            CANCEL_RACE.name,
+            FLOW_CONTROL.name
         ]
     );
     for s in scenarios::ALL {

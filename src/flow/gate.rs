@@ -19,6 +19,10 @@ const SWAP_TRIES: u32 = 8;
 pub const UNSURE_WAIT: Duration = Duration::from_secs(1);
 /// A slot lapses this long after its call's `upstream_timeout` (a worker that died holding it).
 pub const HOLD_MARGIN: Duration = Duration::from_secs(10);
+/// A call let through must start within this of the moment it was (its compare-and-set came
+/// back late, as in a stall of NATS): else it gives its place up and asks again, so that no
+/// start drifts into a later period of the rate.
+pub const START_WITHIN: Duration = Duration::from_millis(200);
 
 /// One queue's flow control.
 pub struct Flow {
@@ -97,7 +101,7 @@ impl Flow {
                         key,
                         id: id.to_string(),
                     });
-                    return Ok(Gate::Go(slot));
+                    return self.in_time(slot, now_us, now()).await;
                 }
                 Err(BrokerError::Conflict { .. }) => {}
                 Err(e) => return Err(e),
@@ -106,6 +110,24 @@ impl Flow {
         Ok(Gate::Wait(Duration::from_micros(
             super::state::LOOK_AGAIN_US,
         )))
+    }
+
+    /// Go, when the call was let through no more than [`START_WITHIN`] ago (`let_at_us`); else
+    /// give its slot back and look again at once.
+    async fn in_time(
+        &self,
+        slot: Option<Slot>,
+        let_at_us: u64,
+        now_us: u64,
+    ) -> Result<Gate, BrokerError> {
+        let late = Duration::from_micros(now_us.saturating_sub(let_at_us));
+        if late <= START_WITHIN {
+            return Ok(Gate::Go(slot));
+        }
+        if let Some(slot) = slot {
+            self.leave(slot).await?;
+        }
+        Ok(Gate::Wait(Duration::ZERO))
     }
 
     /// Give `slot` back. When NATS does not take it, the slot lapses on its own.
@@ -264,6 +286,23 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(again, Gate::Go(Some(_))), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_let_through_too_late_gives_its_place_up() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let flow = flow();
+        let hold = Duration::from_secs(60);
+        // The clock jumps 300 ms between the read and the answer of the compare-and-set.
+        let reads = AtomicU64::new(0);
+        let stalled = || reads.fetch_add(1, Ordering::SeqCst) * 300_000;
+        let late = flow.enter("f.ns", &cap(1), "a/1", &stalled, hold).await;
+        assert!(matches!(late, Ok(Gate::Wait(d)) if d.is_zero()), "{late:?}");
+        let next = flow.enter("f.ns", &cap(1), "b/1", &|| 400_000, hold).await;
+        assert!(
+            matches!(next, Ok(Gate::Go(Some(_)))),
+            "a's slot was given back: {next:?}"
+        );
     }
 
     #[tokio::test]

@@ -26,6 +26,10 @@ pub(super) async fn enter(ctx: &Context, call: &Call<'_>) -> Entered {
     if limits.is_none() {
         return Entered::Go(None);
     }
+    #[cfg(feature = "buggify")]
+    if crate::buggify::on(crate::buggify::Bug::IgnoreFlowLimits) {
+        return Entered::Go(None);
+    }
     let id = format!("{}/{}", call.call_id, call.attempt);
     let now_us = || u64::try_from(ctx.clock.unix_nanos() / 1_000).unwrap_or(u64::MAX);
     let hold = ctx.config.upstream_timeout + gate::HOLD_MARGIN;

@@ -179,6 +179,11 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
     if let Some(ended) = end_without_call(ctx, &call, now).await {
         return ended;
     }
+    let http_req = match payload::fill(ctx, &call, http_req).await {
+        Ok(filled) => filled,
+        Err(missing) => return without_body(ctx, &call, missing).await,
+    };
+    // Last before the invocation, so that a call starts right when its limits let it.
     let slot = match flow_gate::enter(ctx, &call).await {
         Entered::Go(slot) => slot,
         Entered::Wait { wait, cap } => return (Settle::Hold { wait, cap }, Signal::Other),
@@ -189,13 +194,6 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
         let waited = now.duration_since(delivery.published).unwrap_or_default();
         ctx.metrics.queue_delay(waited.as_secs_f64());
     }
-    let http_req = match payload::fill(ctx, &call, http_req).await {
-        Ok(filled) => filled,
-        Err(missing) => {
-            flow_gate::leave(ctx, &call, slot).await;
-            return without_body(ctx, &call, missing).await;
-        }
-    };
     let invoked = invoke_and_plan(ctx, &call, http_req, crowd, &running).await;
     flow_gate::leave(ctx, &call, slot).await;
     let Some((plan, reply)) = invoked else {

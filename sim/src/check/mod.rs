@@ -26,7 +26,9 @@
 //!   after one was accepted, and (when the receiver had no outage) every finished call with a
 //!   callback URL got one;
 //! - **saturated** (`saturated.rs`): calls of a busy but healthy function all succeed, called
-//!   back once, with no attempt spent on its 429s when one replica runs them.
+//!   back once, with no attempt spent on its 429s when one replica runs them;
+//! - **flow** (`flow.rs`): a function's `max_concurrency` and `rate` hold across replicas, and
+//!   without faults a call held back by them costs no attempt.
 
 mod after_terminal;
 mod attempts;
@@ -36,6 +38,7 @@ mod cancel;
 mod delay;
 mod exactly_one;
 mod faults;
+mod flow;
 mod index;
 mod inflight;
 mod lease;
@@ -55,6 +58,7 @@ use cancel::cancel;
 use delay::delay;
 use exactly_one::exactly_one;
 use faults::Faults;
+use flow::flow;
 use inflight::inflight;
 use lease::lease;
 use saturated::saturated;
@@ -62,8 +66,8 @@ use terminal::terminal;
 
 use report::Findings;
 pub use report::{
-    AFTER_TERMINAL, ATTEMPTS, BUDGET, CALLBACK, CANCEL, DELAY, EXACTLY_ONE, INFLIGHT, LEASE, RULES,
-    Report, SATURATED, Stats, TERMINAL, Violation,
+    AFTER_TERMINAL, ATTEMPTS, BUDGET, CALLBACK, CANCEL, DELAY, EXACTLY_ONE, FLOW, INFLIGHT, LEASE,
+    RULES, Report, SATURATED, Stats, TERMINAL, Violation,
 };
 
 /// Check every invariant over `records`.
@@ -86,6 +90,7 @@ pub fn check(cfg: &RunConfig, records: &[Record]) -> Report {
     budget(cfg, &calls, &mut found);
     saturated(cfg, &calls, &mut found);
     cancel(&calls, &mut found);
+    flow(cfg, records, &calls, &mut found);
     found.report()
 }
 

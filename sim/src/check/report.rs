@@ -16,6 +16,7 @@ pub const BUDGET: &str = "budget";
 pub const CALLBACK: &str = "callback";
 pub const SATURATED: &str = "saturated";
 pub const CANCEL: &str = "cancel";
+pub const FLOW: &str = "flow";
 
 /// Every rule, in the order `sim/README.md` lists them.
 pub const RULES: &[&str] = &[
@@ -30,6 +31,7 @@ pub const RULES: &[&str] = &[
     CALLBACK,
     SATURATED,
     CANCEL,
+    FLOW,
 ];
 
 /// A broken invariant.

@@ -7,6 +7,7 @@ pub mod callback_outage;
 pub mod cancel_race;
 pub mod consumer_expiry;
 pub mod crash;
+pub mod flow_control;
 pub mod hostile;
 pub mod retry_storm;
 pub mod saturated;
@@ -88,6 +89,12 @@ pub const SATURATED: Scenario = Scenario {
     build: saturated::build,
 };
 
+pub const FLOW_CONTROL: Scenario = Scenario {
+    name: flow_control::NAME,
+    about: flow_control::ABOUT,
+    build: flow_control::build,
+};
+
 pub const CANCEL_RACE: Scenario = Scenario {
     name: cancel_race::NAME,
     about: cancel_race::ABOUT,
@@ -105,6 +112,7 @@ pub const ALL: &[Scenario] = &[
     HOSTILE,
     SATURATED,
     CANCEL_RACE,
+    FLOW_CONTROL,
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -173,6 +181,7 @@ pub fn base(scenario: &'static str, seed: u64, rng: &mut StdRng, opts: &Opts) ->
         settle: secs(10.0),
         deadline: secs(400.0),
         bug: opts.bug,
+        flow: Default::default(),
     }
 }
 

@@ -479,7 +479,10 @@ mod tests {
         let (_, d, _) = s.pick(MAX).expect("a's wait is over");
         assert_eq!(d.delivery.stream_sequence, 0, "first in line");
         assert!(s.pick(MAX).is_some());
-        assert!(s.pick(MAX).is_none(), "no more of a at once than its cap of 2");
+        assert!(
+            s.pick(MAX).is_none(),
+            "no more of a at once than its cap of 2"
+        );
         // Held back again: one of its calls ending here lifts the hold at once.
         s.finished("q.a.ns", Signal::Success, None);
         let (_, again, _) = s.pick(MAX).expect("room under the cap");
