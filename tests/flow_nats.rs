@@ -229,3 +229,109 @@ async fn a_pin_wins_over_annotations_and_other_functions_run_on() {
     let (code, _, err) = cli(&bed, &["flow", "set", "slow"]).await;
     assert_eq!(code, 2, "a pin without limits is bad usage: {err}");
 }
+
+/// The most calls of key `key` that overlapped, by their arrival and a known run time.
+fn starts_of(requests: &[Recorded], key: &str) -> Vec<Instant> {
+    let mut starts: Vec<Instant> = requests
+        .iter()
+        .filter(|r| r.header("x-flow-control-key") == Some(key))
+        .map(|r| r.at)
+        .collect();
+    starts.sort();
+    starts
+}
+
+/// Through the ingress, with three replicas: a flow key's `parallelism=1` holds for that key
+/// while another key of the same function runs at full speed; the pin of a key wins over its
+/// header; a bad flow header is refused with a 400 that says why.
+#[tokio::test]
+async fn a_flow_keys_limits_hold_for_it_while_another_key_runs_on() {
+    let run = Duration::from_millis(1_000);
+    let Some(bed) = Bed::new("flow-key")
+        .function(move |req, _| match req.header("x-flow-control-key") {
+            Some("slow-tenant") | Some("pinned-tenant") => Reply::ok("ok").with_delay(run),
+            _ => Reply::ok("ok"),
+        })
+        .envs(&[("max_inflight", "16"), ("limiter_enabled", "false")])
+        .start_without_worker()
+        .await
+    else {
+        return;
+    };
+    let entry = bed.worker().ingress().start().await;
+    let _others = [bed.start_worker().await, bed.start_worker().await];
+    let post = |key: &'static str, value: Option<&'static str>, id: String| {
+        let mut req = entry
+            .post("shared")
+            .header("x-call-id", id)
+            .header("x-flow-control-key", key);
+        if let Some(v) = value {
+            req = req.header("x-flow-control-value", v);
+        }
+        req.body("x").send()
+    };
+    for i in 0..5 {
+        let resp = post("slow-tenant", Some("parallelism=1"), format!("slow-{i}")).await;
+        assert_eq!(resp.unwrap().status(), 202);
+    }
+    for i in 0..20 {
+        let resp = post("fast-tenant", None, format!("fast-{i}")).await;
+        assert_eq!(resp.unwrap().status(), 202);
+    }
+    common::eventually(T, "the fast tenant's 20 calls", || {
+        let n = starts_of(&bed.function.requests(), "fast-tenant").len();
+        async move { n == 20 }
+    })
+    .await;
+    let slow_by_then = starts_of(&bed.function.requests(), "slow-tenant").len();
+    assert!(
+        slow_by_then <= 2,
+        "the fast tenant's calls waited behind the slow one's ({slow_by_then} of its 1-second calls ran first)"
+    );
+    wait_called(&bed.function, "shared", 25, T).await;
+    let slow = starts_of(&bed.function.requests(), "slow-tenant");
+    let closest = slow.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    assert!(
+        closest >= run - Duration::from_millis(20),
+        "two calls of the slow tenant overlapped: starts {closest:?} apart"
+    );
+
+    // A key's pin wins over its header, on every replica.
+    let pinned = cli_json(
+        &bed,
+        &[
+            "flow",
+            "set",
+            "--key",
+            "pinned-tenant",
+            "--max-concurrency",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(pinned[0]["key"], "pinned-tenant", "{pinned}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for i in 0..4 {
+        let resp = post(
+            "pinned-tenant",
+            Some("parallelism=4"),
+            format!("pinned-{i}"),
+        )
+        .await;
+        assert_eq!(resp.unwrap().status(), 202);
+    }
+    wait_called(&bed.function, "shared", 29, T).await;
+    let pinned = starts_of(&bed.function.requests(), "pinned-tenant");
+    let closest = pinned.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    assert!(
+        closest >= run - Duration::from_millis(20),
+        "the pin held: {closest:?}"
+    );
+
+    let bad = post("t", Some("speed=fast"), "bad".into()).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let why = bad.text().await.unwrap_or_default();
+    assert!(why.contains("X-Flow-Control-Value"), "{why}");
+    bed.wait_drained(T).await;
+    assert_eq!(bed.dead_letter_count().await, 0);
+}

@@ -528,6 +528,9 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         if let Some(limits) = cfg.flow.get(&c.function).filter(|_| !raw) {
             message::annotate(&mut prepared, limits)?;
         }
+        if let Some((key, limits)) = cfg.flow_key(&c).filter(|_| !raw) {
+            message::with_flow_key(&mut prepared, key, limits)?;
+        }
         // Until the broker accepts it, or the run's deadline.
         loop {
             match message::publish(&ingress, &prepared, raw).await {

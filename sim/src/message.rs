@@ -7,7 +7,9 @@ use bytes::Bytes;
 use queue_worker::broker::{BrokerError, MSG_ID_HEADER, Outgoing};
 use queue_worker::config::Config;
 use queue_worker::flow::Limits;
-use queue_worker::flow::limits::{ANNOTATION_BURST, ANNOTATION_MAX_CONCURRENCY, ANNOTATION_RATE};
+use queue_worker::flow::limits::{
+    ANNOTATION_BURST, ANNOTATION_MAX_CONCURRENCY, ANNOTATION_RATE, KEY_HEADER, VALUE_HEADER,
+};
 use queue_worker::ingress::{self, Ingress, Prepared, Submission};
 use queue_worker::wire;
 
@@ -56,6 +58,24 @@ pub fn annotate(prepared: &mut Prepared, limits: &Limits) -> Result<(), String> 
         set(ANNOTATION_RATE, rate.to_string());
         set(ANNOTATION_BURST, limits.burst.to_string());
     }
+    out.payload = Bytes::from(wire::encode(&req));
+    Ok(())
+}
+
+/// Give `prepared` the flow key `key` and its limits, as a caller's headers would.
+pub fn with_flow_key(prepared: &mut Prepared, key: &str, limits: &Limits) -> Result<(), String> {
+    let out = &mut prepared.outgoing;
+    let mut req = decoded(out)?;
+    let mut value = Vec::new();
+    if let Some(n) = limits.max_concurrency {
+        value.push(format!("parallelism={n}"));
+    }
+    if let Some(rate) = limits.rate {
+        value.push(format!("rate={rate},burst={}", limits.burst));
+    }
+    req.header.insert(KEY_HEADER.into(), vec![key.to_string()]);
+    req.header
+        .insert(VALUE_HEADER.into(), vec![value.join(",")]);
     out.payload = Bytes::from(wire::encode(&req));
     Ok(())
 }

@@ -195,9 +195,15 @@ pub struct RunConfig {
     /// Flow limits by function, carried in its calls' annotations (as OpenFaaS puts a
     /// function's annotations in its messages).
     pub flow: BTreeMap<String, Limits>,
+    /// Flow keys by name with their limits (`X-Flow-Control-Key` and `-Value`), for the calls
+    /// of function `keyed` ([`RunConfig::flow_key`] picks each call's).
+    pub flow_keys: BTreeMap<String, Limits>,
+    pub keyed: Option<String>,
 }
 
 pub const QUEUE: &str = "faas-request";
+/// A flow limit so high it never holds a call back (a key that is not limited in effect).
+pub const MAX_FLOW: u32 = 10_000;
 pub const GATEWAY: &str = "gateway";
 pub const GATEWAY_PORT: u16 = 8080;
 pub const RECEIVER: &str = "receiver";
@@ -243,6 +249,16 @@ impl RunConfig {
 
     pub fn call(&self, id: &str) -> Option<&CallPlan> {
         self.calls.iter().find(|c| c.id == id)
+    }
+
+    /// The flow key a call carries, and its limits: one of [`Self::flow_keys`], by its id, for
+    /// the calls of function [`Self::keyed`].
+    pub fn flow_key(&self, call: &CallPlan) -> Option<(&String, &Limits)> {
+        if self.keyed.as_ref() != Some(&call.function) || self.flow_keys.is_empty() {
+            return None;
+        }
+        let i = (fnv(&call.id) % self.flow_keys.len() as u64) as usize;
+        self.flow_keys.iter().nth(i)
     }
 }
 

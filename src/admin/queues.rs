@@ -138,7 +138,7 @@ async fn report(
         for f in &mut functions {
             f.limits = flows
                 .iter()
-                .find(|r| r.function == f.function)
+                .find(|r| r.function.as_deref() == Some(f.function.as_str()))
                 .and_then(|r| r.limits())
                 .map(|l| l.describe());
             let first = op.next_message(&stream, 1, Some(&f.subject)).await?;

@@ -216,22 +216,30 @@ mod tests {
     }
 }
 
-/// `flow ls|set|unset`: one line per function with flow limits.
+/// `flow ls|set|unset`: one line per function or flow key with flow limits.
 pub fn flow(reports: &[crate::admin::flow::FlowReport]) -> String {
     if reports.is_empty() {
-        return "no function has flow limits".to_string();
+        return "no function or flow key has flow limits".to_string();
     }
     let describe = |l: Option<crate::flow::Limits>| l.map_or("-".into(), |l| l.describe());
     let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
+            let name = match (&r.function, &r.key) {
+                (Some(f), _) => f.clone(),
+                (None, Some(k)) => format!("key {k}"),
+                (None, None) => "-".into(),
+            };
             vec![
-                r.function.clone(),
+                name,
                 describe(r.pinned),
                 describe(r.enforced),
                 r.running.to_string(),
             ]
         })
         .collect();
-    table(&["FUNCTION", "PINNED", "LAST ENFORCED", "RUNNING"], &rows)
+    table(
+        &["FUNCTION OR KEY", "PINNED", "LAST ENFORCED", "RUNNING"],
+        &rows,
+    )
 }

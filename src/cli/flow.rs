@@ -31,8 +31,12 @@ pub enum FlowAction {
 
 #[derive(Args, Debug, Clone)]
 pub struct SetArgs {
-    /// The function (`name` or `name.namespace`).
+    /// The function (`name` or `name.namespace`), or with --key a flow key.
     pub function: String,
+    /// Pin the limits of the flow key given (`X-Flow-Control-Key`), not of a function: they
+    /// win over the calls' `X-Flow-Control-Value`.
+    #[arg(long)]
+    pub key: bool,
     /// Calls of it in flight at once across every replica (1 to 10000).
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<u32>,
@@ -51,8 +55,11 @@ pub struct SetArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct UnsetArgs {
-    /// The function (`name` or `name.namespace`).
+    /// The function (`name` or `name.namespace`), or with --key a flow key.
     pub function: String,
+    /// Unpin a flow key, not a function.
+    #[arg(long)]
+    pub key: bool,
     /// The queue (default: `queue_name`).
     #[arg(long)]
     pub queue: Option<String>,
@@ -72,9 +79,10 @@ pub async fn main(args: FlowArgs) -> ExitCode {
                     });
                 }
             };
+            let target = (a.function.as_str(), a.key);
             set(
                 "flow set",
-                &a.function,
+                target,
                 a.queue.as_ref(),
                 &a.common,
                 Some(limits),
@@ -82,7 +90,8 @@ pub async fn main(args: FlowArgs) -> ExitCode {
             .await
         }
         FlowAction::Unset(a) => {
-            set("flow unset", &a.function, a.queue.as_ref(), &a.common, None).await
+            let target = (a.function.as_str(), a.key);
+            set("flow unset", target, a.queue.as_ref(), &a.common, None).await
         }
     }
 }
@@ -121,9 +130,10 @@ async fn ls(target: Target) -> ExitCode {
     finish("flow ls", target.common.json, done, |r| render::flow(r))
 }
 
+/// Pin (or unpin) `target`: a function, or a flow key when its flag is set.
 async fn set(
     command: &str,
-    function: &str,
+    target: (&str, bool),
     queue: Option<&String>,
     common: &super::operate::Common,
     limits: Option<Limits>,
@@ -134,13 +144,10 @@ async fn set(
     };
     let spec = crate::flow::spec(&opened.config, &queue);
     let namespace = opened.config.default_function_name.as_str();
-    let done = flow::set(
-        opened.broker.as_ref(),
-        &spec,
-        &queue,
-        (function, namespace),
-        limits,
-    )
-    .await;
+    let target = match target {
+        (key, true) => flow::PinTarget::Key(key),
+        (name, false) => flow::PinTarget::Function { name, namespace },
+    };
+    let done = flow::set(opened.broker.as_ref(), &spec, &queue, target, limits).await;
     finish(command, common.json, done, |r| render::flow(r))
 }

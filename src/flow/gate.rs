@@ -70,18 +70,25 @@ impl Flow {
         *self.pins.write().unwrap_or_else(|e| e.into_inner()) = pins;
     }
 
-    /// Whether call `id` of `function` may start now under `limits`; its slot lapses after
+    /// The limits of flow key `key`: the operator's pin when there is one, else the message's.
+    pub fn key_limits(&self, key: &str, from_message: Option<Limits>) -> Option<Limits> {
+        let pins = self.pins.read().unwrap_or_else(|e| e.into_inner());
+        pins.keys.get(key).copied().or(from_message)
+    }
+
+    /// Whether call `id` may start now under `limits`, kept in the bucket under `key` (a
+    /// function's, [`key_of`], or a flow key's, [`key_of_flow_key`]); its slot lapses after
     /// `hold`. `now`: the time (unix µs), read after the state is, so that a slow read does not
     /// date the start back.
     pub async fn enter(
         &self,
-        function: &str,
+        key: &str,
         limits: &Limits,
         id: &str,
         now: &(dyn Fn() -> u64 + Sync),
         hold: Duration,
     ) -> Result<Gate, BrokerError> {
-        let key = key_of(function);
+        let key = key.to_string();
         let hold_us = u64::try_from(hold.as_micros()).unwrap_or(u64::MAX);
         for _ in 0..SWAP_TRIES {
             let (state, revision) = self.read(&key).await?;
@@ -171,29 +178,48 @@ impl Flow {
 /// made of letters, digits, `-` and `_` around single dots, else `fnb64.` and its URL-safe
 /// base64.
 pub fn key_of(function: &str) -> String {
+    bucket_key("fn", function)
+}
+
+/// The key of flow key `flow_key` in the flow bucket (`key.` or `keyb64.`, as [`key_of`]).
+pub fn key_of_flow_key(flow_key: &str) -> String {
+    bucket_key("key", flow_key)
+}
+
+/// The function a key of the flow bucket is for; `None` for other keys.
+pub fn function_of(key: &str) -> Option<String> {
+    named_by("fn", key)
+}
+
+/// The flow key a key of the flow bucket is for; `None` for other keys.
+pub fn flow_key_of(key: &str) -> Option<String> {
+    named_by("key", key)
+}
+
+fn bucket_key(kind: &str, name: &str) -> String {
     use base64::Engine;
-    let plain = !function.is_empty()
-        && function.split('.').all(|part| {
+    let plain = !name.is_empty()
+        && name.split('.').all(|part| {
             !part.is_empty()
                 && part
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if plain {
-        format!("fn.{function}")
+        format!("{kind}.{name}")
     } else {
-        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(function);
-        format!("fnb64.{encoded}")
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name);
+        format!("{kind}b64.{encoded}")
     }
 }
 
-/// The function a key of the flow bucket is for; `None` for other keys.
-pub fn function_of(key: &str) -> Option<String> {
+fn named_by(kind: &str, key: &str) -> Option<String> {
     use base64::Engine;
-    if let Some(plain) = key.strip_prefix("fn.") {
+    let rest = key.strip_prefix(kind)?;
+    if let Some(plain) = rest.strip_prefix('.') {
         return Some(plain.to_string());
     }
-    let encoded = key.strip_prefix("fnb64.")?;
+    let encoded = rest.strip_prefix("b64.")?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(encoded)
         .ok()?;
@@ -251,6 +277,13 @@ mod tests {
         }
         assert_eq!(key_of("echo.openfaas-fn"), "fn.echo.openfaas-fn");
         assert_eq!(function_of("limits"), None);
+        assert_eq!(key_of_flow_key("tenant-1"), "key.tenant-1");
+        assert_eq!(
+            flow_key_of(&key_of_flow_key("a b/c")).as_deref(),
+            Some("a b/c")
+        );
+        assert_eq!(function_of(&key_of_flow_key("x")), None, "kinds apart");
+        assert_eq!(flow_key_of(&key_of("x")), None);
     }
 
     #[tokio::test]
@@ -296,9 +329,13 @@ mod tests {
         // The clock jumps 300 ms between the read and the answer of the compare-and-set.
         let reads = AtomicU64::new(0);
         let stalled = || reads.fetch_add(1, Ordering::SeqCst) * 300_000;
-        let late = flow.enter("f.ns", &cap(1), "a/1", &stalled, hold).await;
+        let late = flow
+            .enter(&key_of("f.ns"), &cap(1), "a/1", &stalled, hold)
+            .await;
         assert!(matches!(late, Ok(Gate::Wait(d)) if d.is_zero()), "{late:?}");
-        let next = flow.enter("f.ns", &cap(1), "b/1", &|| 400_000, hold).await;
+        let next = flow
+            .enter(&key_of("f.ns"), &cap(1), "b/1", &|| 400_000, hold)
+            .await;
         assert!(
             matches!(next, Ok(Gate::Go(Some(_)))),
             "a's slot was given back: {next:?}"

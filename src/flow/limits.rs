@@ -17,6 +17,13 @@ pub const ANNOTATION_RATE: &str = "com.openfaas.queue.rate";
 /// Calls that may start at once beyond the rate, after a quiet spell.
 pub const ANNOTATION_BURST: &str = "com.openfaas.queue.burst";
 
+/// The request (and message) header naming a call's flow key: calls of one key share its limits.
+pub const KEY_HEADER: &str = "X-Flow-Control-Key";
+/// The header giving a flow key's limits: `parallelism=N,rate=R/PERIOD,burst=B` (each optional).
+pub const VALUE_HEADER: &str = "X-Flow-Control-Value";
+/// The longest flow key accepted.
+pub const MAX_KEY_LEN: usize = 128;
+
 /// The largest `max_concurrency`, rate count and burst accepted.
 pub const MAX_COUNT: u32 = 10_000;
 /// The shortest and longest rate period accepted.
@@ -137,6 +144,27 @@ impl Limits {
         (limits, warnings)
     }
 
+    /// The limits an `X-Flow-Control-Value` gives: comma-separated `parallelism=N`,
+    /// `rate=R/PERIOD` and `burst=B` (burst only with a rate), at least one of the first two.
+    pub fn parse_value(text: &str) -> Result<Limits, String> {
+        let mut limits = Limits::default();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (name, value) = item.split_once('=').ok_or_else(|| value_error(item))?;
+            match name.trim() {
+                "parallelism" => {
+                    limits.max_concurrency = Some(count(value, 1).ok_or_else(|| value_error(item))?)
+                }
+                "rate" => limits.rate = Some(value.parse().map_err(|_| value_error(item))?),
+                "burst" => limits.burst = count(value, 0).ok_or_else(|| value_error(item))?,
+                _ => return Err(value_error(item)),
+            }
+        }
+        if limits.is_none() || (limits.burst > 0 && limits.rate.is_none()) {
+            return Err(value_error(text));
+        }
+        Ok(limits)
+    }
+
     /// The limits as one line (`max_concurrency=2 rate=5/1s burst=1`; `none`).
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -154,6 +182,38 @@ impl Limits {
         } else {
             parts.join(" ")
         }
+    }
+}
+
+fn value_error(item: &str) -> String {
+    format!(
+        "{VALUE_HEADER}: {item:?} is not understood; expected parallelism=N (1 to {MAX_COUNT}), \
+         rate=R/PERIOD (e.g. 5/1s) and burst=B (with a rate), comma-separated"
+    )
+}
+
+/// Whether `key` can be a flow key: 1 to [`MAX_KEY_LEN`] printable ASCII characters.
+pub fn check_key(key: &str) -> Result<(), String> {
+    let printable = key.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !printable {
+        return Err(format!(
+            "{KEY_HEADER}: expected 1 to {MAX_KEY_LEN} printable ASCII characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Check a request's flow headers (the ingress refuses a call whose key or value is bad): a
+/// value without a key, a key of other characters, a value not understood.
+pub fn check_headers(header: &BTreeMap<String, Vec<String>>) -> Result<(), String> {
+    let first = |name: &str| header.get(name).and_then(|v| v.first());
+    match (first(KEY_HEADER), first(VALUE_HEADER)) {
+        (None, Some(_)) => Err(format!("{VALUE_HEADER} needs {KEY_HEADER}")),
+        (Some(key), value) => {
+            check_key(key)?;
+            value.map_or(Ok(()), |v| Limits::parse_value(v).map(|_| ()))
+        }
+        (None, None) => Ok(()),
     }
 }
 
@@ -226,6 +286,47 @@ mod tests {
         }
         let (limits, warnings) = Limits::from_annotations(&annotations(&[(ANNOTATION_RATE, "")]));
         assert!(limits.is_none() && warnings.is_empty(), "empty is absent");
+    }
+
+    #[test]
+    fn a_flow_value_gives_a_keys_limits_and_a_bad_one_says_what_is_expected() {
+        let l = Limits::parse_value("parallelism=2, rate=10/1m,burst=3").unwrap();
+        assert_eq!(l.describe(), "max_concurrency=2 rate=10/1m0s burst=3");
+        assert_eq!(
+            Limits::parse_value("rate=5/1s")
+                .unwrap()
+                .rate
+                .map(|r| r.calls),
+            Some(5)
+        );
+        for bad in [
+            "",
+            "burst=2",
+            "parallelism=0",
+            "speed=3",
+            "rate=5",
+            "parallelism",
+        ] {
+            let e = Limits::parse_value(bad).unwrap_err();
+            assert!(e.contains("expected parallelism=N"), "{bad}: {e}");
+        }
+        assert!(check_key("tenant-42").is_ok() && check_key("a b/c").is_ok());
+        let headers = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<String>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+                .collect()
+        };
+        assert!(check_headers(&headers(&[])).is_ok());
+        assert!(check_headers(&headers(&[(KEY_HEADER, "t1")])).is_ok());
+        assert!(
+            check_headers(&headers(&[(KEY_HEADER, "t1"), (VALUE_HEADER, "rate=1/1s")])).is_ok()
+        );
+        assert!(check_headers(&headers(&[(VALUE_HEADER, "rate=1/1s")])).is_err());
+        assert!(check_headers(&headers(&[(KEY_HEADER, "t1"), (VALUE_HEADER, "fast")])).is_err());
+        for bad in ["", "ü", "a\tb", &"k".repeat(MAX_KEY_LEN + 1)] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -21,29 +21,45 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Compare-and-set tries before giving up.
 const SWAP_TRIES: u32 = 8;
 
-/// The pinned limits of one queue, by function (`name.namespace`).
+/// What a pin is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A function, `name.namespace`.
+    Function(String),
+    /// A flow key (`X-Flow-Control-Key`).
+    Key(String),
+}
+
+/// The pinned limits of one queue, by function (`name.namespace`) and flow key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pins {
     #[serde(default)]
     pub functions: BTreeMap<String, Limits>,
+    /// Flow keys (`X-Flow-Control-Key`): these win over the calls' `X-Flow-Control-Value`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: BTreeMap<String, Limits>,
 }
 
 impl Pins {
-    /// These pins with `function` pinned to `limits` (`None` or no limit: unpinned). `Err` when
-    /// too many functions would be pinned.
-    pub fn with(&self, function: &str, limits: Option<Limits>) -> Result<Pins, String> {
+    /// These pins with `target` pinned to `limits` (`None` or no limit: unpinned). `Err` when
+    /// too many functions or keys would be pinned.
+    pub fn with(&self, target: &Target, limits: Option<Limits>) -> Result<Pins, String> {
         let mut next = self.clone();
+        let (map, name) = match target {
+            Target::Function(f) => (&mut next.functions, f),
+            Target::Key(k) => (&mut next.keys, k),
+        };
         match limits.filter(|l| !l.is_none()) {
             Some(l) => {
-                next.functions.insert(function.to_string(), l);
+                map.insert(name.clone(), l);
             }
             None => {
-                next.functions.remove(function);
+                map.remove(name);
             }
         }
-        if next.functions.len() > MAX_FUNCTIONS {
+        if next.functions.len() > MAX_FUNCTIONS || next.keys.len() > MAX_FUNCTIONS {
             return Err(format!(
-                "at most {MAX_FUNCTIONS} functions can have pinned limits"
+                "at most {MAX_FUNCTIONS} functions and {MAX_FUNCTIONS} flow keys can have pinned limits"
             ));
         }
         Ok(next)
@@ -61,16 +77,16 @@ pub async fn read(store: &dyn KeyValue, bucket: &str) -> Result<(Pins, u64), Bro
     }
 }
 
-/// Pin `function` to `limits` (`None`: unpin) in `spec`'s bucket; the pins after.
+/// Pin `target` to `limits` (`None`: unpin) in `spec`'s bucket; the pins after.
 pub async fn set(
     store: &dyn KeyValue,
     spec: &KvSpec,
-    function: &str,
+    target: &Target,
     limits: Option<Limits>,
 ) -> Result<Result<Pins, String>, BrokerError> {
     for _ in 0..SWAP_TRIES {
         let (now, revision) = read(store, &spec.bucket).await?;
-        let next = match now.with(function, limits) {
+        let next = match now.with(target, limits) {
             Ok(n) => n,
             Err(e) => return Ok(Err(e)),
         };
@@ -100,10 +116,13 @@ mod tests {
             max_concurrency: Some(2),
             ..Limits::default()
         };
-        let pins = Pins::default().with("f.ns", Some(two)).unwrap();
+        let f = Target::Function("f.ns".into());
+        let pins = Pins::default().with(&f, Some(two)).unwrap();
         assert_eq!(pins.functions["f.ns"], two);
-        assert!(pins.with("f.ns", None).unwrap().functions.is_empty());
-        let none = pins.with("f.ns", Some(Limits::default())).unwrap();
+        assert!(pins.with(&f, None).unwrap().functions.is_empty());
+        let none = pins.with(&f, Some(Limits::default())).unwrap();
         assert!(none.functions.is_empty(), "no limit is no pin");
+        let keyed = pins.with(&Target::Key("f.ns".into()), Some(two)).unwrap();
+        assert_eq!((keyed.keys.len(), keyed.functions.len()), (1, 1), "apart");
     }
 }

@@ -197,6 +197,7 @@ pub fn prepare(cfg: &Config, clock: &dyn Clock, sub: Submission) -> Result<Prepa
     let idempotency = idempotency::key_of(header.get(idempotency::HEADER))?
         .map(|key| idempotency::msg_id(&function, key));
     let not_before = delay::not_before(cfg, crate::status::unix_ms(clock.now()), &header)?;
+    crate::flow::limits::check_headers(&header)?;
     let start_time = clock.unix_nanos().to_string();
     header
         .entry("X-Start-Time".into())

@@ -46,6 +46,8 @@ pub struct HeldBack {
     pub wait: std::time::Duration,
     /// The function's `max_concurrency`, when it has one.
     pub cap: Option<u32>,
+    /// Its flow key's limits held it back, not its function's: the function's other calls go on.
+    pub keyed: bool,
 }
 
 /// Process one delivery to the end (settled, or handed back to run again). `company`: the other
@@ -76,7 +78,7 @@ pub async fn run(
         s = lease::keep(acker, &mut lease, ctx.config.ack_wait, work) => s,
         _ = abandon.cancelled() => (Settle::Nak(None), Signal::Other),
     };
-    if let Settle::Hold { wait, cap } = settle {
+    if let Settle::Hold { wait, cap, keyed } = settle {
         let again = Held {
             delivery,
             lease,
@@ -86,7 +88,7 @@ pub async fn run(
         return Ran {
             signal,
             again: Some(again),
-            held_back: Some(HeldBack { wait, cap }),
+            held_back: Some(HeldBack { wait, cap, keyed }),
         };
     }
     if settle == Settle::Again {
@@ -186,7 +188,9 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
     // Last before the invocation, so that a call starts right when its limits let it.
     let slot = match flow_gate::enter(ctx, &call).await {
         Entered::Go(slot) => slot,
-        Entered::Wait { wait, cap } => return (Settle::Hold { wait, cap }, Signal::Other),
+        Entered::Wait { wait, cap, keyed } => {
+            return (Settle::Hold { wait, cap, keyed }, Signal::Other);
+        }
     };
     // A delivery run again after back-pressure is the same attempt: counted once.
     if call.attempt == 1 && crowd.pushed_back == 0 {

@@ -35,8 +35,13 @@ pub enum Settle {
     /// worker caused: no attempt spent).
     Again,
     /// Keep it, unsettled, and run it again after `wait`: its function's flow limits hold it
-    /// back (`src/flow/`; no attempt spent). `cap`: the function's `max_concurrency`.
-    Hold { wait: Duration, cap: Option<u32> },
+    /// back (`src/flow/`; no attempt spent). `cap`: the function's `max_concurrency`;
+    /// `keyed`: its flow key's limits held it, not its function's.
+    Hold {
+        wait: Duration,
+        cap: Option<u32>,
+        keyed: bool,
+    },
 }
 
 /// Why a message is dead-lettered (`Qw-Reason`).

@@ -1,5 +1,5 @@
-//! **flow**: a function's flow limits hold across every replica, whatever the faults: never
-//! more than its `max_concurrency` invocations at once, and never more than `rate + burst`
+//! **flow**: a function's (and a flow key's) flow limits hold across every replica, whatever
+//! the faults: never more than its `max_concurrency` invocations at once, and never more than `rate + burst`
 //! invocations started in a window of one period (less the [`SLACK`] by which a start may
 //! follow the moment the gate let it through); and, in a run without faults, a call held back
 //! by its limits costs no attempt (every call of a limited function that answers 200 is
@@ -21,48 +21,52 @@ use crate::plan::{Behaviour, RunConfig};
 pub(super) const SLACK: Duration = START_WITHIN.saturating_add(Duration::from_millis(10));
 
 pub(super) fn flow(cfg: &RunConfig, records: &[Record], calls: &Calls, found: &mut Findings) {
-    if cfg.flow.is_empty() {
+    if cfg.flow.is_empty() && cfg.flow_keys.is_empty() {
         return;
     }
-    let function: BTreeMap<&str, &str> = cfg
-        .calls
-        .iter()
-        .map(|c| (c.id.as_str(), c.function.as_str()))
-        .collect();
-    let limited = |call: &str| {
-        let f = *function.get(call)?;
-        Some((f, cfg.flow.get(f)?))
-    };
-    let mut open: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut starts: BTreeMap<&str, Vec<(Duration, &str)>> = BTreeMap::new();
+    // Each call's limited groups: its function, its flow key.
+    let mut groups: BTreeMap<&str, Vec<(String, &Limits)>> = BTreeMap::new();
+    for c in &cfg.calls {
+        let mut of = Vec::new();
+        if let Some(limits) = cfg.flow.get(&c.function) {
+            of.push((c.function.clone(), limits));
+        }
+        if let Some((key, limits)) = cfg.flow_key(c) {
+            of.push((format!("key {key}"), limits));
+        }
+        groups.insert(c.id.as_str(), of);
+    }
+    let mut open: BTreeMap<String, usize> = BTreeMap::new();
+    let mut starts: BTreeMap<String, (&Limits, Vec<(Duration, &str)>)> = BTreeMap::new();
     for r in records {
         match &r.ev {
             Ev::InvokeStart { call, .. } => {
-                let Some((f, limits)) = limited(call) else {
-                    continue;
-                };
-                let n = open.entry(f).or_default();
-                *n += 1;
-                if limits.max_concurrency.is_some_and(|cap| *n > cap as usize) {
-                    let detail = format!("{n} invocations of {f} at once, {}", limits.describe());
-                    found.violation(FLOW, call, r.at, detail);
+                for (group, limits) in groups.get(call.as_str()).into_iter().flatten() {
+                    let n = open.entry(group.clone()).or_default();
+                    *n += 1;
+                    if limits.max_concurrency.is_some_and(|cap| *n > cap as usize) {
+                        let detail =
+                            format!("{n} invocations of {group} at once, {}", limits.describe());
+                        found.violation(FLOW, call, r.at, detail);
+                    }
+                    let entry = starts.entry(group.clone()).or_insert((limits, Vec::new()));
+                    entry.1.push((r.at, call.as_str()));
                 }
-                starts.entry(f).or_default().push((r.at, call.as_str()));
             }
             Ev::InvokeEnd { call, .. } => {
-                if let Some((f, _)) = limited(call) {
-                    let n = open.entry(f).or_default();
+                for (group, _) in groups.get(call.as_str()).into_iter().flatten() {
+                    let n = open.entry(group.clone()).or_default();
                     *n = n.saturating_sub(1);
                 }
             }
             _ => {}
         }
     }
-    for (f, starts) in &starts {
-        paced(f, &cfg.flow[*f], starts, found);
+    for (group, (limits, starts)) in &starts {
+        paced(group, limits, starts, found);
     }
     if cfg.faults.is_empty() {
-        no_attempt_spent(cfg, calls, found);
+        no_attempt_spent(cfg, &groups, calls, found);
     }
 }
 
@@ -92,11 +96,16 @@ fn paced(f: &str, limits: &Limits, starts: &[(Duration, &str)], found: &mut Find
 /// out: a function-mode consumer going idle just as a message came, whose last pull request
 /// brought it to a feeder that had stopped reading; see `sim/README.md`, "What the simulation
 /// found".)
-fn no_attempt_spent(cfg: &RunConfig, calls: &Calls, found: &mut Findings) {
+fn no_attempt_spent(
+    cfg: &RunConfig,
+    groups: &BTreeMap<&str, Vec<(String, &Limits)>>,
+    calls: &Calls,
+    found: &mut Findings,
+) {
     for (id, c) in calls {
         let Some(plan) = cfg.call(id) else { continue };
-        if !cfg.flow.contains_key(&plan.function) || !matches!(plan.behaviour, Behaviour::Ok { .. })
-        {
+        let limited = groups.get(id.as_str()).is_some_and(|g| !g.is_empty());
+        if !limited || !matches!(plan.behaviour, Behaviour::Ok { .. }) {
             continue;
         }
         let received: Vec<u64> = c

@@ -1,5 +1,6 @@
 //! Flow limits across replicas: one function capped (`max_concurrency` 1–3), one paced (a rate
-//! of 1–4 calls per 1–2 s, burst 0–2), one with both, one without; 2–4 replicas in either mode,
+//! of 1–4 calls per 1–2 s, burst 0–2), one with both, one without but whose calls carry one of
+//! two flow keys (one capped and paced, one not); 2–4 replicas in either mode,
 //! under the swarm's crashes, partitions and broker restarts. The limits hold across replicas,
 //! every call ends, and without faults a held-back call costs no attempt.
 
@@ -41,10 +42,25 @@ pub fn build(seed: u64, opts: &Opts) -> RunConfig {
         rate: rate(&mut r),
         burst: r.random_range(0..=2),
     };
-    // fn-a, fn-b and fn-c are limited; fn-d is not.
+    // fn-a, fn-b and fn-c are limited; fn-d is not, but its calls carry one of two flow
+    // keys: one capped and paced, the other free.
     for (f, limits) in [("fn-a", capped), ("fn-b", paced), ("fn-c", both)] {
         cfg.flow.insert(f.to_string(), limits);
     }
+    let tenant = Limits {
+        max_concurrency: cap(&mut r),
+        rate: rate(&mut r),
+        burst: r.random_range(0..=2),
+    };
+    cfg.flow_keys.insert("tenant-1".into(), tenant);
+    cfg.flow_keys.insert(
+        "tenant-2".into(),
+        Limits {
+            max_concurrency: Some(crate::plan::MAX_FLOW),
+            ..Limits::default()
+        },
+    );
+    cfg.keyed = Some("fn-d".into());
     let n = opts.calls.unwrap_or_else(|| r.random_range(15..=40));
     let spread = between(&mut r, 1.0, 10.0);
     let mut on = |w: u32| if r.random_bool(0.5) { w } else { 0 };

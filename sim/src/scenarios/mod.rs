@@ -182,6 +182,8 @@ pub fn base(scenario: &'static str, seed: u64, rng: &mut StdRng, opts: &Opts) ->
         deadline: secs(400.0),
         bug: opts.bug,
         flow: Default::default(),
+        flow_keys: Default::default(),
+        keyed: None,
     }
 }
 

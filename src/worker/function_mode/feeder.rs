@@ -177,7 +177,7 @@ impl Feeder {
         self.sched()
             .functions
             .get(&self.subject)
-            .is_none_or(|f| f.pending == 0 && f.ready.is_empty() && f.in_flight == 0)
+            .is_none_or(|f| f.pending == 0 && f.is_empty())
     }
 
     /// Leave the schedule once in-flight work is done (at once on shutdown); give back
@@ -201,7 +201,8 @@ impl Feeder {
                 }
                 continue;
             };
-            for held in f.ready {
+            let parked = f.parked.into_iter().map(|(_, h)| h);
+            for held in f.ready.into_iter().chain(parked) {
                 held.give_back().await;
             }
             let consumers = self.sched().functions.len();

@@ -11,7 +11,6 @@
 
 mod sched;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, Semaphore};
@@ -65,6 +64,7 @@ impl Ready {
 
     /// Start as many ready deliveries as slots and the functions' limits allow.
     pub(crate) fn dispatch(&self, slots: &Arc<Semaphore>, in_flight: &InFlight) {
+        self.sched().unpark_due(Instant::now());
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             let picked = self.sched().pick(self.ctx.config.max_inflight);
             let Some((subject, held, company)) = picked else {
@@ -95,21 +95,21 @@ impl Ready {
             return;
         }
         // Take the ready deliveries out, progress them, put them back in order.
-        let mut taken: Vec<(String, VecDeque<Held>)> = self.sched().take_queues();
+        let mut taken = self.sched().take_queues();
         let ack_wait = self.ctx.config.ack_wait;
         // All at once: each waits up to a tenth of ack_wait for its confirmation.
         let renewals = taken
             .iter_mut()
-            .flat_map(|(_, q)| q.iter_mut())
+            .flat_map(|t| t.all())
             .map(|held| held.renew(ack_wait));
         tokio::select! {
             biased;
             _ = stop.cancelled() => {}
             _ = futures::future::join_all(renewals) => {}
         }
-        for (_, q) in &mut taken {
+        for t in &mut taken {
             // One whose lease ran out is another worker's now, or soon: leave it to that.
-            q.retain(|held| held.lease.holds(Instant::now()));
+            t.retain(|held| held.lease.holds(Instant::now()));
         }
         let orphans = self.sched().put_back(taken);
         // Their function left the schedule meanwhile: nothing will run these; give back.
@@ -120,7 +120,8 @@ impl Ready {
     }
 }
 
-/// Put a delivery its flow limits held back first in its queue, and look again after its wait.
+/// Put a delivery its flow limits held back first in its queue (its function's limits) or
+/// aside (its flow key's), and look again after its wait.
 fn hold_back(
     ctx: &Arc<Context>,
     sched: &Arc<Mutex<Sched>>,
@@ -129,14 +130,18 @@ fn hold_back(
     held: Held,
     back: HeldBack,
 ) {
-    let waiting = lock(sched).held_back(&subject, held, back.cap);
+    let waiting = match back.keyed {
+        true => lock(sched).parked(&subject, held, Instant::now() + back.wait),
+        false => lock(sched).held_back(&subject, held, back.cap),
+    };
     let function = function_of(ctx, &subject);
     ctx.metrics.flow_waiting(function, waiting);
     let (ctx, sched, wake) = (ctx.clone(), sched.clone(), wake.clone());
     tokio::spawn(async move {
         tokio::time::sleep(back.wait).await;
-        lock(&sched).look_again(&subject);
-        ctx.metrics.flow_waiting(function_of(&ctx, &subject), 0);
+        let waiting = lock(&sched).look_again(&subject, Instant::now());
+        ctx.metrics
+            .flow_waiting(function_of(&ctx, &subject), waiting);
         wake.notify_one();
     });
 }

@@ -9,6 +9,7 @@ use crate::pause::Paused;
 use crate::worker::company::Company;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::worker::lease::Held;
 use crate::worker::limiter::Limiter;
@@ -21,6 +22,34 @@ pub(crate) const HOLD_BYTES: usize = 64 * 1024 * 1024;
 
 /// Deliveries a feeder keeps ready beyond what its function can start at once.
 const PREFETCH: usize = 1;
+
+/// Deliveries of one function a worker keeps parked for their flow keys (`src/flow/`); one more
+/// holds the whole function back instead.
+pub(crate) const PARK_MAX: usize = 64;
+
+/// A delivery its flow key held back, and until when.
+pub(crate) type Parked = (Instant, Held);
+
+/// Ready queues taken out for renewal ([`Sched::take_queues`]), with the parked deliveries.
+pub(crate) struct Taken {
+    pub(crate) subject: String,
+    pub(crate) ready: VecDeque<Held>,
+    pub(crate) parked: Vec<Parked>,
+}
+
+impl Taken {
+    /// Every delivery taken, ready and parked.
+    pub(crate) fn all(&mut self) -> impl Iterator<Item = &mut Held> {
+        let parked = self.parked.iter_mut().map(|(_, h)| h);
+        self.ready.iter_mut().chain(parked)
+    }
+
+    /// Keep only the deliveries `keep` says.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&Held) -> bool) {
+        self.ready.retain(&keep);
+        self.parked.retain(|(_, h)| keep(h));
+    }
+}
 
 /// One function with work, as the dispatcher and its feeder share it.
 pub(crate) struct FunctionState {
@@ -46,6 +75,9 @@ pub(crate) struct FunctionState {
     /// Its `max_concurrency` across replicas, once a call of it said so: the worker starts
     /// no more than that at once (the least of it and the adaptive limit).
     cap: Option<usize>,
+    /// Held back by their flow keys' limits, each until its time: the function's other calls
+    /// go on meanwhile (kept leased as the ready ones are).
+    pub(crate) parked: Vec<Parked>,
 }
 
 impl FunctionState {
@@ -61,6 +93,33 @@ impl FunctionState {
             paused: false,
             held_back: false,
             cap: None,
+            parked: Vec::new(),
+        }
+    }
+
+    /// Deliveries waiting on flow limits: parked ones, and the ready ones while the function is
+    /// held back.
+    pub(crate) fn waiting(&self) -> usize {
+        self.parked.len() + if self.held_back { self.ready.len() } else { 0 }
+    }
+
+    /// Nothing ready, parked or running.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.parked.is_empty() && self.in_flight == 0
+    }
+
+    /// Parked deliveries whose time has come go back first in line, in stream order.
+    fn unpark_due(&mut self, now: Instant) {
+        if self.parked.iter().all(|(t, _)| *t > now) {
+            return;
+        }
+        let (mut due, still): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.parked = still;
+        due.sort_by_key(|(_, h)| std::cmp::Reverse(h.delivery.stream_sequence));
+        for (_, held) in due {
+            self.ready.push_front(held);
         }
     }
 
@@ -228,13 +287,48 @@ impl Sched {
         f.ready.len()
     }
 
-    /// The wait of the function on `subject` is over: its next call may try its limits again.
-    pub(crate) fn look_again(&mut self, subject: &str) {
-        if let Some(f) = self.functions.get_mut(subject).filter(|f| f.held_back) {
-            f.held_back = false;
+    /// A delivery of the function on `subject` its flow key's limits held back: parked until
+    /// `until`, while the function's other calls go on (past [`PARK_MAX`], the whole function
+    /// is held back instead, as by [`Self::held_back`]). Returns the deliveries of it waiting.
+    pub(crate) fn parked(&mut self, subject: &str, held: Held, until: Instant) -> usize {
+        let Some(f) = self.functions.get_mut(subject) else {
+            tokio::spawn(held.give_back());
+            return 0;
+        };
+        debug_assert!(f.in_flight > 0, "a parked delivery was in flight");
+        f.in_flight = f.in_flight.saturating_sub(1);
+        f.running.fetch_sub(1, Ordering::Relaxed);
+        if f.parked.len() >= PARK_MAX {
+            f.ready.push_front(held);
+            f.held_back = true;
+        } else {
+            f.parked.push((until, held));
             f.room.notify_one();
         }
         self.intake.notify_one();
+        f.waiting()
+    }
+
+    /// The wait of the function on `subject` is over (at `now`): its next call may try its
+    /// limits again, and its parked deliveries whose time has come are back in line. Returns
+    /// the deliveries of it still waiting.
+    pub(crate) fn look_again(&mut self, subject: &str, now: Instant) -> usize {
+        let waiting = match self.functions.get_mut(subject) {
+            Some(f) => {
+                f.unpark_due(now);
+                f.held_back = false;
+                f.room.notify_one();
+                f.waiting()
+            }
+            None => 0,
+        };
+        self.intake.notify_one();
+        waiting
+    }
+
+    /// Every parked delivery whose time has come, back in line.
+    pub(crate) fn unpark_due(&mut self, now: Instant) {
+        self.functions.values_mut().for_each(|f| f.unpark_due(now));
     }
 
     /// File `held` in the ready queue of `subject` (static mode), tracking the function with a
@@ -249,8 +343,7 @@ impl Sched {
     ) {
         if !self.functions.contains_key(subject) {
             if self.functions.len() >= keep && !self.renewing {
-                self.functions
-                    .retain(|_, f| !f.ready.is_empty() || f.in_flight > 0);
+                self.functions.retain(|_, f| !f.is_empty());
             }
             self.track(subject, FunctionState::new(limiter(), 0));
         }
@@ -269,10 +362,12 @@ impl Sched {
         let (mut startable, mut held, mut bytes) = (0usize, 0usize, 0usize);
         for f in self.functions.values() {
             startable += f.ready.len().min(f.room(max_inflight));
-            held += f.ready.len();
+            held += f.ready.len() + f.parked.len();
+            let parked = f.parked.iter().map(|(_, h)| h);
             bytes += f
                 .ready
                 .iter()
+                .chain(parked)
                 .map(|h| h.delivery.payload.len())
                 .sum::<usize>();
         }
@@ -284,45 +379,59 @@ impl Sched {
             .min(HOLD_MESSAGES - held)
     }
 
-    /// Every ready queue that holds something, taken out (to renew their leases).
-    pub(crate) fn take_queues(&mut self) -> Vec<(String, VecDeque<Held>)> {
+    /// Every ready queue that holds something, and the parked deliveries, taken out (to renew
+    /// their leases).
+    pub(crate) fn take_queues(&mut self) -> Vec<Taken> {
         self.renewing = true;
         self.functions
             .iter_mut()
-            .filter(|(_, f)| !f.ready.is_empty())
-            .map(|(k, f)| (k.clone(), std::mem::take(&mut f.ready)))
+            .filter(|(_, f)| !f.ready.is_empty() || !f.parked.is_empty())
+            .map(|(k, f)| Taken {
+                subject: k.clone(),
+                ready: std::mem::take(&mut f.ready),
+                parked: std::mem::take(&mut f.parked),
+            })
             .collect()
     }
 
-    /// Put back queues taken by [`Self::take_queues`], ahead of what arrived meanwhile; returns
-    /// the deliveries of functions that left the schedule meanwhile.
-    pub(crate) fn put_back(&mut self, taken: Vec<(String, VecDeque<Held>)>) -> Vec<Held> {
+    /// Put back what [`Self::take_queues`] took, ahead of what arrived meanwhile; returns the
+    /// deliveries of functions that left the schedule meanwhile.
+    pub(crate) fn put_back(&mut self, taken: Vec<Taken>) -> Vec<Held> {
         self.renewing = false;
         let mut orphans = Vec::new();
-        for (k, mut q) in taken {
-            if let Some(f) = self.functions.get_mut(&k) {
-                q.append(&mut f.ready);
-                f.ready = q;
+        for mut t in taken {
+            if let Some(f) = self.functions.get_mut(&t.subject) {
+                t.ready.append(&mut f.ready);
+                f.ready = t.ready;
+                t.parked.append(&mut f.parked);
+                f.parked = t.parked;
                 // Room again when leases ran out: the feeder may pull more.
                 f.room.notify_one();
             } else {
-                orphans.extend(q);
+                orphans.extend(t.ready);
+                orphans.extend(t.parked.into_iter().map(|(_, h)| h));
             }
         }
         self.intake.notify_one();
         orphans
     }
 
-    /// Deliveries waiting in ready queues.
+    /// Deliveries waiting in ready queues, parked ones included.
     pub(crate) fn ready_count(&self) -> usize {
-        self.functions.values().map(|f| f.ready.len()).sum()
+        self.functions
+            .values()
+            .map(|f| f.ready.len() + f.parked.len())
+            .sum()
     }
 
-    /// Every ready delivery, out of the queues (at shutdown).
+    /// Every ready or parked delivery, out of the queues (at shutdown).
     pub(crate) fn take_ready(&mut self) -> Vec<Held> {
         self.functions
             .values_mut()
-            .flat_map(|f| f.ready.drain(..))
+            .flat_map(|f| {
+                let parked = f.parked.drain(..).map(|(_, h)| h);
+                f.ready.drain(..).chain(parked).collect::<Vec<_>>()
+            })
             .collect()
     }
 }
@@ -475,7 +584,7 @@ mod tests {
             MAX - 1,
             "a's waiting calls take no slot: the intake pulls on for others"
         );
-        s.look_again("q.a.ns");
+        s.look_again("q.a.ns", Instant::now());
         let (_, d, _) = s.pick(MAX).expect("a's wait is over");
         assert_eq!(d.delivery.stream_sequence, 0, "first in line");
         assert!(s.pick(MAX).is_some());
@@ -490,6 +599,53 @@ mod tests {
         assert!(s.pick(MAX).is_none());
         s.finished("q.a.ns", Signal::Success, None);
         assert!(s.pick(MAX).is_some(), "a slot of its own freed up");
+    }
+
+    #[tokio::test]
+    async fn a_call_parked_for_its_flow_key_lets_its_functions_other_calls_run() {
+        let mut s = Sched::default();
+        for seq in 0..3 {
+            file(&mut s, "q.a.ns", seq, MAX);
+        }
+        let (_, first, _) = s.pick(MAX).expect("a");
+        let until = Instant::now() + Duration::from_secs(1);
+        assert_eq!(s.parked("q.a.ns", first, until), 1);
+        let (_, next, _) = s.pick(MAX).expect("the function's other calls go on");
+        assert_eq!(next.delivery.stream_sequence, 1);
+        assert_eq!(s.ready_count(), 2, "one ready, one parked");
+        let mut taken = s.take_queues();
+        assert_eq!(
+            taken[0].all().count(),
+            2,
+            "renewal takes the parked one too"
+        );
+        assert!(s.put_back(taken).is_empty());
+        s.unpark_due(Instant::now());
+        assert_eq!(s.functions["q.a.ns"].parked.len(), 1, "not yet");
+        s.unpark_due(until);
+        let (_, back, _) = s.pick(MAX).expect("its time came");
+        assert_eq!(back.delivery.stream_sequence, 0, "first in line again");
+        // Past PARK_MAX, the whole function waits instead.
+        let mut s = Sched::default();
+        for seq in 0..PARK_MAX as u64 + 2 {
+            file(&mut s, "q.b.ns", seq, MAX);
+        }
+        for _ in 0..PARK_MAX {
+            let (_, d, _) = s.pick(MAX).expect("b");
+            s.parked("q.b.ns", d, until);
+        }
+        let (_, d, _) = s.pick(MAX).expect("b");
+        assert_eq!(
+            s.parked("q.b.ns", d, until),
+            PARK_MAX + 2,
+            "all of b's wait"
+        );
+        assert!(s.pick(MAX).is_none(), "b is held back as a whole");
+        assert_eq!(
+            s.take_ready().len(),
+            PARK_MAX + 2,
+            "all given back at shutdown"
+        );
     }
 
     #[tokio::test]
