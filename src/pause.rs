@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::broker::{BrokerError, KeyValue, KvSpec, kv_lazy};
@@ -17,8 +16,6 @@ use crate::config::Config;
 pub const KEY: &str = "paused";
 /// The most functions one queue may have paused at once.
 pub const MAX_FUNCTIONS: usize = 10_000;
-/// Compare-and-set tries before giving up (each lost one means another change came first).
-const SWAP_TRIES: u32 = 8;
 
 /// The bucket of queue `queue`'s pauses.
 pub fn bucket(queue: &str) -> String {
@@ -27,12 +24,7 @@ pub fn bucket(queue: &str) -> String {
 
 /// The bucket's spec: entries never expire.
 pub fn spec(config: &Config, queue: &str) -> KvSpec {
-    KvSpec {
-        bucket: bucket(queue),
-        ttl: std::time::Duration::ZERO,
-        storage: config.nats_storage,
-        replicas: config.nats_stream_replicas,
-    }
+    KvSpec::kept(config, bucket(queue))
 }
 
 /// What is paused in one queue.
@@ -86,42 +78,17 @@ impl Paused {
 /// What is paused in `queue` (nothing when the bucket or its document does not exist), and the
 /// document's revision (`0`: none).
 pub async fn read(store: &dyn KeyValue, queue: &str) -> Result<(Paused, u64), BrokerError> {
-    match kv_lazy::entry(store, &bucket(queue), KEY).await? {
-        Some((bytes, revision)) => {
-            Ok((serde_json::from_slice(&bytes).unwrap_or_default(), revision))
-        }
-        None => Ok((Paused::default(), 0)),
-    }
+    kv_lazy::document(store, &bucket(queue), KEY).await
 }
 
 /// Pause (or resume) `target` of the queue whose bucket is `spec`; the state after.
 pub async fn set(
     store: &dyn KeyValue,
     spec: &KvSpec,
-    queue: &str,
     target: Option<&str>,
     paused: bool,
 ) -> Result<Result<Paused, String>, BrokerError> {
-    for _ in 0..SWAP_TRIES {
-        let (now, revision) = read(store, queue).await?;
-        let next = match now.with(target, paused) {
-            Ok(n) => n,
-            Err(e) => return Ok(Err(e)),
-        };
-        if next == now {
-            return Ok(Ok(now));
-        }
-        let value = Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
-        let swap = || store.kv_swap(&spec.bucket, KEY, value.clone(), revision);
-        match kv_lazy::creating(swap, || store.ensure_kv(spec)).await {
-            Ok(_) => return Ok(Ok(next)),
-            Err(BrokerError::Conflict { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Err(BrokerError::Conflict {
-        key: KEY.to_string(),
-    })
+    kv_lazy::change_document(store, spec, KEY, |now: &Paused| now.with(target, paused)).await
 }
 
 #[cfg(test)]

@@ -206,34 +206,25 @@ async fn the_pause_document_is_changed_with_compare_and_set(h: &Harness) {
         (Paused::default(), 0),
         "no bucket yet"
     );
-    let one = pause::set(b, &spec, &h.queue, Some("f.ns"), true)
+    let one = pause::set(b, &spec, Some("f.ns"), true)
         .await
         .unwrap()
         .unwrap();
     assert!(one.functions.contains("f.ns") && !one.queue);
-    let both = pause::set(b, &spec, &h.queue, None, true)
-        .await
-        .unwrap()
-        .unwrap();
+    let both = pause::set(b, &spec, None, true).await.unwrap().unwrap();
     assert!(both.queue && both.functions.contains("f.ns"));
     let (read, revision) = pause::read(b, &h.queue).await.unwrap();
     assert_eq!(read, both);
     assert!(revision > 0);
-    let again = pause::set(b, &spec, &h.queue, None, true)
-        .await
-        .unwrap()
-        .unwrap();
+    let again = pause::set(b, &spec, None, true).await.unwrap().unwrap();
     assert_eq!(again, both, "pausing twice changes nothing");
     assert_eq!(
         pause::read(b, &h.queue).await.unwrap().1,
         revision,
         "nothing written"
     );
-    pause::set(b, &spec, &h.queue, None, false)
-        .await
-        .unwrap()
-        .unwrap();
-    let none = pause::set(b, &spec, &h.queue, Some("f.ns"), false)
+    pause::set(b, &spec, None, false).await.unwrap().unwrap();
+    let none = pause::set(b, &spec, Some("f.ns"), false)
         .await
         .unwrap()
         .unwrap();

@@ -52,7 +52,7 @@ pub async fn set(
             .map_err(AdminError::Invalid)?;
         server_consumers = follow(op, queue, &after).await?;
     }
-    let after = pause::set(op, spec, queue, target.as_deref(), paused)
+    let after = pause::set(op, spec, target.as_deref(), paused)
         .await?
         .map_err(AdminError::Invalid)?;
     if paused {

@@ -190,32 +190,6 @@ pub fn dead_letter(d: &DeadLetter) -> String {
     out.join("\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn columns_line_up_under_their_header() {
-        let t = table(
-            &["A", "LONGER"],
-            &[
-                vec!["wide cell".into(), "1".into()],
-                vec!["x".into(), "22".into()],
-            ],
-        );
-        assert_eq!(t, "A          LONGER\nwide cell  1\nx          22");
-    }
-
-    #[test]
-    fn ages_read_at_a_glance() {
-        assert_eq!(age(None), "-");
-        assert_eq!(age(Some(2.54)), "2.5s");
-        assert_eq!(age(Some(245.0)), "4m05s");
-        assert_eq!(age(Some(7800.0)), "2h10m");
-        assert_eq!(age(Some(273_600.0)), "3d04h");
-    }
-}
-
 /// `flow ls|set|unset`: one line per function or flow key with flow limits.
 pub fn flow(reports: &[crate::admin::flow::FlowReport]) -> String {
     if reports.is_empty() {
@@ -242,4 +216,30 @@ pub fn flow(reports: &[crate::admin::flow::FlowReport]) -> String {
         &["FUNCTION OR KEY", "PINNED", "LAST ENFORCED", "RUNNING"],
         &rows,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_under_their_header() {
+        let t = table(
+            &["A", "LONGER"],
+            &[
+                vec!["wide cell".into(), "1".into()],
+                vec!["x".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, "A          LONGER\nwide cell  1\nx          22");
+    }
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(age(None), "-");
+        assert_eq!(age(Some(2.54)), "2.5s");
+        assert_eq!(age(Some(245.0)), "4m05s");
+        assert_eq!(age(Some(7800.0)), "2h10m");
+        assert_eq!(age(Some(273_600.0)), "3d04h");
+    }
 }

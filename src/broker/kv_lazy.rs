@@ -64,6 +64,61 @@ pub async fn entry(
     }
 }
 
+/// Compare-and-set tries of [`change_document`] (each lost one means another change came first).
+const DOCUMENT_TRIES: u32 = 8;
+
+/// The JSON document under `key` (its default when missing, unreadable, or its bucket does not
+/// exist) and its revision (`0`: none).
+pub async fn document<T>(
+    store: &dyn KeyValue,
+    bucket: &str,
+    key: &str,
+) -> Result<(T, u64), BrokerError>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    match entry(store, bucket, key).await? {
+        Some((bytes, revision)) => {
+            Ok((serde_json::from_slice(&bytes).unwrap_or_default(), revision))
+        }
+        None => Ok((T::default(), 0)),
+    }
+}
+
+/// Change the JSON document under `key` of `spec`'s bucket with compare-and-set, creating the
+/// bucket when missing: `change` makes the next document from the current one (`Err`: refused,
+/// nothing written). Returns the document after.
+pub async fn change_document<T, E>(
+    store: &dyn KeyValue,
+    spec: &KvSpec,
+    key: &str,
+    change: impl Fn(&T) -> Result<T, E>,
+) -> Result<Result<T, E>, BrokerError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default + PartialEq,
+{
+    for _ in 0..DOCUMENT_TRIES {
+        let (now, revision) = document::<T>(store, &spec.bucket, key).await?;
+        let next = match change(&now) {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        };
+        if next == now {
+            return Ok(Ok(now));
+        }
+        let value = Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
+        let swap = || store.kv_swap(&spec.bucket, key, value.clone(), revision);
+        match creating(swap, || store.ensure_kv(spec)).await {
+            Ok(_) => return Ok(Ok(next)),
+            Err(BrokerError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(BrokerError::Conflict {
+        key: key.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

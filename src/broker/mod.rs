@@ -188,6 +188,18 @@ pub struct KvSpec {
     pub replicas: usize,
 }
 
+impl KvSpec {
+    /// Bucket `bucket` as `config` stores streams, its entries never expiring.
+    pub fn kept(config: &crate::config::Config, bucket: String) -> KvSpec {
+        KvSpec {
+            bucket,
+            ttl: Duration::ZERO,
+            storage: config.nats_storage,
+            replicas: config.nats_stream_replicas,
+        }
+    }
+}
+
 /// A bucket of objects (large payloads and results) whose objects expire.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectSpec {

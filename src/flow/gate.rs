@@ -2,6 +2,7 @@
 //! function's key in the queue's flow bucket to start ([`Flow::enter`]), one more to give its
 //! slot back ([`Flow::leave`]). Functions without limits never touch the bucket.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub struct Flow {
     store: Arc<dyn KeyValue>,
     spec: KvSpec,
     pins: RwLock<Pins>,
+    /// Whether any pin is set: without one, a call's limits are its message's, no lock taken.
+    pinned: AtomicBool,
 }
 
 /// What the gate said.
@@ -53,11 +56,15 @@ impl Flow {
             store,
             spec,
             pins: RwLock::new(Pins::default()),
+            pinned: AtomicBool::new(false),
         }
     }
 
     /// The limits of `function`: the operator's pin when there is one, else the message's.
     pub fn limits(&self, function: &str, from_message: Limits) -> Limits {
+        if !self.pinned.load(Ordering::Relaxed) {
+            return from_message;
+        }
         let pins = self.pins.read().unwrap_or_else(|e| e.into_inner());
         pins.functions
             .get(function)
@@ -67,11 +74,16 @@ impl Flow {
 
     /// Follow the pins an operator set (`pins.rs`).
     pub fn set_pins(&self, pins: Pins) {
+        let any = !pins.functions.is_empty() || !pins.keys.is_empty();
         *self.pins.write().unwrap_or_else(|e| e.into_inner()) = pins;
+        self.pinned.store(any, Ordering::Relaxed);
     }
 
     /// The limits of flow key `key`: the operator's pin when there is one, else the message's.
     pub fn key_limits(&self, key: &str, from_message: Option<Limits>) -> Option<Limits> {
+        if !self.pinned.load(Ordering::Relaxed) {
+            return from_message;
+        }
         let pins = self.pins.read().unwrap_or_else(|e| e.into_inner());
         pins.keys.get(key).copied().or(from_message)
     }

@@ -117,12 +117,7 @@ impl Limits {
     pub fn from_annotations(annotations: &BTreeMap<String, String>) -> (Limits, Vec<String>) {
         let mut limits = Limits::default();
         let mut warnings = Vec::new();
-        let get = |key: &str| {
-            annotations
-                .get(key)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |key: &str| crate::wire::annotation(annotations, key);
         if let Some(v) = get(ANNOTATION_MAX_CONCURRENCY) {
             match count(v, 1) {
                 Some(n) => limits.max_concurrency = Some(n),

@@ -29,10 +29,5 @@ pub fn bucket(queue: &str) -> String {
 
 /// The bucket's spec: entries never expire (slots lapse by the time they carry).
 pub fn spec(config: &Config, queue: &str) -> KvSpec {
-    KvSpec {
-        bucket: bucket(queue),
-        ttl: std::time::Duration::ZERO,
-        storage: config.nats_storage,
-        replicas: config.nats_stream_replicas,
-    }
+    KvSpec::kept(config, bucket(queue))
 }

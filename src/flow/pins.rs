@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::limits::Limits;
@@ -18,8 +17,6 @@ pub const KEY: &str = "limits";
 pub const MAX_FUNCTIONS: usize = 10_000;
 /// How often a worker reads the pins.
 pub const LOOK_EVERY: Duration = Duration::from_secs(1);
-/// Compare-and-set tries before giving up.
-const SWAP_TRIES: u32 = 8;
 
 /// What a pin is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,12 +66,7 @@ impl Pins {
 /// The pins of the queue whose flow bucket is `bucket` (none when the bucket or its document
 /// does not exist), with the document's revision (`0`: none).
 pub async fn read(store: &dyn KeyValue, bucket: &str) -> Result<(Pins, u64), BrokerError> {
-    match kv_lazy::entry(store, bucket, KEY).await? {
-        Some((bytes, revision)) => {
-            Ok((serde_json::from_slice(&bytes).unwrap_or_default(), revision))
-        }
-        None => Ok((Pins::default(), 0)),
-    }
+    kv_lazy::document(store, bucket, KEY).await
 }
 
 /// Pin `target` to `limits` (`None`: unpin) in `spec`'s bucket; the pins after.
@@ -84,26 +76,7 @@ pub async fn set(
     target: &Target,
     limits: Option<Limits>,
 ) -> Result<Result<Pins, String>, BrokerError> {
-    for _ in 0..SWAP_TRIES {
-        let (now, revision) = read(store, &spec.bucket).await?;
-        let next = match now.with(target, limits) {
-            Ok(n) => n,
-            Err(e) => return Ok(Err(e)),
-        };
-        if next == now {
-            return Ok(Ok(now));
-        }
-        let value = Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
-        let swap = || store.kv_swap(&spec.bucket, KEY, value.clone(), revision);
-        match kv_lazy::creating(swap, || store.ensure_kv(spec)).await {
-            Ok(_) => return Ok(Ok(next)),
-            Err(BrokerError::Conflict { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Err(BrokerError::Conflict {
-        key: KEY.to_string(),
-    })
+    kv_lazy::change_document(store, spec, KEY, |now: &Pins| now.with(target, limits)).await
 }
 
 #[cfg(test)]

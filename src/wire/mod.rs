@@ -159,3 +159,11 @@ impl QueueRequest {
         self.header_value("X-Call-Id")
     }
 }
+
+/// The value of annotation `key`, trimmed; `None` when absent or empty.
+pub fn annotation<'a>(annotations: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
+    annotations
+        .get(key)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+}

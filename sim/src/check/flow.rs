@@ -20,12 +20,28 @@ use crate::plan::{Behaviour, RunConfig};
 /// step of the simulation.
 pub(super) const SLACK: Duration = START_WITHIN.saturating_add(Duration::from_millis(10));
 
+/// A call's limited groups (its function, `key <key>`) with their limits.
+type Groups<'a> = BTreeMap<&'a str, Vec<(String, &'a Limits)>>;
+/// Per group: its limits and the invocations started, in order.
+type Starts<'a> = BTreeMap<String, (&'a Limits, Vec<(Duration, &'a str)>)>;
+
 pub(super) fn flow(cfg: &RunConfig, records: &[Record], calls: &Calls, found: &mut Findings) {
     if cfg.flow.is_empty() && cfg.flow_keys.is_empty() {
         return;
     }
-    // Each call's limited groups: its function, its flow key.
-    let mut groups: BTreeMap<&str, Vec<(String, &Limits)>> = BTreeMap::new();
+    let groups = groups(cfg);
+    let starts = concurrent(&groups, records, found);
+    for (group, (limits, starts)) in &starts {
+        paced(group, limits, starts, found);
+    }
+    if cfg.faults.is_empty() {
+        no_attempt_spent(cfg, &groups, calls, found);
+    }
+}
+
+/// Each call's limited groups: its function, its flow key.
+fn groups(cfg: &RunConfig) -> Groups<'_> {
+    let mut groups = Groups::new();
     for c in &cfg.calls {
         let mut of = Vec::new();
         if let Some(limits) = cfg.flow.get(&c.function) {
@@ -36,8 +52,13 @@ pub(super) fn flow(cfg: &RunConfig, records: &[Record], calls: &Calls, found: &m
         }
         groups.insert(c.id.as_str(), of);
     }
+    groups
+}
+
+/// No group ever has more than its `max_concurrency` invocations open; the starts per group.
+fn concurrent<'a>(groups: &Groups<'a>, records: &'a [Record], found: &mut Findings) -> Starts<'a> {
     let mut open: BTreeMap<String, usize> = BTreeMap::new();
-    let mut starts: BTreeMap<String, (&Limits, Vec<(Duration, &str)>)> = BTreeMap::new();
+    let mut starts = Starts::new();
     for r in records {
         match &r.ev {
             Ev::InvokeStart { call, .. } => {
@@ -49,7 +70,7 @@ pub(super) fn flow(cfg: &RunConfig, records: &[Record], calls: &Calls, found: &m
                             format!("{n} invocations of {group} at once, {}", limits.describe());
                         found.violation(FLOW, call, r.at, detail);
                     }
-                    let entry = starts.entry(group.clone()).or_insert((limits, Vec::new()));
+                    let entry = starts.entry(group.clone()).or_insert((*limits, Vec::new()));
                     entry.1.push((r.at, call.as_str()));
                 }
             }
@@ -62,12 +83,7 @@ pub(super) fn flow(cfg: &RunConfig, records: &[Record], calls: &Calls, found: &m
             _ => {}
         }
     }
-    for (group, (limits, starts)) in &starts {
-        paced(group, limits, starts, found);
-    }
-    if cfg.faults.is_empty() {
-        no_attempt_spent(cfg, &groups, calls, found);
-    }
+    starts
 }
 
 /// No window of the rate's period (less [`SLACK`]) holds more than `rate + burst` starts.
@@ -96,12 +112,7 @@ fn paced(f: &str, limits: &Limits, starts: &[(Duration, &str)], found: &mut Find
 /// out: a function-mode consumer going idle just as a message came, whose last pull request
 /// brought it to a feeder that had stopped reading; see `sim/README.md`, "What the simulation
 /// found".)
-fn no_attempt_spent(
-    cfg: &RunConfig,
-    groups: &BTreeMap<&str, Vec<(String, &Limits)>>,
-    calls: &Calls,
-    found: &mut Findings,
-) {
+fn no_attempt_spent(cfg: &RunConfig, groups: &Groups<'_>, calls: &Calls, found: &mut Findings) {
     for (id, c) in calls {
         let Some(plan) = cfg.call(id) else { continue };
         let limited = groups.get(id.as_str()).is_some_and(|g| !g.is_empty());

@@ -79,12 +79,7 @@ impl RetryPolicy {
     ) -> (RetryPolicy, Vec<String>) {
         let mut policy = self.clone();
         let mut warnings = Vec::new();
-        let get = |key: &str| {
-            annotations
-                .get(key)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |key: &str| crate::wire::annotation(annotations, key);
         if let Some(v) = get(ANNOTATION_ATTEMPTS) {
             match v.parse::<u32>() {
                 Ok(n) if (1..=MAX_ATTEMPTS_LIMIT).contains(&n) => policy.max_attempts = n,
