@@ -447,3 +447,66 @@ async fn purging_one_function_over_http_leaves_the_others_to_run() {
     bed.wait_drained(Duration::from_secs(20)).await;
     assert_eq!(calls_of(&bed, "a"), 0, "the purged calls never ran");
 }
+
+/// Flow limits pinned, listed and unpinned over HTTP, as `queue-worker flow` does: a
+/// function's and a flow key's; a misspelt field, a burst without a rate, a bad rate and a
+/// route naming no single target are refused with a `400` that says why.
+#[tokio::test]
+async fn flow_limits_are_pinned_listed_and_unpinned_over_http() {
+    let Some((bed, w)) = bed_with("admin-flow", |_, _| Reply::ok("ok"), &[]).await else {
+        return;
+    };
+    let base = format!("/system/queues/{}/flow", bed.queue);
+    let put = reqwest::Method::PUT;
+    let limits = json!({"max_concurrency": 2, "rate": "5/1s", "burst": 1});
+    let (code, after) = http(
+        &w,
+        put.clone(),
+        &format!("{base}?function=echo"),
+        Some(limits),
+    )
+    .await;
+    assert_eq!(code, 200, "{after}");
+    assert_eq!(after[0]["function"], "echo.openfaas-fn", "{after}");
+    assert_eq!(after[0]["pinned"]["rate"], "5/1s", "{after}");
+    let key = json!({"max_concurrency": 1});
+    let (code, _) = http(&w, put.clone(), &format!("{base}?key=tenant-1"), Some(key)).await;
+    assert_eq!(code, 200);
+    let (code, listed) = http(&w, reqwest::Method::GET, &base, None).await;
+    assert_eq!(code, 200);
+    assert_eq!(listed[1]["key"], "tenant-1", "{listed}");
+    assert_eq!(listed[1]["pinned"]["max_concurrency"], 1, "{listed}");
+
+    let bad = [
+        ("?function=echo", json!({"max_concurency": 2})),
+        ("?function=echo", json!({"burst": 2})),
+        ("?function=echo", json!({"rate": "5"})),
+        ("?function=echo", json!({"max_concurrency": 0})),
+        ("?function=echo&key=k", json!({"max_concurrency": 2})),
+        ("", json!({"max_concurrency": 2})),
+    ];
+    for (query, body) in bad {
+        let (code, answer) = http(
+            &w,
+            put.clone(),
+            &format!("{base}{query}"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(code, 400, "{query} {body}: {answer}");
+        assert!(
+            answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{answer}"
+        );
+    }
+
+    let delete = reqwest::Method::DELETE;
+    let (code, after) = http(&w, delete.clone(), &format!("{base}?function=echo"), None).await;
+    assert_eq!(
+        (code, after.as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{after}"
+    );
+    let (code, after) = http(&w, delete, &format!("{base}?key=tenant-1"), None).await;
+    assert_eq!((code, after), (200, json!([])));
+}

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use super::operate::{finish, open};
 use super::queue::Target;
 use crate::admin::{AdminError, flow, render};
-use crate::flow::{Limits, Rate, limits};
+use crate::flow::{Limits, Rate};
 
 #[derive(Args, Debug, Clone)]
 pub struct FlowArgs {
@@ -98,18 +98,6 @@ pub async fn main(args: FlowArgs) -> ExitCode {
 
 /// The limits `flow set` pins; `Err` when none is given or one is out of range.
 fn pinned(a: &SetArgs) -> Result<Limits, String> {
-    let max = limits::MAX_COUNT;
-    if a.max_concurrency.is_some_and(|n| !(1..=max).contains(&n)) {
-        return Err(format!(
-            "--max-concurrency: expected a whole number from 1 to {max}"
-        ));
-    }
-    if a.burst > max {
-        return Err(format!("--burst: expected a whole number from 0 to {max}"));
-    }
-    if a.burst > 0 && a.rate.is_none() {
-        return Err("--burst needs --rate".into());
-    }
     let limits = Limits {
         max_concurrency: a.max_concurrency,
         rate: a.rate,
@@ -118,6 +106,10 @@ fn pinned(a: &SetArgs) -> Result<Limits, String> {
     if limits.is_none() {
         return Err("give --max-concurrency, --rate or both (`flow unset` removes a pin)".into());
     }
+    // The check's field names, as the flags spell them.
+    limits
+        .check()
+        .map_err(|e| format!("--{}", e.replace('_', "-")))?;
     Ok(limits)
 }
 

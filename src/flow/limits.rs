@@ -160,6 +160,31 @@ impl Limits {
         Ok(limits)
     }
 
+    /// Whether these limits can be pinned: at least one limit, `max_concurrency` from 1 and
+    /// `burst` up to [`MAX_COUNT`], a burst only with a rate (a rate is checked when read).
+    pub fn check(&self) -> Result<(), String> {
+        if self
+            .max_concurrency
+            .is_some_and(|n| !(1..=MAX_COUNT).contains(&n))
+        {
+            return Err(format!(
+                "max_concurrency: expected a whole number from 1 to {MAX_COUNT}"
+            ));
+        }
+        if self.burst > MAX_COUNT {
+            return Err(format!(
+                "burst: expected a whole number from 0 to {MAX_COUNT}"
+            ));
+        }
+        if self.burst > 0 && self.rate.is_none() {
+            return Err("burst needs a rate".into());
+        }
+        if self.is_none() {
+            return Err("give max_concurrency, rate or both (unset removes a pin)".into());
+        }
+        Ok(())
+    }
+
     /// The limits as one line (`max_concurrency=2 rate=5/1s burst=1`; `none`).
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();

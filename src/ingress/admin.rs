@@ -3,6 +3,8 @@
 //! - `GET /system/queues`, `GET /system/queues/{queue}`;
 //! - `DELETE /system/queues/{queue}/messages[?function=F]`;
 //! - `POST /system/queues/{queue}/pause[?function=F]`, `POST /system/queues/{queue}/resume[?function=F]`;
+//! - `GET /system/queues/{queue}/flow`; `PUT` (a JSON body of limits) and `DELETE` of
+//!   `/system/queues/{queue}/flow?function=F` or `?key=K`: pinned flow limits;
 //! - `GET /system/dead-letters[?queue=&function=&reason=&since=&limit=]`,
 //!   `GET /system/dead-letters/{seq}[?queue=&body=true]`;
 //! - `POST /system/dead-letters/redrive` and `POST /system/dead-letters/purge` with a JSON body
@@ -27,8 +29,9 @@ use axum::routing::{delete, get, post};
 use super::Ingress;
 use super::calls::{error, json};
 use crate::admin::dead_letters::{self as dl, Filter, Selection};
-use crate::admin::{AdminError, Operator, StreamSettings, pauses, queues};
+use crate::admin::{AdminError, Operator, StreamSettings, flow, pauses, queues};
 use crate::config::Config;
+use crate::flow::Limits;
 
 /// What the routes share.
 pub(super) struct Operating {
@@ -53,6 +56,10 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>(ingress: &Ingress) -> Rou
         .route("/system/queues/{queue}/messages", delete(purge_queue))
         .route("/system/queues/{queue}/pause", post(pause_queue))
         .route("/system/queues/{queue}/resume", post(resume_queue))
+        .route(
+            "/system/queues/{queue}/flow",
+            get(list_flow).put(pin_flow).delete(unpin_flow),
+        )
         .route("/system/dead-letters", get(list_dead_letters))
         .route("/system/dead-letters/{seq}", get(show_dead_letter))
         .route("/system/dead-letters/{seq}/redrive", post(redrive_one))
@@ -132,6 +139,85 @@ async fn set_paused(
     let namespace = state.config.default_function_name.as_str();
     let function = function.map(|f| (f, namespace));
     answer(pauses::set(state.op.as_ref(), &spec, queue, function, paused).await)
+}
+
+async fn list_flow(State(state): Op, Path(queue): Path<String>) -> Response {
+    answer(flow::list(state.op.as_ref(), &queue, SystemTime::now()).await)
+}
+
+/// Which pin a flow route is about: `?function=F` or `?key=K`, one of them.
+#[derive(Debug, Deserialize)]
+struct PinQuery {
+    function: Option<String>,
+    key: Option<String>,
+}
+
+async fn pin_flow(
+    State(state): Op,
+    Path(queue): Path<String>,
+    Query(q): Query<PinQuery>,
+    body: Body,
+) -> Response {
+    let limits = match read_limits(body).await {
+        Ok(l) => l,
+        Err(e) => return failed(&e),
+    };
+    set_pin(&state, &queue, &q, Some(limits)).await
+}
+
+async fn unpin_flow(
+    State(state): Op,
+    Path(queue): Path<String>,
+    Query(q): Query<PinQuery>,
+) -> Response {
+    set_pin(&state, &queue, &q, None).await
+}
+
+/// The limits of a `PUT …/flow` body (`{"max_concurrency":2,"rate":"5/1s","burst":1}`).
+async fn read_limits(body: Body) -> Result<Limits, AdminError> {
+    let bytes = axum::body::to_bytes(body, MAX_LIMITS_BODY)
+        .await
+        .map_err(|_| AdminError::Invalid(format!("a body of at most {MAX_LIMITS_BODY} bytes")))?;
+    let body: LimitsBody = serde_json::from_slice(&bytes).map_err(|e| {
+        AdminError::Invalid(format!(
+            "limits: {e}; expected {{\"max_concurrency\":N,\"rate\":\"R/PERIOD\",\"burst\":B}}"
+        ))
+    })?;
+    let limits = Limits {
+        max_concurrency: body.max_concurrency,
+        rate: body.rate,
+        burst: body.burst,
+    };
+    limits.check().map_err(AdminError::Invalid)?;
+    Ok(limits)
+}
+
+/// The body of `PUT …/flow`: a misspelt field is refused, not ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsBody {
+    max_concurrency: Option<u32>,
+    rate: Option<crate::flow::Rate>,
+    #[serde(default)]
+    burst: u32,
+}
+
+/// The largest body `PUT …/flow` reads.
+const MAX_LIMITS_BODY: usize = 4 * 1024;
+
+async fn set_pin(state: &Operating, queue: &str, q: &PinQuery, limits: Option<Limits>) -> Response {
+    let namespace = state.config.default_function_name.as_str();
+    let target = match (&q.function, &q.key) {
+        (Some(name), None) => flow::PinTarget::Function { name, namespace },
+        (None, Some(key)) => flow::PinTarget::Key(key),
+        _ => {
+            let e =
+                AdminError::Invalid("name one function (?function=F) or one key (?key=K)".into());
+            return failed(&e);
+        }
+    };
+    let spec = crate::flow::spec(&state.config, queue);
+    answer(flow::set(state.op.as_ref(), &spec, queue, target, limits).await)
 }
 
 #[derive(Debug, Deserialize)]
