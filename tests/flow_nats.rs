@@ -217,7 +217,7 @@ async fn a_pin_wins_over_annotations_and_other_functions_run_on() {
     let requests = bed.function.requests();
     let mut starts: Vec<Instant> = calls_of("slow", &requests).iter().map(|r| r.at).collect();
     starts.sort();
-    let closest = starts.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    let closest = closest_gap(&starts);
     assert!(
         closest >= run - Duration::from_millis(20),
         "two calls of the pinned function overlapped: starts {closest:?} apart"
@@ -230,7 +230,12 @@ async fn a_pin_wins_over_annotations_and_other_functions_run_on() {
     assert_eq!(code, 2, "a pin without limits is bad usage: {err}");
 }
 
-/// The most calls of key `key` that overlapped, by their arrival and a known run time.
+/// The shortest time between two of `starts` (sorted): below a call's run time, two overlapped.
+fn closest_gap(starts: &[Instant]) -> Duration {
+    starts.windows(2).map(|w| w[1] - w[0]).min().unwrap()
+}
+
+/// When the calls of flow key `key` arrived, in order.
 fn starts_of(requests: &[Recorded], key: &str) -> Vec<Instant> {
     let mut starts: Vec<Instant> = requests
         .iter()
@@ -290,7 +295,7 @@ async fn a_flow_keys_limits_hold_for_it_while_another_key_runs_on() {
     );
     wait_called(&bed.function, "shared", 25, T).await;
     let slow = starts_of(&bed.function.requests(), "slow-tenant");
-    let closest = slow.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    let closest = closest_gap(&slow);
     assert!(
         closest >= run - Duration::from_millis(20),
         "two calls of the slow tenant overlapped: starts {closest:?} apart"
@@ -322,7 +327,7 @@ async fn a_flow_keys_limits_hold_for_it_while_another_key_runs_on() {
     }
     wait_called(&bed.function, "shared", 29, T).await;
     let pinned = starts_of(&bed.function.requests(), "pinned-tenant");
-    let closest = pinned.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    let closest = closest_gap(&pinned);
     assert!(
         closest >= run - Duration::from_millis(20),
         "the pin held: {closest:?}"

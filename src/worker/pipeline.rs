@@ -186,8 +186,8 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
         Err(missing) => return without_body(ctx, &call, missing).await,
     };
     // Last before the invocation, so that a call starts right when its limits let it.
-    let slot = match flow_gate::enter(ctx, &call).await {
-        Entered::Go(slot) => slot,
+    let slots = match flow_gate::enter(ctx, &call).await {
+        Entered::Go(slots) => slots,
         Entered::Wait { wait, cap, keyed } => {
             return (Settle::Hold { wait, cap, keyed }, Signal::Other);
         }
@@ -199,7 +199,7 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
         ctx.metrics.queue_delay(waited.as_secs_f64());
     }
     let invoked = invoke_and_plan(ctx, &call, http_req, crowd, &running).await;
-    flow_gate::leave(ctx, &call, slot).await;
+    flow_gate::leave(ctx, &call, slots).await;
     let Some((plan, reply)) = invoked else {
         return end_cancelled(ctx, &call, true).await;
     };
