@@ -19,6 +19,7 @@
 //! | [`claim_check`] | request bodies over `payload_offload_bytes`: stored as objects, the message carries their name |
 //! | [`status`] | call status in a key-value bucket: the record, and the writer that keeps it off the hot path |
 //! | [`telemetry`] | metrics, logs, `/metrics`, `/healthz`, `/readyz` |
+//! | [`trace`] | W3C trace context through the queue, and spans exported with OTLP when configured |
 //! | [`lifecycle`] | [`serve`] and [`run`]: the process from start to drained stop |
 //! | [`http_server`], [`fds`] | serving HTTP within limits; the file descriptor budget |
 //! | [`cli`] | the command line: `run`, `dev`, `publish` |
@@ -52,6 +53,7 @@ pub mod rng;
 pub mod security;
 pub mod status;
 pub mod telemetry;
+pub mod trace;
 pub mod wire;
 pub mod worker;
 

@@ -196,15 +196,19 @@ pub async fn run(
             status_stop.clone(),
         )
     });
+    let tracer = crate::trace::Tracer::start(config.traces.as_ref());
     let mut servers = tokio::task::JoinSet::new();
     if let Some(server) = ingress {
-        let state = Arc::new(ingress::Ingress::over(
-            ports.broker.clone(),
-            config.clone(),
-            ports.clock.clone(),
-            metrics.clone(),
-            calls.clone(),
-        ));
+        let state = Arc::new(ingress::Ingress {
+            tracer: tracer.clone(),
+            ..ingress::Ingress::over(
+                ports.broker.clone(),
+                config.clone(),
+                ports.clock.clone(),
+                metrics.clone(),
+                calls.clone(),
+            )
+        });
         servers.spawn(serve_ingress(state, server, shutdown.clone()));
     }
     servers.spawn(crate::worker::scheduler::run(
@@ -213,7 +217,8 @@ pub async fn run(
         ports.clock.clone(),
         shutdown.clone(),
     ));
-    let mut worker = worker::Worker::new(config, ports, metrics, health);
+    let mut worker =
+        worker::Worker::new(config, ports, metrics, health).with_tracer(tracer.clone());
     if let Some(calls) = &calls {
         worker = worker.with_calls(calls.clone());
     }
@@ -234,7 +239,12 @@ pub async fn run(
             .min(crate::status::DRAIN);
         calls.flush(left).await;
     }
+    // The last spans, briefly: an exporter that cannot reach its endpoint delays no stop.
+    tracer.flush(TRACE_FLUSH).await;
 }
+
+/// Longest wait at shutdown for the last spans to be exported.
+const TRACE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Where call status is written: [`Ports::status_store`], else the broker.
 fn status_store(ports: &Ports) -> Arc<dyn KeyValue> {

@@ -507,6 +507,7 @@ async fn workload(cfg: Arc<RunConfig>, hist: History) -> turmoil::Result {
         auth: None,
         calls: cancelling.then(|| Calls::start(broker.clone(), &config, status_stop.clone())),
         operator: None,
+        tracer: Default::default(),
     };
     let start = tokio::time::Instant::now();
     let cancels = cancelling.then(|| {

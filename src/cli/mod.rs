@@ -76,12 +76,21 @@ pub struct RunArgs {
 
 /// Parse configuration; on errors print one line per bad value.
 pub fn load_config(args: &ConfigArgs) -> Result<Config, ExitCode> {
-    Config::from_args(args).map_err(|errors| {
+    let usage = || ExitCode::from(EXIT_USAGE);
+    let mut config = Config::from_args(args).map_err(|errors| {
         for e in &errors.0 {
             eprintln!("queue-worker: {e}");
         }
-        ExitCode::from(EXIT_USAGE)
-    })
+        usage()
+    })?;
+    config.traces =
+        crate::trace::Settings::from_env(|name| std::env::var(name).ok()).map_err(|errors| {
+            for e in &errors {
+                eprintln!("queue-worker: {e}");
+            }
+            usage()
+        })?;
+    Ok(config)
 }
 
 /// Write `line` to stdout; `false` when stdout is gone (a closed pipe, as in `dev | head -1`),

@@ -292,6 +292,9 @@ pub struct Config {
     pub secret_mount_path: PathBuf,
     /// Bearer token file for the ingress and API (`api_token_file`); read by the ingress.
     pub api_token_file: Option<PathBuf>,
+    /// Where spans are exported (the standard `OTEL_*` variables, read by
+    /// [`crate::trace::Settings::from_env`], not by [`Config::from_args`]); `None`: traces off.
+    pub traces: Option<crate::trace::Settings>,
 }
 
 impl Default for Config {
@@ -353,6 +356,7 @@ impl Default for Config {
             basic_auth: false,
             secret_mount_path: PathBuf::from(DEFAULT_SECRET_MOUNT_PATH),
             api_token_file: None,
+            traces: None,
         }
     }
 }

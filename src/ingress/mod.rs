@@ -10,6 +10,7 @@ pub mod delay;
 pub mod idempotency;
 mod results;
 mod route;
+mod traced;
 pub mod waiting;
 
 pub use budget::BodyBudget;
@@ -57,6 +58,8 @@ pub struct Ingress {
     pub calls: Option<Arc<Calls>>,
     /// Serves `/system/queues` and `/system/dead-letters` (`admin.rs`); `None`: not served.
     pub operator: Option<Arc<dyn crate::broker::Operator>>,
+    /// Records the `publish` span of each request and carries its trace in the message.
+    pub tracer: crate::trace::Tracer,
 }
 
 impl Ingress {
@@ -80,6 +83,7 @@ impl Ingress {
             metrics,
             calls,
             operator: Some(broker),
+            tracer: crate::trace::Tracer::off(),
         }
     }
 

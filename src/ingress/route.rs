@@ -53,11 +53,13 @@ pub(super) async fn async_function(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let mut header = go_headers(&parts.headers);
+    let publish = super::traced::start(&state.tracer, state.clock.now(), &mut header);
     let submission = Submission {
         function,
         path,
         query: parts.uri.query().unwrap_or("").to_string(),
-        header: go_headers(&parts.headers),
+        header,
         host,
         body,
     };
@@ -68,7 +70,11 @@ pub(super) async fn async_function(
     if let Err(e) = check_callback_addresses(&state.config, &prepared).await {
         return error(StatusCode::BAD_REQUEST, e);
     }
-    match submit_once(&state, &prepared).await {
+    let stored = submit_once(&state, &prepared).await;
+    if let Some(publish) = publish {
+        publish.end(&state.tracer, state.clock.now(), &prepared, &stored);
+    }
+    match stored {
         Ok(stored) => accepted(&prepared, stored),
         Err(e) => not_stored(&prepared, e),
     }

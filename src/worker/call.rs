@@ -26,6 +26,11 @@ pub struct Call<'a> {
     pub attempt: u32,
     /// The worker's policy with the message's annotations applied.
     pub policy: RetryPolicy,
+    /// The span its worker spans hang under (see [`super::traced`]); `None`: traces off.
+    pub trace: Option<crate::trace::SpanContext>,
+    /// Times this attempt ran before, refused with back-pressure this worker caused (it runs
+    /// again without spending an attempt, see [`super::plan::after_call`]).
+    pub reruns: u32,
 }
 
 /// A delivery that cannot be invoked (poison).
@@ -63,6 +68,7 @@ impl<'a> Call<'a> {
         // needs it (a dead letter keeps the delivery's own bytes).
         req.body = Bytes::new();
         let policy = policy(ctx, &req, &call_id, &function);
+        let trace = super::traced::call_span(ctx, &req, &call_id);
         let call = Call {
             delivery,
             metrics: ctx.metrics.function(&function),
@@ -72,6 +78,8 @@ impl<'a> Call<'a> {
             function,
             start_time,
             policy,
+            trace,
+            reruns: 0,
         };
         Ok((call, http_req))
     }

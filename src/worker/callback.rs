@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::Context;
 use super::call::Call;
 use super::plan::{self, CallbackAnswer, CallbackStep};
+use super::traced;
 use crate::invoke::request::{self, CallbackResult};
 use crate::invoke::{InvokeError, guard};
 
@@ -23,15 +24,34 @@ pub struct Reply {
     pub duration: Duration,
 }
 
-/// Post `reply` to the call's callback URL, if it has one.
+/// Post `reply` to the call's callback URL, if it has one; with traces on, in a `callback`
+/// span whose context the receiver gets as `traceparent`.
 pub async fn post(ctx: &Context, call: &Call<'_>, reply: Reply) {
+    let Some(span) = traced::callback_span(call) else {
+        let _ = deliver(ctx, call, reply, None).await;
+        return;
+    };
+    let start = ctx.clock.now();
+    if let Some(outcome) = deliver(ctx, call, reply, Some(&span)).await {
+        traced::callback(ctx, call, span, start, &outcome);
+    }
+}
+
+/// Post `reply`, retried as the plan says: `None` when there is nowhere to post it, else the
+/// receiver's status or why it did not get it.
+async fn deliver(
+    ctx: &Context,
+    call: &Call<'_>,
+    reply: Reply,
+    span: Option<&crate::trace::SpanContext>,
+) -> Option<Result<u16, String>> {
     let url = match request::callback_url(&call.req) {
-        None => return,
+        None => return None,
         Some(Ok(u)) => u,
         Some(Err(why)) => {
             tracing::warn!(callId = %call.call_id, function = %call.function, error = %why, "Callback skipped");
             ctx.metrics.callback("invalid_url");
-            return;
+            return Some(Err(why));
         }
     };
     let info = CallbackResult {
@@ -50,37 +70,45 @@ pub async fn post(ctx: &Context, call: &Call<'_>, reply: Reply) {
         url: &log_url,
     };
     if let Err(refused) = guard::check_url(&ctx.config.callback_allowed_hosts, &url) {
-        return log.refused(ctx, &refused.0);
+        return Some(log.refused(ctx, &refused.0));
     }
     let retries = ctx.config.callback_retries;
     for n in 0..=retries {
-        let cb = match request::callback_request(&url, &reply.headers, reply.body.clone(), &info) {
+        let mut cb = match request::callback_request(
+            &url,
+            &reply.headers,
+            reply.body.clone(),
+            &info,
+        ) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(callId = %call.call_id, function = %call.function, url = %log_url, error = %e, "Callback skipped");
                 ctx.metrics.callback("invalid_url");
-                return;
+                return Some(Err(e.to_string()));
             }
         };
+        if let Some(span) = span {
+            traced::set_traceparent(cb.headers_mut(), span);
+        }
         let Some(cb) = signed(ctx, call, cb) else {
-            return log.failed(
+            return Some(log.failed(
                 ctx,
                 "cannot sign the callback (callback_signing_secret_file)",
                 n,
-            );
+            ));
         };
         let outcome = ctx.invoker.callback(cb, CALLBACK_TIMEOUT).await;
         if let Err(InvokeError::Refused(why)) = &outcome {
-            return log.refused(ctx, why);
+            return Some(log.refused(ctx, why));
         }
         let answer = match &outcome {
             Ok(resp) => CallbackAnswer::Status(resp.status().as_u16()),
             Err(_) => CallbackAnswer::NoAnswer,
         };
         match plan::callback_step(answer, n, retries) {
-            CallbackStep::Delivered => return log.delivered(ctx, answer),
-            CallbackStep::Rejected => return log.rejected(ctx, &detail(&outcome)),
-            CallbackStep::Failed => return log.failed(ctx, &detail(&outcome), n + 1),
+            CallbackStep::Delivered => return Some(log.delivered(ctx, answer)),
+            CallbackStep::Rejected => return Some(log.rejected(ctx, &detail(&outcome))),
+            CallbackStep::Failed => return Some(log.failed(ctx, &detail(&outcome), n + 1)),
             CallbackStep::Retry(delay) => {
                 tracing::info!(
                     callId = %call.call_id,
@@ -94,6 +122,7 @@ pub async fn post(ctx: &Context, call: &Call<'_>, reply: Reply) {
             }
         }
     }
+    None
 }
 
 /// The request with its Standard Webhooks signature when callbacks are signed; `None` when
@@ -136,7 +165,7 @@ struct Posting<'a> {
 }
 
 impl Posting<'_> {
-    fn delivered(&self, ctx: &Context, answer: CallbackAnswer) {
+    fn delivered(&self, ctx: &Context, answer: CallbackAnswer) -> Result<u16, String> {
         let status = match answer {
             CallbackAnswer::Status(s) => s,
             CallbackAnswer::NoAnswer => 0,
@@ -149,22 +178,25 @@ impl Posting<'_> {
             "Posted result"
         );
         ctx.metrics.callback("delivered");
+        Ok(status)
     }
 
     /// The receiver answered for good with an error.
-    fn rejected(&self, ctx: &Context, detail: &str) {
+    fn rejected(&self, ctx: &Context, detail: &str) -> Result<u16, String> {
         tracing::warn!(callId = %self.call.call_id, function = %self.call.function, url = %self.url, error = %detail, "Callback rejected");
         ctx.metrics.callback("rejected");
+        Err(format!("rejected: {detail}"))
     }
 
     /// The rules do not let it go where it was asked to: nothing was sent.
-    fn refused(&self, ctx: &Context, why: &str) {
+    fn refused(&self, ctx: &Context, why: &str) -> Result<u16, String> {
         tracing::warn!(callId = %self.call.call_id, function = %self.call.function, url = %self.url, reason = %why, "Callback refused");
         ctx.metrics.callback("refused");
+        Err(format!("refused: {why}"))
     }
 
     /// Every post failed.
-    fn failed(&self, ctx: &Context, detail: &str, posts: u32) {
+    fn failed(&self, ctx: &Context, detail: &str, posts: u32) -> Result<u16, String> {
         tracing::warn!(
             callId = %self.call.call_id,
             function = %self.call.function,
@@ -174,5 +206,6 @@ impl Posting<'_> {
             "Callback failed"
         );
         ctx.metrics.callback("failed");
+        Err(format!("failed after {posts} posts: {detail}"))
     }
 }

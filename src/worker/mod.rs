@@ -24,6 +24,7 @@ pub(crate) mod scheduler;
 pub(crate) mod shutdown;
 pub(crate) mod static_mode;
 pub(crate) mod ticks;
+pub(crate) mod traced;
 pub(crate) mod tracking;
 
 use crate::security::secret_file::SecretFile;
@@ -79,6 +80,8 @@ pub struct Context {
     pub cancellations: Option<Arc<cancellations::Cancellations>>,
     /// The queue's flow limits (`src/flow/`).
     pub flow: Arc<Flow>,
+    /// Records the spans of each call (`src/trace/`); off unless configured.
+    pub tracer: crate::trace::Tracer,
 }
 
 impl Context {
@@ -126,6 +129,7 @@ impl Worker {
                     .map(|path| Signer::new(SecretFile::new(path))),
                 calls: None,
                 cancellations: None,
+                tracer: crate::trace::Tracer::off(),
                 flow: Arc::new(Flow::new(ports.broker.clone(), flow::spec(&config, &queue))),
                 config,
                 broker: ports.broker,
@@ -143,6 +147,14 @@ impl Worker {
     pub fn with_calls(mut self, calls: Arc<Calls>) -> Worker {
         if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
             ctx.calls = Some(calls);
+        }
+        self
+    }
+
+    /// Record the spans of calls with `tracer` (before [`Worker::run`]).
+    pub fn with_tracer(mut self, tracer: crate::trace::Tracer) -> Worker {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.tracer = tracer;
         }
         self
     }

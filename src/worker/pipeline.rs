@@ -18,6 +18,7 @@ use super::lease::{self, Held, Lease};
 use super::payload::{self, Missing};
 use super::plan::{self, Attempt, Plan, RetryPlan, Settle, Signal};
 use super::retry::{AttemptResult, RetryPolicy};
+use super::traced;
 use super::tracking;
 use crate::broker::{Acker, Delivery};
 use crate::invoke::InvokeError;
@@ -162,7 +163,7 @@ async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) -> 
 
 /// Read → plan → carry out; the settlement and what the limiter learns.
 async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle, Signal) {
-    let (call, http_req) = match Call::read(ctx, delivery) {
+    let (mut call, http_req) = match Call::read(ctx, delivery) {
         Ok(read) => read,
         Err(Unreadable { ids, error }) => {
             let plan = plan::poison(error);
@@ -173,6 +174,7 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
             );
         }
     };
+    call.reruns = crowd.pushed_back;
     let running = match admit(ctx, &call).await {
         Admission::Go(running) => running,
         Admission::Cancelled => return end_cancelled(ctx, &call, false).await,
@@ -181,7 +183,7 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
     if let Some(ended) = end_without_call(ctx, &call, now).await {
         return ended;
     }
-    let http_req = match payload::fill(ctx, &call, http_req).await {
+    let mut http_req = match payload::fill(ctx, &call, http_req).await {
         Ok(filled) => filled,
         Err(missing) => return without_body(ctx, &call, missing).await,
     };
@@ -197,7 +199,9 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
         ctx.budget().record_first_attempt(&call.function, std_now());
         let waited = now.duration_since(delivery.published).unwrap_or_default();
         ctx.metrics.queue_delay(waited.as_secs_f64());
+        traced::queue_wait(ctx, &call, now);
     }
+    traced::propagate(&call, &mut http_req);
     let invoked = invoke_and_plan(ctx, &call, http_req, crowd, &running).await;
     flow_gate::leave(ctx, &call, slots).await;
     let Some((plan, reply)) = invoked else {
@@ -397,6 +401,7 @@ async fn invoke(
     }
     let inflight = ctx.metrics.inflight(&call.metrics);
     inflight.inc();
+    let began = call.trace.map(|_| ctx.clock.now());
     let started = Instant::now();
     let invocation = ctx.invoker.invoke(
         http_req,
@@ -418,6 +423,9 @@ async fn invoke(
         Err(e) => e.status(),
     };
     log_invoked(call, status, duration, result.as_ref().err());
+    if let Some(began) = began {
+        traced::attempt(ctx, call, began, status, result.as_ref().err());
+    }
     ctx.metrics
         .invocation(&call.metrics, status, duration.as_secs_f64());
     Some(Invoked {

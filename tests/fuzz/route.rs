@@ -171,6 +171,7 @@ fn answer(case: &Case) -> (StatusCode, Option<String>, Bytes, Vec<Outgoing>) {
         auth: None,
         calls: None,
         operator: None,
+        tracer: Default::default(),
     });
     RUNTIME.block_on(async {
         let resp = router(state)
