@@ -2,7 +2,7 @@
 //! (publish, queue wait, each attempt, callback) reach an OTLP receiver that decodes them with
 //! the OpenTelemetry project's own protobuf classes (`testdata/otlp-receiver.py`); they form
 //! one trace with the caller's, parents and links as documented, and the function and the
-//! callback receiver see the same trace. An exporter whose endpoint never answers slows nothing.
+//! callback receiver see the same trace, also for a message the gateway published. An exporter whose endpoint never answers slows nothing.
 
 mod common;
 
@@ -255,6 +255,39 @@ async fn a_call_without_a_traceparent_starts_its_own_trace() {
     assert!(spans.iter().all(|s| s["trace_id"] == trace), "{spans:#?}");
     for call in function_calls(&bed, "fresh") {
         assert_eq!(traceparent(call.header("traceparent")).0, trace);
+    }
+}
+
+#[tokio::test]
+async fn a_message_the_gateway_published_with_a_traceparent_continues_its_trace() {
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
+    let Some((bed, _workers)) = bed("traces-gateway", &receiver.endpoint()).await else {
+        return;
+    };
+    // As the OpenFaaS gateway writes it: the caller's headers, Traceparent among them.
+    let (trace, span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let msg = format!(
+        "{{\"Header\":{{\"X-Call-Id\":[\"gw-1\"],\"Traceparent\":[\"00-{trace}-{span}-01\"]}},\"Method\":\"POST\",\"Function\":\"gw\"}}"
+    );
+    bed.publish(format!("{}.gw.openfaas-fn", bed.queue), msg)
+        .await;
+    let spans = receiver.spans_of("gw-1", 3).await;
+    assert!(spans.iter().all(|s| s["trace_id"] == trace), "{spans:#?}");
+    let (first, second) = (attempt(&spans, 1), attempt(&spans, 2));
+    for child in [one(&spans, "queue wait"), first, second] {
+        assert_eq!(
+            child["parent"], span,
+            "under the gateway's span: {child:#?}"
+        );
+    }
+    for (call, attempt) in function_calls(&bed, "gw").iter().zip([first, second]) {
+        let (seen_trace, parent) = traceparent(call.header("traceparent"));
+        assert_eq!(
+            (seen_trace.as_str(), parent.as_str()),
+            (trace, attempt["span_id"].as_str().unwrap())
+        );
     }
 }
 
