@@ -117,7 +117,14 @@ fn traceparent(value: Option<&str>) -> (String, String) {
     (parts[1].to_string(), parts[2].to_string())
 }
 
-/// Three replicas, the first with the ingress; all export to `endpoint`.
+/// The receiver, and three replicas exporting to it (each with the ingress).
+async fn traced_bed(name: &str) -> Option<(Receiver, TestBed, Vec<Worker>)> {
+    let receiver = Receiver::start()?;
+    let (bed, workers) = bed(name, &receiver.endpoint()).await?;
+    Some((receiver, bed, workers))
+}
+
+/// Three replicas, each with the ingress; all export to `endpoint`.
 async fn bed(name: &str, endpoint: &str) -> Option<(TestBed, Vec<Worker>)> {
     let bed = Bed::new(name)
         .ingress()
@@ -171,10 +178,7 @@ fn function_calls(bed: &TestBed, function: &str) -> Vec<Recorded> {
 
 #[tokio::test]
 async fn a_call_is_one_trace_from_the_callers_span_to_its_callback() {
-    let Some(receiver) = Receiver::start() else {
-        return;
-    };
-    let Some((bed, workers)) = bed("traces", &receiver.endpoint()).await else {
+    let Some((receiver, bed, workers)) = traced_bed("traces").await else {
         return;
     };
     let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
@@ -240,10 +244,7 @@ async fn a_call_is_one_trace_from_the_callers_span_to_its_callback() {
 
 #[tokio::test]
 async fn a_call_without_a_traceparent_starts_its_own_trace() {
-    let Some(receiver) = Receiver::start() else {
-        return;
-    };
-    let Some((bed, workers)) = bed("traces-new", &receiver.endpoint()).await else {
+    let Some((receiver, bed, workers)) = traced_bed("traces-new").await else {
         return;
     };
     post(&bed, &workers[0], "fresh", "fresh-1", None).await;
@@ -260,10 +261,7 @@ async fn a_call_without_a_traceparent_starts_its_own_trace() {
 
 #[tokio::test]
 async fn a_message_the_gateway_published_with_a_traceparent_continues_its_trace() {
-    let Some(receiver) = Receiver::start() else {
-        return;
-    };
-    let Some((bed, _workers)) = bed("traces-gateway", &receiver.endpoint()).await else {
+    let Some((receiver, bed, _workers)) = traced_bed("traces-gateway").await else {
         return;
     };
     // As the OpenFaaS gateway writes it: the caller's headers, Traceparent among them.
