@@ -54,7 +54,7 @@ pub(super) async fn async_function(
         .unwrap_or("")
         .to_string();
     let mut header = go_headers(&parts.headers);
-    let publish = super::traced::start(&state.tracer, state.clock.now(), &mut header);
+    let publish = super::traced::start(&state.tracer, state.clock.as_ref(), &mut header);
     let submission = Submission {
         function,
         path,

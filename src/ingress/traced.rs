@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use super::{Prepared, Stored};
 use crate::broker::BrokerError;
+use crate::clock::Clock;
 use crate::trace::{Kind, Span, SpanContext, TRACEPARENT, Tracer};
 
 /// A `publish` span begun.
@@ -21,9 +22,13 @@ pub(super) struct Publish {
 /// off.
 pub(super) fn start(
     tracer: &Tracer,
-    now: SystemTime,
+    clock: &dyn Clock,
     header: &mut BTreeMap<String, Vec<String>>,
 ) -> Option<Publish> {
+    if !tracer.is_on() {
+        return None;
+    }
+    let now = clock.now();
     let incoming = header
         .get(TRACEPARENT)
         .and_then(|v| v.first())
