@@ -380,6 +380,9 @@ async fn connection(shared: Arc<BrokerShared>, stream: TcpStream) {
     conn.close().await;
 }
 
+/// Lifetime of one pull request (the worker's JetStream requests ask for 10 s).
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+
 /// A subscription's pull requests (request id, demand) go to its task; cancelling ends it.
 type Sub = (mpsc::UnboundedSender<(u64, usize)>, CancellationToken);
 
@@ -622,15 +625,18 @@ async fn pull_task(
             },
         };
         sub.set_demand(1);
+        // A pull request lives as long as JetStream's do: the worker learns it ended, and a
+        // feeder that stopped asking knows when nothing more can come.
         let next = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            n = sub.next() => n,
+            n = tokio::time::timeout(PULL_EXPIRES, sub.next()) => n,
         };
         let body = match next {
-            Some(Ok(d)) => Resp::Delivery(shared.register(d, &name, &stream, &consumer)),
-            Some(Err(e)) => Resp::Err((&e).into()),
-            None => Resp::End,
+            Ok(Some(Ok(d))) => Resp::Delivery(shared.register(d, &name, &stream, &consumer)),
+            Ok(Some(Err(e))) => Resp::Err((&e).into()),
+            Ok(None) => Resp::End,
+            Err(_) => Resp::Expired,
         };
         if out.send(Frame { id, body }).is_err() {
             break;

@@ -302,6 +302,8 @@ pub enum Resp {
         duplicate: bool,
     },
     Delivery(WDelivery),
+    /// The pull request expired with nothing to deliver (as JetStream's `408`).
+    Expired,
     /// The subscription is closed for good.
     End,
     Bool(bool),

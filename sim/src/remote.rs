@@ -574,8 +574,9 @@ impl KeyValue for RemoteBroker {
     }
 }
 
-/// A pull subscription over the network. At most one pull request is outstanding; a
-/// connection change re-creates the server side (the consumer itself is durable).
+/// A pull subscription over the network. At most one pull request is outstanding, and it
+/// expires after the host's `PULL_EXPIRES`; a connection change re-creates the server side (the
+/// consumer itself is durable).
 struct RemoteSubscription {
     c: Arc<Client>,
     id: u64,
@@ -648,40 +649,48 @@ impl Drop for RemoteSubscription {
 #[async_trait]
 impl Subscription for RemoteSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        if let Some(d) = self.buffer.pop_front() {
-            return Some(Ok(d));
-        }
-        if self.outstanding.is_none() {
-            if self.demand == 0 {
-                // Nothing asked for: wait until the caller stops waiting.
-                return std::future::pending().await;
+        loop {
+            if let Some(d) = self.buffer.pop_front() {
+                return Some(Ok(d));
             }
-            let conn = match self.ensure().await {
-                Ok(c) => c,
-                Err(e) => return Some(Err(e)),
+            if self.outstanding.is_none() {
+                if self.demand == 0 {
+                    // Nothing asked for: wait until the caller stops waiting.
+                    return std::future::pending().await;
+                }
+                let conn = match self.ensure().await {
+                    Ok(c) => c,
+                    Err(e) => return Some(Err(e)),
+                };
+                let req = Req::Next {
+                    sub: self.id,
+                    demand: self.demand,
+                };
+                match self.c.send_on(&conn, req) {
+                    Ok(rx) => self.outstanding = Some(rx),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            let rx = self.outstanding.as_mut()?;
+            let answer = rx.await;
+            self.outstanding = None;
+            return match answer {
+                Ok(Resp::Delivery(d)) => Some(Ok(self.delivery(d))),
+                // Expired with nothing: ask again (or, without demand, wait).
+                Ok(Resp::Expired) => continue,
+                Ok(Resp::End) => None,
+                Ok(Resp::Err(e)) => Some(Err(e.into())),
+                Ok(r) => Some(Err(unexpected(r))),
+                Err(_) => {
+                    self.on = None;
+                    Some(Err(BrokerError::Disconnected))
+                }
             };
-            let req = Req::Next {
-                sub: self.id,
-                demand: self.demand,
-            };
-            match self.c.send_on(&conn, req) {
-                Ok(rx) => self.outstanding = Some(rx),
-                Err(e) => return Some(Err(e)),
-            }
         }
-        let rx = self.outstanding.as_mut()?;
-        let answer = rx.await;
-        self.outstanding = None;
-        match answer {
-            Ok(Resp::Delivery(d)) => Some(Ok(self.delivery(d))),
-            Ok(Resp::End) => None,
-            Ok(Resp::Err(e)) => Some(Err(e.into())),
-            Ok(r) => Some(Err(unexpected(r))),
-            Err(_) => {
-                self.on = None;
-                Some(Err(BrokerError::Disconnected))
-            }
-        }
+    }
+
+    fn pulling(&self) -> bool {
+        self.outstanding.is_some()
     }
 
     fn set_demand(&mut self, demand: usize) {

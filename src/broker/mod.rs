@@ -304,6 +304,14 @@ pub trait Subscription: Send {
 
     /// Deliveries already received but not yet handed out (used at shutdown to give them back).
     fn drain_buffered(&mut self) -> Vec<Delivery>;
+
+    /// Whether pull requests asked for before are still open, so deliveries may still come:
+    /// a subscription dropped meanwhile would leave them to nobody (each comes back after
+    /// `ack_wait`, an attempt spent). Requests end on their own (they expire), and none is
+    /// made while the demand is 0.
+    fn pulling(&self) -> bool {
+        false
+    }
 }
 
 /// A nats-server version, as the server announces itself. Where versions behave differently

@@ -11,7 +11,7 @@ use std::time::Duration;
 use queue_worker::flow::Limits;
 use queue_worker::flow::gate::START_WITHIN;
 
-use super::index::{Calls, WorkerEv};
+use super::index::Calls;
 use super::report::{FLOW, Findings};
 use crate::history::{Ev, Record};
 use crate::plan::{Behaviour, RunConfig};
@@ -107,10 +107,10 @@ fn paced(f: &str, limits: &Limits, starts: &[(Duration, &str)], found: &mut Find
     }
 }
 
-/// Without faults, a call of a limited function that answers 200 reaches a worker once: waiting
-/// for its limits cost it no attempt and no lease. (A delivery that reached no worker is left
-/// out: a function-mode consumer going idle just as a message came, whose last pull request
-/// brought it to a feeder that had stopped reading; see `sim/README.md`, "What the simulation
+/// Without faults, a call of a limited function that answers 200 is delivered once: waiting
+/// for its limits cost it no attempt and no lease. (That includes a delivery that reached no
+/// worker: a function-mode consumer going idle just as a message came once left its last pull
+/// request to a feeder that had stopped reading; see `sim/README.md`, "What the simulation
 /// found".)
 fn no_attempt_spent(cfg: &RunConfig, groups: &Groups<'_>, calls: &Calls, found: &mut Findings) {
     for (id, c) in calls {
@@ -119,17 +119,10 @@ fn no_attempt_spent(cfg: &RunConfig, groups: &Groups<'_>, calls: &Calls, found: 
         if !limited || !matches!(plan.behaviour, Behaviour::Ok { .. }) {
             continue;
         }
-        let received: Vec<u64> = c
-            .worker
-            .iter()
-            .filter_map(|e| match e.ev {
-                WorkerEv::Deliver(n) => Some(n),
-                _ => None,
-            })
-            .collect();
-        if received.len() > 1 {
+        if c.deliveries.len() > 1 {
+            let to: Vec<(u64, &str)> = c.deliveries.iter().map(|d| (d.n, d.to.as_str())).collect();
             let at = c.deliveries.last().map(|d| d.at).unwrap_or_default();
-            let detail = format!("deliveries {received:?} reached workers in a run without faults");
+            let detail = format!("delivered {to:?} in a run without faults");
             found.violation(FLOW, id, at, detail);
         }
     }

@@ -307,6 +307,9 @@ impl Subscription for DemandPuller {
     fn drain_buffered(&mut self) -> Vec<Delivery> {
         DemandPuller::drain_buffered(self)
     }
+    fn pulling(&self) -> bool {
+        self.outstanding > 0
+    }
 }
 
 /// `max_bytes` of a pull request when the server's `max_payload` is `max_payload`: room for

@@ -19,6 +19,9 @@ use crate::worker::Context;
 use crate::worker::MAX_DEFAULT_PULL_BATCH;
 use crate::worker::lease::Held;
 
+/// How often a feeder winding down looks whether its pull requests have ended.
+const WIND_DOWN_LOOK: Duration = Duration::from_millis(200);
+
 /// Pulls one function's deliveries into its ready queue.
 pub(super) struct Feeder {
     pub(super) ctx: Arc<Context>,
@@ -133,26 +136,50 @@ impl Feeder {
         consumer: &str,
     ) -> Option<Option<Result<Delivery, BrokerError>>> {
         let idle_limit = self.ctx.config.consumer_inactive_threshold;
-        let next = sub.next();
-        tokio::pin!(next);
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return None,
-                r = &mut next => return Some(r),
-                _ = tokio::time::sleep_until(*idle_since + idle_limit) => {
-                    if self.is_idle() {
-                        // Stop pulling; the server deletes the consumer after its inactive
-                        // threshold unless another replica still uses it. (Deleting it here
-                        // could pull it from under a replica that is running one of its
-                        // messages: that replica's ack would be lost and the call run twice.)
-                        tracing::info!(consumer = %consumer, "Function consumer idle; stopped pulling");
-                        return None;
+        {
+            let next = sub.next();
+            tokio::pin!(next);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return None,
+                    r = &mut next => return Some(r),
+                    _ = tokio::time::sleep_until(*idle_since + idle_limit) => {
+                        if self.is_idle() {
+                            break;
+                        }
+                        *idle_since = Instant::now();
                     }
-                    *idle_since = Instant::now();
                 }
             }
         }
+        self.wind_down(sub, consumer).await
+    }
+
+    /// The function looks idle: ask for nothing more, and read on until the pull requests
+    /// already made have ended, taking in what they still bring (a message published just
+    /// before the per-subject counts were read would otherwise be delivered to nobody and come
+    /// back after `ack_wait` as another attempt). `None` once none is open: the feeder ends.
+    /// Then the server deletes the consumer after its inactive threshold unless another
+    /// replica still uses it. (Deleting it here could pull it from under a replica that is
+    /// running one of its messages: that replica's ack would be lost and the call run twice.)
+    async fn wind_down(
+        &self,
+        sub: &mut dyn Subscription,
+        consumer: &str,
+    ) -> Option<Option<Result<Delivery, BrokerError>>> {
+        sub.set_demand(0);
+        while sub.pulling() {
+            // With no demand, `next` asks for nothing, so leaving it between looks is safe.
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return None,
+                r = sub.next() => return Some(r),
+                _ = tokio::time::sleep(WIND_DOWN_LOOK) => {}
+            }
+        }
+        tracing::info!(consumer = %consumer, "Function consumer idle; stopped pulling");
+        None
     }
 
     fn room(&self) -> Arc<Notify> {
