@@ -14,6 +14,7 @@
 //! it), so the lease is counted from receipt, and from each confirmed progress ack's sending,
 //! minus a margin for the way there. Pure bookkeeping: the caller reads the clock.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -67,7 +68,6 @@ impl Lease {
     }
 
     /// When the lease runs out unless renewed.
-    #[cfg(test)]
     pub fn until(&self) -> Instant {
         self.until
     }
@@ -159,18 +159,29 @@ pub fn progress_period(ack_wait: Duration) -> Duration {
 }
 
 /// Run `work`, keeping `lease` with a progress ack every `ack_wait / 2` (sooner after one that
-/// was not confirmed; none once the lease may be gone).
+/// was not confirmed; none once the lease may be gone). `lost` is set as soon as the lease may
+/// have run out, so that `work` does not start what is another worker's now.
 pub async fn keep<T, F: Future<Output = T>>(
     acker: &dyn Acker,
     lease: &mut Lease,
     ack_wait: Duration,
+    lost: &AtomicBool,
     work: F,
 ) -> T {
     let period = progress_period(ack_wait);
     let ticker = async {
         let mut next = Instant::now() + period;
         loop {
-            tokio::time::sleep_until(next).await;
+            // The next progress ack, or the lease's end if that comes first (acks failed).
+            tokio::time::sleep_until(next.min(lease.until())).await;
+            if !lease.holds(Instant::now()) {
+                // Lost: nothing more to renew (see `renew`).
+                lost.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+            }
+            if Instant::now() < next {
+                continue;
+            }
             #[cfg(feature = "buggify")]
             if crate::buggify::on(crate::buggify::Bug::DropProgressAcks) {
                 next += period;
@@ -179,12 +190,8 @@ pub async fn keep<T, F: Future<Output = T>>(
             let sent = Instant::now();
             next = if renew(acker, lease, ack_wait).await {
                 sent + period
-            } else if lease.holds(Instant::now()) {
-                Instant::now() + progress_retry(ack_wait)
             } else {
-                // Lost: nothing more to renew (see `renew`).
-                std::future::pending::<()>().await;
-                next
+                Instant::now() + progress_retry(ack_wait)
             };
         }
     };
@@ -232,6 +239,50 @@ mod tests {
         // An older confirmation arriving late never shortens it.
         l.renewed(t0 + secs(4.0));
         assert_eq!(l.until(), t0 + secs(14.0));
+    }
+
+    /// Progress acks that are confirmed or not, as told.
+    struct Acks(bool);
+
+    #[async_trait::async_trait]
+    impl Acker for Acks {
+        async fn ack(&self) -> Result<(), crate::broker::BrokerError> {
+            Ok(())
+        }
+        async fn nak(&self, _: Option<Duration>) -> Result<(), crate::broker::BrokerError> {
+            Ok(())
+        }
+        async fn term(&self) -> Result<(), crate::broker::BrokerError> {
+            Ok(())
+        }
+        async fn progress(&self) -> Result<(), crate::broker::BrokerError> {
+            match self.0 {
+                true => Ok(()),
+                false => Err(crate::broker::BrokerError::Disconnected),
+            }
+        }
+    }
+
+    /// Whether `keep` said the lease was lost `after` into work that lasts 30 s.
+    async fn lost_after(confirmed: bool, after: Duration) -> bool {
+        let mut lease = Lease::new(Instant::now(), WAIT);
+        let lost = AtomicBool::new(false);
+        let work = async {
+            tokio::time::sleep(after).await;
+            let seen = lost.load(Ordering::Relaxed);
+            tokio::time::sleep(secs(30.0) - after).await;
+            seen
+        };
+        keep(&Acks(confirmed), &mut lease, WAIT, &lost, work).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_learns_the_lease_is_lost_as_soon_as_it_runs_out() {
+        // Received at 0, never renewed: it holds until 9 s (10 s less the margin).
+        assert!(!lost_after(false, secs(8.9)).await);
+        assert!(lost_after(false, secs(9.01)).await);
+        // Renewed every 5 s: never lost.
+        assert!(!lost_after(true, secs(29.0)).await);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `docs/architecture.md` follows one delivery through it.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -73,10 +74,11 @@ pub async fn run(
     };
     // On the heap, once: the processing future is kilobytes, and the task that runs it (and the
     // runtime, when it spawns the task) would otherwise move it several times per message.
-    let work = Box::pin(handle(ctx, &delivery, crowd));
+    let lost = AtomicBool::new(false);
+    let work = Box::pin(handle(ctx, &delivery, crowd, &lost));
     let (settle, signal) = tokio::select! {
         biased;
-        s = lease::keep(acker, &mut lease, ctx.config.ack_wait, work) => s,
+        s = lease::keep(acker, &mut lease, ctx.config.ack_wait, &lost, work) => s,
         _ = abandon.cancelled() => (Settle::Nak(None), Signal::Other),
     };
     if let Settle::Hold { wait, cap, keyed } = settle {
@@ -161,8 +163,14 @@ async fn settle_delivery(delivery: &Delivery, lease: &Lease, settle: Settle) -> 
     false
 }
 
-/// Read → plan → carry out; the settlement and what the limiter learns.
-async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle, Signal) {
+/// Read → plan → carry out; the settlement and what the limiter learns. `lease_lost` is set
+/// once the delivery may be another worker's ([`lease::keep`]).
+async fn handle(
+    ctx: &Context,
+    delivery: &Delivery,
+    crowd: Crowd<'_>,
+    lease_lost: &AtomicBool,
+) -> (Settle, Signal) {
     let (mut call, http_req) = match Call::read(ctx, delivery) {
         Ok(read) => read,
         Err(Unreadable { ids, error }) => {
@@ -194,6 +202,18 @@ async fn handle(ctx: &Context, delivery: &Delivery, crowd: Crowd<'_>) -> (Settle
             return (Settle::Hold { wait, cap, keyed }, Signal::Other);
         }
     };
+    // The steps above may have waited on the broker (the cancel check, the body, the limits)
+    // past the lease: then the message is another worker's, and it must not run here too.
+    if lease_lost.load(Ordering::Relaxed) {
+        flow_gate::leave(ctx, &call, slots).await;
+        tracing::info!(
+            callId = %call.call_id,
+            function = %call.function,
+            delivery = delivery.delivered,
+            "Lease lost before invoking: leaving the message to its redelivery"
+        );
+        return (Settle::Nak(None), Signal::Other);
+    }
     // A delivery run again after back-pressure is the same attempt: counted once.
     if call.attempt == 1 && crowd.pushed_back == 0 {
         ctx.budget().record_first_attempt(&call.function, std_now());
