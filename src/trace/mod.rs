@@ -74,11 +74,13 @@ impl Tracer {
     ) -> Option<(SpanContext, Option<SpanContext>)> {
         let on = self.0.as_ref()?;
         let parent = incoming.and_then(SpanContext::parse);
-        let sampled = on.sampler.sampled(parent.map(|p| p.sampled()));
         let span = match &parent {
             Some(p) => p.child(context::random_span_id()),
-            None => SpanContext::new_root(sampled),
+            None => SpanContext::new_root(true),
         };
+        let sampled = on
+            .sampler
+            .sampled(parent.map(|p| p.sampled()), &span.trace_id);
         Some((with_sampled(span, sampled), parent))
     }
 
@@ -87,8 +89,11 @@ impl Tracer {
     pub fn call_span(&self, carried: Option<&str>, call_id: &str) -> Option<SpanContext> {
         let on = self.0.as_ref()?;
         Some(match carried.and_then(SpanContext::parse) {
-            Some(p) => with_sampled(p, on.sampler.sampled(Some(p.sampled()))),
-            None => SpanContext::of_call(call_id, on.sampler.sampled(None)),
+            Some(p) => with_sampled(p, on.sampler.sampled(Some(p.sampled()), &p.trace_id)),
+            None => {
+                let c = SpanContext::of_call(call_id, true);
+                with_sampled(c, on.sampler.sampled(None, &c.trace_id))
+            }
         })
     }
 }

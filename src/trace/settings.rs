@@ -24,29 +24,45 @@ pub struct Settings {
     pub max_batch: usize,
 }
 
-/// `OTEL_TRACES_SAMPLER`: whether a trace this process starts, or continues, is recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `OTEL_TRACES_SAMPLER` (with `OTEL_TRACES_SAMPLER_ARG` for a ratio): whether a trace this
+/// process starts, or continues, is recorded.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sampler {
     AlwaysOn,
     AlwaysOff,
+    /// This share of traces, by trace id (0 to 1).
+    TraceIdRatio(f64),
     /// As the incoming `traceparent` says; a new trace is recorded (the default).
     ParentBasedAlwaysOn,
     /// As the incoming `traceparent` says; a new trace is not.
     ParentBasedAlwaysOff,
+    /// As the incoming `traceparent` says; a new trace by its id's ratio.
+    ParentBasedTraceIdRatio(f64),
 }
 
 impl Sampler {
-    /// Whether a span is recorded: `parent_sampled` is the incoming trace's flag, `None` for a
-    /// new trace.
-    pub fn sampled(self, parent_sampled: Option<bool>) -> bool {
+    /// Whether a span of trace `trace_id` is recorded: `parent_sampled` is the incoming
+    /// trace's flag, `None` for a new trace.
+    pub fn sampled(self, parent_sampled: Option<bool>, trace_id: &[u8; 16]) -> bool {
         match (self, parent_sampled) {
             (Sampler::AlwaysOn, _) => true,
             (Sampler::AlwaysOff, _) => false,
+            (Sampler::TraceIdRatio(r), _) => within_ratio(trace_id, r),
             (_, Some(parent)) => parent,
             (Sampler::ParentBasedAlwaysOn, None) => true,
             (Sampler::ParentBasedAlwaysOff, None) => false,
+            (Sampler::ParentBasedTraceIdRatio(r), None) => within_ratio(trace_id, r),
         }
     }
+}
+
+/// Whether the trace id's last 8 bytes, as a number, fall in the lowest `ratio` of their range
+/// (the same answer for the same trace everywhere).
+fn within_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id[8..]);
+    let n = u64::from_be_bytes(low);
+    ratio >= 1.0 || (n as f64) < ratio * (u64::MAX as f64)
 }
 
 impl std::fmt::Debug for Settings {
@@ -159,10 +175,11 @@ impl Settings {
             1,
             100_000,
         );
-        let sampler = sampler(get("OTEL_TRACES_SAMPLER")).unwrap_or_else(|e| {
-            errors.push(e);
-            Sampler::ParentBasedAlwaysOn
-        });
+        let sampler = sampler(get("OTEL_TRACES_SAMPLER"), get("OTEL_TRACES_SAMPLER_ARG"))
+            .unwrap_or_else(|e| {
+                errors.push(e);
+                Sampler::ParentBasedAlwaysOn
+            });
         let resource = resource(&get).unwrap_or_else(|e| {
             errors.push(e);
             Vec::new()
@@ -206,16 +223,24 @@ fn endpoint(get: &impl Fn(&str) -> Option<String>) -> Result<Option<url::Url>, S
     }
 }
 
-fn sampler(raw: Option<String>) -> Result<Sampler, String> {
+fn sampler(raw: Option<String>, arg: Option<String>) -> Result<Sampler, String> {
+    // The ratio of the ratio samplers: 1 when not given, as the specification says.
+    let ratio = || match arg.as_deref().map(|a| a.trim().parse::<f64>()) {
+        None => Ok(1.0),
+        Some(Ok(r)) if (0.0..=1.0).contains(&r) => Ok(r),
+        Some(_) => Err("OTEL_TRACES_SAMPLER_ARG: a ratio from 0 to 1".to_string()),
+    };
     Ok(match raw.as_deref().map(str::trim) {
         None | Some("parentbased_always_on") => Sampler::ParentBasedAlwaysOn,
         Some("parentbased_always_off") => Sampler::ParentBasedAlwaysOff,
+        Some("parentbased_traceidratio") => Sampler::ParentBasedTraceIdRatio(ratio()?),
         Some("always_on") => Sampler::AlwaysOn,
         Some("always_off") => Sampler::AlwaysOff,
+        Some("traceidratio") => Sampler::TraceIdRatio(ratio()?),
         Some(other) => {
             return Err(format!(
-                "OTEL_TRACES_SAMPLER={other}: one of always_on, always_off, \
-                 parentbased_always_on, parentbased_always_off"
+                "OTEL_TRACES_SAMPLER={other}: one of always_on, always_off, traceidratio, \
+                 parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
             ));
         }
     })
@@ -320,7 +345,7 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "secret-less"),
-            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
             ("OTEL_BSP_SCHEDULE_DELAY", "soon"),
         ])
         .unwrap_err();
@@ -332,10 +357,39 @@ mod tests {
 
     #[test]
     fn sampling_follows_the_parent_unless_told_otherwise() {
-        assert!(Sampler::ParentBasedAlwaysOn.sampled(None));
-        assert!(!Sampler::ParentBasedAlwaysOn.sampled(Some(false)));
-        assert!(!Sampler::ParentBasedAlwaysOff.sampled(None));
-        assert!(Sampler::AlwaysOn.sampled(Some(false)));
-        assert!(!Sampler::AlwaysOff.sampled(Some(true)));
+        let id = [7u8; 16];
+        assert!(Sampler::ParentBasedAlwaysOn.sampled(None, &id));
+        assert!(!Sampler::ParentBasedAlwaysOn.sampled(Some(false), &id));
+        assert!(!Sampler::ParentBasedAlwaysOff.sampled(None, &id));
+        assert!(Sampler::AlwaysOn.sampled(Some(false), &id));
+        assert!(!Sampler::AlwaysOff.sampled(Some(true), &id));
+        assert!(Sampler::ParentBasedTraceIdRatio(0.0).sampled(Some(true), &id));
+        assert!(!Sampler::TraceIdRatio(0.0).sampled(Some(true), &id));
+    }
+
+    #[test]
+    fn a_ratio_samples_that_share_of_traces_and_the_same_ones_everywhere() {
+        let ids: Vec<[u8; 16]> = (0..10_000u32)
+            .map(|i| crate::trace::SpanContext::of_call(&i.to_string(), true).trace_id)
+            .collect();
+        let share = |s: Sampler| ids.iter().filter(|id| s.sampled(None, id)).count();
+        let quarter = share(Sampler::TraceIdRatio(0.25));
+        assert!((2_250..=2_750).contains(&quarter), "{quarter} of 10,000");
+        assert_eq!(
+            share(Sampler::TraceIdRatio(0.25)),
+            quarter,
+            "the same ones again"
+        );
+        assert_eq!(share(Sampler::TraceIdRatio(1.0)), 10_000);
+        assert_eq!(share(Sampler::TraceIdRatio(0.0)), 0);
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ];
+        let s = read(&vars).unwrap().unwrap();
+        assert_eq!(s.sampler, Sampler::ParentBasedTraceIdRatio(0.1));
+        let bad = [vars[0], vars[1], ("OTEL_TRACES_SAMPLER_ARG", "2")];
+        assert!(read(&bad).unwrap_err()[0].starts_with("OTEL_TRACES_SAMPLER_ARG"));
     }
 }
