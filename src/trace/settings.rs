@@ -92,15 +92,8 @@ impl Settings {
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Settings>, Vec<String>> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let mut errors = Vec::new();
-        if get("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        if switched_off(&get, &mut errors) {
             return Ok(None);
-        }
-        match get("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
-            None | Some("otlp") => {}
-            Some("none") => return Ok(None),
-            Some(other) => errors.push(format!(
-                "OTEL_TRACES_EXPORTER={other}: only otlp (or none) is supported"
-            )),
         }
         let endpoint = match endpoint(&get) {
             Ok(Some(url)) => Some(url),
@@ -133,48 +126,7 @@ impl Settings {
             errors.push(e);
             Vec::new()
         });
-        let mut number =
-            |name: &str, raw: Option<String>, default: u64, min: u64, max: u64| match raw
-                .map(|v| v.trim().parse::<u64>())
-            {
-                None => default,
-                Some(Ok(n)) if (min..=max).contains(&n) => n,
-                Some(_) => {
-                    errors.push(format!("{name}: a whole number from {min} to {max}"));
-                    default
-                }
-            };
-        let timeout_ms = number(
-            "OTEL_EXPORTER_OTLP_TIMEOUT",
-            either(
-                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-                "OTEL_EXPORTER_OTLP_TIMEOUT",
-            ),
-            10_000,
-            1,
-            600_000,
-        );
-        let delay_ms = number(
-            "OTEL_BSP_SCHEDULE_DELAY",
-            get("OTEL_BSP_SCHEDULE_DELAY"),
-            5_000,
-            1,
-            600_000,
-        );
-        let max_queue = number(
-            "OTEL_BSP_MAX_QUEUE_SIZE",
-            get("OTEL_BSP_MAX_QUEUE_SIZE"),
-            2_048,
-            1,
-            1_000_000,
-        );
-        let max_batch = number(
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-            get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
-            512,
-            1,
-            100_000,
-        );
+        let pace = Pace::read(&get, &mut errors);
         let sampler = sampler(get("OTEL_TRACES_SAMPLER"), get("OTEL_TRACES_SAMPLER_ARG"))
             .unwrap_or_else(|e| {
                 errors.push(e);
@@ -188,14 +140,70 @@ impl Settings {
             Some(endpoint) if errors.is_empty() => Ok(Some(Settings {
                 endpoint,
                 headers,
-                timeout: Duration::from_millis(timeout_ms),
+                timeout: pace.timeout,
                 resource,
                 sampler,
-                schedule_delay: Duration::from_millis(delay_ms),
-                max_queue: max_queue as usize,
-                max_batch: max_batch.min(max_queue) as usize,
+                schedule_delay: pace.schedule_delay,
+                max_queue: pace.max_queue,
+                max_batch: pace.max_batch.min(pace.max_queue),
             })),
             _ => Err(errors),
+        }
+    }
+}
+
+/// `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`; an exporter other than `otlp` is
+/// an error.
+fn switched_off(get: &impl Fn(&str) -> Option<String>, errors: &mut Vec<String>) -> bool {
+    if get("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return true;
+    }
+    match get("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
+        None | Some("otlp") => false,
+        Some("none") => true,
+        Some(other) => {
+            errors.push(format!(
+                "OTEL_TRACES_EXPORTER={other}: only otlp (or none) is supported"
+            ));
+            false
+        }
+    }
+}
+
+/// How long and how much: the export timeout and the batching of spans.
+struct Pace {
+    timeout: Duration,
+    schedule_delay: Duration,
+    max_queue: usize,
+    max_batch: usize,
+}
+
+impl Pace {
+    fn read(get: &impl Fn(&str) -> Option<String>, errors: &mut Vec<String>) -> Pace {
+        let mut number = |name: &str, raw: Option<String>, default: u64, max: u64| match raw
+            .map(|v| v.trim().parse::<u64>())
+        {
+            None => default,
+            Some(Ok(n)) if (1..=max).contains(&n) => n,
+            Some(_) => {
+                errors.push(format!("{name}: a whole number from 1 to {max}"));
+                default
+            }
+        };
+        let timeout =
+            get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").or_else(|| get("OTEL_EXPORTER_OTLP_TIMEOUT"));
+        let timeout_ms = number("OTEL_EXPORTER_OTLP_TIMEOUT", timeout, 10_000, 600_000);
+        let delay = get("OTEL_BSP_SCHEDULE_DELAY");
+        let delay_ms = number("OTEL_BSP_SCHEDULE_DELAY", delay, 5_000, 600_000);
+        let queue = get("OTEL_BSP_MAX_QUEUE_SIZE");
+        let max_queue = number("OTEL_BSP_MAX_QUEUE_SIZE", queue, 2_048, 1_000_000);
+        let batch = get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE");
+        let max_batch = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", batch, 512, 100_000);
+        Pace {
+            timeout: Duration::from_millis(timeout_ms),
+            schedule_delay: Duration::from_millis(delay_ms),
+            max_queue: max_queue as usize,
+            max_batch: max_batch as usize,
         }
     }
 }

@@ -74,28 +74,9 @@ async fn deliver(
     }
     let retries = ctx.config.callback_retries;
     for n in 0..=retries {
-        let mut cb = match request::callback_request(
-            &url,
-            &reply.headers,
-            reply.body.clone(),
-            &info,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(callId = %call.call_id, function = %call.function, url = %log_url, error = %e, "Callback skipped");
-                ctx.metrics.callback("invalid_url");
-                return Some(Err(e.to_string()));
-            }
-        };
-        if let Some(span) = span {
-            traced::set_traceparent(cb.headers_mut(), span);
-        }
-        let Some(cb) = signed(ctx, call, cb) else {
-            return Some(log.failed(
-                ctx,
-                "cannot sign the callback (callback_signing_secret_file)",
-                n,
-            ));
+        let cb = match prepared(ctx, &log, (&url, &reply, &info), span, n) {
+            Ok(cb) => cb,
+            Err(ended) => return Some(ended),
         };
         let outcome = ctx.invoker.callback(cb, CALLBACK_TIMEOUT).await;
         if let Err(InvokeError::Refused(why)) = &outcome {
@@ -123,6 +104,35 @@ async fn deliver(
         }
     }
     None
+}
+
+/// The request of post `n` (where, what, and about which call), with its `traceparent` and
+/// signature; `Err` with how the callback ended when it cannot be made.
+fn prepared(
+    ctx: &Context,
+    log: &Posting<'_>,
+    (url, reply, info): (&url::Url, &Reply, &CallbackResult<'_>),
+    span: Option<&crate::trace::SpanContext>,
+    n: u32,
+) -> Result<http::Request<Bytes>, Result<u16, String>> {
+    let mut cb = match request::callback_request(url, &reply.headers, reply.body.clone(), info) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(callId = %log.call.call_id, function = %log.call.function, url = %log.url, error = %e, "Callback skipped");
+            ctx.metrics.callback("invalid_url");
+            return Err(Err(e.to_string()));
+        }
+    };
+    if let Some(span) = span {
+        traced::set_traceparent(cb.headers_mut(), span);
+    }
+    signed(ctx, log.call, cb).ok_or_else(|| {
+        log.failed(
+            ctx,
+            "cannot sign the callback (callback_signing_secret_file)",
+            n,
+        )
+    })
 }
 
 /// The request with its Standard Webhooks signature when callbacks are signed; `None` when
