@@ -64,18 +64,27 @@ impl SpanContext {
         SpanContext { span_id, ..*self }
     }
 
-    /// A new trace, `sampled` or not, with random ids.
-    pub fn new_root(sampled: bool) -> SpanContext {
+    /// A new trace with random ids, marked sampled (the sampler may say otherwise).
+    pub fn new_root() -> SpanContext {
         SpanContext {
             trace_id: nonzero(rand::random()),
             span_id: random_span_id(),
-            flags: if sampled { SAMPLED } else { 0 },
+            flags: SAMPLED,
         }
     }
 
+    /// This span with its sampled flag set to `sampled` (other flags kept).
+    pub fn with_sampled(self, sampled: bool) -> SpanContext {
+        let flags = match sampled {
+            true => self.flags | SAMPLED,
+            false => self.flags & !SAMPLED,
+        };
+        SpanContext { flags, ..self }
+    }
+
     /// The trace of a call whose message carries no `traceparent`: derived from its call id,
-    /// so that every attempt, on any replica, joins the same trace.
-    pub fn of_call(call_id: &str, sampled: bool) -> SpanContext {
+    /// so that every attempt, on any replica, joins the same trace; marked sampled.
+    pub fn of_call(call_id: &str) -> SpanContext {
         let digest = sha256(&[b"queue-worker trace", call_id.as_bytes()]);
         let mut trace_id = [0u8; 16];
         trace_id.copy_from_slice(&digest[..16]);
@@ -84,7 +93,7 @@ impl SpanContext {
         SpanContext {
             trace_id: nonzero(trace_id),
             span_id: nonzero(span_id),
-            flags: if sampled { SAMPLED } else { 0 },
+            flags: SAMPLED,
         }
     }
 
@@ -205,13 +214,10 @@ mod tests {
         assert_ne!(c.derived("attempt", 1), c.derived("attempt", 2));
         assert_ne!(c.derived("attempt", 1), c.derived("callback", 1));
         assert_eq!(c.derived("attempt", 1).trace_id, c.trace_id);
-        assert_eq!(
-            SpanContext::of_call("a", true),
-            SpanContext::of_call("a", true)
-        );
+        assert_eq!(SpanContext::of_call("a"), SpanContext::of_call("a"));
         assert_ne!(
-            SpanContext::of_call("a", true).trace_id,
-            SpanContext::of_call("b", true).trace_id
+            SpanContext::of_call("a").trace_id,
+            SpanContext::of_call("b").trace_id
         );
     }
 }

@@ -76,12 +76,12 @@ impl Tracer {
         let parent = incoming.and_then(SpanContext::parse);
         let span = match &parent {
             Some(p) => p.child(context::random_span_id()),
-            None => SpanContext::new_root(true),
+            None => SpanContext::new_root(),
         };
         let sampled = on
             .sampler
             .sampled(parent.map(|p| p.sampled()), &span.trace_id);
-        Some((with_sampled(span, sampled), parent))
+        Some((span.with_sampled(sampled), parent))
     }
 
     /// The span a worker's spans of a call hang under: the one its message carries, else one
@@ -89,19 +89,11 @@ impl Tracer {
     pub fn call_span(&self, carried: Option<&str>, call_id: &str) -> Option<SpanContext> {
         let on = self.0.as_ref()?;
         Some(match carried.and_then(SpanContext::parse) {
-            Some(p) => with_sampled(p, on.sampler.sampled(Some(p.sampled()), &p.trace_id)),
+            Some(p) => p.with_sampled(on.sampler.sampled(Some(p.sampled()), &p.trace_id)),
             None => {
-                let c = SpanContext::of_call(call_id, true);
-                with_sampled(c, on.sampler.sampled(None, &c.trace_id))
+                let c = SpanContext::of_call(call_id);
+                c.with_sampled(on.sampler.sampled(None, &c.trace_id))
             }
         })
-    }
-}
-
-/// `c` with its sampled flag set to `sampled` (other flags kept).
-fn with_sampled(c: SpanContext, sampled: bool) -> SpanContext {
-    SpanContext {
-        flags: if sampled { c.flags | 1 } else { c.flags & !1 },
-        ..c
     }
 }

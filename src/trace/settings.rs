@@ -378,7 +378,7 @@ mod tests {
     #[test]
     fn a_ratio_samples_that_share_of_traces_and_the_same_ones_everywhere() {
         let ids: Vec<[u8; 16]> = (0..10_000u32)
-            .map(|i| crate::trace::SpanContext::of_call(&i.to_string(), true).trace_id)
+            .map(|i| crate::trace::SpanContext::of_call(&i.to_string()).trace_id)
             .collect();
         let share = |s: Sampler| ids.iter().filter(|id| s.sampled(None, id)).count();
         let quarter = share(Sampler::TraceIdRatio(0.25));
