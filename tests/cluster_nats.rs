@@ -237,8 +237,18 @@ async fn every_accepted_invocation_completes_through_node_loss_and_partition() {
 
     // Every accepted invocation ran and was called back; the queue drains.
     let cluster = &bed.nats;
-    bed.wait_all_called_back(&accepted, Duration::from_secs(120))
+    let missing = bed
+        .missing_callbacks(&accepted, Duration::from_secs(120))
         .await;
+    if !missing.is_empty() {
+        explain_missing(&bed, &target, &workers, &missing).await;
+        panic!(
+            "{} of {} accepted invocations have no successful callback after 120s: {:?}",
+            missing.len(),
+            accepted.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
     let invoked = call_ids(&bed.function.requests());
     let not_invoked: Vec<&String> = accepted
         .iter()
