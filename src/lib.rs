@@ -41,6 +41,7 @@ pub mod claim_check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod fds;
 pub mod flow;
 pub mod http_server;

@@ -11,6 +11,9 @@
 //!   (`queue`, and `sequences`, or filters `function`/`reason`/`since`, or `all`; `dry_run`),
 //!   `POST /system/dead-letters/{seq}/redrive[?queue=]`.
 //!
+//! A browser's request from another site that would change something is refused `403`
+//! ([`crate::security::same_origin`]).
+//!
 //! `404` for an unknown queue or dead letter, `400` for a bad name or filter, `503` when NATS
 //! cannot answer.
 
@@ -65,6 +68,9 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>(ingress: &Ingress) -> Rou
         .route("/system/dead-letters/{seq}/redrive", post(redrive_one))
         .route("/system/dead-letters/redrive", post(redrive))
         .route("/system/dead-letters/purge", post(purge_dead_letters))
+        .route_layer(axum::middleware::from_fn(
+            crate::security::same_origin::refuse_cross_site,
+        ))
         .with_state(state)
 }
 

@@ -136,7 +136,8 @@ pub fn router(state: Arc<Ingress>) -> Router {
         .route("/async-function", any(async_function))
         .route("/system/calls/{call_id}", get(calls::call_status))
         .route("/system/calls/{call_id}/result", get(results::call_result))
-        .merge(admin::routes(&state));
+        .merge(admin::routes(&state))
+        .merge(console(&state));
     if let Some(auth) = &state.auth {
         routes = routes.route_layer(axum::middleware::from_fn_with_state(
             auth.clone(),
@@ -148,6 +149,20 @@ pub fn router(state: Arc<Ingress>) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(Extension(budget))
         .with_state(state)
+}
+
+/// The web console at `/ui`, where the ingress has an operator (none: not served, 404).
+fn console<S: Clone + Send + Sync + 'static>(state: &Ingress) -> Router<S> {
+    let Some(op) = state.operator.clone() else {
+        return Router::new();
+    };
+    let console = crate::console::Console::new(
+        op,
+        state.calls.clone(),
+        state.config.clone(),
+        state.metrics.clone(),
+    );
+    crate::console::routes(console)
 }
 
 /// An invocation as received (by the HTTP ingress or the `publish` command).

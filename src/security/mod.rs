@@ -4,5 +4,6 @@
 
 pub mod auth;
 pub mod hosts;
+pub mod same_origin;
 pub mod secret_file;
 pub mod signing;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bed;
+pub mod browser;
 pub mod calls;
 pub mod cluster;
 pub mod conformance;

@@ -1,0 +1,170 @@
+//! One function's page (pure): what waits for it, its limits and state, its calls and failures
+//! per minute over the last hour, the buttons that pause, resume and purge it, and its newest
+//! dead letters.
+
+use std::fmt::Write;
+
+use super::chart;
+use super::history::Series;
+use super::overview::{facts, function_actions};
+use super::page::{age, badge, esc, table, url_part};
+use crate::admin::dead_letters::DeadLetter;
+use crate::admin::queues::QueueReport;
+
+/// The page's main part. `r`: the queue's report with details; `letters`: its newest dead
+/// letters (at most `shown`).
+pub fn render(
+    r: &QueueReport,
+    function: &str,
+    series: Option<&Series>,
+    letters: &[DeadLetter],
+    shown: usize,
+) -> String {
+    let report = r.functions.iter().find(|f| f.function == function);
+    let paused = r.paused || r.paused_functions.iter().any(|p| p == function);
+    let dash = || "—".to_string();
+    let mut html = facts(&[
+        (
+            "Queue",
+            format!(
+                "<a href=\"/ui#queue-{}\">{}</a>",
+                esc(&r.queue),
+                esc(&r.queue)
+            ),
+        ),
+        (
+            "State",
+            if paused {
+                badge("paused")
+            } else {
+                badge("running")
+            },
+        ),
+        ("Waiting", report.map_or(0, |f| f.messages).to_string()),
+        (
+            "In flight",
+            report
+                .and_then(|f| f.in_flight)
+                .map_or_else(dash, |n| n.to_string()),
+        ),
+        (
+            "Oldest",
+            report
+                .and_then(|f| f.oldest_age_seconds)
+                .map_or_else(dash, |a| age(Some(a))),
+        ),
+        (
+            "Limits",
+            report
+                .and_then(|f| f.limits.as_deref())
+                .map_or_else(dash, esc),
+        ),
+    ]);
+    html.push_str(&function_actions(r, function, report, paused));
+    html.push_str("<h2>Calls and failures per minute, last hour (this replica)</h2>\n");
+    match series {
+        Some(s) => {
+            let _ = writeln!(
+                html,
+                "<figure>{}</figure>",
+                chart::bars(&s.calls, &s.failures, "minute", 600, 120)
+            );
+        }
+        None => html.push_str("<p class=\"empty\">No call of it ran here in the last hour.</p>\n"),
+    }
+    let _ = writeln!(
+        html,
+        "<h2>Dead letters</h2>\n<p><a href=\"/ui/dead-letters?queue={}&amp;function={}\">All of its dead letters, to filter, redrive or purge</a></p>",
+        url_part(&r.queue),
+        url_part(function)
+    );
+    let rows: Vec<Vec<String>> = letters
+        .iter()
+        .take(shown)
+        .map(|d| {
+            vec![
+                format!(
+                    "<a href=\"/ui/dead-letters/{0}?queue={1}\">{0}</a>",
+                    d.sequence,
+                    url_part(&r.queue)
+                ),
+                d.call_id.as_deref().map_or_else(dash, esc),
+                esc(&d.reason),
+                esc(&d.dead_lettered_at),
+            ]
+        })
+        .collect();
+    html.push_str(&table(
+        &format!("Newest dead letters of {function}"),
+        &["Sequence", "Call id", "Reason", "Dead-lettered at"],
+        &rows,
+        "No dead letters.",
+    ));
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::queues::{FunctionReport, Mode};
+
+    fn report(paused_functions: Vec<String>) -> QueueReport {
+        QueueReport {
+            queue: "jobs".into(),
+            stream: "OF_jobs".into(),
+            messages: 2,
+            bytes: 1,
+            oldest_age_seconds: None,
+            mode: Mode::Static,
+            consumers: 1,
+            in_flight: 0,
+            redelivered: 0,
+            delayed: 0,
+            dead_letters: 0,
+            paused: false,
+            paused_functions,
+            functions: vec![FunctionReport {
+                function: "f.openfaas-fn".into(),
+                subject: "jobs.f.openfaas-fn".into(),
+                messages: 2,
+                paused: false,
+                oldest_age_seconds: Some(3.0),
+                in_flight: None,
+                limits: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_page_shows_state_waiting_and_the_right_button() {
+        let html = render(&report(vec![]), "f.openfaas-fn", None, &[], 20);
+        assert!(html.contains("Waiting</dt><dd>2</dd>"), "{html}");
+        assert!(html.contains("badge running"), "{html}");
+        assert!(
+            html.contains("/system/queues/jobs/pause?function=f.openfaas-fn"),
+            "{html}"
+        );
+        assert!(html.contains("No call of it ran here"), "{html}");
+        let paused = render(
+            &report(vec!["f.openfaas-fn".into()]),
+            "f.openfaas-fn",
+            None,
+            &[],
+            20,
+        );
+        assert!(
+            paused.contains("badge paused") && paused.contains("/resume?function="),
+            "{paused}"
+        );
+    }
+
+    #[test]
+    fn a_chart_shows_when_it_ran_here() {
+        let s = Series {
+            calls: vec![1; 60],
+            failures: vec![0; 60],
+        };
+        let html = render(&report(vec![]), "f.openfaas-fn", Some(&s), &[], 20);
+        assert!(html.contains("60 calls and 0 failures"), "{html}");
+    }
+}
