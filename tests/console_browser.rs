@@ -107,7 +107,19 @@ async fn the_overview_shows_a_paused_function_and_its_waiting_calls() {
             .contains("1 calls and 0 failures"),
         "the chart counts the call that ran: {chart}"
     );
+    assert_eq!(b.unlabelled().await, Vec::<String>::new());
     b.screenshot("overview").await;
+
+    // On a phone the page fits the screen's width: only the tables scroll sideways.
+    b.resize(390, 844).await;
+    b.goto(&format!("{}/ui", w.ingress())).await;
+    b.wait_text(&format!("Queue {q}"), Duration::from_secs(10), false)
+        .await;
+    let overflow = b
+        .run("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        .await;
+    assert_eq!(overflow.as_i64(), Some(0), "the page is wider than a phone");
+    b.screenshot("overview-phone").await;
     assert_eq!(calls_to(&bed, "held"), 0);
 }
 
@@ -193,6 +205,7 @@ async fn a_dead_letter_found_by_filter_is_redriven_from_the_page_and_runs_again(
         !listed.contains("dl-ui-2"),
         "the filter leaves the other out:\n{listed}"
     );
+    assert_eq!(b.unlabelled().await, Vec::<String>::new());
     b.screenshot("dead-letters").await;
 
     failing.store(false, Ordering::SeqCst);
@@ -232,7 +245,8 @@ async fn a_call_is_looked_up_and_cancelled_from_the_page() {
     assert!(shown.contains("later"), "{shown}");
     b.screenshot("call").await;
 
-    b.click(&b.find("button.act[data-method=DELETE]").await)
+    // By keyboard this time.
+    b.press_enter(&b.find("button.act[data-method=DELETE]").await)
         .await;
     let asked = b.accept_confirmation().await;
     assert!(asked.contains("Cancel call ui-cancel-1?"), "{asked}");

@@ -3,6 +3,11 @@
 
 use std::fmt::Write;
 
+/// What the bars mean, under a chart (the colours are those of `console.css`).
+pub const LEGEND: &str = "<span class=\"key calls\"></span>calls \
+    <span class=\"key failures\"></span>failures (not 2xx) · one bar a minute, an hour ago on \
+    the left, now on the right";
+
 /// Bars for `calls` per interval, oldest first, with `failures` (of those calls) drawn over
 /// them in the warning colour. `what` names the interval in the summary ("minute").
 pub fn bars(calls: &[u64], failures: &[u64], what: &str, width: u32, height: u32) -> String {

@@ -66,8 +66,9 @@ pub fn render(
         Some(s) => {
             let _ = writeln!(
                 html,
-                "<figure>{}</figure>",
-                chart::bars(&s.calls, &s.failures, "minute", 600, 120)
+                "<figure>{}<figcaption class=\"legend\">{}</figcaption></figure>",
+                chart::bars(&s.calls, &s.failures, "minute", 600, 120),
+                chart::LEGEND
             );
         }
         None => html.push_str("<p class=\"empty\">No call of it ran here in the last hour.</p>\n"),

@@ -71,6 +71,10 @@ pub(super) async fn function(
     State(c): St,
     Path((queue, name)): Path<(String, String)>,
 ) -> Response {
+    let name = match canonical(&name, &c.config.default_function_name) {
+        Ok(n) => n,
+        Err(e) => return failed("Function", Tab::Overview, &e),
+    };
     let title = format!("Function {name}");
     let now = SystemTime::now();
     let op = c.op.as_ref();
@@ -204,6 +208,15 @@ async fn lookup(c: &Console, id: &str) -> Result<call::Found, crate::broker::Bro
         }
     }
     Ok(call::Found::Unknown)
+}
+
+/// `name` or `name.namespace` as `name.namespace` (the namespace `default` when it has none),
+/// as reports and the worker's metrics name functions.
+fn canonical(function: &str, default_namespace: &str) -> Result<String, AdminError> {
+    crate::wire::validate_function_name(function)
+        .map_err(|e| AdminError::Invalid(format!("function {function:?}: {e}")))?;
+    let (name, namespace) = crate::wire::split_function(function, default_namespace);
+    Ok(format!("{name}.{namespace}"))
 }
 
 /// A page that says why it could not be drawn.

@@ -17,9 +17,10 @@ pub fn render(reports: &[QueueReport], charts: &BTreeMap<Key, Series>) -> String
                 (<code>OF_&lt;queue&gt;</code>) exists.</p>\n"
             .to_string();
     }
-    let mut html = String::from(
-        "<p class=\"note\">Calls and failures are those of this replica's worker, per minute \
-         over the last hour; every other figure is the whole queue's, from NATS.</p>\n",
+    let mut html = format!(
+        "<p class=\"note\">Calls and failures are those of this replica's worker; every other \
+         figure is the whole queue's, from NATS.</p>\n<p class=\"legend\">{}</p>\n",
+        chart::LEGEND
     );
     for r in reports {
         html.push_str(&queue_section(r, charts));

@@ -164,6 +164,37 @@ impl Browser {
         .await;
     }
 
+    /// The window's size in CSS pixels (as a laptop's 1280×900, or a phone's 390×844).
+    pub async fn resize(&self, width: u32, height: u32) {
+        let rect = json!({ "width": width, "height": height });
+        self.cmd(reqwest::Method::POST, "/window/rect", rect).await;
+    }
+
+    /// Press Enter on `element` (focused first), as a keyboard user does.
+    pub async fn press_enter(&self, element: &str) {
+        let keys = json!({ "text": "\u{E007}" });
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            keys,
+        )
+        .await;
+    }
+
+    /// What the page leaves unnamed for assistive technology: fields without a label and
+    /// buttons without text (one line each).
+    pub async fn unlabelled(&self) -> Vec<String> {
+        let script = "return Array.from(document.querySelectorAll('input,select,textarea'))\
+            .filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label'))\
+            .map(e => 'field ' + e.outerHTML)\
+            .concat(Array.from(document.querySelectorAll('button'))\
+            .filter(b => !b.textContent.trim()).map(b => 'button ' + b.outerHTML));";
+        match self.run(script).await {
+            Value::Array(all) => all.iter().map(|v| v.to_string()).collect(),
+            other => panic!("unlabelled: {other}"),
+        }
+    }
+
     /// `script` run in the page (`return …` gives a value).
     pub async fn run(&self, script: &str) -> Value {
         self.cmd(
@@ -236,7 +267,10 @@ impl Browser {
             .as_u64()
             .unwrap_or(900)
             .min(4000);
-        let rect = json!({ "width": 1280, "height": height + 120 });
+        let now = self
+            .cmd(reqwest::Method::GET, "/window/rect", json!({}))
+            .await;
+        let rect = json!({ "width": now["width"], "height": height + 120 });
         self.cmd(reqwest::Method::POST, "/window/rect", rect).await;
         let png = self
             .cmd(reqwest::Method::GET, "/screenshot", json!({}))
