@@ -165,6 +165,15 @@ async fn pausing_and_resuming_a_function_from_its_page_stops_and_restarts_its_ca
     b.wait_text("running", Duration::from_secs(10), true).await;
     bed.function.wait_for(3, Duration::from_secs(20)).await;
     assert_eq!(calls_to(&bed, "fn"), 3, "both held calls ran once resumed");
+    let page = b
+        .wait_text("while-paused-1", Duration::from_secs(15), true)
+        .await;
+    let recent = page.split("Recent calls").nth(1).unwrap_or_default();
+    assert!(
+        recent.contains("while-paused-0") && recent.contains("before"),
+        "{recent}"
+    );
+    assert!(recent.contains("succeeded"), "{recent}");
 }
 
 #[tokio::test]
@@ -200,6 +209,7 @@ async fn a_dead_letter_found_by_filter_is_redriven_from_the_page_and_runs_again(
     b.type_into(&b.find("#f-function").await, "breaks").await;
     b.click(&b.find("form.filter button[type=submit]").await)
         .await;
+    b.wait_url("function=breaks").await;
     let listed = b.wait_text("dl-ui-1", Duration::from_secs(10), false).await;
     assert!(
         !listed.contains("dl-ui-2"),
@@ -241,6 +251,7 @@ async fn a_call_is_looked_up_and_cancelled_from_the_page() {
     b.type_into(&b.find("#call-id").await, "ui-cancel-1").await;
     b.click(&b.find("form.filter button[type=submit]").await)
         .await;
+    b.wait_url("id=ui-cancel-1").await;
     let shown = b.wait_text("queued", Duration::from_secs(10), false).await;
     assert!(shown.contains("later"), "{shown}");
     b.screenshot("call").await;

@@ -4,6 +4,7 @@
 //!
 //! | behaviour | 2.9 | 2.11 and later (2.15.1 checked) |
 //! |---|---|---|
+//! | `a_bucket_s_latest_entries_come_newest_first` | the same | the same |
 //! | `a_paused_consumer_delivers_nothing_until_resumed` | no consumer pause: `pause_consumer` says so, deliveries go on | the consumer delivers nothing while paused |
 
 mod common;
@@ -231,7 +232,41 @@ async fn the_pause_document_is_changed_with_compare_and_set(h: &Harness) {
     assert!(none.is_empty());
 }
 
+async fn a_bucket_s_latest_entries_come_newest_first(h: &Harness) {
+    let bucket = format!("OF_{}_recent", h.queue);
+    let b = h.broker.as_ref();
+    assert!(
+        b.recent_entries(&bucket, 10).await.unwrap().is_empty(),
+        "no bucket yet"
+    );
+    let spec = queue_worker::broker::KvSpec {
+        bucket: bucket.clone(),
+        ttl: Duration::ZERO,
+        storage: queue_worker::config::Storage::File,
+        replicas: 1,
+    };
+    b.ensure_kv(&spec).await.unwrap();
+    for (key, value) in [("a", "1"), ("b", "2"), ("c", "3"), ("a", "4"), ("d", "5")] {
+        b.kv_put(&bucket, key, value.into()).await.unwrap();
+    }
+    let text = |entries: Vec<(String, bytes::Bytes)>| -> Vec<String> {
+        entries
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(&v)))
+            .collect()
+    };
+    let all = text(b.recent_entries(&bucket, 100).await.unwrap());
+    assert_eq!(
+        all,
+        ["d=5", "a=4", "c=3", "b=2"],
+        "each key once, newest first"
+    );
+    let last_three = text(b.recent_entries(&bucket, 3).await.unwrap());
+    assert_eq!(last_three, ["d=5", "a=4", "c=3"], "among the last 3 writes");
+}
+
 conformance_tests! {
+    a_bucket_s_latest_entries_come_newest_first => memory_a_bucket_s_latest_entries_come_newest_first, nats_a_bucket_s_latest_entries_come_newest_first;
     a_consumer_delivers_what_a_purge_of_one_subject_left => memory_a_consumer_delivers_what_a_purge_of_one_subject_left, nats_a_consumer_delivers_what_a_purge_of_one_subject_left;
     messages_are_read_deleted_and_purged_by_subject => memory_messages_are_read_deleted_and_purged_by_subject, nats_messages_are_read_deleted_and_purged_by_subject;
     consumers_report_waiting_in_flight_and_redelivered => memory_consumers_report_waiting_in_flight_and_redelivered, nats_consumers_report_waiting_in_flight_and_redelivered;

@@ -73,6 +73,18 @@ pub trait Operate: Send + Sync + 'static {
         Err(unsupported("get message"))
     }
 
+    /// The keys of key-value bucket `bucket` written last and their values, newest first:
+    /// those among its last `scan` writes that still hold the value then written (no deleted
+    /// key). Empty when the bucket does not exist.
+    async fn recent_entries(
+        &self,
+        bucket: &str,
+        scan: usize,
+    ) -> Result<Vec<(String, Bytes)>, BrokerError> {
+        let _ = (bucket, scan);
+        Err(unsupported("recent entries"))
+    }
+
     /// Delete message `sequence`; `Ok(false)` when it (or the stream) does not exist.
     async fn delete_message(&self, stream: &str, sequence: u64) -> Result<bool, BrokerError> {
         let _ = (stream, sequence);

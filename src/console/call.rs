@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::overview::facts;
-use super::page::{Action, badge, esc, time_ms, url_part};
+use super::page::{Action, badge, between, esc, time_ms, url_part};
 use crate::status::CallStatus;
 
 /// What a lookup found.
@@ -72,8 +72,8 @@ fn call(id: &str, queue: &str, s: &CallStatus) -> String {
         ("First attempt", time_ms(s.started_at)),
         ("Next attempt", time_ms(s.next_attempt_at)),
         ("Finished", time_ms(s.finished_at)),
-        ("Waited", span(s.enqueued_at, s.started_at)),
-        ("Took", span(s.started_at, s.finished_at)),
+        ("Waited", between(s.enqueued_at, s.started_at)),
+        ("Took", between(s.started_at, s.finished_at)),
     ]));
     let _ = writeln!(
         html,
@@ -92,16 +92,6 @@ fn call(id: &str, queue: &str, s: &CallStatus) -> String {
         let _ = writeln!(html, "<div class=\"actions\">{}</div>", cancel.button());
     }
     html
-}
-
-/// The time from `from` to `to` (unix milliseconds), when both are known.
-fn span(from: Option<u64>, to: Option<u64>) -> String {
-    match (from, to) {
-        (Some(a), Some(b)) if b >= a => {
-            humantime::format_duration(std::time::Duration::from_millis(b - a)).to_string()
-        }
-        _ => "—".to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -7,19 +7,23 @@ use std::fmt::Write;
 use super::chart;
 use super::history::Series;
 use super::overview::{facts, function_actions};
-use super::page::{age, badge, esc, table, url_part};
+use super::page::{age, badge, between, esc, table, time_ms, url_part};
 use crate::admin::dead_letters::DeadLetter;
 use crate::admin::queues::QueueReport;
+use crate::status::CallStatus;
 
-/// The page's main part. `r`: the queue's report with details; `letters`: its newest dead
-/// letters (at most `shown`).
-pub fn render(
-    r: &QueueReport,
-    function: &str,
-    series: Option<&Series>,
-    letters: &[DeadLetter],
-    shown: usize,
-) -> String {
+/// What a function's page shows beside its queue's report.
+pub struct Shown<'a> {
+    /// Its calls and failures per minute here, if it ran here in the last hour.
+    pub series: Option<&'a Series>,
+    /// Its newest dead letters.
+    pub letters: &'a [DeadLetter],
+    /// Its calls whose status changed last, newest first (`None`: call status is not kept).
+    pub recent: Option<&'a [(String, CallStatus)]>,
+}
+
+/// The page's main part. `r`: the queue's report with details.
+pub fn render(r: &QueueReport, function: &str, shown: &Shown) -> String {
     let report = r.functions.iter().find(|f| f.function == function);
     let paused = r.paused || r.paused_functions.iter().any(|p| p == function);
     let dash = || "—".to_string();
@@ -62,7 +66,7 @@ pub fn render(
     ]);
     html.push_str(&function_actions(r, function, report, paused));
     html.push_str("<h2>Calls and failures per minute, last hour (this replica)</h2>\n");
-    match series {
+    match shown.series {
         Some(s) => {
             let _ = writeln!(
                 html,
@@ -79,9 +83,10 @@ pub fn render(
         url_part(&r.queue),
         url_part(function)
     );
-    let rows: Vec<Vec<String>> = letters
+    html.push_str(&recent_calls(r, function, shown.recent));
+    let rows: Vec<Vec<String>> = shown
+        .letters
         .iter()
-        .take(shown)
         .map(|d| {
             vec![
                 format!(
@@ -100,6 +105,51 @@ pub fn render(
         &["Sequence", "Call id", "Reason", "Dead-lettered at"],
         &rows,
         "No dead letters.",
+    ));
+    html
+}
+
+fn recent_calls(
+    r: &QueueReport,
+    function: &str,
+    recent: Option<&[(String, CallStatus)]>,
+) -> String {
+    let mut html = String::from("<h2>Recent calls</h2>\n");
+    let Some(recent) = recent else {
+        html.push_str(
+            "<p class=\"empty\">Call status is not kept here (<code>status_ttl=0</code>).</p>\n",
+        );
+        return html;
+    };
+    let rows: Vec<Vec<String>> = recent
+        .iter()
+        .map(|(id, s)| {
+            vec![
+                format!("<a href=\"/ui/calls?id={}\">{}</a>", url_part(id), esc(id)),
+                badge(s.state.as_str()),
+                s.attempts.to_string(),
+                s.last_status
+                    .map_or_else(|| "—".to_string(), |c| c.to_string()),
+                time_ms(s.enqueued_at),
+                between(s.started_at, s.finished_at),
+            ]
+        })
+        .collect();
+    html.push_str(&table(
+        &format!(
+            "Calls of {function} in queue {} whose status changed last, newest first",
+            r.queue
+        ),
+        &[
+            "Call id",
+            "State",
+            "Attempts",
+            "Last status",
+            "Enqueued",
+            "Took",
+        ],
+        &rows,
+        "None among the queue's calls that changed last.",
     ));
     html
 }
@@ -136,9 +186,49 @@ mod tests {
         }
     }
 
+    fn nothing() -> Shown<'static> {
+        Shown {
+            series: None,
+            letters: &[],
+            recent: None,
+        }
+    }
+
+    #[test]
+    fn recent_calls_link_to_their_pages_with_state_and_time_taken() {
+        let status = CallStatus {
+            state: crate::status::State::Succeeded,
+            function: "f".into(),
+            attempts: 1,
+            last_status: Some(200),
+            error: None,
+            reason: None,
+            enqueued_at: Some(1_000),
+            started_at: Some(2_000),
+            finished_at: Some(2_250),
+            not_before: None,
+            next_attempt_at: None,
+        };
+        let recent = [("c<1>".to_string(), status)];
+        let shown = Shown {
+            recent: Some(&recent),
+            ..nothing()
+        };
+        let html = render(&report(vec![]), "f.openfaas-fn", &shown);
+        assert!(
+            html.contains("<a href=\"/ui/calls?id=c%3C1%3E\">c&lt;1&gt;</a>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("badge succeeded") && html.contains("<td>250ms</td>"),
+            "{html}"
+        );
+        assert!(render(&report(vec![]), "f.openfaas-fn", &nothing()).contains("status_ttl=0"));
+    }
+
     #[test]
     fn the_page_shows_state_waiting_and_the_right_button() {
-        let html = render(&report(vec![]), "f.openfaas-fn", None, &[], 20);
+        let html = render(&report(vec![]), "f.openfaas-fn", &nothing());
         assert!(html.contains("Waiting</dt><dd>2</dd>"), "{html}");
         assert!(html.contains("badge running"), "{html}");
         assert!(
@@ -149,9 +239,7 @@ mod tests {
         let paused = render(
             &report(vec!["f.openfaas-fn".into()]),
             "f.openfaas-fn",
-            None,
-            &[],
-            20,
+            &nothing(),
         );
         assert!(
             paused.contains("badge paused") && paused.contains("/resume?function="),
@@ -165,7 +253,14 @@ mod tests {
             calls: vec![1; 60],
             failures: vec![0; 60],
         };
-        let html = render(&report(vec![]), "f.openfaas-fn", Some(&s), &[], 20);
+        let html = render(
+            &report(vec![]),
+            "f.openfaas-fn",
+            &Shown {
+                series: Some(&s),
+                ..nothing()
+            },
+        );
         assert!(html.contains("60 calls and 0 failures"), "{html}");
     }
 }

@@ -28,7 +28,10 @@ const REFRESH: u32 = 10;
 const DETAILED_UP_TO: usize = 50;
 /// Dead letters a list shows.
 const LISTED: usize = 200;
-/// Dead letters a function page shows.
+/// Changes of call status a function page looks through for its recent calls (one request
+/// each).
+const RECENT_SCANNED: usize = 200;
+/// Dead letters (and recent calls) a function page shows.
 const ON_FUNCTION_PAGE: usize = 20;
 
 pub(super) async fn overview(State(c): St) -> Response {
@@ -91,8 +94,17 @@ pub(super) async fn function(
         Ok(l) => l,
         Err(e) => return failed(&title, Tab::Overview, &e),
     };
+    let recent = match recent_calls(&c, &queue, &name).await {
+        Ok(r) => r,
+        Err(e) => return failed(&title, Tab::Overview, &AdminError::Broker(e)),
+    };
     let series = charts(&c).remove(&(queue.clone(), name.clone()));
-    let main = function::render(&report, &name, series.as_ref(), &letters, ON_FUNCTION_PAGE);
+    let shown = function::Shown {
+        series: series.as_ref(),
+        letters: &letters,
+        recent: recent.as_deref(),
+    };
+    let main = function::render(&report, &name, &shown);
     html(
         StatusCode::OK,
         frame(&title, Tab::Overview, Some(REFRESH), &main),
@@ -208,6 +220,27 @@ async fn lookup(c: &Console, id: &str) -> Result<call::Found, crate::broker::Bro
         }
     }
     Ok(call::Found::Unknown)
+}
+
+/// The calls of `function` (`name.namespace`) in `queue` whose status changed last, newest
+/// first (at most [`ON_FUNCTION_PAGE`], among the queue's last [`RECENT_SCANNED`] changes);
+/// `None` where call status is not kept.
+async fn recent_calls(
+    c: &Console,
+    queue: &str,
+    function: &str,
+) -> Result<Option<Vec<(String, crate::status::CallStatus)>>, crate::broker::BrokerError> {
+    if c.calls.is_none() {
+        return Ok(None);
+    }
+    let ns = c.config.default_function_name.as_str();
+    let all = crate::status::recent(c.op.as_ref(), queue, RECENT_SCANNED).await?;
+    let mine = all
+        .into_iter()
+        .filter(|(_, s)| canonical(&s.function, ns).is_ok_and(|f| f == function))
+        .take(ON_FUNCTION_PAGE)
+        .collect();
+    Ok(Some(mine))
 }
 
 /// `name` or `name.namespace` as `name.namespace` (the namespace `default` when it has none),

@@ -219,6 +219,16 @@ pub fn time_ms(ms: Option<u64>) -> String {
     }
 }
 
+/// The time from `from` to `to` (unix milliseconds), `—` unless both are known and in order.
+pub fn between(from: Option<u64>, to: Option<u64>) -> String {
+    match (from, to) {
+        (Some(a), Some(b)) if b >= a => {
+            humantime::format_duration(std::time::Duration::from_millis(b - a)).to_string()
+        }
+        _ => "—".to_string(),
+    }
+}
+
 /// A message about a failure, on a page of its own kind (`role="alert"`).
 pub fn problem(text: &str) -> String {
     format!("<p class=\"problem\" role=\"alert\">{}</p>\n", esc(text))

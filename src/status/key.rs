@@ -22,6 +22,17 @@ pub fn of(call_id: &str) -> Option<String> {
     })
 }
 
+/// The call id stored under `key` (the inverse of [`of`]); `None` for a key [`of`] never makes.
+pub fn call_id(key: &str) -> Option<String> {
+    match key.strip_prefix("b64.") {
+        Some(encoded) => {
+            let bytes = URL_SAFE_NO_PAD.decode(encoded).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(key.to_string()).filter(|k| !k.is_empty() && !k.contains('.')),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +58,9 @@ mod tests {
         }
         let distinct: std::collections::HashSet<&String> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len());
+        for id in odd.iter().chain(&["job_42", "5b0f3c9e-1d2a"]) {
+            assert_eq!(call_id(&of(id).unwrap()).as_deref(), Some(*id), "{id:?}");
+        }
+        assert_eq!(call_id("b64.!!"), None);
     }
 }

@@ -120,6 +120,20 @@ pub async fn read(
     Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
+/// The calls of `queue` whose status changed last, newest first, with their ids: those among
+/// the bucket's last `scan` writes ([`crate::broker::Operate::recent_entries`]).
+pub async fn recent(
+    op: &dyn crate::broker::Operate,
+    queue: &str,
+    scan: usize,
+) -> Result<Vec<(String, CallStatus)>, BrokerError> {
+    let entries = op.recent_entries(&bucket(queue), scan).await?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(k, v)| Some((key::call_id(&k)?, serde_json::from_slice(&v).ok()?)))
+        .collect())
+}
+
 /// Cancel `call_id` on `queue` in `store`, whose buckets are made as `buckets` says.
 pub async fn cancel_in(
     store: &dyn KeyValue,

@@ -238,6 +238,21 @@ impl Browser {
         }
     }
 
+    /// Waits up to 10 s for the page at a URL holding `part` to have loaded.
+    pub async fn wait_url(&self, part: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let at = self
+                .run("return document.readyState === 'complete' ? document.URL : ''")
+                .await;
+            if at.as_str().is_some_and(|u| u.contains(part)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no page at {part:?}; at {at}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits up to `within` for the page's text to hold `what` (reloading it each second when
     /// `reload`); the text then.
     pub async fn wait_text(&self, what: &str, within: Duration, reload: bool) -> String {

@@ -22,6 +22,38 @@ const NO_MESSAGE_FOUND: u64 = 10037;
 /// Error code for a delete of a message that is not there ("message delete failed").
 const MESSAGE_DELETE_FAILED: u64 = 10057;
 
+/// The first message of `s` at or after sequence `from` whose subject `subject` selects.
+async fn next_in(
+    s: &async_nats::jetstream::stream::Stream,
+    from: u64,
+    subject: Option<&str>,
+) -> Result<Option<StoredMessage>, BrokerError> {
+    let asked = s
+        .raw_message_builder()
+        .sequence(from.max(1))
+        .next_by_subject(subject.unwrap_or(">"))
+        .send()
+        .await;
+    match asked {
+        Ok(m) => Ok(Some(StoredMessage {
+            sequence: m.sequence,
+            subject: m.subject.to_string(),
+            headers: super::delivery::header_pairs(Some(&m.headers)),
+            payload: m.payload,
+            published: SystemTime::from(m.time),
+        })),
+        Err(e) => match e.kind() {
+            LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            LastRawMessageErrorKind::JetStream(inner)
+                if [NO_MESSAGE_FOUND, STREAM_NOT_FOUND].contains(&api_code(&inner)) =>
+            {
+                Ok(None)
+            }
+            _ => Err(BrokerError::other("get message", e)),
+        },
+    }
+}
+
 #[async_trait]
 impl Operate for JetStreamBroker {
     async fn stream_names(&self) -> Result<Vec<String>, BrokerError> {
@@ -63,30 +95,38 @@ impl Operate for JetStreamBroker {
         let Some(s) = stream_if_exists(&self.js, stream).await? else {
             return Ok(None);
         };
-        let asked = s
-            .raw_message_builder()
-            .sequence(from.max(1))
-            .next_by_subject(subject.unwrap_or(">"))
-            .send()
-            .await;
-        match asked {
-            Ok(m) => Ok(Some(StoredMessage {
-                sequence: m.sequence,
-                subject: m.subject.to_string(),
-                headers: super::delivery::header_pairs(Some(&m.headers)),
-                payload: m.payload,
-                published: SystemTime::from(m.time),
-            })),
-            Err(e) => match e.kind() {
-                LastRawMessageErrorKind::NoMessageFound => Ok(None),
-                LastRawMessageErrorKind::JetStream(inner)
-                    if [NO_MESSAGE_FOUND, STREAM_NOT_FOUND].contains(&api_code(&inner)) =>
-                {
-                    Ok(None)
-                }
-                _ => Err(BrokerError::other("get message", e)),
-            },
+        next_in(&s, from, subject).await
+    }
+
+    async fn recent_entries(
+        &self,
+        bucket: &str,
+        scan: usize,
+    ) -> Result<Vec<(String, bytes::Bytes)>, BrokerError> {
+        let Some(s) = stream_if_exists(&self.js, &format!("KV_{bucket}")).await? else {
+            return Ok(Vec::new());
+        };
+        let state = &s.cached_info().state;
+        let prefix = format!("$KV.{bucket}.");
+        let mut from = state.first_sequence.max(
+            state
+                .last_sequence
+                .saturating_sub(scan as u64)
+                .saturating_add(1),
+        );
+        let mut found = Vec::new();
+        for _ in 0..scan {
+            let Some(m) = next_in(&s, from, None).await? else {
+                break;
+            };
+            from = m.sequence + 1;
+            let deleted = m.header("KV-Operation").is_some();
+            if let (Some(key), false) = (m.subject.strip_prefix(&prefix), deleted) {
+                found.push((key.to_string(), m.payload));
+            }
         }
+        found.reverse();
+        Ok(found)
     }
 
     async fn delete_message(&self, stream: &str, sequence: u64) -> Result<bool, BrokerError> {

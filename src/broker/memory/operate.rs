@@ -44,6 +44,27 @@ impl Operate for MemoryBroker {
         Ok(out)
     }
 
+    async fn recent_entries(
+        &self,
+        bucket: &str,
+        scan: usize,
+    ) -> Result<Vec<(String, bytes::Bytes)>, BrokerError> {
+        let mut state = self.inner.lock();
+        state.sweep_bucket(bucket, Instant::now());
+        let Some(b) = state.buckets.get(bucket) else {
+            return Ok(Vec::new());
+        };
+        let oldest = b.revision.saturating_sub(scan as u64);
+        let mut found: Vec<(u64, String, bytes::Bytes)> = b
+            .entries
+            .iter()
+            .filter(|(_, e)| e.revision > oldest)
+            .map(|(k, e)| (e.revision, k.clone(), e.value.clone()))
+            .collect();
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(found.into_iter().map(|(_, k, v)| (k, v)).collect())
+    }
+
     async fn next_message(
         &self,
         stream: &str,
