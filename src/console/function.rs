@@ -9,7 +9,7 @@ use super::history::Series;
 use super::overview::{facts, function_actions};
 use super::page::{age, badge, between, esc, table, time_ms, url_part};
 use crate::admin::dead_letters::DeadLetter;
-use crate::admin::queues::QueueReport;
+use crate::admin::queues::{FunctionReport, QueueReport};
 use crate::status::CallStatus;
 
 /// What a function's page shows beside its queue's report.
@@ -26,24 +26,35 @@ pub struct Shown<'a> {
 pub fn render(r: &QueueReport, function: &str, shown: &Shown) -> String {
     let report = r.functions.iter().find(|f| f.function == function);
     let paused = r.paused || r.paused_functions.iter().any(|p| p == function);
+    let mut html = facts_of(r, report, paused);
+    html.push_str(&function_actions(r, function, report, paused));
+    html.push_str("<h2>Calls and failures per minute, last hour (this replica)</h2>\n");
+    match shown.series {
+        Some(s) => {
+            let _ = writeln!(
+                html,
+                "<figure>{}<figcaption class=\"legend\">{}</figcaption></figure>",
+                chart::bars(&s.calls, &s.failures, "minute", 600, 120),
+                chart::LEGEND
+            );
+        }
+        None => html.push_str("<p class=\"empty\">No call of it ran here in the last hour.</p>\n"),
+    }
+    html.push_str(&recent_calls(r, function, shown.recent));
+    html.push_str(&dead_letters(r, function, shown.letters));
+    html
+}
+
+fn facts_of(r: &QueueReport, report: Option<&FunctionReport>, paused: bool) -> String {
     let dash = || "—".to_string();
-    let mut html = facts(&[
+    let queue = esc(&r.queue);
+    let state = if paused { "paused" } else { "running" };
+    facts(&[
         (
             "Queue",
-            format!(
-                "<a href=\"/ui#queue-{}\">{}</a>",
-                esc(&r.queue),
-                esc(&r.queue)
-            ),
+            format!("<a href=\"/ui#queue-{queue}\">{queue}</a>"),
         ),
-        (
-            "State",
-            if paused {
-                badge("paused")
-            } else {
-                badge("running")
-            },
-        ),
+        ("State", badge(state)),
         ("Waiting", report.map_or(0, |f| f.messages).to_string()),
         (
             "In flight",
@@ -63,38 +74,25 @@ pub fn render(r: &QueueReport, function: &str, shown: &Shown) -> String {
                 .and_then(|f| f.limits.as_deref())
                 .map_or_else(dash, esc),
         ),
-    ]);
-    html.push_str(&function_actions(r, function, report, paused));
-    html.push_str("<h2>Calls and failures per minute, last hour (this replica)</h2>\n");
-    match shown.series {
-        Some(s) => {
-            let _ = writeln!(
-                html,
-                "<figure>{}<figcaption class=\"legend\">{}</figcaption></figure>",
-                chart::bars(&s.calls, &s.failures, "minute", 600, 120),
-                chart::LEGEND
-            );
-        }
-        None => html.push_str("<p class=\"empty\">No call of it ran here in the last hour.</p>\n"),
-    }
-    let _ = writeln!(
-        html,
-        "<h2>Dead letters</h2>\n<p><a href=\"/ui/dead-letters?queue={}&amp;function={}\">All of its dead letters, to filter, redrive or purge</a></p>",
-        url_part(&r.queue),
+    ])
+}
+
+fn dead_letters(r: &QueueReport, function: &str, letters: &[DeadLetter]) -> String {
+    let q = url_part(&r.queue);
+    let mut html = format!(
+        "<h2>Dead letters</h2>\n<p><a href=\"/ui/dead-letters?queue={q}&amp;function={}\">\
+         All of its dead letters, to filter, redrive or purge</a></p>\n",
         url_part(function)
     );
-    html.push_str(&recent_calls(r, function, shown.recent));
-    let rows: Vec<Vec<String>> = shown
-        .letters
+    let rows: Vec<Vec<String>> = letters
         .iter()
         .map(|d| {
             vec![
                 format!(
-                    "<a href=\"/ui/dead-letters/{0}?queue={1}\">{0}</a>",
-                    d.sequence,
-                    url_part(&r.queue)
+                    "<a href=\"/ui/dead-letters/{0}?queue={q}\">{0}</a>",
+                    d.sequence
                 ),
-                d.call_id.as_deref().map_or_else(dash, esc),
+                d.call_id.as_deref().map_or_else(|| "—".to_string(), esc),
                 esc(&d.reason),
                 esc(&d.dead_lettered_at),
             ]

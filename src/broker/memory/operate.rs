@@ -61,7 +61,7 @@ impl Operate for MemoryBroker {
             .filter(|(_, e)| e.revision > oldest)
             .map(|(k, e)| (e.revision, k.clone(), e.value.clone()))
             .collect();
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|e| std::cmp::Reverse(e.0));
         Ok(found.into_iter().map(|(_, k, v)| (k, v)).collect())
     }
 
