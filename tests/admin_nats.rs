@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use common::bed::{Bed, TestBed};
-use common::calls::{bed_with, wait_state};
+use common::calls::{bed_with, failing_bed, wait_state};
 use common::http::Reply;
 use common::worker::{Worker, http_client};
 
@@ -116,18 +115,7 @@ async fn http(
 
 #[tokio::test]
 async fn a_dead_letter_is_found_by_filter_and_redriven_to_run_again() {
-    let failing = Arc::new(AtomicBool::new(true));
-    let f = failing.clone();
-    let Some((bed, w)) = bed_with(
-        "admin-dlq",
-        move |_, _| match f.load(Ordering::SeqCst) {
-            true => Reply::status(500),
-            false => Reply::ok("ok"),
-        },
-        &[("max_retry_attempts", "1")],
-    )
-    .await
-    else {
+    let Some((bed, w, failing)) = failing_bed("admin-dlq").await else {
         return;
     };
     let resp = w

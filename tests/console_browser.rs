@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::bed::TestBed;
 use common::browser::Browser;
-use common::calls::{bed_with, wait_state};
+use common::calls::{bed_with, failing_bed, wait_state};
 use common::http::{Recorded, Reply};
 use common::worker::{Worker, http_client};
 
@@ -178,18 +177,7 @@ async fn pausing_and_resuming_a_function_from_its_page_stops_and_restarts_its_ca
 
 #[tokio::test]
 async fn a_dead_letter_found_by_filter_is_redriven_from_the_page_and_runs_again() {
-    let failing = Arc::new(AtomicBool::new(true));
-    let fail = failing.clone();
-    let Some((bed, w)) = bed_with(
-        "ui-dlq",
-        move |_, _| match fail.load(Ordering::SeqCst) {
-            true => Reply::status(500),
-            false => Reply::ok("ok"),
-        },
-        &[("max_retry_attempts", "1")],
-    )
-    .await
-    else {
+    let Some((bed, w, failing)) = failing_bed("ui-dlq").await else {
         return;
     };
     let Some(b) = Browser::start().await else {

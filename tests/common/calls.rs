@@ -2,6 +2,8 @@
 //! `DELETE /async-function/{id}`, and a bed with a function, a callback receiver and one
 //! worker serving its ingress.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -27,6 +29,23 @@ where
         .await?;
     let w = bed.worker().ingress().envs(envs).start().await;
     Some((bed, w))
+}
+
+/// A bed as [`bed_with`] whose function answers `500` until the flag is set to `false`, then
+/// `200`, with `max_retry_attempts=1`: each call dead-letters at once while it fails.
+pub async fn failing_bed(name: &str) -> Option<(TestBed, Worker, Arc<AtomicBool>)> {
+    let failing = Arc::new(AtomicBool::new(true));
+    let fail = failing.clone();
+    let (bed, w) = bed_with(
+        name,
+        move |_, _| match fail.load(Ordering::SeqCst) {
+            true => Reply::status(500),
+            false => Reply::ok("ok"),
+        },
+        &[("max_retry_attempts", "1")],
+    )
+    .await?;
+    Some((bed, w, failing))
 }
 
 /// The answer of `method` on `url`: its status code and JSON body (`Null` when not JSON).
