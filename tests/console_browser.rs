@@ -120,6 +120,31 @@ async fn the_overview_shows_a_paused_function_and_its_waiting_calls() {
     assert_eq!(overflow.as_i64(), Some(0), "the page is wider than a phone");
     b.screenshot("overview-phone").await;
     assert_eq!(calls_to(&bed, "held"), 0);
+
+    // The whole queue, paused and resumed from the overview.
+    let paused = || async {
+        let (code, body) = common::calls::json(
+            reqwest::Method::GET,
+            format!("{}/system/queues/{q}", w.ingress()),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        body["paused"].as_bool()
+    };
+    b.click(&b.find("button.act[data-url$='/pause']").await)
+        .await;
+    let asked = b.accept_confirmation().await;
+    assert!(asked.contains(&format!("Pause queue {q}?")), "{asked}");
+    common::eventually(Duration::from_secs(10), "the queue paused", || async {
+        paused().await == Some(true)
+    })
+    .await;
+    b.click(&b.find("button.act[data-url$='/resume']").await)
+        .await;
+    common::eventually(Duration::from_secs(10), "the queue resumed", || async {
+        paused().await == Some(false)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -220,6 +245,23 @@ async fn a_dead_letter_found_by_filter_is_redriven_from_the_page_and_runs_again(
     b.wait_text("No dead letter matches.", Duration::from_secs(10), true)
         .await;
     assert_eq!(bed.dead_letter_count().await, 1, "the other stays");
+
+    // The one left, ticked and purged.
+    b.goto(&format!(
+        "{}/ui/dead-letters?queue={}",
+        w.ingress(),
+        bed.queue
+    ))
+    .await;
+    b.wait_text("dl-ui-2", Duration::from_secs(10), false).await;
+    b.click(&b.find("input[name=seq]").await).await;
+    b.click(&b.find("button.act.danger[data-selection]").await)
+        .await;
+    let asked = b.accept_confirmation().await;
+    assert!(asked.contains("Purge 1 selected dead letters?"), "{asked}");
+    b.wait_text("No dead letter matches.", Duration::from_secs(10), true)
+        .await;
+    assert_eq!(bed.dead_letter_count().await, 0);
 }
 
 #[tokio::test]

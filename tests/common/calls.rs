@@ -49,7 +49,7 @@ pub async fn failing_bed(name: &str) -> Option<(TestBed, Worker, Arc<AtomicBool>
 }
 
 /// The answer of `method` on `url`: its status code and JSON body (`Null` when not JSON).
-async fn json(method: reqwest::Method, url: String) -> (u16, Value) {
+pub async fn json(method: reqwest::Method, url: String) -> (u16, Value) {
     let resp = http_client()
         .request(method, url)
         .send()
