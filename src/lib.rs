@@ -13,6 +13,7 @@
 //! | [`invoke`] | the HTTP port ([`invoke::Invoker`]): calls to functions and callbacks, and building those requests |
 //! | [`wire`] | the OpenFaaS `QueueRequest` as Go writes it, and the names a valid one carries |
 //! | [`ingress`] | `POST /async-function/…`: a request becomes a stored message |
+//! | [`console`] | the web console at `/ui`: pages drawn on the server from the operator's reads; its buttons call the documented API |
 //! | [`config`] | every variable, validated at once |
 //! | [`security`] | who may use the ingress, where callbacks may go, signed callbacks, secret files |
 //! | [`flow`] | flow control: a function's `max_concurrency` and `rate` across every replica, kept in a key-value bucket |
