@@ -41,6 +41,12 @@ async fn operate(w: &Worker, path: &str) {
 /// Workers read pauses each second: after this long every one has seen a change.
 const PAUSE_SEEN: Duration = Duration::from_secs(3);
 
+/// Pause `function` of queue `q` through the API, and wait until every worker has seen it.
+async fn pause_function(w: &Worker, q: &str, function: &str) {
+    operate(w, &format!("/system/queues/{q}/pause?function={function}")).await;
+    tokio::time::sleep(PAUSE_SEEN).await;
+}
+
 /// Accept a call for `function` with call id `id`.
 async fn submit(w: &Worker, function: &str, id: &str) {
     let resp = w
@@ -79,8 +85,7 @@ async fn the_overview_shows_a_paused_function_and_its_waiting_calls() {
         return;
     };
     let q = bed.queue.clone();
-    operate(&w, &format!("/system/queues/{q}/pause?function=held")).await;
-    tokio::time::sleep(PAUSE_SEEN).await;
+    pause_function(&w, &q, "held").await;
     for i in 0..3 {
         submit(&w, "held", &format!("held-{i}")).await;
     }
@@ -273,8 +278,7 @@ async fn a_call_is_looked_up_and_cancelled_from_the_page() {
         return;
     };
     let q = bed.queue.clone();
-    operate(&w, &format!("/system/queues/{q}/pause?function=later")).await;
-    tokio::time::sleep(PAUSE_SEEN).await;
+    pause_function(&w, &q, "later").await;
     submit(&w, "later", "ui-cancel-1").await;
 
     b.goto(&format!("{}/ui/calls", w.ingress())).await;
